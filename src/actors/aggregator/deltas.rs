@@ -1,0 +1,230 @@
+//! Pure aggregation rules: which stored event counts toward which target, and how much.
+//! No actix types here, so the rules are unit-tested and shared by the actor, start-up
+//! recovery and `check-aggregates`.
+
+use std::collections::HashMap;
+
+use nostr_sdk::{Event, Kind, TagKind};
+
+/// What one stored event contributes to the stats of the event it points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsDelta {
+    pub reactions: i64,
+    pub replies: i64,
+    pub reposts: i64,
+    pub zaps: i64,
+    pub zap_msats: i64,
+}
+
+impl StatsDelta {
+    pub fn add(&mut self, other: &StatsDelta) {
+        self.reactions += other.reactions;
+        self.replies += other.replies;
+        self.reposts += other.reposts;
+        self.zaps += other.zaps;
+        self.zap_msats += other.zap_msats;
+    }
+}
+
+/// One newly stored event's contribution: `source` is the stored event, `target` the
+/// event whose row in `event_stats` changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub source: String,
+    pub target: String,
+    pub delta: StatsDelta,
+}
+
+/// The contribution of `event`, or `None` for events that count toward nothing.
+pub fn contribution(event: &Event) -> Option<Contribution> {
+    let (target, delta) = match event.kind {
+        Kind::Reaction => (
+            last_e_tag(event)?,
+            StatsDelta {
+                reactions: 1,
+                ..Default::default()
+            },
+        ),
+        Kind::TextNote => (
+            reply_target(event)?,
+            StatsDelta {
+                replies: 1,
+                ..Default::default()
+            },
+        ),
+        Kind::Repost | Kind::GenericRepost => (
+            first_e_tag(event)?,
+            StatsDelta {
+                reposts: 1,
+                ..Default::default()
+            },
+        ),
+        Kind::ZapReceipt => {
+            let msats = event
+                .tags
+                .iter()
+                .find(|t| t.kind() == TagKind::custom("bolt11"))
+                .and_then(|t| t.content())
+                .and_then(bolt11_msats)
+                .unwrap_or(0);
+            (
+                last_e_tag(event)?,
+                StatsDelta {
+                    zaps: 1,
+                    zap_msats: msats,
+                    ..Default::default()
+                },
+            )
+        }
+        _ => return None,
+    };
+    Some(Contribution {
+        source: event.id.to_hex(),
+        target,
+        delta,
+    })
+}
+
+/// Sums contributions per target.
+pub fn sum_by_target<'a>(
+    items: impl IntoIterator<Item = &'a Contribution>,
+) -> HashMap<String, StatsDelta> {
+    let mut out: HashMap<String, StatsDelta> = HashMap::new();
+    for c in items {
+        out.entry(c.target.clone()).or_default().add(&c.delta);
+    }
+    out
+}
+
+fn e_tags(event: &Event) -> impl Iterator<Item = &[String]> {
+    event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .filter(|t| t.len() >= 2 && t[0] == "e" && is_hex_id(&t[1]))
+}
+
+fn is_hex_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn first_e_tag(event: &Event) -> Option<String> {
+    e_tags(event).next().map(|t| t[1].to_ascii_lowercase())
+}
+
+fn last_e_tag(event: &Event) -> Option<String> {
+    e_tags(event).last().map(|t| t[1].to_ascii_lowercase())
+}
+
+/// NIP-10: the `reply` marker wins, then the `root` marker; without markers the last
+/// `e` tag is the parent. `mention` tags never make a note a reply.
+fn reply_target(event: &Event) -> Option<String> {
+    let tags: Vec<&[String]> = e_tags(event).collect();
+    let marked = |m: &str| tags.iter().find(|t| t.get(3).map(String::as_str) == Some(m));
+    if let Some(t) = marked("reply").or_else(|| marked("root")) {
+        return Some(t[1].to_ascii_lowercase());
+    }
+    tags.iter()
+        .rev()
+        .find(|t| t.get(3).is_none_or(|m| m.is_empty()))
+        .map(|t| t[1].to_ascii_lowercase())
+}
+
+/// The amount of a BOLT11 invoice in millisatoshis, from its human-readable part
+/// (`lnbc2500u1...` is 2500 µBTC). `None` for invoices without an amount or malformed ones.
+pub fn bolt11_msats(invoice: &str) -> Option<i64> {
+    let lower = invoice.trim().to_ascii_lowercase();
+    let hrp = &lower[..lower.rfind('1')?];
+    let rest = hrp.strip_prefix("ln")?;
+    // Currency prefix: letters up to the first digit (bc, tb, tbs, bcrt, sb).
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let amount = &rest[start..];
+    let (digits, multiplier) = match amount.chars().last()? {
+        c if c.is_ascii_digit() => (amount, None),
+        c => (&amount[..amount.len() - 1], Some(c)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = digits.parse().ok()?;
+    // 1 BTC = 100_000_000_000 msat.
+    match multiplier {
+        None => n.checked_mul(100_000_000_000),
+        Some('m') => n.checked_mul(100_000_000),
+        Some('u') => n.checked_mul(100_000),
+        Some('n') => n.checked_mul(100),
+        Some('p') if n % 10 == 0 => Some(n / 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr_sdk::{EventBuilder, Keys, Tag};
+
+    #[test]
+    fn bolt11_amounts() {
+        let cases = [
+            ("lnbc2500u1pvjluezpp5", Some(250_000_000)),
+            ("lnbc1m1xyz", Some(100_000_000)),
+            ("lnbc10n1abc", Some(1_000)),
+            ("lnbc20p1abc", Some(2)),
+            ("lnbc15p1abc", None),
+            ("lntb5u1abc", Some(500_000)),
+            ("lnbcrt3m1abc", Some(300_000_000)),
+            ("lnbc1pvjluez", None),
+            ("not an invoice", None),
+            ("LNBC2U1ABC", Some(200_000)),
+        ];
+        for (invoice, want) in cases {
+            assert_eq!(bolt11_msats(invoice), want, "{invoice}");
+        }
+    }
+
+    fn note(tags: Vec<Vec<&str>>, kind: Kind) -> Event {
+        let tags = tags
+            .into_iter()
+            .map(|t| Tag::parse(t).expect("tag"))
+            .collect::<Vec<_>>();
+        EventBuilder::new(kind, "x")
+            .tags(tags)
+            .sign_with_keys(&Keys::generate())
+            .expect("sign")
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn reply_targets_follow_nip10() {
+        let cases: Vec<(Vec<Vec<&str>>, Option<&str>)> = vec![
+            (vec![], None),
+            (vec![vec!["e", A], vec!["e", B]], Some(B)),
+            (vec![vec!["e", A, "", "root"], vec!["e", B, "", "reply"]], Some(B)),
+            (vec![vec!["e", B, "", "reply"], vec!["e", A, "", "root"]], Some(B)),
+            (vec![vec!["e", A, "", "root"]], Some(A)),
+            (vec![vec!["e", A, "", "mention"]], None),
+            (vec![vec!["e", "short"]], None),
+        ];
+        for (tags, want) in cases {
+            let got = contribution(&note(tags.clone(), Kind::TextNote)).map(|c| c.target);
+            assert_eq!(got.as_deref(), want, "{tags:?}");
+        }
+    }
+
+    #[test]
+    fn kinds_map_to_counters() {
+        let r = contribution(&note(vec![vec!["e", A], vec!["e", B]], Kind::Reaction)).unwrap();
+        assert_eq!((r.target.as_str(), r.delta.reactions), (B, 1));
+        let r = contribution(&note(vec![vec!["e", A], vec!["e", B]], Kind::Repost)).unwrap();
+        assert_eq!((r.target.as_str(), r.delta.reposts), (A, 1));
+        let z = contribution(&note(
+            vec![vec!["e", A], vec!["bolt11", "lnbc21u1xyz"]],
+            Kind::ZapReceipt,
+        ))
+        .unwrap();
+        assert_eq!((z.delta.zaps, z.delta.zap_msats), (1, 2_100_000));
+        assert!(contribution(&note(vec![vec!["e", A]], Kind::Metadata)).is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! The aggregator's inbox.
+
+use actix::Message;
+
+use super::deltas::Contribution;
+
+/// Contributions of newly stored events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Contribute(pub Vec<Contribution>);
+
+/// Commit everything accumulated now; answers how many contributions still wait
+/// (non-zero only if the database refused).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct FlushNow;

@@ -1,0 +1,21 @@
+//! The dedup actor's inbox.
+
+use actix::Message;
+use nostr_sdk::EventId;
+
+use crate::actors::Item;
+
+/// Keep the items seen for the first time (now in flight); drop or park the rest.
+#[derive(Message)]
+#[rtype(result = "Vec<Item>")]
+pub struct Check(pub Vec<Item>);
+
+/// These ids are committed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Committed(pub Vec<EventId>);
+
+/// These in-flight ids failed verification; returns the copies parked behind them.
+#[derive(Message)]
+#[rtype(result = "Vec<Item>")]
+pub struct Release(pub Vec<EventId>);

@@ -1,0 +1,97 @@
+//! DedupActor: owns the LRU of committed ids and the set of ids in flight.
+//!
+//! In: `Check` batches from relay actors (`send().await`, mailbox `mailbox.dedup`),
+//! `Committed` from storage actors, `Release` after failed verification.
+//! Out: the fresh items, returned to the caller. A duplicate costs one hash lookup and
+//! no signature check. An id counts as stored only once `Committed` arrives, so a
+//! failed write never makes an event look stored; copies arriving while it is in
+//! flight are held until then (and handed back if the in-flight copy was forged).
+
+pub mod cache;
+pub mod messages;
+
+use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler};
+
+use self::cache::{Seen, SeenCache};
+use self::messages::{Check, Committed, Release};
+use crate::actors::Item;
+use crate::metrics::Counters;
+
+pub struct DedupActor {
+    cache: SeenCache<Item>,
+    mailbox: usize,
+    counters: Arc<Counters>,
+}
+
+impl DedupActor {
+    pub fn new(capacity: NonZeroUsize, mailbox: usize, counters: Arc<Counters>) -> Self {
+        Self {
+            cache: SeenCache::new(capacity),
+            mailbox,
+            counters,
+        }
+    }
+}
+
+impl Actor for DedupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<Check> for DedupActor {
+    type Result = Vec<Item>;
+
+    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Vec<Item> {
+        let mut fresh = Vec::with_capacity(items.len());
+        for item in items {
+            let id = item.event.id;
+            match self.cache.check(id) {
+                Seen::Fresh => fresh.push(item),
+                Seen::Committed => {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    item.ack.resolve(false);
+                }
+                Seen::InFlight => {
+                    // Held until the in-flight copy commits; a second copy for the same
+                    // REQ adds nothing and is a duplicate at once.
+                    let same = |a: &Item, b: &Item| a.ack.same_req(&b.ack);
+                    if let Err(extra) = self.cache.park(id, item, same) {
+                        self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        extra.ack.resolve(false);
+                    }
+                }
+            }
+        }
+        fresh
+    }
+}
+
+impl Handler<Committed> for DedupActor {
+    type Result = ();
+
+    fn handle(&mut self, Committed(ids): Committed, _: &mut Self::Context) {
+        for id in ids {
+            for parked in self.cache.committed(id) {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                parked.ack.resolve(false);
+            }
+        }
+    }
+}
+
+impl Handler<Release> for DedupActor {
+    type Result = Vec<Item>;
+
+    fn handle(&mut self, Release(ids): Release, _: &mut Self::Context) -> Vec<Item> {
+        ids.into_iter()
+            .flat_map(|id| self.cache.released(id))
+            .collect()
+    }
+}

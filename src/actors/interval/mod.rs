@@ -1,0 +1,83 @@
+//! IntervalSupervisor: retunes each relay's polling interval from its cycle results
+//! (the pure `next_interval`), and restarts relay actors that stop making progress.
+//!
+//! In: `CycleDone` from relay actors (answered with the next interval), `Watch` at
+//! start-up. Out: `Restart` to a relay actor whose last cycle ended longer ago than
+//! `interval.watchdog_secs` plus its own interval; its actix `Supervisor` restarts it.
+
+pub mod messages;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler};
+
+use self::messages::{CycleDone, Watch};
+use self::policy::{jitter, next_interval, Bounds, CycleStats};
+use crate::actors::relay::messages::Restart;
+use crate::actors::relay::RelayActor;
+
+struct Watched {
+    addr: Addr<RelayActor>,
+    /// When the relay should next report, at the latest.
+    deadline: Instant,
+}
+
+pub struct IntervalSupervisor {
+    bounds: Bounds,
+    watchdog: Duration,
+    relays: HashMap<String, Watched>,
+}
+
+impl IntervalSupervisor {
+    pub fn new(bounds: Bounds, watchdog: Duration) -> Self {
+        Self {
+            bounds,
+            watchdog,
+            relays: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for IntervalSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let tick = (self.watchdog / 4).max(Duration::from_millis(100));
+        ctx.run_interval(tick, |act, _| {
+            let now = Instant::now();
+            let watchdog = act.watchdog;
+            for (url, w) in act.relays.iter_mut().filter(|(_, w)| w.deadline < now) {
+                tracing::warn!(relay = %url, silent_for = ?watchdog, "relay made no progress, restarting it");
+                w.addr.do_send(Restart);
+                w.deadline = now + watchdog;
+            }
+        });
+    }
+}
+
+impl Handler<Watch> for IntervalSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) {
+        let deadline = Instant::now() + self.watchdog;
+        self.relays.insert(msg.relay, Watched { addr: msg.addr, deadline });
+    }
+}
+
+impl Handler<CycleDone> for IntervalSupervisor {
+    type Result = actix::MessageResult<CycleDone>;
+
+    fn handle(&mut self, msg: CycleDone, _: &mut Self::Context) -> Self::Result {
+        let mut next = next_interval(msg.stats, &self.bounds);
+        if matches!(msg.stats, CycleStats::Failed { .. }) {
+            next = jitter(next);
+        }
+        if let Some(w) = self.relays.get_mut(&msg.relay) {
+            w.deadline = Instant::now() + next + self.watchdog;
+        }
+        tracing::debug!(relay = %msg.relay, stats = ?msg.stats, next = ?next, "cycle done");
+        actix::MessageResult(next)
+    }
+}

@@ -1,0 +1,141 @@
+//! Pure classification of raw relay frames, with the checks that need no signature:
+//! JSON shape, size, tag count, timestamps.
+
+use nostr_sdk::{Event, JsonUtil, RelayMessage};
+
+use crate::metrics::Reject;
+
+/// Frame-level limits, from `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_tags: usize,
+    pub max_future_secs: u64,
+}
+
+#[derive(Debug)]
+pub enum Frame {
+    Event { sub: String, event: Box<Event> },
+    /// An EVENT frame refused before verification; `sub` when it could be read.
+    Rejected { sub: Option<String>, reason: Reject },
+    Eose(String),
+    Closed { sub: String, message: String },
+    Notice(String),
+    Other,
+}
+
+/// Classifies one text frame; `now` is the current unix time.
+pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
+    // The envelope adds a subscription id and a few bytes to the event itself.
+    if raw.len() > limits.max_event_bytes + 256 {
+        return Frame::Rejected {
+            sub: None,
+            reason: Reject::TooLarge,
+        };
+    }
+    let message = match RelayMessage::from_json(raw) {
+        Ok(m) => m,
+        Err(_) => {
+            return Frame::Rejected {
+                sub: None,
+                reason: Reject::InvalidJson,
+            }
+        }
+    };
+    match message {
+        RelayMessage::Event {
+            subscription_id,
+            event,
+        } => {
+            let sub = subscription_id.as_str().to_owned();
+            let event = event.into_owned();
+            let reason = if event.tags.len() > limits.max_tags {
+                Some(Reject::TooManyTags)
+            } else if event.created_at.as_secs() > now.saturating_add(limits.max_future_secs) {
+                Some(Reject::FutureTimestamp)
+            } else if event.as_json().len() > limits.max_event_bytes {
+                Some(Reject::TooLarge)
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => Frame::Rejected {
+                    sub: Some(sub),
+                    reason,
+                },
+                None => Frame::Event {
+                    sub,
+                    event: Box::new(event),
+                },
+            }
+        }
+        RelayMessage::EndOfStoredEvents(sub) => Frame::Eose(sub.as_str().to_owned()),
+        RelayMessage::Closed {
+            subscription_id,
+            message,
+        } => Frame::Closed {
+            sub: subscription_id.as_str().to_owned(),
+            message: message.into_owned(),
+        },
+        RelayMessage::Notice(message) => Frame::Notice(message.into_owned()),
+        _ => Frame::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr_sdk::{EventBuilder, Keys, Tag};
+
+    const LIMITS: Limits = Limits {
+        max_event_bytes: 4096,
+        max_tags: 3,
+        max_future_secs: 60,
+    };
+
+    fn frame(event: &Event) -> String {
+        format!(r#"["EVENT","s1",{}]"#, event.as_json())
+    }
+
+    #[test]
+    fn classification_table() {
+        let keys = Keys::generate();
+        let ok = EventBuilder::text_note("hi").sign_with_keys(&keys).unwrap();
+        let many_tags = EventBuilder::text_note("hi")
+            .tags((0..4).map(|i| Tag::hashtag(format!("t{i}"))))
+            .sign_with_keys(&keys)
+            .unwrap();
+        let big = EventBuilder::text_note("x".repeat(5000))
+            .sign_with_keys(&keys)
+            .unwrap();
+        let now = ok.created_at.as_secs();
+        let reason = |raw: &str| match classify(raw, &LIMITS, now) {
+            Frame::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        };
+        assert!(matches!(classify(&frame(&ok), &LIMITS, now), Frame::Event { .. }));
+        assert_eq!(reason(&frame(&many_tags)), Some(Reject::TooManyTags));
+        assert_eq!(reason(&frame(&big)), Some(Reject::TooLarge));
+        assert_eq!(reason(&frame(&ok)[..20]), Some(Reject::InvalidJson));
+        assert_eq!(reason("not json"), Some(Reject::InvalidJson));
+        assert_eq!(
+            classify(&frame(&ok), &LIMITS, now - 61).kind_name(),
+            "rejected"
+        );
+        assert!(matches!(classify(r#"["EOSE","s1"]"#, &LIMITS, now), Frame::Eose(s) if s == "s1"));
+        assert!(matches!(
+            classify(r#"["CLOSED","s1","rate-limited: slow down"]"#, &LIMITS, now),
+            Frame::Closed { .. }
+        ));
+        assert!(matches!(classify(r#"["NOTICE","hello"]"#, &LIMITS, now), Frame::Notice(_)));
+    }
+
+    impl Frame {
+        fn kind_name(&self) -> &'static str {
+            match self {
+                Frame::Rejected { .. } => "rejected",
+                _ => "other",
+            }
+        }
+    }
+}

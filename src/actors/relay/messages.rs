@@ -1,0 +1,13 @@
+//! The relay actor's inbox.
+
+use actix::Message;
+
+/// Run a sync cycle now (unless one is running).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunCycle;
+
+/// Drop the connection and start over (sent by the watchdog).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;

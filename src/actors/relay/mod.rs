@@ -1,0 +1,429 @@
+//! RelayActor: one per configured relay, on an Arbiter of its own (the SDK's tasks live
+//! on the runtime where the connection was made).
+//!
+//! It owns its nostr-sdk connection (reconnected by the SDK) and a tap on its websocket
+//! (see `transport`). Frames come in through a channel of `mailbox.relay_frames`; the
+//! ingest loop classifies them and hands events on with `send().await` through the
+//! dedup actor, the verifiers and the storage router, so a slow database slows the
+//! socket reads instead of growing memory.
+//!
+//! A sync cycle sends one REQ per filter with `since` = stored cursor minus
+//! `sync.overlap_secs`, reads until EOSE, pages back with `until` while pages come back
+//! full, then waits until every event it received is committed before saving the
+//! cursor. With `sync.live` a subscription stays open for new events. Cycle results go
+//! to the `IntervalSupervisor`, which answers when to run the next; it also restarts
+//! this actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
+
+pub mod frames;
+pub mod messages;
+pub mod subs;
+pub mod transport;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture,
+};
+use nostr_sdk::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use self::frames::{classify, Frame, Limits};
+use self::messages::{Restart, RunCycle};
+use self::subs::SubTable;
+use self::transport::TapTransport;
+use crate::actors::ack::Pending;
+use crate::actors::interval::messages::CycleDone;
+use crate::actors::interval::policy::CycleStats;
+use crate::actors::interval::IntervalSupervisor;
+use crate::actors::{Item, Pipeline};
+use crate::config::{FilterSettings, Settings};
+use crate::metrics::{Reject, RelayCounters};
+use crate::storage::EventStore;
+
+static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn next_sub_id(prefix: &str) -> String {
+    format!("{prefix}-{}", SUB_SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct RelayActor {
+    url: String,
+    settings: Arc<Settings>,
+    pipeline: Pipeline,
+    store: Arc<dyn EventStore>,
+    supervisor: Addr<IntervalSupervisor>,
+    counters: Arc<RelayCounters>,
+    client: Option<Client>,
+    subs: Arc<SubTable>,
+    cycle_running: bool,
+    failures: u32,
+}
+
+impl RelayActor {
+    pub fn new(
+        url: String,
+        settings: Arc<Settings>,
+        pipeline: Pipeline,
+        store: Arc<dyn EventStore>,
+        supervisor: Addr<IntervalSupervisor>,
+    ) -> Self {
+        let counters = pipeline.counters.relay(&url);
+        Self {
+            url,
+            settings,
+            pipeline,
+            store,
+            supervisor,
+            counters,
+            client: None,
+            subs: Arc::new(SubTable::default()),
+            cycle_running: false,
+            failures: 0,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let l = &self.settings.limits;
+        Limits {
+            max_event_bytes: l.max_event_bytes,
+            max_tags: l.max_tags,
+            max_future_secs: l.max_future_secs,
+        }
+    }
+}
+
+impl Actor for RelayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
+        let client = Client::builder()
+            .websocket_transport(TapTransport::new(tx))
+            .build();
+        self.client = Some(client.clone());
+        self.subs = Arc::new(SubTable::default());
+        let opts = RelayOptions::new()
+            // Backpressure can hold the socket read for a long time; a missed pong
+            // must not count as a dead connection then.
+            .ping(false)
+            .reconnect(true)
+            .retry_interval(Duration::from_millis(self.settings.sync.backoff_min_ms))
+            .adjust_retry_interval(true);
+        let url = self.url.clone();
+        ctx.wait(
+            async move {
+                if let Err(e) = client.pool().add_relay(url.as_str(), opts).await {
+                    tracing::error!(relay = %url, error = %e, "cannot add relay");
+                }
+                client.connect().await;
+            }
+            .into_actor(self),
+        );
+        let ingest = ingest(
+            rx,
+            self.subs.clone(),
+            self.pipeline.clone(),
+            self.counters.clone(),
+            self.limits(),
+            self.settings.mailbox.max_batch_events,
+        );
+        ctx.spawn(ingest.into_actor(self));
+        ctx.notify(RunCycle);
+        tracing::info!(relay = %self.url, "relay actor started");
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(client) = self.client.take() {
+            actix::spawn(async move { client.shutdown().await });
+        }
+    }
+}
+
+impl Supervised for RelayActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::info!(relay = %self.url, "relay actor restarting");
+        if let Some(client) = self.client.take() {
+            actix::spawn(async move { client.shutdown().await });
+        }
+        self.cycle_running = false;
+    }
+}
+
+impl Handler<Restart> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+impl Handler<RunCycle> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RunCycle, ctx: &mut Self::Context) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if self.cycle_running {
+            return;
+        }
+        self.cycle_running = true;
+        let cycle = Cycle {
+            url: self.url.clone(),
+            settings: self.settings.clone(),
+            client,
+            subs: self.subs.clone(),
+            store: self.store.clone(),
+            held: self.pipeline.counters.held.clone(),
+        };
+        let supervisor = self.supervisor.clone();
+        let url = self.url.clone();
+        let counters = self.counters.clone();
+        let fut = async move { cycle.run().await }
+            .into_actor(self)
+            .then(move |result, act, _| {
+                act.cycle_running = false;
+                let stats = match result {
+                    Ok(new_events) => {
+                        act.failures = 0;
+                        counters.cycles_ok.fetch_add(1, Ordering::Relaxed);
+                        counters.new_events.fetch_add(new_events, Ordering::Relaxed);
+                        tracing::info!(relay = %url, new_events, "cycle done");
+                        CycleStats::Done { new_events }
+                    }
+                    Err(error) => {
+                        act.failures += 1;
+                        counters.cycles_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(relay = %url, %error, failures = act.failures, "cycle failed");
+                        CycleStats::Failed {
+                            consecutive: act.failures,
+                        }
+                    }
+                };
+                async move { supervisor.send(CycleDone { relay: url, stats }).await }
+                    .into_actor(act)
+            })
+            .map(|next, _, ctx| {
+                let next = next.unwrap_or(Duration::from_secs(30));
+                ctx.run_later(next, |_, ctx| ctx.notify(RunCycle));
+            });
+        ctx.spawn(fut);
+    }
+}
+
+/// One sync cycle of one relay, detached from the actor so it can be awaited.
+struct Cycle {
+    url: String,
+    settings: Arc<Settings>,
+    client: Client,
+    subs: Arc<SubTable>,
+    store: Arc<dyn EventStore>,
+    held: Arc<std::sync::atomic::AtomicI64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CycleError {
+    #[error("not connected")]
+    NotConnected,
+    #[error("relay error: {0}")]
+    Relay(#[from] nostr_sdk::pool::relay::Error),
+    #[error("sdk error: {0}")]
+    Client(#[from] nostr_sdk::client::Error),
+    #[error("no EOSE within {0:?}")]
+    EoseTimeout(Duration),
+    #[error("relay closed the subscription: {0}")]
+    Closed(String),
+    #[error("events of the cycle were not all committed")]
+    Incomplete,
+    #[error("storage: {0}")]
+    Store(#[from] crate::storage::StoreError),
+}
+
+impl Cycle {
+    /// Returns how many events were new rows.
+    async fn run(self) -> Result<u64, CycleError> {
+        let sync = &self.settings.sync;
+        self.client
+            .wait_for_connection(Duration::from_secs(sync.connect_timeout_secs))
+            .await;
+        let relay = self.client.relay(self.url.as_str()).await?;
+        if !relay.is_connected() {
+            return Err(CycleError::NotConnected);
+        }
+        if sync.live {
+            self.ensure_live(&relay).await?;
+        }
+        let mut new = 0;
+        for filter in &self.settings.filters {
+            new += self.sync_filter(&relay, filter).await?;
+        }
+        Ok(new)
+    }
+
+    /// Opens the live subscription unless it is open; the SDK re-sends it after a
+    /// reconnect, and the polling cycles fill whatever the gap held.
+    async fn ensure_live(&self, relay: &Relay) -> Result<(), CycleError> {
+        let id = SubscriptionId::new("live");
+        if relay.subscription(&id).await.is_some() {
+            return Ok(());
+        }
+        let (root, _) = Pending::root(self.held.clone());
+        self.subs.open(id.as_str(), root, None);
+        let filters: Vec<Filter> = self
+            .settings
+            .filters
+            .iter()
+            .map(|f| to_filter(f).since(Timestamp::now()))
+            .collect();
+        for (i, filter) in filters.into_iter().enumerate() {
+            let sub = if i == 0 {
+                id.clone()
+            } else {
+                let sub = SubscriptionId::new(format!("live-{i}"));
+                let (root, _) = Pending::root(self.held.clone());
+                self.subs.open(sub.as_str(), root, None);
+                sub
+            };
+            relay
+                .subscribe_with_id(sub, filter, SubscribeOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn sync_filter(&self, relay: &Relay, f: &FilterSettings) -> Result<u64, CycleError> {
+        let sync = &self.settings.sync;
+        let key = filter_key(f);
+        let cursor = self.store.cursor(&self.url, &key).await?;
+        let since = cursor
+            .map(|c| (c as u64).saturating_sub(sync.overlap_secs))
+            .unwrap_or(0)
+            .max(f.since);
+        let started = Timestamp::now();
+        let (root, committed) = Pending::root(self.held.clone());
+        let mut until: Option<u64> = None;
+        loop {
+            let id = next_sub_id("sync");
+            let (tx, rx) = oneshot::channel();
+            self.subs.open(&id, root.share(), Some(tx));
+            let mut filter = to_filter(f)
+                .since(Timestamp::from(since))
+                .limit(sync.page_limit);
+            if let Some(u) = until {
+                filter = filter.until(Timestamp::from(u));
+            }
+            let sub = SubscriptionId::new(&id);
+            relay.send_msg(ClientMessage::req(sub.clone(), filter))?;
+            let timeout = Duration::from_secs(sync.eose_timeout_secs);
+            let end = tokio::time::timeout(timeout, rx).await;
+            let _ = relay.send_msg(ClientMessage::close(sub));
+            let end = match end {
+                Ok(Ok(end)) => end,
+                _ => {
+                    self.subs.forget(&id);
+                    return Err(CycleError::EoseTimeout(timeout));
+                }
+            };
+            if let Some(message) = end.closed {
+                return Err(CycleError::Closed(message));
+            }
+            if end.count < sync.page_limit {
+                break;
+            }
+            // A full page: older events may be missing. Page back from the oldest seen
+            // (inclusive, as more may share its second; duplicates are cheap).
+            let Some(oldest) = end.oldest else { break };
+            let next = if until == Some(oldest) {
+                tracing::warn!(relay = %self.url, second = oldest, "more events in one second than a page holds");
+                oldest.saturating_sub(1)
+            } else {
+                oldest
+            };
+            if next < since {
+                break;
+            }
+            until = Some(next);
+        }
+        root.resolve(false);
+        let outcome = committed.await.map_err(|_| CycleError::Incomplete)?;
+        if !outcome.complete {
+            return Err(CycleError::Incomplete);
+        }
+        self.store
+            .save_cursor(&self.url, &key, started.as_secs() as i64)
+            .await?;
+        Ok(outcome.new_rows)
+    }
+}
+
+fn to_filter(f: &FilterSettings) -> Filter {
+    let mut filter = Filter::new();
+    if !f.kinds.is_empty() {
+        filter = filter.kinds(f.kinds.iter().map(|k| Kind::from(*k)));
+    }
+    let authors: Vec<PublicKey> = f
+        .authors
+        .iter()
+        .filter_map(|a| PublicKey::from_hex(a).ok())
+        .collect();
+    if !authors.is_empty() {
+        filter = filter.authors(authors);
+    }
+    filter
+}
+
+/// The cursor key of a filter: what it selects, without the moving window.
+pub fn filter_key(f: &FilterSettings) -> String {
+    let mut kinds = f.kinds.clone();
+    kinds.sort_unstable();
+    let mut authors = f.authors.clone();
+    authors.sort();
+    serde_json::json!({ "kinds": kinds, "authors": authors, "since": f.since }).to_string()
+}
+
+/// Reads raw frames until the connection's channel closes and hands events on.
+async fn ingest(
+    mut rx: mpsc::Receiver<String>,
+    subs: Arc<SubTable>,
+    pipeline: Pipeline,
+    counters: Arc<RelayCounters>,
+    limits: Limits,
+    max_batch: usize,
+) {
+    let mut frames = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut frames, max_batch).await > 0 {
+        let now = Timestamp::now().as_secs();
+        let mut items = Vec::with_capacity(frames.len());
+        for raw in frames.drain(..) {
+            match classify(&raw, &limits, now) {
+                Frame::Event { sub, event } => {
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    match subs.on_event(&sub, Some(event.created_at.as_secs()), true) {
+                        Some(Some(ack)) => items.push(Item { event: *event, ack }),
+                        _ => counters.reject(Reject::UnknownSubscription),
+                    }
+                }
+                Frame::Rejected { sub, reason } => {
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    counters.reject(reason);
+                    if let Some(sub) = sub {
+                        subs.on_event(&sub, None, false);
+                    }
+                }
+                Frame::Eose(sub) => subs.on_eose(&sub),
+                Frame::Closed { sub, message } => subs.on_closed(&sub, message),
+                Frame::Notice(message) => {
+                    counters.notices.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%message, "relay notice");
+                }
+                Frame::Other => {}
+            }
+        }
+        if !items.is_empty() {
+            pipeline.submit(items, &counters).await;
+        }
+    }
+}

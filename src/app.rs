@@ -1,0 +1,178 @@
+//! The wiring: every actor spawned bottom-up with its mailbox capacity, and the ordered
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter, Supervisor, SyncArbiter};
+
+use crate::actors::aggregator::messages::FlushNow;
+use crate::actors::aggregator::{apply_backlog, AggregatorActor};
+use crate::actors::dedup::DedupActor;
+use crate::actors::interval::messages::Watch;
+use crate::actors::interval::policy::Bounds;
+use crate::actors::interval::IntervalSupervisor;
+use crate::actors::relay::RelayActor;
+use crate::actors::storage::messages::IsIdle;
+use crate::actors::storage::{StorageActor, WritePolicy};
+use crate::actors::verify::VerifyActor;
+use crate::actors::Pipeline;
+use crate::config::Settings;
+use crate::metrics::Counters;
+use crate::storage::{self, EventStore};
+
+pub struct App {
+    relays: Vec<Arbiter>,
+    storage: Vec<Addr<StorageActor>>,
+    aggregator: Addr<AggregatorActor>,
+    pub counters: Arc<Counters>,
+    pub store: Arc<dyn EventStore>,
+}
+
+impl App {
+    /// Opens the store, applies any aggregation backlog, and starts the pipeline.
+    /// Must run inside an actix System; migrations must have run.
+    pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        let settings = Arc::new(settings);
+        let store = storage::open(&settings.database.url, settings.database.max_connections).await?;
+        let backlog = apply_backlog(&*store).await?;
+        if backlog > 0 {
+            tracing::info!(events = backlog, "applied aggregates left over by the last run");
+        }
+        let counters = Arc::new(Counters::default());
+        let mailbox = &settings.mailbox;
+
+        let aggregator = AggregatorActor::new(
+            store.clone(),
+            counters.clone(),
+            settings.flush_interval(),
+            mailbox.aggregator,
+        )
+        .start();
+        let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
+            .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
+        let dedup = DedupActor::new(lru, mailbox.dedup, counters.clone()).start();
+        let verify_threads = settings.verify_threads();
+        let verify = SyncArbiter::start(verify_threads, VerifyActor::default);
+        let perf = &settings.sync.performance;
+        let policy = WritePolicy {
+            batch_size: perf.batch_size,
+            batch_timeout: Duration::from_millis(perf.batch_timeout_ms),
+            max_batch_rows: perf.max_batch_rows,
+            retry_min: Duration::from_millis(settings.database.retry_min_ms),
+            retry_max: Duration::from_millis(settings.database.retry_max_ms),
+        };
+        let storage: Vec<Addr<StorageActor>> = (0..settings.storage.workers)
+            .map(|id| {
+                StorageActor::new(
+                    id,
+                    store.clone(),
+                    dedup.clone(),
+                    aggregator.clone(),
+                    counters.clone(),
+                    policy.clone(),
+                    mailbox.storage,
+                )
+                .start()
+            })
+            .collect();
+        let pipeline = Pipeline {
+            dedup,
+            verify,
+            verify_threads,
+            storage: storage.clone(),
+            counters: counters.clone(),
+        };
+
+        let i = &settings.interval;
+        let bounds = Bounds {
+            idle: Duration::from_secs(i.idle_secs),
+            normal: Duration::from_secs(i.normal_secs),
+            busy: Duration::from_secs(i.busy_secs),
+            busy_threshold: i.busy_threshold,
+            backoff_min: Duration::from_millis(settings.sync.backoff_min_ms),
+            backoff_max: Duration::from_millis(settings.sync.backoff_max_ms),
+        };
+        let supervisor =
+            IntervalSupervisor::new(bounds, Duration::from_secs(i.watchdog_secs)).start();
+
+        let mut relays = Vec::new();
+        for url in &settings.relays {
+            let arbiter = Arbiter::new();
+            let actor = {
+                let (url, settings, pipeline, store, supervisor) = (
+                    url.clone(),
+                    settings.clone(),
+                    pipeline.clone(),
+                    store.clone(),
+                    supervisor.clone(),
+                );
+                move |_: &mut _| RelayActor::new(url, settings, pipeline, store, supervisor)
+            };
+            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), actor);
+            supervisor.do_send(Watch {
+                relay: url.clone(),
+                addr,
+            });
+            relays.push(arbiter);
+        }
+        Ok(App {
+            relays,
+            storage,
+            aggregator,
+            counters,
+            store,
+        })
+    }
+
+    /// Waits until every relay completed `cycles` sync cycles, or `timeout` passes.
+    pub async fn wait_for_cycles(&self, cycles: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (done, total) = self.counters.relays_with_cycles(cycles);
+            if total > 0 && done == total {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops reading from relays, commits what was received, flushes aggregates.
+    /// Returns whether everything was committed within `timeout`.
+    pub async fn shutdown(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for arbiter in &self.relays {
+            arbiter.stop();
+        }
+        let mut drained = false;
+        while Instant::now() < deadline {
+            let mut idle = true;
+            for worker in &self.storage {
+                idle &= worker.send(IsIdle).await.unwrap_or(true);
+            }
+            if idle {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut flushed = false;
+        while Instant::now() < deadline {
+            match self.aggregator.send(FlushNow).await {
+                Ok(0) => {
+                    flushed = true;
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => break,
+            }
+        }
+        if !(drained && flushed) {
+            tracing::warn!(drained, flushed, "shutdown timed out; the next start re-fetches and re-aggregates");
+        }
+        drained && flushed
+    }
+}

@@ -1,0 +1,446 @@
+//! The settings tree. Sources in order: built-in defaults, the file (`--config`), then
+//! environment variables `NOSTR_SYNC__SECTION__KEY`, so later sources win.
+//! `config/default.toml` mirrors `Settings::default()`; a test keeps them equal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Relay websocket URLs (ws:// or wss://), one `RelayActor` each.
+    pub relays: Vec<String>,
+    /// REQ filters; each is synced separately with a cursor of its own per relay.
+    pub filters: Vec<FilterSettings>,
+    pub sync: SyncSettings,
+    pub database: DatabaseSettings,
+    pub dedup: DedupSettings,
+    pub storage: StorageSettings,
+    pub verify: VerifySettings,
+    pub aggregates: AggregateSettings,
+    pub interval: IntervalSettings,
+    pub mailbox: MailboxSettings,
+    pub limits: LimitSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    /// Event kinds; empty means every kind.
+    pub kinds: Vec<u16>,
+    /// Author pubkeys (hex); empty means every author.
+    pub authors: Vec<String>,
+    /// Unix time before which nothing is synced.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Keep a subscription open after EOSE so new events arrive at once.
+    pub live: bool,
+    /// Seconds each cycle re-reads before the stored cursor (late or clock-skewed events).
+    pub overlap_secs: u64,
+    /// `limit` of each REQ; a page this full makes the cycle page back with `until`.
+    pub page_limit: usize,
+    /// A REQ that has not ended (EOSE or CLOSED) after this long fails the cycle.
+    pub eose_timeout_secs: u64,
+    /// Connection attempt timeout.
+    pub connect_timeout_secs: u64,
+    /// Reconnect backoff: first delay, doubled (with jitter) up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub performance: PerformanceSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerformanceSettings {
+    /// Rows a storage worker waits for before committing; 1 never waits. Whatever is
+    /// already queued goes into the same transaction regardless.
+    pub batch_size: usize,
+    /// Longest wait for `batch_size` rows.
+    pub batch_timeout_ms: u64,
+    /// Most rows in one transaction.
+    pub max_batch_rows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (embedded default) or `postgres://user@host/db`.
+    pub url: String,
+    /// Size of the shared connection pool.
+    pub max_connections: usize,
+    /// Retry delay after a failed write: first delay, doubled up to `retry_max_ms`.
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupSettings {
+    /// Recently committed event ids kept in memory; hits skip verification and storage.
+    pub lru_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Storage actors; events are routed by author so one author's events stay in order.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Signature-checking threads; 0 uses every core.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateSettings {
+    /// How often accumulated aggregate deltas are committed.
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntervalSettings {
+    /// Polling interval after a cycle that brought nothing new.
+    pub idle_secs: u64,
+    /// Interval after a cycle with fewer than `busy_threshold` new events.
+    pub normal_secs: u64,
+    /// Interval after a busier cycle.
+    pub busy_secs: u64,
+    pub busy_threshold: u64,
+    /// A relay actor that reports no cycle for this long is restarted.
+    pub watchdog_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxSettings {
+    /// Raw relay frames buffered between a websocket and its relay actor.
+    pub relay_frames: usize,
+    /// Batches queued for the dedup actor.
+    pub dedup: usize,
+    /// Batches queued for each storage actor.
+    pub storage: usize,
+    /// Batches queued for the aggregator.
+    pub aggregator: usize,
+    /// Most events a relay actor hands on in one batch.
+    pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Larger events (serialized) are rejected.
+    pub max_event_bytes: usize,
+    /// Events with more tags are rejected.
+    pub max_tags: usize,
+    /// Events dated further than this into the future are rejected.
+    pub max_future_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Longest time to commit what was received before exiting.
+    pub timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            relays: Vec::new(),
+            filters: vec![FilterSettings::default()],
+            sync: SyncSettings::default(),
+            database: DatabaseSettings::default(),
+            dedup: DedupSettings::default(),
+            storage: StorageSettings::default(),
+            verify: VerifySettings::default(),
+            aggregates: AggregateSettings::default(),
+            interval: IntervalSettings::default(),
+            mailbox: MailboxSettings::default(),
+            limits: LimitSettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+impl Default for FilterSettings {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            authors: Vec::new(),
+            since: 0,
+        }
+    }
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            live: true,
+            overlap_secs: 600,
+            page_limit: 500,
+            eose_timeout_secs: 30,
+            connect_timeout_secs: 10,
+            backoff_min_ms: 500,
+            backoff_max_ms: 60_000,
+            performance: PerformanceSettings::default(),
+        }
+    }
+}
+
+impl Default for PerformanceSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1,
+            batch_timeout_ms: 100,
+            max_batch_rows: 2_000,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://nostr-sync.db".into(),
+            max_connections: 8,
+            retry_min_ms: 100,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+impl Default for DedupSettings {
+    fn default() -> Self {
+        Self {
+            lru_capacity: 100_000,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { workers: 4 }
+    }
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self { threads: 0 }
+    }
+}
+
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        Self {
+            flush_interval_ms: 200,
+        }
+    }
+}
+
+impl Default for IntervalSettings {
+    fn default() -> Self {
+        Self {
+            idle_secs: 30,
+            normal_secs: 10,
+            busy_secs: 5,
+            busy_threshold: 100,
+            watchdog_secs: 300,
+        }
+    }
+}
+
+impl Default for MailboxSettings {
+    fn default() -> Self {
+        Self {
+            relay_frames: 1_024,
+            dedup: 16,
+            storage: 8,
+            aggregator: 64,
+            max_batch_events: 500,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 256 * 1024,
+            max_tags: 2_000,
+            max_future_secs: 900,
+        }
+    }
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { timeout_secs: 30 }
+    }
+}
+
+/// Problems found while loading or validating settings, reported all at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Settings {
+    /// Defaults, then `file` (if given), then `NOSTR_SYNC__*` environment variables;
+    /// validated.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(vec![format!(
+                    "config file {} does not exist",
+                    path.display()
+                )]));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("NOSTR_SYNC")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("relays")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Every problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        for (i, relay) in self.relays.iter().enumerate() {
+            match url::Url::parse(relay) {
+                Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
+                Ok(u) => errors.push(format!(
+                    "`relays[{i}]` must be a ws:// or wss:// url, got {relay:?} (scheme {:?})",
+                    u.scheme()
+                )),
+                Err(e) => errors.push(format!("`relays[{i}]` is not a url: {relay:?} ({e})")),
+            }
+        }
+        if self.filters.is_empty() {
+            errors.push("`filters` must hold at least one filter".into());
+        }
+        for (i, f) in self.filters.iter().enumerate() {
+            for a in &f.authors {
+                if nostr_sdk::PublicKey::from_hex(a).is_err() {
+                    errors.push(format!("`filters[{i}].authors` holds {a:?}, not a hex pubkey"));
+                }
+            }
+        }
+        if crate::storage::Backend::of_url(&self.database.url).is_none() {
+            errors.push(format!(
+                "`database.url` must start with sqlite:// or postgres://, got {:?}",
+                self.database.url
+            ));
+        }
+        let mut positive = |key: &str, v: u64| {
+            if v == 0 {
+                errors.push(format!("`{key}` must be at least 1, got 0"));
+            }
+        };
+        positive("sync.page_limit", self.sync.page_limit as u64);
+        positive("sync.eose_timeout_secs", self.sync.eose_timeout_secs);
+        positive("sync.connect_timeout_secs", self.sync.connect_timeout_secs);
+        positive("sync.backoff_min_ms", self.sync.backoff_min_ms);
+        positive("sync.performance.batch_size", self.sync.performance.batch_size as u64);
+        positive("sync.performance.max_batch_rows", self.sync.performance.max_batch_rows as u64);
+        positive("database.max_connections", self.database.max_connections as u64);
+        positive("database.retry_min_ms", self.database.retry_min_ms);
+        positive("dedup.lru_capacity", self.dedup.lru_capacity as u64);
+        positive("storage.workers", self.storage.workers as u64);
+        positive("aggregates.flush_interval_ms", self.aggregates.flush_interval_ms);
+        positive("interval.idle_secs", self.interval.idle_secs);
+        positive("interval.normal_secs", self.interval.normal_secs);
+        positive("interval.busy_secs", self.interval.busy_secs);
+        positive("interval.watchdog_secs", self.interval.watchdog_secs);
+        positive("mailbox.relay_frames", self.mailbox.relay_frames as u64);
+        positive("mailbox.dedup", self.mailbox.dedup as u64);
+        positive("mailbox.storage", self.mailbox.storage as u64);
+        positive("mailbox.aggregator", self.mailbox.aggregator as u64);
+        positive("mailbox.max_batch_events", self.mailbox.max_batch_events as u64);
+        positive("limits.max_event_bytes", self.limits.max_event_bytes as u64);
+        positive("shutdown.timeout_secs", self.shutdown.timeout_secs);
+        if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
+            errors.push(format!(
+                "`sync.backoff_max_ms` ({}) must not be below `sync.backoff_min_ms` ({})",
+                self.sync.backoff_max_ms, self.sync.backoff_min_ms
+            ));
+        }
+        if self.database.retry_max_ms < self.database.retry_min_ms {
+            errors.push(format!(
+                "`database.retry_max_ms` ({}) must not be below `database.retry_min_ms` ({})",
+                self.database.retry_max_ms, self.database.retry_min_ms
+            ));
+        }
+        if self.storage.workers > self.database.max_connections {
+            errors.push(format!(
+                "`storage.workers` ({}) must not exceed `database.max_connections` ({})",
+                self.storage.workers, self.database.max_connections
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.aggregates.flush_interval_ms)
+    }
+
+    pub fn verify_threads(&self) -> usize {
+        match self.verify.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_matches_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        let text = std::fs::read_to_string(&path).expect("config/default.toml");
+        let from_file: Settings = toml::from_str(&text).expect("parse config/default.toml");
+        assert_eq!(from_file, Settings::default());
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_key() {
+        let mut s = Settings::default();
+        s.relays = vec!["http://example.com".into(), "not a url".into()];
+        s.storage.workers = 0;
+        s.database.url = "mysql://x".into();
+        let err = s.validate().unwrap_err().0;
+        let joined = err.join("\n");
+        for key in ["relays[0]", "relays[1]", "storage.workers", "database.url"] {
+            assert!(joined.contains(key), "{key} missing from {joined}");
+        }
+        assert_eq!(err.len(), 4, "{joined}");
+    }
+}

@@ -1,0 +1,131 @@
+//! Synthetic, freshly signed Nostr data and in-process relays holding it, shared by
+//! `demo`, the benchmark and the tests.
+
+use std::collections::{BTreeSet, HashMap};
+
+use nostr_relay_builder::prelude::*;
+use ::rand::rngs::StdRng;
+use ::rand::{Rng, SeedableRng};
+
+use crate::actors::aggregator::deltas::{contribution, sum_by_target, StatsDelta};
+
+/// A generated data set: unique events and, per relay, the indices it holds.
+pub struct Dataset {
+    pub events: Vec<Event>,
+    pub placement: Vec<Vec<usize>>,
+}
+
+impl Dataset {
+    /// `n` events from `authors` authors: notes, replies, reactions, reposts, zap
+    /// receipts, profiles and contact lists; each on relay `i % relays` and, with
+    /// probability `overlap`, on each other relay too.
+    pub fn generate(n: usize, relays: usize, overlap: f64, seed: u64) -> Dataset {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let authors: Vec<Keys> = (0..(n / 20).clamp(5, 500)).map(|_| Keys::generate()).collect();
+        let base = Timestamp::now().as_secs() - 86_400;
+        let mut events: Vec<Event> = Vec::with_capacity(n);
+        let mut notes: Vec<EventId> = Vec::new();
+        // Profiles and contact lists are replaceable: one each per author, so that every
+        // generated event is one a relay keeps.
+        let mut replaceable: BTreeSet<(usize, u16)> = BTreeSet::new();
+        for i in 0..n {
+            let author = rng.random_range(0..authors.len());
+            let keys = &authors[author];
+            let created_at = Timestamp::from(base + (i as u64 * 86_000 / n.max(1) as u64));
+            let content_len = rng.random_range(20..400);
+            let content: String = (0..content_len)
+                .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+                .collect();
+            let target = (!notes.is_empty()).then(|| notes[rng.random_range(0..notes.len())]);
+            let mut roll = rng.random_range(0..100);
+            let replaceable_kind = match roll {
+                95..98 => Some(0),
+                98.. => Some(3),
+                _ => None,
+            };
+            if let Some(kind) = replaceable_kind {
+                if !replaceable.insert((author, kind)) {
+                    roll = 0;
+                }
+            }
+            let builder = match (roll, target) {
+                (0..40, _) | (_, None) => EventBuilder::text_note(content),
+                (40..58, Some(t)) => {
+                    EventBuilder::text_note(content).tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag"))
+                }
+                (58..80, Some(t)) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
+                (80..87, Some(t)) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
+                (87..95, Some(t)) => {
+                    let sats: u64 = rng.random_range(1..5_000);
+                    EventBuilder::new(Kind::ZapReceipt, "")
+                        .tag(Tag::event(t))
+                        .tag(Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)]).expect("tag"))
+                }
+                (95..98, _) => EventBuilder::metadata(&Metadata::new().name(format!("user{i}"))),
+                _ => EventBuilder::new(Kind::ContactList, "")
+                    .tags(authors.iter().take(5).map(|k| Tag::public_key(k.public_key()))),
+            };
+            let event = builder
+                .custom_created_at(created_at)
+                .sign_with_keys(keys)
+                .expect("signing with local keys");
+            if event.kind == Kind::TextNote {
+                notes.push(event.id);
+            }
+            events.push(event);
+        }
+        let mut placement = vec![Vec::new(); relays];
+        for i in 0..events.len() {
+            let home = i % relays;
+            for (r, held) in placement.iter_mut().enumerate() {
+                if r == home || rng.random_bool(overlap) {
+                    held.push(i);
+                }
+            }
+        }
+        Dataset { events, placement }
+    }
+
+    /// The aggregates a recount of all events gives.
+    pub fn expected_stats(&self) -> HashMap<String, StatsDelta> {
+        let items: Vec<_> = self.events.iter().filter_map(contribution).collect();
+        sum_by_target(&items)
+    }
+
+    pub fn relay_events(&self, relay: usize) -> impl Iterator<Item = &Event> {
+        self.placement[relay].iter().map(|i| &self.events[*i])
+    }
+
+    /// Distinct events over `relays`.
+    pub fn unique_on(&self, relays: &[usize]) -> usize {
+        let set: BTreeSet<usize> = relays.iter().flat_map(|r| self.placement[*r].iter().copied()).collect();
+        set.len()
+    }
+}
+
+/// Starts a nostr-relay-builder relay on loopback holding `events`, with no cap on
+/// what it keeps and its REQ limit capped at `max_limit`.
+pub async fn start_relay<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    max_limit: usize,
+) -> anyhow::Result<LocalRelay> {
+    let database = MemoryDatabase::with_opts(MemoryDatabaseOptions {
+        events: true,
+        max_events: None,
+    });
+    for event in events {
+        database.save_event(event).await?;
+    }
+    let builder = RelayBuilder::default()
+        .addr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .database(database)
+        .max_filter_limit(max_limit)
+        .default_filter_limit(max_limit)
+        .rate_limit(RateLimit {
+            max_reqs: 100_000,
+            notes_per_minute: 1_000_000,
+        });
+    let relay = LocalRelay::new(builder);
+    relay.run().await?;
+    Ok(relay)
+}

@@ -1,0 +1,157 @@
+//! CLI entry: parse, load and validate config, init tracing, migrate, start the System.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nostr_sync::app::App;
+use nostr_sync::config::Settings;
+use nostr_sync::storage::{self, migrate};
+
+#[derive(Parser)]
+#[command(name = "nostr-sync", version, about = "Keeps a SQL database in step with many Nostr relays")]
+struct Cli {
+    /// Config file (TOML); see config/default.toml for every key.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGTERM or Ctrl-C.
+    Run,
+    /// Validate the configuration and exit.
+    CheckConfig,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Sync in-process demo relays into the configured database and print the result.
+    Demo {
+        /// Unique events to generate.
+        #[arg(long, default_value_t = 3000)]
+        events: usize,
+    },
+    /// Recount every aggregate from the stored events and compare with the stats table.
+    CheckAggregates {
+        /// Rewrite the stats table from the recount.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    match migrate::run_pending(&settings.database.url) {
+        Ok(n) if n > 0 => tracing::info!(migrations = n, "database migrated"),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("database.url: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let result = match cli.command {
+        Command::Migrate => Ok(()),
+        Command::Run => actix_rt::System::new().block_on(run(settings)),
+        Command::Demo { events } => {
+            actix_rt::System::new().block_on(nostr_sync::demo::run(settings, events))
+        }
+        Command::CheckAggregates { repair } => {
+            return actix_rt::System::new().block_on(check_aggregates(settings, repair));
+        }
+        Command::CheckConfig => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,nostr_relay_pool=warn,nostr_sdk=warn,nostr_relay_builder=off".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
+    let app = App::start(settings).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: committing what was received");
+    // A second signal exits at once.
+    actix_rt::spawn(async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Ok(mut t) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) { t.recv().await; } } => {}
+        }
+        std::process::exit(130);
+    });
+    let clean = app.shutdown(timeout).await;
+    tracing::info!(clean, "stopped");
+    Ok(())
+}
+
+async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
+    let result = async {
+        let store = storage::open(&settings.database.url, 2).await?;
+        let recount = storage::recount(&*store).await?;
+        let stored = store.stats().await?;
+        let mut diffs = 0;
+        for id in recount.keys().chain(stored.keys().filter(|k| !recount.contains_key(*k))) {
+            let (want, got) = (recount.get(id).copied().unwrap_or_default(), stored.get(id).copied().unwrap_or_default());
+            if want != got {
+                diffs += 1;
+                println!("{id}: stored {got:?}, recount {want:?}");
+            }
+        }
+        println!("{} targets recounted, {diffs} differ", recount.len());
+        if diffs > 0 && repair {
+            store.replace_stats(&recount).await?;
+            println!("stats table rewritten from the recount");
+            return Ok::<_, anyhow::Error>(0);
+        }
+        Ok(diffs)
+    }
+    .await;
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Storage: one [`EventStore`] trait, a PostgreSQL and a SQLite implementation.
+//!
+//! Every write is a single transaction. `insert_events` reports which rows were new,
+//! so that only they reach the aggregator and advance cursors; `apply_contributions`
+//! claims events from the aggregation watermark and adds their deltas in the same
+//! transaction, so each stored event is counted exactly once whatever crashes.
+
+pub mod migrate;
+pub mod models;
+mod postgres;
+pub mod schema;
+pub(crate) mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nostr_sdk::Event;
+
+use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection failed: {0}")]
+    Pool(String),
+    #[error("stored event {id} is malformed: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which backend a `database.url` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite://") || url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// The SQLite file path of a `sqlite://path` URL.
+pub fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Inserts `events` (`ON CONFLICT DO NOTHING`) with their tags in one transaction;
+    /// returns, in input order, whether each row was new.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<bool>>;
+
+    /// Whether an event with this id is stored (the baseline profile's dedup).
+    async fn event_exists(&self, id: &str) -> StoreResult<bool>;
+
+    /// In one transaction: marks the source events of `items` as aggregated, skipping
+    /// those already marked, and adds the deltas of the ones it marked. Returns how many
+    /// contributions were applied.
+    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize>;
+
+    /// Up to `limit` committed events whose contributions are not yet applied.
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>>;
+
+    /// Stored events after `after_seq` in arrival order, with their sequence numbers.
+    async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
+
+    async fn count_events(&self) -> StoreResult<i64>;
+
+    /// The whole stats table.
+    async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>>;
+
+    /// Replaces the stats table with `stats` (`check-aggregates --repair`).
+    async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()>;
+
+    /// The last committed `created_at` synced from `relay` for `filter`.
+    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>>;
+
+    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()>;
+}
+
+/// Opens the store that `url` names, with a pool of `max_connections`.
+pub async fn open(url: &str, max_connections: usize) -> StoreResult<Arc<dyn EventStore>> {
+    match Backend::of_url(url) {
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, max_connections)?)),
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(
+            sqlite_path(url),
+            max_connections,
+        )?)),
+        None => Err(StoreError::Pool(format!(
+            "unsupported database url {url:?}: use postgres:// or sqlite://"
+        ))),
+    }
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses stored rows back into events.
+pub(crate) fn rows_to_events(rows: Vec<models::EventRow>) -> StoreResult<Vec<Event>> {
+    rows.into_iter()
+        .map(|r| {
+            let id = r.id.clone();
+            r.into_event().map_err(|e| StoreError::Corrupt {
+                id,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Recounts every aggregate from the stored events, in pages.
+pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, StatsDelta>> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 5_000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        all.extend(
+            page.iter()
+                .filter_map(|(_, e)| crate::actors::aggregator::deltas::contribution(e)),
+        );
+    }
+    Ok(crate::actors::aggregator::deltas::sum_by_target(&all))
+}
+
+/// Sums `items` per target and drops those whose source was not claimed.
+pub(crate) fn claimed_deltas(
+    items: &[Contribution],
+    claimed: &std::collections::HashSet<String>,
+) -> Vec<models::StatsRow> {
+    let sums = crate::actors::aggregator::deltas::sum_by_target(
+        items.iter().filter(|c| claimed.contains(&c.source)),
+    );
+    let mut rows: Vec<_> = sums
+        .into_iter()
+        .map(|(id, d)| models::StatsRow::new(id, &d))
+        .collect();
+    // A fixed order keeps concurrent upserts from deadlocking each other.
+    rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    rows
+}

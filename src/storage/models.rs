@@ -1,0 +1,129 @@
+//! Row structs and their conversions from and to signed events.
+
+use diesel::prelude::*;
+use nostr_sdk::{Event, JsonUtil};
+
+use super::schema::{event_stats, event_tags, events};
+use crate::actors::aggregator::deltas::{contribution, StatsDelta};
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = events)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewEvent {
+    pub id: String,
+    pub pubkey: String,
+    pub created_at: i64,
+    pub kind: i32,
+    pub tags: String,
+    pub content: String,
+    pub sig: String,
+    pub first_seen: i64,
+    /// Events that count toward no aggregate are born aggregated, so the
+    /// watermark only ever holds events with a pending contribution.
+    pub aggregated: bool,
+}
+
+impl NewEvent {
+    pub fn from_event(event: &Event, first_seen: i64) -> Self {
+        Self {
+            id: event.id.to_hex(),
+            pubkey: event.pubkey.to_hex(),
+            created_at: event.created_at.as_secs() as i64,
+            kind: i32::from(event.kind.as_u16()),
+            tags: serde_json::to_string(&event.tags).unwrap_or_else(|_| "[]".into()),
+            content: event.content.clone(),
+            sig: event.sig.to_string(),
+            first_seen,
+            aggregated: contribution(event).is_none(),
+        }
+    }
+}
+
+/// Single-letter tags of `event`, indexed for lookups (`#e`, `#p`, `#t`, ...).
+pub fn tag_rows(seq: i64, event: &Event) -> Vec<NewTag> {
+    let mut rows: Vec<NewTag> = event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .filter(|t| t.len() >= 2 && t[0].chars().count() == 1)
+        .map(|t| NewTag {
+            event_seq: seq,
+            name: t[0].clone(),
+            value: t[1].clone(),
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.name, &a.value).cmp(&(&b.name, &b.value)));
+    rows.dedup_by(|a, b| a.name == b.name && a.value == b.value);
+    rows
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = event_tags)]
+pub struct NewTag {
+    pub event_seq: i64,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: String,
+    pub pubkey: String,
+    pub created_at: i64,
+    pub kind: i32,
+    pub tags: String,
+    pub content: String,
+    pub sig: String,
+}
+
+impl EventRow {
+    /// The signed event exactly as it was received.
+    pub fn into_event(self) -> Result<Event, nostr_sdk::event::Error> {
+        let json = format!(
+            r#"{{"id":"{}","pubkey":"{}","created_at":{},"kind":{},"tags":{},"content":{},"sig":"{}"}}"#,
+            self.id,
+            self.pubkey,
+            self.created_at,
+            self.kind,
+            self.tags,
+            serde_json::Value::String(self.content),
+            self.sig
+        );
+        Event::from_json(json)
+    }
+}
+
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+#[diesel(table_name = event_stats)]
+pub struct StatsRow {
+    pub event_id: String,
+    pub reactions: i64,
+    pub replies: i64,
+    pub reposts: i64,
+    pub zaps: i64,
+    pub zap_msats: i64,
+}
+
+impl StatsRow {
+    pub fn new(event_id: String, d: &StatsDelta) -> Self {
+        Self {
+            event_id,
+            reactions: d.reactions,
+            replies: d.replies,
+            reposts: d.reposts,
+            zaps: d.zaps,
+            zap_msats: d.zap_msats,
+        }
+    }
+
+    pub fn delta(&self) -> StatsDelta {
+        StatsDelta {
+            reactions: self.reactions,
+            replies: self.replies,
+            reposts: self.reposts,
+            zaps: self.zaps,
+            zap_msats: self.zap_msats,
+        }
+    }
+}

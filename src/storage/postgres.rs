@@ -1,0 +1,226 @@
+//! PostgreSQL through diesel-async's `AsyncPgConnection` (pure Rust, no libpq) and deadpool.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use nostr_sdk::Event;
+
+use super::models::{tag_rows, EventRow, NewEvent, NewTag, StatsRow};
+use super::schema::{event_stats, event_tags, events, relay_cursors};
+use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
+use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+
+/// PostgreSQL allows 65,535 bind parameters per statement; events have 9 columns.
+const ROWS_PER_STATEMENT: usize = 5_000;
+
+pub struct PgStore {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl PgStore {
+    pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<bool>> {
+        let now = now_secs();
+        let rows: Vec<NewEvent> = batch.iter().map(|e| NewEvent::from_event(e, now)).collect();
+        let mut conn = self.conn().await?;
+        let inserted: Vec<(i64, String)> = conn
+            .transaction(async |conn| {
+                let mut inserted = Vec::new();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
+                        .values(chunk)
+                        .on_conflict(events::id)
+                        .do_nothing()
+                        .returning((events::seq, events::id))
+                        .get_results(conn)
+                        .await?;
+                    inserted.append(&mut new);
+                }
+                let by_id: HashMap<&str, i64> =
+                    inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+                let tags: Vec<NewTag> = batch
+                    .iter()
+                    .filter_map(|e| by_id.get(e.id.to_hex().as_str()).map(|s| tag_rows(*s, e)))
+                    .flatten()
+                    .collect();
+                for chunk in tags.chunks(3 * ROWS_PER_STATEMENT) {
+                    diesel::insert_into(event_tags::table)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(inserted)
+            })
+            .await?;
+        let new: HashSet<String> = inserted.into_iter().map(|(_, id)| id).collect();
+        Ok(batch.iter().map(|e| new.contains(&e.id.to_hex())).collect())
+    }
+
+    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        let n: i64 = events::table
+            .filter(events::id.eq(id))
+            .count()
+            .get_result(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize> {
+        let sources: Vec<&str> = items.iter().map(|c| c.source.as_str()).collect();
+        let mut conn = self.conn().await?;
+        let applied = conn
+            .transaction(async |conn| {
+                let mut claimed: HashSet<String> = HashSet::new();
+                for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+                    let ids: Vec<String> = diesel::update(
+                        events::table
+                            .filter(events::id.eq_any(chunk))
+                            .filter(events::aggregated.eq(false)),
+                    )
+                    .set(events::aggregated.eq(true))
+                    .returning(events::id)
+                    .get_results(conn)
+                    .await?;
+                    claimed.extend(ids);
+                }
+                let rows = claimed_deltas(items, &claimed);
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(event_stats::table)
+                        .values(chunk)
+                        .on_conflict(event_stats::event_id)
+                        .do_update()
+                        .set((
+                            event_stats::reactions
+                                .eq(event_stats::reactions + excluded(event_stats::reactions)),
+                            event_stats::replies
+                                .eq(event_stats::replies + excluded(event_stats::replies)),
+                            event_stats::reposts
+                                .eq(event_stats::reposts + excluded(event_stats::reposts)),
+                            event_stats::zaps.eq(event_stats::zaps + excluded(event_stats::zaps)),
+                            event_stats::zap_msats
+                                .eq(event_stats::zap_msats + excluded(event_stats::zap_msats)),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(claimed.len())
+            })
+            .await?;
+        Ok(applied)
+    }
+
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<EventRow> = events::table
+            .filter(events::aggregated.eq(false))
+            .order(events::seq)
+            .limit(limit)
+            .select(EventRow::as_select())
+            .load(&mut conn)
+            .await?;
+        rows_to_events(rows)
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(i64, EventRow)> = events::table
+            .filter(events::seq.gt(after_seq))
+            .order(events::seq)
+            .limit(limit)
+            .select((events::seq, EventRow::as_select()))
+            .load(&mut conn)
+            .await?;
+        let (seqs, rows): (Vec<i64>, Vec<EventRow>) = rows.into_iter().unzip();
+        Ok(seqs.into_iter().zip(rows_to_events(rows)?).collect())
+    }
+
+    async fn count_events(&self) -> StoreResult<i64> {
+        let mut conn = self.conn().await?;
+        Ok(events::table.count().get_result(&mut conn).await?)
+    }
+
+    async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<StatsRow> = event_stats::table
+            .select(StatsRow::as_select())
+            .load(&mut conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.event_id.clone(), r.delta())).collect())
+    }
+
+    async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {
+        let rows: Vec<StatsRow> = stats
+            .iter()
+            .map(|(id, d)| StatsRow::new(id.clone(), d))
+            .collect();
+        let mut conn = self.conn().await?;
+        conn.transaction(async |conn| {
+            diesel::delete(event_stats::table).execute(conn).await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                diesel::insert_into(event_stats::table)
+                    .values(chunk)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
+        let mut conn = self.conn().await?;
+        Ok(relay_cursors::table
+            .filter(relay_cursors::relay.eq(relay))
+            .filter(relay_cursors::filter.eq(filter))
+            .select(relay_cursors::created_at)
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(relay_cursors::table)
+            .values((
+                relay_cursors::relay.eq(relay),
+                relay_cursors::filter.eq(filter),
+                relay_cursors::created_at.eq(created_at),
+                relay_cursors::updated_at.eq(now_secs()),
+            ))
+            .on_conflict((relay_cursors::relay, relay_cursors::filter))
+            .do_update()
+            .set((
+                relay_cursors::created_at.eq(excluded(relay_cursors::created_at)),
+                relay_cursors::updated_at.eq(excluded(relay_cursors::updated_at)),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+// Written to match both `migrations/postgres` and `migrations/sqlite`; the column
+// types are the ones both backends share.
+
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        id -> Text,
+        pubkey -> Text,
+        created_at -> BigInt,
+        kind -> Integer,
+        tags -> Text,
+        content -> Text,
+        sig -> Text,
+        first_seen -> BigInt,
+        aggregated -> Bool,
+    }
+}
+
+diesel::table! {
+    event_tags (event_seq, name, value) {
+        event_seq -> BigInt,
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    event_stats (event_id) {
+        event_id -> Text,
+        reactions -> BigInt,
+        replies -> BigInt,
+        reposts -> BigInt,
+        zaps -> BigInt,
+        zap_msats -> BigInt,
+    }
+}
+
+diesel::table! {
+    relay_cursors (relay, filter) {
+        relay -> Text,
+        filter -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(event_tags -> events (event_seq));
+diesel::allow_tables_to_appear_in_same_query!(events, event_tags, event_stats, relay_cursors);

@@ -1,0 +1,252 @@
+//! SQLite, the embedded default: a deadpool of diesel-async `SyncConnectionWrapper`s.
+//! Each operation runs as sync diesel inside one `spawn_blocking`, since every statement
+//! sent through the async wrapper costs a thread hop of its own.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::AsyncConnection;
+use futures::FutureExt;
+use nostr_sdk::Event;
+
+use super::models::{tag_rows, EventRow, NewEvent, StatsRow};
+use super::schema::{event_stats, event_tags, events, relay_cursors};
+use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
+use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+
+type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Statements SQLite needs on every connection: WAL lets readers run beside the one
+/// writer; `busy_timeout` makes pooled writers queue instead of failing.
+pub const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
+pub struct SqliteStore {
+    pool: Pool<Conn>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(|url| {
+            let url = url.to_owned();
+            async move {
+                let mut conn = Conn::establish(&url).await?;
+                conn.spawn_blocking(|c| c.batch_execute(PRAGMAS))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            }
+            .boxed()
+        });
+        let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn run<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
+    {
+        let mut conn: Object<Conn> = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(conn.spawn_blocking(f).await?)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<bool>> {
+        let now = now_secs();
+        let rows: Vec<_> = batch
+            .iter()
+            .map(|e| (NewEvent::from_event(e, now), tag_rows(0, e)))
+            .collect();
+        self.run(move |conn| {
+            conn.immediate_transaction(|conn| {
+                let mut new = Vec::with_capacity(rows.len());
+                for (row, mut tags) in rows {
+                    let seq: Option<i64> = diesel::insert_into(events::table)
+                        .values(&row)
+                        .on_conflict_do_nothing()
+                        .returning(events::seq)
+                        .get_result(conn)
+                        .optional()?;
+                    if let Some(seq) = seq {
+                        tags.iter_mut().for_each(|t| t.event_seq = seq);
+                        for tag in &tags {
+                            diesel::insert_into(event_tags::table)
+                                .values(tag)
+                                .on_conflict_do_nothing()
+                                .execute(conn)?;
+                        }
+                    }
+                    new.push(seq.is_some());
+                }
+                Ok(new)
+            })
+        })
+        .await
+    }
+
+    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let n: i64 = events::table
+                .filter(events::id.eq(id))
+                .count()
+                .get_result(conn)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize> {
+        let items = items.to_vec();
+        self.run(move |conn| {
+            conn.immediate_transaction(|conn| {
+                let mut claimed: HashSet<String> = HashSet::new();
+                for c in &items {
+                    let n = diesel::update(
+                        events::table
+                            .filter(events::id.eq(&c.source))
+                            .filter(events::aggregated.eq(false)),
+                    )
+                    .set(events::aggregated.eq(true))
+                    .execute(conn)?;
+                    if n == 1 {
+                        claimed.insert(c.source.clone());
+                    }
+                }
+                for row in claimed_deltas(&items, &claimed) {
+                    diesel::insert_into(event_stats::table)
+                        .values(&row)
+                        .on_conflict(event_stats::event_id)
+                        .do_update()
+                        .set((
+                            event_stats::reactions
+                                .eq(event_stats::reactions + excluded(event_stats::reactions)),
+                            event_stats::replies
+                                .eq(event_stats::replies + excluded(event_stats::replies)),
+                            event_stats::reposts
+                                .eq(event_stats::reposts + excluded(event_stats::reposts)),
+                            event_stats::zaps.eq(event_stats::zaps + excluded(event_stats::zaps)),
+                            event_stats::zap_msats
+                                .eq(event_stats::zap_msats + excluded(event_stats::zap_msats)),
+                        ))
+                        .execute(conn)?;
+                }
+                Ok(claimed.len())
+            })
+        })
+        .await
+    }
+
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>> {
+        let rows = self
+            .run(move |conn| {
+                events::table
+                    .filter(events::aggregated.eq(false))
+                    .order(events::seq)
+                    .limit(limit)
+                    .select(EventRow::as_select())
+                    .load(conn)
+            })
+            .await?;
+        rows_to_events(rows)
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        let rows: Vec<(i64, EventRow)> = self
+            .run(move |conn| {
+                events::table
+                    .filter(events::seq.gt(after_seq))
+                    .order(events::seq)
+                    .limit(limit)
+                    .select((events::seq, EventRow::as_select()))
+                    .load(conn)
+            })
+            .await?;
+        let (seqs, rows): (Vec<i64>, Vec<EventRow>) = rows.into_iter().unzip();
+        Ok(seqs.into_iter().zip(rows_to_events(rows)?).collect())
+    }
+
+    async fn count_events(&self) -> StoreResult<i64> {
+        self.run(|conn| events::table.count().get_result(conn)).await
+    }
+
+    async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
+        let rows: Vec<StatsRow> = self
+            .run(|conn| event_stats::table.select(StatsRow::as_select()).load(conn))
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.event_id.clone(), r.delta())).collect())
+    }
+
+    async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {
+        let rows: Vec<StatsRow> = stats
+            .iter()
+            .map(|(id, d)| StatsRow::new(id.clone(), d))
+            .collect();
+        self.run(move |conn| {
+            conn.immediate_transaction(|conn| {
+                diesel::delete(event_stats::table).execute(conn)?;
+                for row in &rows {
+                    diesel::insert_into(event_stats::table)
+                        .values(row)
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        self.run(move |conn| {
+            relay_cursors::table
+                .filter(relay_cursors::relay.eq(relay))
+                .filter(relay_cursors::filter.eq(filter))
+                .select(relay_cursors::created_at)
+                .first(conn)
+                .optional()
+        })
+        .await
+    }
+
+    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        self.run(move |conn| {
+            diesel::insert_into(relay_cursors::table)
+                .values((
+                    relay_cursors::relay.eq(relay),
+                    relay_cursors::filter.eq(filter),
+                    relay_cursors::created_at.eq(created_at),
+                    relay_cursors::updated_at.eq(now_secs()),
+                ))
+                .on_conflict((relay_cursors::relay, relay_cursors::filter))
+                .do_update()
+                .set((
+                    relay_cursors::created_at.eq(excluded(relay_cursors::created_at)),
+                    relay_cursors::updated_at.eq(excluded(relay_cursors::updated_at)),
+                ))
+                .execute(conn)
+                .map(|_| ())
+        })
+        .await
+    }
+}
