@@ -34,10 +34,14 @@ impl App {
     /// Must run inside an actix System; migrations must have run.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
-        let store = storage::open(&settings.database.url, settings.database.max_connections).await?;
+        let store =
+            storage::open(&settings.database.url, settings.database.max_connections).await?;
         let backlog = apply_backlog(&*store).await?;
         if backlog > 0 {
-            tracing::info!(events = backlog, "applied aggregates left over by the last run");
+            tracing::info!(
+                events = backlog,
+                "applied aggregates left over by the last run"
+            );
         }
         let counters = Arc::new(Counters::default());
         let mailbox = &settings.mailbox;
@@ -171,7 +175,11 @@ impl App {
             }
         }
         if !(drained && flushed) {
-            tracing::warn!(drained, flushed, "shutdown timed out; the next start re-fetches and re-aggregates");
+            tracing::warn!(
+                drained,
+                flushed,
+                "shutdown timed out; the next start re-fetches and re-aggregates"
+            );
         }
         drained && flushed
     }

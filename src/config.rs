@@ -26,7 +26,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterSettings {
     /// Event kinds; empty means every kind.
@@ -94,7 +94,7 @@ pub struct StorageSettings {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySettings {
     /// Signature-checking threads; 0 uses every core.
@@ -174,16 +174,6 @@ impl Default for Settings {
     }
 }
 
-impl Default for FilterSettings {
-    fn default() -> Self {
-        Self {
-            kinds: Vec::new(),
-            authors: Vec::new(),
-            since: 0,
-        }
-    }
-}
-
 impl Default for SyncSettings {
     fn default() -> Self {
         Self {
@@ -231,12 +221,6 @@ impl Default for DedupSettings {
 impl Default for StorageSettings {
     fn default() -> Self {
         Self { workers: 4 }
-    }
-}
-
-impl Default for VerifySettings {
-    fn default() -> Self {
-        Self { threads: 0 }
     }
 }
 
@@ -344,7 +328,9 @@ impl Settings {
         for (i, f) in self.filters.iter().enumerate() {
             for a in &f.authors {
                 if nostr_sdk::PublicKey::from_hex(a).is_err() {
-                    errors.push(format!("`filters[{i}].authors` holds {a:?}, not a hex pubkey"));
+                    errors.push(format!(
+                        "`filters[{i}].authors` holds {a:?}, not a hex pubkey"
+                    ));
                 }
             }
         }
@@ -363,13 +349,25 @@ impl Settings {
         positive("sync.eose_timeout_secs", self.sync.eose_timeout_secs);
         positive("sync.connect_timeout_secs", self.sync.connect_timeout_secs);
         positive("sync.backoff_min_ms", self.sync.backoff_min_ms);
-        positive("sync.performance.batch_size", self.sync.performance.batch_size as u64);
-        positive("sync.performance.max_batch_rows", self.sync.performance.max_batch_rows as u64);
-        positive("database.max_connections", self.database.max_connections as u64);
+        positive(
+            "sync.performance.batch_size",
+            self.sync.performance.batch_size as u64,
+        );
+        positive(
+            "sync.performance.max_batch_rows",
+            self.sync.performance.max_batch_rows as u64,
+        );
+        positive(
+            "database.max_connections",
+            self.database.max_connections as u64,
+        );
         positive("database.retry_min_ms", self.database.retry_min_ms);
         positive("dedup.lru_capacity", self.dedup.lru_capacity as u64);
         positive("storage.workers", self.storage.workers as u64);
-        positive("aggregates.flush_interval_ms", self.aggregates.flush_interval_ms);
+        positive(
+            "aggregates.flush_interval_ms",
+            self.aggregates.flush_interval_ms,
+        );
         positive("interval.idle_secs", self.interval.idle_secs);
         positive("interval.normal_secs", self.interval.normal_secs);
         positive("interval.busy_secs", self.interval.busy_secs);
@@ -378,7 +376,10 @@ impl Settings {
         positive("mailbox.dedup", self.mailbox.dedup as u64);
         positive("mailbox.storage", self.mailbox.storage as u64);
         positive("mailbox.aggregator", self.mailbox.aggregator as u64);
-        positive("mailbox.max_batch_events", self.mailbox.max_batch_events as u64);
+        positive(
+            "mailbox.max_batch_events",
+            self.mailbox.max_batch_events as u64,
+        );
         positive("limits.max_event_bytes", self.limits.max_event_bytes as u64);
         positive("shutdown.timeout_secs", self.shutdown.timeout_secs);
         if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
@@ -391,6 +392,12 @@ impl Settings {
             errors.push(format!(
                 "`database.retry_max_ms` ({}) must not be below `database.retry_min_ms` ({})",
                 self.database.retry_max_ms, self.database.retry_min_ms
+            ));
+        }
+        if self.sync.performance.batch_size > self.sync.performance.max_batch_rows {
+            errors.push(format!(
+                "`sync.performance.batch_size` ({}) must not exceed `sync.performance.max_batch_rows` ({})",
+                self.sync.performance.batch_size, self.sync.performance.max_batch_rows
             ));
         }
         if self.storage.workers > self.database.max_connections {
@@ -408,6 +415,18 @@ impl Settings {
 
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.aggregates.flush_interval_ms)
+    }
+
+    /// The most distinct events the pipeline can hold between the relays' sockets and
+    /// their commit: one batch per relay in dedup and verification, and per storage
+    /// worker a full mailbox (plus one parked message per sending relay) and one
+    /// transaction being written. Copies of in-flight events parked by the dedup actor
+    /// come on top (at most two per relay and in-flight id), and each relay's frame
+    /// channel holds up to `mailbox.relay_frames` raw frames.
+    pub fn max_held_events(&self) -> usize {
+        let (r, b) = (self.relays.len(), self.mailbox.max_batch_events);
+        let per_worker = (self.mailbox.storage + r + 1) * b + self.sync.performance.max_batch_rows;
+        r * b + self.storage.workers * per_worker
     }
 
     pub fn verify_threads(&self) -> usize {
@@ -432,8 +451,10 @@ mod tests {
 
     #[test]
     fn validation_reports_every_problem_with_its_key() {
-        let mut s = Settings::default();
-        s.relays = vec!["http://example.com".into(), "not a url".into()];
+        let mut s = Settings {
+            relays: vec!["http://example.com".into(), "not a url".into()],
+            ..Default::default()
+        };
         s.storage.workers = 0;
         s.database.url = "mysql://x".into();
         let err = s.validate().unwrap_err().0;

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use nostr_relay_builder::prelude::*;
 use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
+use nostr_relay_builder::prelude::*;
 
 use crate::actors::aggregator::deltas::{contribution, sum_by_target, StatsDelta};
 
@@ -21,7 +21,9 @@ impl Dataset {
     /// probability `overlap`, on each other relay too.
     pub fn generate(n: usize, relays: usize, overlap: f64, seed: u64) -> Dataset {
         let mut rng = StdRng::seed_from_u64(seed);
-        let authors: Vec<Keys> = (0..(n / 20).clamp(5, 500)).map(|_| Keys::generate()).collect();
+        let authors: Vec<Keys> = (0..(n / 20).clamp(5, 500))
+            .map(|_| Keys::generate())
+            .collect();
         let base = Timestamp::now().as_secs() - 86_400;
         let mut events: Vec<Event> = Vec::with_capacity(n);
         let mut notes: Vec<EventId> = Vec::new();
@@ -50,20 +52,26 @@ impl Dataset {
             }
             let builder = match (roll, target) {
                 (0..40, _) | (_, None) => EventBuilder::text_note(content),
-                (40..58, Some(t)) => {
-                    EventBuilder::text_note(content).tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag"))
-                }
+                (40..58, Some(t)) => EventBuilder::text_note(content)
+                    .tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag")),
                 (58..80, Some(t)) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
                 (80..87, Some(t)) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
                 (87..95, Some(t)) => {
                     let sats: u64 = rng.random_range(1..5_000);
                     EventBuilder::new(Kind::ZapReceipt, "")
                         .tag(Tag::event(t))
-                        .tag(Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)]).expect("tag"))
+                        .tag(
+                            Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)])
+                                .expect("tag"),
+                        )
                 }
                 (95..98, _) => EventBuilder::metadata(&Metadata::new().name(format!("user{i}"))),
-                _ => EventBuilder::new(Kind::ContactList, "")
-                    .tags(authors.iter().take(5).map(|k| Tag::public_key(k.public_key()))),
+                _ => EventBuilder::new(Kind::ContactList, "").tags(
+                    authors
+                        .iter()
+                        .take(5)
+                        .map(|k| Tag::public_key(k.public_key())),
+                ),
             };
             let event = builder
                 .custom_created_at(created_at)
@@ -98,34 +106,56 @@ impl Dataset {
 
     /// Distinct events over `relays`.
     pub fn unique_on(&self, relays: &[usize]) -> usize {
-        let set: BTreeSet<usize> = relays.iter().flat_map(|r| self.placement[*r].iter().copied()).collect();
+        let set: BTreeSet<usize> = relays
+            .iter()
+            .flat_map(|r| self.placement[*r].iter().copied())
+            .collect();
         set.len()
     }
 }
 
-/// Starts a nostr-relay-builder relay on loopback holding `events`, with no cap on
-/// what it keeps and its REQ limit capped at `max_limit`.
-pub async fn start_relay<'a>(
-    events: impl IntoIterator<Item = &'a Event>,
-    max_limit: usize,
-) -> anyhow::Result<LocalRelay> {
-    let database = MemoryDatabase::with_opts(MemoryDatabaseOptions {
-        events: true,
-        max_events: None,
-    });
-    for event in events {
-        database.save_event(event).await?;
-    }
-    let builder = RelayBuilder::default()
-        .addr(std::net::IpAddr::from([127, 0, 0, 1]))
-        .database(database)
-        .max_filter_limit(max_limit)
-        .default_filter_limit(max_limit)
-        .rate_limit(RateLimit {
-            max_reqs: 100_000,
-            notes_per_minute: 1_000_000,
+/// A nostr-relay-builder relay on loopback, and the store behind it.
+pub struct HostedRelay {
+    pub relay: LocalRelay,
+    pub database: MemoryDatabase,
+}
+
+impl HostedRelay {
+    /// Starts a relay holding `events`, keeping everything it is given, with its REQ
+    /// limit capped at `max_limit` and publishing not rate-limited.
+    pub async fn start<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+        max_limit: usize,
+    ) -> anyhow::Result<HostedRelay> {
+        let database = MemoryDatabase::with_opts(MemoryDatabaseOptions {
+            events: true,
+            max_events: None,
         });
-    let relay = LocalRelay::new(builder);
-    relay.run().await?;
-    Ok(relay)
+        for event in events {
+            database.save_event(event).await?;
+        }
+        let builder = RelayBuilder::default()
+            .addr(std::net::IpAddr::from([127, 0, 0, 1]))
+            .database(database.clone())
+            .max_filter_limit(max_limit)
+            .default_filter_limit(max_limit)
+            .rate_limit(RateLimit {
+                max_reqs: 100_000,
+                notes_per_minute: 1_000_000,
+            });
+        let relay = LocalRelay::new(builder);
+        relay.run().await?;
+        Ok(HostedRelay { relay, database })
+    }
+
+    pub async fn url(&self) -> String {
+        self.relay.url().await.to_string()
+    }
+
+    /// Stores `event` and sends it to live subscribers.
+    pub async fn publish(&self, event: &Event) -> anyhow::Result<()> {
+        self.database.save_event(event).await?;
+        self.relay.notify_event(event.clone());
+        Ok(())
+    }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::dataset::{start_relay, Dataset};
+use crate::dataset::{Dataset, HostedRelay};
 use crate::metrics::Counters;
 
 pub const RELAYS: usize = 3;
@@ -15,11 +15,11 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     let data = Dataset::generate(events, RELAYS, 0.4, rand::random());
     let mut relays = Vec::new();
     for r in 0..RELAYS {
-        relays.push(start_relay(data.relay_events(r), 500).await?);
+        relays.push(HostedRelay::start(data.relay_events(r), 500).await?);
     }
     settings.relays.clear();
     for relay in &relays {
-        settings.relays.push(relay.url().await.to_string());
+        settings.relays.push(relay.url().await);
     }
     settings.sync.live = false;
     let held: usize = data.placement.iter().map(Vec::len).sum();
@@ -40,8 +40,8 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     let store = app.store.clone();
     let counters = app.counters.clone();
     app.shutdown(Duration::from_secs(30)).await;
-    for relay in relays {
-        relay.shutdown();
+    for hosted in relays {
+        hosted.relay.shutdown();
     }
     anyhow::ensure!(synced, "relays did not finish their first cycle");
 
@@ -62,10 +62,16 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
 
     let stats = store.stats().await?;
     let expected = data.expected_stats();
-    let mut top: Vec<_> = expected.keys().filter_map(|id| stats.get(id).map(|s| (id, s))).collect();
+    let mut top: Vec<_> = expected
+        .keys()
+        .filter_map(|id| stats.get(id).map(|s| (id, s)))
+        .collect();
     top.sort_by_key(|(id, s)| (std::cmp::Reverse(s.reactions), (*id).clone()));
     println!("\nmost reacted events:");
-    println!("  {:<16} {:>9} {:>7} {:>7} {:>5} {:>12}", "event", "reactions", "replies", "reposts", "zaps", "zap msats");
+    println!(
+        "  {:<16} {:>9} {:>7} {:>7} {:>5} {:>12}",
+        "event", "reactions", "replies", "reposts", "zaps", "zap msats"
+    );
     for (id, s) in top.iter().take(5) {
         println!(
             "  {:<16} {:>9} {:>7} {:>7} {:>5} {:>12}",
@@ -77,10 +83,17 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
             s.zap_msats
         );
     }
-    let mismatched = expected.iter().filter(|(id, d)| stats.get(*id) != Some(d)).count();
+    let mismatched = expected
+        .iter()
+        .filter(|(id, d)| stats.get(*id) != Some(d))
+        .count();
     println!(
         "\naggregates checked against a recount of the generated events: {}",
-        if mismatched == 0 { "all equal".to_string() } else { format!("{mismatched} differ") }
+        if mismatched == 0 {
+            "all equal".to_string()
+        } else {
+            format!("{mismatched} differ")
+        }
     );
     anyhow::ensure!(mismatched == 0, "aggregates differ from the recount");
     Ok(())

@@ -10,7 +10,11 @@ use nostr_sync::config::Settings;
 use nostr_sync::storage::{self, migrate};
 
 #[derive(Parser)]
-#[command(name = "nostr-sync", version, about = "Keeps a SQL database in step with many Nostr relays")]
+#[command(
+    name = "nostr-sync",
+    version,
+    about = "Keeps a SQL database in step with many Nostr relays"
+)]
 struct Cli {
     /// Config file (TOML); see config/default.toml for every key.
     #[arg(long, global = true)]
@@ -93,9 +97,12 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,nostr_relay_pool=warn,nostr_sdk=warn,nostr_relay_builder=off".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        "info,nostr_relay_pool=warn,nostr_sdk=warn,nostr_relay_builder=off".into()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -130,8 +137,14 @@ async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
         let recount = storage::recount(&*store).await?;
         let stored = store.stats().await?;
         let mut diffs = 0;
-        for id in recount.keys().chain(stored.keys().filter(|k| !recount.contains_key(*k))) {
-            let (want, got) = (recount.get(id).copied().unwrap_or_default(), stored.get(id).copied().unwrap_or_default());
+        for id in recount
+            .keys()
+            .chain(stored.keys().filter(|k| !recount.contains_key(*k)))
+        {
+            let (want, got) = (
+                recount.get(id).copied().unwrap_or_default(),
+                stored.get(id).copied().unwrap_or_default(),
+            );
             if want != got {
                 diffs += 1;
                 println!("{id}: stored {got:?}, recount {want:?}");

@@ -41,6 +41,28 @@ impl Reject {
     }
 }
 
+/// A level that also remembers its peak.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    now: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    pub fn peak(&self) -> i64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// Per-relay counters.
 #[derive(Debug, Default)]
 pub struct RelayCounters {
@@ -62,7 +84,10 @@ impl RelayCounters {
     }
 
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.rejected
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -70,9 +95,7 @@ impl RelayCounters {
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Events the pipeline holds between a relay's websocket and their commit.
-    pub held: Arc<AtomicI64>,
-    /// Highest `held` seen.
-    pub held_peak: AtomicI64,
+    pub held: Arc<Gauge>,
     pub duplicates: AtomicU64,
     pub verified: AtomicU64,
     pub stored: AtomicU64,
@@ -87,11 +110,6 @@ impl Counters {
     pub fn relay(&self, url: &str) -> Arc<RelayCounters> {
         let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
         relays.entry(url.to_owned()).or_default().clone()
-    }
-
-    pub fn note_held(&self) {
-        let now = self.held.load(Ordering::Relaxed);
-        self.held_peak.fetch_max(now, Ordering::Relaxed);
     }
 
     fn sum(&self, f: impl Fn(&RelayCounters) -> u64) -> u64 {

@@ -5,10 +5,12 @@
 //! A guard dropped unresolved (a crash path, a stopped actor) marks the whole REQ
 //! failed, so a lost event can never let a cursor pass it.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+
+use crate::metrics::Gauge;
 
 /// What the guards of one REQ ended as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,7 @@ struct AckInner {
     done: Mutex<Option<oneshot::Sender<AckOutcome>>>,
     failed: AtomicBool,
     new_rows: AtomicU64,
-    held: Arc<AtomicI64>,
+    held: Arc<Gauge>,
 }
 
 impl Drop for AckInner {
@@ -49,7 +51,7 @@ pub struct Pending {
 impl Pending {
     /// A root guard and the receiver that reports once it and all its clones are gone.
     /// `held` counts live guards: the number of events the pipeline holds.
-    pub fn root(held: Arc<AtomicI64>) -> (Pending, oneshot::Receiver<AckOutcome>) {
+    pub fn root(held: Arc<Gauge>) -> (Pending, oneshot::Receiver<AckOutcome>) {
         let (tx, rx) = oneshot::channel();
         let inner = Arc::new(AckInner {
             done: Mutex::new(Some(tx)),
@@ -69,7 +71,7 @@ impl Pending {
 
     /// A guard for one event handed on.
     pub fn claim(&self) -> Pending {
-        self.inner.held.fetch_add(1, Ordering::Relaxed);
+        self.inner.held.add(1);
         Pending {
             inner: self.inner.clone(),
             resolved: false,
@@ -106,7 +108,7 @@ impl Drop for Pending {
             self.inner.failed.store(true, Ordering::Release);
         }
         if self.counted {
-            self.inner.held.fetch_sub(1, Ordering::Relaxed);
+            self.inner.held.add(-1);
         }
     }
 }
@@ -117,7 +119,7 @@ mod tests {
 
     #[test]
     fn resolved_guards_complete_and_dropped_ones_fail() {
-        let held = Arc::new(AtomicI64::new(0));
+        let held = Arc::new(Gauge::default());
         let (root, rx) = Pending::root(held.clone());
         let a = root.claim();
         let b = root.claim();
@@ -125,7 +127,13 @@ mod tests {
         a.resolve(true);
         b.resolve(false);
         let out = rx.blocking_recv().unwrap();
-        assert_eq!(out, AckOutcome { complete: true, new_rows: 1 });
+        assert_eq!(
+            out,
+            AckOutcome {
+                complete: true,
+                new_rows: 1
+            }
+        );
 
         let (root, rx) = Pending::root(held);
         let a = root.claim();

@@ -111,7 +111,10 @@ impl Pipeline {
         let mut chunks = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            chunks.push(self.verify.send(Verify(items.by_ref().take(chunk).collect())));
+            chunks.push(
+                self.verify
+                    .send(Verify(items.by_ref().take(chunk).collect())),
+            );
         }
         let mut valid = Vec::new();
         let mut invalid = Vec::new();

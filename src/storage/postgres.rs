@@ -170,7 +170,10 @@ impl EventStore for PgStore {
             .select(StatsRow::as_select())
             .load(&mut conn)
             .await?;
-        Ok(rows.into_iter().map(|r| (r.event_id.clone(), r.delta())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.event_id.clone(), r.delta()))
+            .collect())
     }
 
     async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {

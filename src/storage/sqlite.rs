@@ -186,14 +186,18 @@ impl EventStore for SqliteStore {
     }
 
     async fn count_events(&self) -> StoreResult<i64> {
-        self.run(|conn| events::table.count().get_result(conn)).await
+        self.run(|conn| events::table.count().get_result(conn))
+            .await
     }
 
     async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
         let rows: Vec<StatsRow> = self
             .run(|conn| event_stats::table.select(StatsRow::as_select()).load(conn))
             .await?;
-        Ok(rows.into_iter().map(|r| (r.event_id.clone(), r.delta())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.event_id.clone(), r.delta()))
+            .collect())
     }
 
     async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {

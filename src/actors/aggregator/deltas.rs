@@ -120,7 +120,10 @@ fn last_e_tag(event: &Event) -> Option<String> {
 /// `e` tag is the parent. `mention` tags never make a note a reply.
 fn reply_target(event: &Event) -> Option<String> {
     let tags: Vec<&[String]> = e_tags(event).collect();
-    let marked = |m: &str| tags.iter().find(|t| t.get(3).map(String::as_str) == Some(m));
+    let marked = |m: &str| {
+        tags.iter()
+            .find(|t| t.get(3).map(String::as_str) == Some(m))
+    };
     if let Some(t) = marked("reply").or_else(|| marked("root")) {
         return Some(t[1].to_ascii_lowercase());
     }
@@ -201,8 +204,14 @@ mod tests {
         let cases: Vec<(Vec<Vec<&str>>, Option<&str>)> = vec![
             (vec![], None),
             (vec![vec!["e", A], vec!["e", B]], Some(B)),
-            (vec![vec!["e", A, "", "root"], vec!["e", B, "", "reply"]], Some(B)),
-            (vec![vec!["e", B, "", "reply"], vec!["e", A, "", "root"]], Some(B)),
+            (
+                vec![vec!["e", A, "", "root"], vec!["e", B, "", "reply"]],
+                Some(B),
+            ),
+            (
+                vec![vec!["e", B, "", "reply"], vec!["e", A, "", "root"]],
+                Some(B),
+            ),
             (vec![vec!["e", A, "", "root"]], Some(A)),
             (vec![vec!["e", A, "", "mention"]], None),
             (vec![vec!["e", "short"]], None),

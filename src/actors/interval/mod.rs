@@ -62,7 +62,13 @@ impl Handler<Watch> for IntervalSupervisor {
 
     fn handle(&mut self, msg: Watch, _: &mut Self::Context) {
         let deadline = Instant::now() + self.watchdog;
-        self.relays.insert(msg.relay, Watched { addr: msg.addr, deadline });
+        self.relays.insert(
+            msg.relay,
+            Watched {
+                addr: msg.addr,
+                deadline,
+            },
+        );
     }
 }
 

@@ -66,8 +66,16 @@ mod tests {
             (CycleStats::Done { new_events: 1 }, s(10)),
             (CycleStats::Done { new_events: 99 }, s(10)),
             (CycleStats::Done { new_events: 100 }, s(5)),
-            (CycleStats::Done { new_events: 1_000_000 }, s(5)),
-            (CycleStats::Failed { consecutive: 1 }, Duration::from_millis(500)),
+            (
+                CycleStats::Done {
+                    new_events: 1_000_000,
+                },
+                s(5),
+            ),
+            (
+                CycleStats::Failed { consecutive: 1 },
+                Duration::from_millis(500),
+            ),
             (CycleStats::Failed { consecutive: 2 }, s(1)),
             (CycleStats::Failed { consecutive: 4 }, s(4)),
             (CycleStats::Failed { consecutive: 8 }, s(60)),

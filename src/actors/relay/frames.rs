@@ -15,11 +15,20 @@ pub struct Limits {
 
 #[derive(Debug)]
 pub enum Frame {
-    Event { sub: String, event: Box<Event> },
+    Event {
+        sub: String,
+        event: Box<Event>,
+    },
     /// An EVENT frame refused before verification; `sub` when it could be read.
-    Rejected { sub: Option<String>, reason: Reject },
+    Rejected {
+        sub: Option<String>,
+        reason: Reject,
+    },
     Eose(String),
-    Closed { sub: String, message: String },
+    Closed {
+        sub: String,
+        message: String,
+    },
     Notice(String),
     Other,
 }
@@ -113,7 +122,10 @@ mod tests {
             Frame::Rejected { reason, .. } => Some(reason),
             _ => None,
         };
-        assert!(matches!(classify(&frame(&ok), &LIMITS, now), Frame::Event { .. }));
+        assert!(matches!(
+            classify(&frame(&ok), &LIMITS, now),
+            Frame::Event { .. }
+        ));
         assert_eq!(reason(&frame(&many_tags)), Some(Reject::TooManyTags));
         assert_eq!(reason(&frame(&big)), Some(Reject::TooLarge));
         assert_eq!(reason(&frame(&ok)[..20]), Some(Reject::InvalidJson));
@@ -127,7 +139,10 @@ mod tests {
             classify(r#"["CLOSED","s1","rate-limited: slow down"]"#, &LIMITS, now),
             Frame::Closed { .. }
         ));
-        assert!(matches!(classify(r#"["NOTICE","hello"]"#, &LIMITS, now), Frame::Notice(_)));
+        assert!(matches!(
+            classify(r#"["NOTICE","hello"]"#, &LIMITS, now),
+            Frame::Notice(_)
+        ));
     }
 
     impl Frame {

@@ -23,9 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture};
 use nostr_sdk::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -221,7 +219,7 @@ struct Cycle {
     client: Client,
     subs: Arc<SubTable>,
     store: Arc<dyn EventStore>,
-    held: Arc<std::sync::atomic::AtomicI64>,
+    held: Arc<crate::metrics::Gauge>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -48,7 +48,12 @@ impl SubTable {
 
     /// Counts an EVENT frame for `id`; a claim for its event if it is to be kept.
     /// `None` if we never opened `id`.
-    pub fn on_event(&self, id: &str, created_at: Option<u64>, keep: bool) -> Option<Option<Pending>> {
+    pub fn on_event(
+        &self,
+        id: &str,
+        created_at: Option<u64>,
+        keep: bool,
+    ) -> Option<Option<Pending>> {
         let mut subs = self.lock();
         let sub = subs.get_mut(id)?;
         sub.end.count += 1;

@@ -53,7 +53,9 @@ impl WebSocketTransport for TapTransport {
         timeout: Duration,
     ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
         Box::pin(async move {
-            let (sink, stream) = DefaultWebsocketTransport.connect(url, mode, timeout).await?;
+            let (sink, stream) = DefaultWebsocketTransport
+                .connect(url, mode, timeout)
+                .await?;
             let frames = self.frames.clone();
             let stream = stream.filter_map(move |msg| {
                 let frames = frames.clone();

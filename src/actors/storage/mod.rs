@@ -108,17 +108,42 @@ impl StorageActor {
             self.schedule_flush(ctx, self.policy.batch_timeout - waited);
             return;
         }
-        let take = self.pending.len().min(self.policy.max_batch_rows);
-        let batch: Vec<Item> = self.pending.drain(..take).collect();
-        self.oldest_pending = (!self.pending.is_empty()).then(Instant::now);
+        // Everything pending goes now, in transactions of at most `max_batch_rows`:
+        // leaving a remainder behind would let it grow under sustained load.
+        let mut batches = Vec::new();
+        let mut rest = std::mem::take(&mut self.pending);
+        while rest.len() > self.policy.max_batch_rows {
+            let tail = rest.split_off(self.policy.max_batch_rows);
+            batches.push(rest);
+            rest = tail;
+        }
+        batches.push(rest);
+        self.oldest_pending = None;
         self.writing = true;
-        let write = write_batch(
+        let (store, dedup, aggregator, counters) = (
             self.store.clone(),
-            batch,
             self.dedup.clone(),
             self.aggregator.clone(),
             self.counters.clone(),
         );
+        let write = async move {
+            let mut batches = batches.into_iter();
+            while let Some(batch) = batches.next() {
+                let result = write_batch(
+                    store.clone(),
+                    batch,
+                    dedup.clone(),
+                    aggregator.clone(),
+                    counters.clone(),
+                )
+                .await;
+                if let Err((mut failed, error)) = result {
+                    failed.extend(batches.flatten());
+                    return Err((failed, error));
+                }
+            }
+            Ok(())
+        };
         ctx.wait(write.into_actor(self).map(|result, act, ctx| {
             act.writing = false;
             match result {
@@ -212,8 +237,11 @@ impl Handler<StoreBatch> for StorageActor {
             self.oldest_pending = Some(Instant::now());
         }
         self.pending.extend(items);
-        self.counters.note_held();
-        if !self.writing {
+        if self.pending.len() >= self.policy.max_batch_rows {
+            // A full transaction's worth: write now, with the mailbox held shut, so
+            // what this actor holds never exceeds one transaction plus its mailbox.
+            self.flush(ctx);
+        } else if !self.writing {
             self.schedule_flush(ctx, Duration::ZERO);
         }
     }

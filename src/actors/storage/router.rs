@@ -36,10 +36,20 @@ mod tests {
         assert_eq!(routed.iter().map(Vec::len).sum::<usize>(), 200);
         for batch in &routed {
             for pk in &keys {
-                let seq: Vec<usize> = batch.iter().filter(|(p, _)| p == pk).map(|(_, i)| *i).collect();
+                let seq: Vec<usize> = batch
+                    .iter()
+                    .filter(|(p, _)| p == pk)
+                    .map(|(_, i)| *i)
+                    .collect();
                 assert!(seq.windows(2).all(|w| w[0] < w[1]));
                 if !seq.is_empty() {
-                    assert!(routed.iter().filter(|b| b.iter().any(|(p, _)| p == pk)).count() == 1);
+                    assert!(
+                        routed
+                            .iter()
+                            .filter(|b| b.iter().any(|(p, _)| p == pk))
+                            .count()
+                            == 1
+                    );
                 }
             }
         }

@@ -1,0 +1,62 @@
+//! The built binary: config errors give one message per problem and exit status 2.
+
+use std::process::Command;
+
+fn check_config(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config file, environment overrides, and the keys the error must name.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+#[test]
+fn config_errors_name_their_key_and_exit_2() {
+    let cases: &[Case] = &[
+        ("relays = [", &[], &["c.toml"]),
+        ("bogus = 1", &[], &["bogus"]),
+        ("[storage]\nworkers = \"many\"", &[], &["workers"]),
+        (
+            "relays = [\"http://x\"]\n[storage]\nworkers = 0\n[database]\nurl = \"mysql://x\"",
+            &[],
+            &["relays[0]", "storage.workers", "database.url"],
+        ),
+        (
+            "",
+            &[("NOSTR_SYNC__DEDUP__LRU_CAPACITY", "0")],
+            &["dedup.lru_capacity"],
+        ),
+    ];
+    for (toml, env, keys) in cases {
+        let (code, stderr) = check_config(toml, env);
+        assert_eq!(code, 2, "{toml:?}: {stderr}");
+        for key in *keys {
+            assert!(stderr.contains(key), "{toml:?}: {key:?} not in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn valid_config_passes() {
+    let (code, stderr) = check_config("relays = [\"wss://relay.example.com\"]", &[]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let (code, _) = check_config(
+        "[storage]\nworkers = 0",
+        &[("NOSTR_SYNC__STORAGE__WORKERS", "2")],
+    );
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,275 @@
+//! End to end: real relays on loopback, the real pipeline, a real database.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{run, settings, TestDb, SYNC_TIMEOUT};
+use nostr_sdk::prelude::*;
+use nostr_sync::app::App;
+use nostr_sync::dataset::{Dataset, HostedRelay};
+use nostr_sync::metrics::{Counters, Reject};
+use nostr_sync::storage::{self, EventStore};
+
+both_backends!(
+    overlapping_relays_store_each_event_once,
+    forged_events_are_rejected_and_never_stored,
+    restart_resumes_without_gaps_or_double_counts,
+    relay_page_limit_is_paged_through,
+    stalled_storage_bounds_what_is_held,
+);
+
+async fn hosted(data: &Dataset, max_limit: usize) -> Vec<HostedRelay> {
+    let mut relays = Vec::new();
+    for r in 0..data.placement.len() {
+        relays.push(
+            HostedRelay::start(data.relay_events(r), max_limit)
+                .await
+                .unwrap(),
+        );
+    }
+    relays
+}
+
+async fn urls(relays: &[HostedRelay]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in relays {
+        out.push(r.url().await);
+    }
+    out
+}
+
+async fn stored_ids(store: &dyn EventStore) -> Vec<EventId> {
+    let mut ids = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 10_000).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        ids.extend(page.into_iter().map(|(_, e)| e.id));
+    }
+    ids
+}
+
+/// Syncs until every relay finished one cycle, then shuts down cleanly.
+async fn sync_once(s: nostr_sync::config::Settings) -> std::sync::Arc<Counters> {
+    let app = App::start(s).await.unwrap();
+    assert!(
+        app.wait_for_cycles(1, SYNC_TIMEOUT).await,
+        "relays did not finish a cycle"
+    );
+    let counters = app.counters.clone();
+    assert!(
+        app.shutdown(Duration::from_secs(30)).await,
+        "shutdown did not drain"
+    );
+    counters
+}
+
+fn overlapping_relays_store_each_event_once(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(1_500, 3, 0.5, 1);
+        let relays = hosted(&data, 500).await;
+        let counters = sync_once(settings(&db, urls(&relays).await)).await;
+
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids = stored_ids(&*store).await;
+        let unique: HashSet<_> = ids.iter().collect();
+        assert_eq!(ids.len(), unique.len(), "an event is stored twice");
+        let expected: HashSet<_> = data.events.iter().map(|e| &e.id).collect();
+        assert_eq!(unique, expected);
+        let delivered: usize = data.placement.iter().map(Vec::len).sum();
+        // Paging back re-reads the boundary second of each full page.
+        assert!(counters.received() as usize >= delivered);
+        assert_eq!(Counters::get(&counters.stored) as usize, data.events.len());
+        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_eq!(
+            storage::recount(&*store).await.unwrap(),
+            data.expected_stats()
+        );
+    });
+}
+
+/// `event` with its signature replaced by another event's.
+fn bad_signature(event: &Event, other: &Event) -> Event {
+    let mut json: serde_json::Value = serde_json::from_str(&event.as_json()).unwrap();
+    json["sig"] = other.sig.to_string().into();
+    Event::from_json(json.to_string()).unwrap()
+}
+
+/// `event` with its content changed but its id and signature kept.
+fn wrong_id(event: &Event) -> Event {
+    let mut json: serde_json::Value = serde_json::from_str(&event.as_json()).unwrap();
+    json["content"] = "tampered".into();
+    Event::from_json(json.to_string()).unwrap()
+}
+
+fn forged_events_are_rejected_and_never_stored(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(300, 1, 0.0, 2);
+        let (good, rest) = data.events.split_at(100);
+        // Forgeries of events no relay holds genuinely: all must be counted.
+        let orphans: Vec<Event> = rest[..30]
+            .iter()
+            .map(|e| bad_signature(e, &good[0]))
+            .chain(rest[30..60].iter().map(wrong_id))
+            .collect();
+        // Forged copies of genuine events another relay holds: the genuine one wins.
+        let copies: Vec<Event> = good[..20]
+            .iter()
+            .map(|e| bad_signature(e, &good[99]))
+            .chain(good[20..40].iter().map(wrong_id))
+            .collect();
+        let hostile = HostedRelay::start(orphans.iter().chain(&copies), 500)
+            .await
+            .unwrap();
+        let honest = HostedRelay::start(good, 500).await.unwrap();
+        let counters =
+            sync_once(settings(&db, vec![hostile.url().await, honest.url().await])).await;
+
+        // Each orphan forgery is counted; a forged copy is counted when it reached
+        // verification before its genuine event was stored, or skipped as a duplicate.
+        for reason in [Reject::BadSignature, Reject::BadId] {
+            let n = counters.rejected_by(reason);
+            assert!((30..=50).contains(&n), "{reason:?}: {n}");
+        }
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let stored: Vec<Event> = store
+            .events_after(0, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(stored.len(), 100);
+        for e in &stored {
+            assert!(e.verify().is_ok(), "stored event {} does not verify", e.id);
+        }
+        let ids: HashSet<_> = stored.iter().map(|e| e.id).collect();
+        assert!(orphans.iter().all(|e| !ids.contains(&e.id)));
+    });
+}
+
+fn restart_resumes_without_gaps_or_double_counts(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(1_000, 2, 0.5, 3);
+        let relays = hosted(&data, 500).await;
+        let s = settings(&db, urls(&relays).await);
+        sync_once(s.clone()).await;
+
+        // New events arrive on both relays while the syncer is down: replies,
+        // reactions and zaps to events stored in the first run.
+        let keys = Keys::generate();
+        let mut later = Vec::new();
+        for (i, target) in data.events.iter().take(200).enumerate() {
+            let builder = match i % 3 {
+                0 => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(target.id)),
+                1 => EventBuilder::text_note("later reply")
+                    .tag(Tag::parse(["e", &target.id.to_hex(), "", "reply"]).unwrap()),
+                _ => EventBuilder::new(Kind::ZapReceipt, "")
+                    .tag(Tag::event(target.id))
+                    .tag(Tag::parse(["bolt11", "lnbc10u1pjq"]).unwrap()),
+            };
+            later.push(builder.sign_with_keys(&keys).unwrap());
+        }
+        for (i, event) in later.iter().enumerate() {
+            relays[i % 2].publish(event).await.unwrap();
+            if i % 4 == 0 {
+                relays[(i + 1) % 2].publish(event).await.unwrap();
+            }
+        }
+        let counters = sync_once(s).await;
+
+        let store = storage::open(&db.url, 2).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap() as usize, 1_200);
+        assert_eq!(
+            Counters::get(&counters.stored),
+            200,
+            "second run stored old events again"
+        );
+        let all = Dataset {
+            events: data.events.iter().chain(&later).cloned().collect(),
+            placement: vec![],
+        };
+        assert_eq!(store.stats().await.unwrap(), all.expected_stats());
+    });
+}
+
+fn relay_page_limit_is_paged_through(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(5_000, 1, 0.0, 4);
+        let relays = hosted(&data, 500).await;
+        let counters = sync_once(settings(&db, urls(&relays).await)).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap(), 5_000);
+        assert!(counters.received() >= 5_000);
+    });
+}
+
+/// Holds the database's write lock from another connection, so every commit waits.
+async fn lock_writes(db: &TestDb) -> Box<dyn FnOnce() + Send> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let url = db.url.clone();
+    let backend = db.backend;
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || match backend {
+        common::Backend::Sqlite => {
+            let mut c = diesel::SqliteConnection::establish(storage::sqlite_path(&url)).unwrap();
+            c.batch_execute("BEGIN EXCLUSIVE").unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            c.batch_execute("COMMIT").unwrap();
+        }
+        common::Backend::Postgres => {
+            let mut c = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
+                diesel_async::AsyncPgConnection,
+            >::establish(&url)
+            .unwrap();
+            c.batch_execute("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            c.batch_execute("COMMIT").unwrap();
+        }
+    });
+    locked_rx.recv().unwrap();
+    Box::new(move || {
+        let _ = release_tx.send(());
+    })
+}
+
+fn stalled_storage_bounds_what_is_held(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(5_000, 1, 0.0, 5);
+        let relays = hosted(&data, 5_000).await;
+        let mut s = settings(&db, urls(&relays).await);
+        s.mailbox.max_batch_events = 50;
+        s.mailbox.storage = 2;
+        s.mailbox.relay_frames = 64;
+        s.storage.workers = 2;
+        s.sync.performance.max_batch_rows = 100;
+        s.database.retry_max_ms = 200;
+        let bound = s.max_held_events() as i64;
+
+        let release = lock_writes(&db).await;
+        let app = App::start(s).await.unwrap();
+        // Let the relay push as hard as it can against the stalled database.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held = app.counters.held.get();
+        let stored_while_stalled = Counters::get(&app.counters.stored);
+        release();
+
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        let peak = app.counters.held.peak();
+        let store = app.store.clone();
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+
+        assert_eq!(stored_while_stalled, 0, "the database was not stalled");
+        assert!(held > 0, "nothing reached the pipeline while stalled");
+        assert!(peak <= bound, "held {peak} events, bound {bound}");
+        assert_eq!(store.count_events().await.unwrap(), 5_000);
+    });
+}
