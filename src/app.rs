@@ -16,7 +16,7 @@ use crate::actors::relay::RelayActor;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;
-use crate::actors::Pipeline;
+use crate::actors::{Pipeline, StorageHandle};
 use crate::config::Settings;
 use crate::metrics::Counters;
 use crate::storage::{self, EventStore};
@@ -55,7 +55,11 @@ impl App {
         .start();
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
             .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
-        let dedup = DedupActor::new(lru, mailbox.dedup, counters.clone()).start();
+        let mut dedup = DedupActor::new(lru, mailbox.dedup, counters.clone());
+        if settings.baseline {
+            dedup = dedup.with_database_lookup(store.clone());
+        }
+        let dedup = dedup.start();
         let verify_threads = settings.verify_threads();
         let verify = SyncArbiter::start(verify_threads, VerifyActor::default);
         let perf = &settings.sync.performance;
@@ -65,8 +69,14 @@ impl App {
             max_batch_rows: perf.max_batch_rows,
             retry_min: Duration::from_millis(settings.database.retry_min_ms),
             retry_max: Duration::from_millis(settings.database.retry_max_ms),
+            inline_aggregates: settings.baseline,
         };
-        let storage: Vec<Addr<StorageActor>> = (0..settings.storage.workers)
+        // SQLite has one writer at a time: more workers only contend for its lock.
+        let workers = match storage::Backend::of_url(&settings.database.url) {
+            Some(storage::Backend::Sqlite) => 1,
+            _ => settings.storage.workers,
+        };
+        let storage: Vec<Addr<StorageActor>> = (0..workers)
             .map(|id| {
                 StorageActor::new(
                     id,
@@ -75,16 +85,22 @@ impl App {
                     aggregator.clone(),
                     counters.clone(),
                     policy.clone(),
-                    mailbox.storage,
                 )
                 .start()
+            })
+            .collect();
+        let handles = storage
+            .iter()
+            .map(|addr| StorageHandle {
+                addr: addr.clone(),
+                admission: Arc::new(tokio::sync::Semaphore::new(mailbox.storage)),
             })
             .collect();
         let pipeline = Pipeline {
             dedup,
             verify,
             verify_threads,
-            storage: storage.clone(),
+            storage: handles,
             counters: counters.clone(),
         };
 

@@ -24,6 +24,10 @@ pub struct Settings {
     pub mailbox: MailboxSettings,
     pub limits: LimitSettings,
     pub shutdown: ShutdownSettings,
+    /// The benchmark's yardstick, never read from files: the seed plan's original
+    /// design (a database lookup instead of the LRU, aggregates updated inline).
+    #[serde(skip)]
+    pub baseline: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -91,6 +95,7 @@ pub struct DedupSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     /// Storage actors; events are routed by author so one author's events stay in order.
+    /// SQLite allows one writer at a time, so it always uses one.
     pub workers: usize,
 }
 
@@ -129,7 +134,8 @@ pub struct MailboxSettings {
     pub relay_frames: usize,
     /// Batches queued for the dedup actor.
     pub dedup: usize,
-    /// Batches queued for each storage actor.
+    /// Events each storage actor may hold: queued, gathering and being written. Relay
+    /// actors wait while a worker holds this many.
     pub storage: usize,
     /// Batches queued for the aggregator.
     pub aggregator: usize,
@@ -170,6 +176,7 @@ impl Default for Settings {
             mailbox: MailboxSettings::default(),
             limits: LimitSettings::default(),
             shutdown: ShutdownSettings::default(),
+            baseline: false,
         }
     }
 }
@@ -249,7 +256,7 @@ impl Default for MailboxSettings {
         Self {
             relay_frames: 1_024,
             dedup: 16,
-            storage: 8,
+            storage: 5_000,
             aggregator: 64,
             max_batch_events: 500,
         }
@@ -400,6 +407,12 @@ impl Settings {
                 self.sync.performance.batch_size, self.sync.performance.max_batch_rows
             ));
         }
+        if self.mailbox.storage < self.mailbox.max_batch_events {
+            errors.push(format!(
+                "`mailbox.storage` ({}) must be at least `mailbox.max_batch_events` ({})",
+                self.mailbox.storage, self.mailbox.max_batch_events
+            ));
+        }
         if self.storage.workers > self.database.max_connections {
             errors.push(format!(
                 "`storage.workers` ({}) must not exceed `database.max_connections` ({})",
@@ -418,15 +431,14 @@ impl Settings {
     }
 
     /// The most distinct events the pipeline can hold between the relays' sockets and
-    /// their commit: one batch per relay in dedup and verification, and per storage
-    /// worker a full mailbox (plus one parked message per sending relay) and one
-    /// transaction being written. Copies of in-flight events parked by the dedup actor
+    /// their commit: per relay, one batch being read, one handed over, one in dedup,
+    /// two in verification (`VERIFY_DEPTH`) and one waiting for storage admission; and
+    /// what each storage worker admits (`mailbox.storage`). Copies of in-flight events parked by the dedup actor
     /// come on top (at most two per relay and in-flight id), and each relay's frame
     /// channel holds up to `mailbox.relay_frames` raw frames.
     pub fn max_held_events(&self) -> usize {
-        let (r, b) = (self.relays.len(), self.mailbox.max_batch_events);
-        let per_worker = (self.mailbox.storage + r + 1) * b + self.sync.performance.max_batch_rows;
-        r * b + self.storage.workers * per_worker
+        self.relays.len() * 6 * self.mailbox.max_batch_events
+            + self.storage.workers * self.mailbox.storage
     }
 
     pub fn verify_threads(&self) -> usize {

@@ -16,81 +16,11 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// `n` events from `authors` authors: notes, replies, reactions, reposts, zap
-    /// receipts, profiles and contact lists; each on relay `i % relays` and, with
+    /// `n` events, placed on `relays` relays: each on relay `i % relays` and, with
     /// probability `overlap`, on each other relay too.
     pub fn generate(n: usize, relays: usize, overlap: f64, seed: u64) -> Dataset {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let authors: Vec<Keys> = (0..(n / 20).clamp(5, 500))
-            .map(|_| Keys::generate())
-            .collect();
-        let base = Timestamp::now().as_secs() - 86_400;
-        let mut events: Vec<Event> = Vec::with_capacity(n);
-        let mut notes: Vec<EventId> = Vec::new();
-        // Profiles and contact lists are replaceable: one each per author, so that every
-        // generated event is one a relay keeps.
-        let mut replaceable: BTreeSet<(usize, u16)> = BTreeSet::new();
-        for i in 0..n {
-            let author = rng.random_range(0..authors.len());
-            let keys = &authors[author];
-            let created_at = Timestamp::from(base + (i as u64 * 86_000 / n.max(1) as u64));
-            let content_len = rng.random_range(20..400);
-            let content: String = (0..content_len)
-                .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
-                .collect();
-            let target = (!notes.is_empty()).then(|| notes[rng.random_range(0..notes.len())]);
-            let mut roll = rng.random_range(0..100);
-            let replaceable_kind = match roll {
-                95..98 => Some(0),
-                98.. => Some(3),
-                _ => None,
-            };
-            if let Some(kind) = replaceable_kind {
-                if !replaceable.insert((author, kind)) {
-                    roll = 0;
-                }
-            }
-            let builder = match (roll, target) {
-                (0..40, _) | (_, None) => EventBuilder::text_note(content),
-                (40..58, Some(t)) => EventBuilder::text_note(content)
-                    .tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag")),
-                (58..80, Some(t)) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
-                (80..87, Some(t)) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
-                (87..95, Some(t)) => {
-                    let sats: u64 = rng.random_range(1..5_000);
-                    EventBuilder::new(Kind::ZapReceipt, "")
-                        .tag(Tag::event(t))
-                        .tag(
-                            Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)])
-                                .expect("tag"),
-                        )
-                }
-                (95..98, _) => EventBuilder::metadata(&Metadata::new().name(format!("user{i}"))),
-                _ => EventBuilder::new(Kind::ContactList, "").tags(
-                    authors
-                        .iter()
-                        .take(5)
-                        .map(|k| Tag::public_key(k.public_key())),
-                ),
-            };
-            let event = builder
-                .custom_created_at(created_at)
-                .sign_with_keys(keys)
-                .expect("signing with local keys");
-            if event.kind == Kind::TextNote {
-                notes.push(event.id);
-            }
-            events.push(event);
-        }
-        let mut placement = vec![Vec::new(); relays];
-        for i in 0..events.len() {
-            let home = i % relays;
-            for (r, held) in placement.iter_mut().enumerate() {
-                if r == home || rng.random_bool(overlap) {
-                    held.push(i);
-                }
-            }
-        }
+        let events = sign_events(n, seed);
+        let placement = place(events.len(), relays, overlap, seed);
         Dataset { events, placement }
     }
 
@@ -103,15 +33,115 @@ impl Dataset {
     pub fn relay_events(&self, relay: usize) -> impl Iterator<Item = &Event> {
         self.placement[relay].iter().map(|i| &self.events[*i])
     }
+}
 
-    /// Distinct events over `relays`.
-    pub fn unique_on(&self, relays: &[usize]) -> usize {
-        let set: BTreeSet<usize> = relays
-            .iter()
-            .flat_map(|r| self.placement[*r].iter().copied())
-            .collect();
-        set.len()
+/// `n` freshly signed events from `n / 20` authors (5 to 500), dated over the past
+/// day in order.
+pub fn sign_events(n: usize, seed: u64) -> Vec<Event> {
+    let mut maker = EventMaker::new((n / 20).clamp(5, 500), seed);
+    let base = Timestamp::now().as_secs() - 86_400;
+    (0..n)
+        .map(|i| {
+            maker.next(Timestamp::from(
+                base + (i as u64 * 86_000 / n.max(1) as u64),
+            ))
+        })
+        .collect()
+}
+
+/// Makes a realistic mix: notes, replies, reactions, reposts, zap receipts with bolt11
+/// amounts, profiles and contact lists, with 100 to 1,000 bytes of content. Replies,
+/// reactions, reposts and zaps point at notes made earlier.
+pub struct EventMaker {
+    rng: StdRng,
+    authors: Vec<Keys>,
+    notes: Vec<EventId>,
+    /// Profiles and contact lists are replaceable: one each per author, so that every
+    /// event made is one a relay keeps.
+    replaceable: BTreeSet<(usize, u16)>,
+    made: usize,
+}
+
+impl EventMaker {
+    pub fn new(authors: usize, seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            authors: (0..authors.max(1)).map(|_| Keys::generate()).collect(),
+            notes: Vec::new(),
+            replaceable: BTreeSet::new(),
+            made: 0,
+        }
     }
+
+    pub fn next(&mut self, created_at: Timestamp) -> Event {
+        let rng = &mut self.rng;
+        let author = rng.random_range(0..self.authors.len());
+        let content_len = rng.random_range(100..1_000);
+        let content: String = (0..content_len)
+            .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+            .collect();
+        let target =
+            (!self.notes.is_empty()).then(|| self.notes[rng.random_range(0..self.notes.len())]);
+        let mut roll = rng.random_range(0..100);
+        let replaceable_kind = match roll {
+            95..98 => Some(0),
+            98.. => Some(3),
+            _ => None,
+        };
+        if let Some(kind) = replaceable_kind {
+            if !self.replaceable.insert((author, kind)) {
+                roll = 0;
+            }
+        }
+        let builder = match (roll, target) {
+            (0..40, _) | (_, None) => EventBuilder::text_note(content),
+            (40..58, Some(t)) => EventBuilder::text_note(content)
+                .tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag")),
+            (58..80, Some(t)) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
+            (80..87, Some(t)) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
+            (87..95, Some(t)) => {
+                let sats: u64 = rng.random_range(1..5_000);
+                EventBuilder::new(Kind::ZapReceipt, "")
+                    .tag(Tag::event(t))
+                    .tag(Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)]).expect("tag"))
+            }
+            (95..98, _) => EventBuilder::metadata(
+                &Metadata::new()
+                    .name(format!("user{}", self.made))
+                    .about(content),
+            ),
+            _ => EventBuilder::new(Kind::ContactList, "").tags(
+                self.authors
+                    .iter()
+                    .take(5)
+                    .map(|k| Tag::public_key(k.public_key())),
+            ),
+        };
+        let event = builder
+            .custom_created_at(created_at)
+            .sign_with_keys(&self.authors[author])
+            .expect("signing with local keys");
+        if event.kind == Kind::TextNote {
+            self.notes.push(event.id);
+        }
+        self.made += 1;
+        event
+    }
+}
+
+/// Which of `n` events each of `relays` relays holds.
+pub fn place(n: usize, relays: usize, overlap: f64, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut placement = vec![Vec::new(); relays];
+    for i in 0..n {
+        let home = i % relays;
+        for (r, held) in placement.iter_mut().enumerate() {
+            if r == home || rng.random_bool(overlap) {
+                held.push(i);
+            }
+        }
+    }
+    placement
 }
 
 /// A nostr-relay-builder relay on loopback, and the store behind it.

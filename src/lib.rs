@@ -2,6 +2,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod demo;

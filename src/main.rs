@@ -46,6 +46,11 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         events: usize,
     },
+    /// Benchmark the pipeline against relays in a child process.
+    Bench(nostr_sync::bench::BenchArgs),
+    /// The benchmark's relay process.
+    #[command(hide = true)]
+    BenchRelays(nostr_sync::bench::RelayArgs),
     /// Recount every aggregate from the stored events and compare with the stats table.
     CheckAggregates {
         /// Rewrite the stats table from the recount.
@@ -57,6 +62,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    match cli.command {
+        Command::Bench(args) => return exit(nostr_sync::bench::run(args)),
+        Command::BenchRelays(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            return exit(runtime.block_on(nostr_sync::bench::host_relays(args)));
+        }
+        _ => {}
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -85,8 +98,14 @@ fn main() -> ExitCode {
         Command::CheckAggregates { repair } => {
             return actix_rt::System::new().block_on(check_aggregates(settings, repair));
         }
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::CheckConfig | Command::Bench(_) | Command::BenchRelays(_) => {
+            unreachable!("handled above")
+        }
     };
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -63,6 +63,64 @@ impl Gauge {
     }
 }
 
+/// Receipt-to-commit latencies in buckets of 100 µs up to 10 s, plus the maximum.
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    max_us: AtomicU64,
+}
+
+const BUCKET_US: u64 = 100;
+const BUCKETS: usize = 100_000;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Histogram(n={})", self.count())
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        let bucket = ((us / BUCKET_US) as usize).min(BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds, by bucket upper bound.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let total = self.count();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= rank {
+                return ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
+            }
+        }
+        self.max_ms()
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.max_us.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
 /// Per-relay counters.
 #[derive(Debug, Default)]
 pub struct RelayCounters {
@@ -103,6 +161,8 @@ pub struct Counters {
     pub db_commits: AtomicU64,
     pub db_errors: AtomicU64,
     pub aggregated: AtomicU64,
+    /// From an event's frame leaving the socket to the commit of its row.
+    pub latency: Histogram,
     pub relays: std::sync::Mutex<BTreeMap<String, Arc<RelayCounters>>>,
 }
 

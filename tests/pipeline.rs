@@ -255,11 +255,12 @@ fn stalled_storage_bounds_what_is_held(db: TestDb) {
         let relays = hosted(&data, 5_000).await;
         let mut s = settings(&db, urls(&relays).await);
         s.mailbox.max_batch_events = 50;
-        s.mailbox.storage = 2;
+        s.mailbox.storage = 200;
         s.mailbox.relay_frames = 64;
         s.storage.workers = 2;
         s.sync.performance.max_batch_rows = 100;
         s.database.retry_max_ms = 200;
+        s.validate().unwrap();
         let bound = s.max_held_events() as i64;
 
         let release = lock_writes(&db).await;

@@ -29,6 +29,7 @@ pub mod verify;
 use std::sync::Arc;
 
 use actix::Addr;
+use futures::{Stream, StreamExt};
 use nostr_sdk::Event;
 
 use self::ack::Pending;
@@ -44,6 +45,8 @@ use crate::metrics::{Counters, RelayCounters};
 pub struct Item {
     pub event: Event,
     pub ack: Pending,
+    /// When its frame was taken off the socket (for receipt-to-commit latency).
+    pub received: std::time::Instant,
 }
 
 /// The addresses a relay actor hands events to.
@@ -52,58 +55,116 @@ pub struct Pipeline {
     pub dedup: Addr<DedupActor>,
     pub verify: Addr<VerifyActor>,
     pub verify_threads: usize,
-    pub storage: Vec<Addr<StorageActor>>,
+    pub storage: Vec<StorageHandle>,
     pub counters: Arc<Counters>,
+}
+
+/// A storage actor and its admission semaphore (one permit per event it may hold).
+#[derive(Clone)]
+pub struct StorageHandle {
+    pub addr: Addr<StorageActor>,
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// Chunks smaller than this are not worth a thread hop.
 const MIN_VERIFY_CHUNK: usize = 32;
 
 impl Pipeline {
-    /// Takes `items` through dedup, verification and storage routing. Returns once
-    /// every item is queued for storage or resolved.
+    /// Runs one relay's batches through dedup, verification and storage, in arrival
+    /// order, with up to `depth` batches in verification at once so the verifier
+    /// threads never wait for the next batch.
+    pub async fn run(
+        &self,
+        batches: impl Stream<Item = Vec<Item>>,
+        relay: &RelayCounters,
+        depth: usize,
+    ) {
+        batches
+            .then(|items| self.dedup(items))
+            .map(|fresh| self.verify(fresh))
+            .buffered(depth)
+            .for_each(|(valid, invalid)| async move {
+                let parked = self.settle(valid, invalid, relay).await;
+                self.submit(parked, relay).await;
+            })
+            .await;
+    }
+
+    /// Takes `items` through the pipeline one step at a time (copies parked behind a
+    /// forged in-flight event come back this way).
     pub async fn submit(&self, items: Vec<Item>, relay: &RelayCounters) {
         let mut todo = items;
         while !todo.is_empty() {
-            let fresh = match self.dedup.send(Check(todo)).await {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    tracing::error!(error = %e, "dedup actor unavailable");
-                    return;
-                }
-            };
-            if fresh.is_empty() {
-                return;
-            }
+            let fresh = self.dedup(todo).await;
             let (valid, invalid) = self.verify(fresh).await;
-            let mut released = Vec::with_capacity(invalid.len());
-            for (item, reason) in invalid {
-                relay.reject(reason);
-                released.push(item.event.id);
-                item.ack.resolve(false);
-            }
-            let workers = self.storage.len();
-            for (worker, batch) in route(valid, workers, |i: &Item| &i.event.pubkey)
-                .into_iter()
-                .enumerate()
-            {
-                if batch.is_empty() {
-                    continue;
-                }
-                if let Err(e) = self.storage[worker].send(StoreBatch(batch)).await {
-                    tracing::error!(worker, error = %e, "storage actor unavailable");
-                }
-            }
-            todo = if released.is_empty() {
-                Vec::new()
-            } else {
-                self.dedup.send(Release(released)).await.unwrap_or_default()
-            };
+            todo = self.settle(valid, invalid, relay).await;
         }
+    }
+
+    /// The items seen for the first time; the rest are resolved or parked.
+    async fn dedup(&self, items: Vec<Item>) -> Vec<Item> {
+        if items.is_empty() {
+            return items;
+        }
+        self.dedup.send(Check(items)).await.unwrap_or_else(|e| {
+            // Dropping the items fails their REQs: no cursor moves past them.
+            tracing::error!(error = %e, "dedup actor unavailable");
+            Vec::new()
+        })
+    }
+
+    /// Hands `valid` to storage and counts `invalid`; returns the copies that were
+    /// parked behind the invalid ones, to be checked afresh.
+    async fn settle(
+        &self,
+        valid: Vec<Item>,
+        invalid: Vec<(Item, crate::metrics::Reject)>,
+        relay: &RelayCounters,
+    ) -> Vec<Item> {
+        let mut released = Vec::with_capacity(invalid.len());
+        for (item, reason) in invalid {
+            relay.reject(reason);
+            released.push(item.event.id);
+            item.ack.resolve(false);
+        }
+        let workers = self.storage.len();
+        for (worker, batch) in route(valid, workers, |i: &Item| &i.event.pubkey)
+            .into_iter()
+            .enumerate()
+        {
+            if batch.is_empty() {
+                continue;
+            }
+            let handle = &self.storage[worker];
+            // Waits while the worker holds its share: this is the backpressure.
+            let Ok(permit) = handle
+                .admission
+                .clone()
+                .acquire_many_owned(batch.len() as u32)
+                .await
+            else {
+                tracing::error!(worker, "storage admission closed");
+                continue;
+            };
+            let msg = StoreBatch {
+                items: batch,
+                permit,
+            };
+            if let Err(e) = handle.addr.send(msg).await {
+                tracing::error!(worker, error = %e, "storage actor unavailable");
+            }
+        }
+        if released.is_empty() {
+            return Vec::new();
+        }
+        self.dedup.send(Release(released)).await.unwrap_or_default()
     }
 
     /// Verifies `items` in parallel chunks on the verifier threads.
     async fn verify(&self, items: Vec<Item>) -> (Vec<Item>, Vec<(Item, crate::metrics::Reject)>) {
+        if items.is_empty() {
+            return (items, Vec::new());
+        }
         let chunk = items
             .len()
             .div_ceil(self.verify_threads.max(1))

@@ -25,6 +25,20 @@ pub enum MigrateError {
     Url(String),
 }
 
+/// Runs `sql` on a fresh PostgreSQL connection (schema set-up for tests and benchmarks).
+/// Must not be called from inside an async runtime.
+pub fn execute(url: &str, sql: &str) -> Result<(), MigrateError> {
+    let mut conn =
+        AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(|source| {
+            MigrateError::Connect {
+                url: url.to_owned(),
+                source,
+            }
+        })?;
+    conn.batch_execute(sql)
+        .map_err(|e| MigrateError::Run(e.to_string()))
+}
+
 /// Applies pending migrations; returns how many ran. Must not be called from inside
 /// an async runtime.
 pub fn run_pending(url: &str) -> Result<usize, MigrateError> {

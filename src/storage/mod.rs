@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nostr_sdk::Event;
 
-use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -63,8 +63,8 @@ pub fn sqlite_path(url: &str) -> &str {
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Inserts `events` (`ON CONFLICT DO NOTHING`) with their tags in one transaction;
-    /// returns, in input order, whether each row was new.
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<bool>>;
+    /// returns, in input order, the row (`seq`) of each event that was new.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<Option<i64>>>;
 
     /// Whether an event with this id is stored (the baseline profile's dedup).
     async fn event_exists(&self, id: &str) -> StoreResult<bool>;
@@ -72,10 +72,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// In one transaction: marks the source events of `items` as aggregated, skipping
     /// those already marked, and adds the deltas of the ones it marked. Returns how many
     /// contributions were applied.
-    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize>;
+    async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize>;
 
     /// Up to `limit` committed events whose contributions are not yet applied.
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>>;
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     /// Stored events after `after_seq` in arrival order, with their sequence numbers.
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
@@ -115,15 +115,16 @@ pub(crate) fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Parses stored rows back into events.
-pub(crate) fn rows_to_events(rows: Vec<models::EventRow>) -> StoreResult<Vec<Event>> {
+/// Parses stored rows back into events, keeping their sequence numbers.
+pub(crate) fn rows_to_events(rows: Vec<(i64, models::EventRow)>) -> StoreResult<Vec<(i64, Event)>> {
     rows.into_iter()
-        .map(|r| {
+        .map(|(seq, r)| {
             let id = r.id.clone();
-            r.into_event().map_err(|e| StoreError::Corrupt {
+            let event = r.into_event().map_err(|e| StoreError::Corrupt {
                 id,
                 reason: e.to_string(),
-            })
+            })?;
+            Ok((seq, event))
         })
         .collect()
 }
@@ -144,13 +145,16 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
     Ok(crate::actors::aggregator::deltas::sum_by_target(&all))
 }
 
-/// Sums `items` per target and drops those whose source was not claimed.
+/// Sums `items` per target and drops those whose source row was not claimed.
 pub(crate) fn claimed_deltas(
-    items: &[Contribution],
-    claimed: &std::collections::HashSet<String>,
+    items: &[Sourced],
+    claimed: &std::collections::HashSet<i64>,
 ) -> Vec<models::StatsRow> {
     let sums = crate::actors::aggregator::deltas::sum_by_target(
-        items.iter().filter(|c| claimed.contains(&c.source)),
+        items
+            .iter()
+            .filter(|s| claimed.contains(&s.seq))
+            .map(|s| &s.contribution),
     );
     let mut rows: Vec<_> = sums
         .into_iter()

@@ -59,6 +59,7 @@ pub fn tag_rows(seq: i64, event: &Event) -> Vec<NewTag> {
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = event_tags)]
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewTag {
     pub event_seq: i64,
     pub name: String,

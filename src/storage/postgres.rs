@@ -13,7 +13,7 @@ use nostr_sdk::Event;
 use super::models::{tag_rows, EventRow, NewEvent, NewTag, StatsRow};
 use super::schema::{event_stats, event_tags, events, relay_cursors};
 use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
-use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
 
 /// PostgreSQL allows 65,535 bind parameters per statement; events have 9 columns.
 const ROWS_PER_STATEMENT: usize = 5_000;
@@ -42,7 +42,7 @@ impl PgStore {
 
 #[async_trait]
 impl EventStore for PgStore {
-    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<bool>> {
+    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<Option<i64>>> {
         let now = now_secs();
         let rows: Vec<NewEvent> = batch.iter().map(|e| NewEvent::from_event(e, now)).collect();
         let mut conn = self.conn().await?;
@@ -76,8 +76,11 @@ impl EventStore for PgStore {
                 Ok::<_, diesel::result::Error>(inserted)
             })
             .await?;
-        let new: HashSet<String> = inserted.into_iter().map(|(_, id)| id).collect();
-        Ok(batch.iter().map(|e| new.contains(&e.id.to_hex())).collect())
+        let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
+        Ok(batch
+            .iter()
+            .map(|e| new.get(&e.id.to_hex()).copied())
+            .collect())
     }
 
     async fn event_exists(&self, id: &str) -> StoreResult<bool> {
@@ -90,20 +93,20 @@ impl EventStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize> {
-        let sources: Vec<&str> = items.iter().map(|c| c.source.as_str()).collect();
+    async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
+        let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
         let mut conn = self.conn().await?;
         let applied = conn
             .transaction(async |conn| {
-                let mut claimed: HashSet<String> = HashSet::new();
+                let mut claimed: HashSet<i64> = HashSet::new();
                 for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-                    let ids: Vec<String> = diesel::update(
+                    let ids: Vec<i64> = diesel::update(
                         events::table
-                            .filter(events::id.eq_any(chunk))
+                            .filter(events::seq.eq_any(chunk))
                             .filter(events::aggregated.eq(false)),
                     )
                     .set(events::aggregated.eq(true))
-                    .returning(events::id)
+                    .returning(events::seq)
                     .get_results(conn)
                     .await?;
                     claimed.extend(ids);
@@ -134,13 +137,13 @@ impl EventStore for PgStore {
         Ok(applied)
     }
 
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>> {
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
         let mut conn = self.conn().await?;
-        let rows: Vec<EventRow> = events::table
+        let rows: Vec<(i64, EventRow)> = events::table
             .filter(events::aggregated.eq(false))
             .order(events::seq)
             .limit(limit)
-            .select(EventRow::as_select())
+            .select((events::seq, EventRow::as_select()))
             .load(&mut conn)
             .await?;
         rows_to_events(rows)
@@ -155,8 +158,7 @@ impl EventStore for PgStore {
             .select((events::seq, EventRow::as_select()))
             .load(&mut conn)
             .await?;
-        let (seqs, rows): (Vec<i64>, Vec<EventRow>) = rows.into_iter().unzip();
-        Ok(seqs.into_iter().zip(rows_to_events(rows)?).collect())
+        rows_to_events(rows)
     }
 
     async fn count_events(&self) -> StoreResult<i64> {

@@ -16,12 +16,15 @@ use diesel_async::AsyncConnection;
 use futures::FutureExt;
 use nostr_sdk::Event;
 
-use super::models::{tag_rows, EventRow, NewEvent, StatsRow};
+use super::models::{tag_rows, EventRow, NewEvent, NewTag, StatsRow};
 use super::schema::{event_stats, event_tags, events, relay_cursors};
 use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
-use crate::actors::aggregator::deltas::{Contribution, StatsDelta};
+use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+/// SQLite allows 32,766 bind parameters per statement; events have 9 columns.
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Statements SQLite needs on every connection: WAL lets readers run beside the one
 /// writer; `busy_timeout` makes pooled writers queue instead of failing.
@@ -70,34 +73,35 @@ impl SqliteStore {
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<bool>> {
+    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<Option<i64>>> {
         let now = now_secs();
-        let rows: Vec<_> = batch
-            .iter()
-            .map(|e| (NewEvent::from_event(e, now), tag_rows(0, e)))
-            .collect();
+        let rows: Vec<NewEvent> = batch.iter().map(|e| NewEvent::from_event(e, now)).collect();
+        let tags: Vec<Vec<NewTag>> = batch.iter().map(|e| tag_rows(0, e)).collect();
         self.run(move |conn| {
             conn.immediate_transaction(|conn| {
-                let mut new = Vec::with_capacity(rows.len());
-                for (row, mut tags) in rows {
-                    let seq: Option<i64> = diesel::insert_into(events::table)
-                        .values(&row)
+                let mut inserted: HashMap<String, i64> = HashMap::new();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let new: Vec<(i64, String)> = diesel::insert_into(events::table)
+                        .values(chunk)
                         .on_conflict_do_nothing()
-                        .returning(events::seq)
-                        .get_result(conn)
-                        .optional()?;
-                    if let Some(seq) = seq {
-                        tags.iter_mut().for_each(|t| t.event_seq = seq);
-                        for tag in &tags {
-                            diesel::insert_into(event_tags::table)
-                                .values(tag)
-                                .on_conflict_do_nothing()
-                                .execute(conn)?;
-                        }
-                    }
-                    new.push(seq.is_some());
+                        .returning((events::seq, events::id))
+                        .get_results(conn)?;
+                    inserted.extend(new.into_iter().map(|(seq, id)| (id, seq)));
                 }
-                Ok(new)
+                let mut new_tags = Vec::new();
+                for (row, mut tags) in rows.iter().zip(tags) {
+                    if let Some(seq) = inserted.get(&row.id) {
+                        tags.iter_mut().for_each(|t| t.event_seq = *seq);
+                        new_tags.append(&mut tags);
+                    }
+                }
+                for chunk in new_tags.chunks(3 * ROWS_PER_STATEMENT) {
+                    diesel::insert_into(event_tags::table)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(conn)?;
+                }
+                Ok(rows.iter().map(|r| inserted.get(&r.id).copied()).collect())
             })
         })
         .await
@@ -115,22 +119,22 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn apply_contributions(&self, items: &[Contribution]) -> StoreResult<usize> {
+    async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
         let items = items.to_vec();
         self.run(move |conn| {
             conn.immediate_transaction(|conn| {
-                let mut claimed: HashSet<String> = HashSet::new();
-                for c in &items {
-                    let n = diesel::update(
+                let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
+                let mut claimed: HashSet<i64> = HashSet::new();
+                for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+                    let seqs: Vec<i64> = diesel::update(
                         events::table
-                            .filter(events::id.eq(&c.source))
+                            .filter(events::seq.eq_any(chunk))
                             .filter(events::aggregated.eq(false)),
                     )
                     .set(events::aggregated.eq(true))
-                    .execute(conn)?;
-                    if n == 1 {
-                        claimed.insert(c.source.clone());
-                    }
+                    .returning(events::seq)
+                    .get_results(conn)?;
+                    claimed.extend(seqs);
                 }
                 for row in claimed_deltas(&items, &claimed) {
                     diesel::insert_into(event_stats::table)
@@ -156,14 +160,14 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<Event>> {
-        let rows = self
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        let rows: Vec<(i64, EventRow)> = self
             .run(move |conn| {
                 events::table
                     .filter(events::aggregated.eq(false))
                     .order(events::seq)
                     .limit(limit)
-                    .select(EventRow::as_select())
+                    .select((events::seq, EventRow::as_select()))
                     .load(conn)
             })
             .await?;
@@ -181,8 +185,7 @@ impl EventStore for SqliteStore {
                     .load(conn)
             })
             .await?;
-        let (seqs, rows): (Vec<i64>, Vec<EventRow>) = rows.into_iter().unzip();
-        Ok(seqs.into_iter().zip(rows_to_events(rows)?).collect())
+        rows_to_events(rows)
     }
 
     async fn count_events(&self) -> StoreResult<i64> {

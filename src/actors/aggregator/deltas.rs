@@ -26,13 +26,19 @@ impl StatsDelta {
     }
 }
 
-/// One newly stored event's contribution: `source` is the stored event, `target` the
-/// event whose row in `event_stats` changes.
+/// One event's contribution: `target` is the event whose row in `event_stats` changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution {
-    pub source: String,
     pub target: String,
     pub delta: StatsDelta,
+}
+
+/// A stored event's contribution, keyed by the event's row (`events.seq`), which is
+/// what the aggregation watermark marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced {
+    pub seq: i64,
+    pub contribution: Contribution,
 }
 
 /// The contribution of `event`, or `None` for events that count toward nothing.
@@ -78,11 +84,7 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
         }
         _ => return None,
     };
-    Some(Contribution {
-        source: event.id.to_hex(),
-        target,
-        delta,
-    })
+    Some(Contribution { target, delta })
 }
 
 /// Sums contributions per target.

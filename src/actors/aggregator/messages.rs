@@ -2,12 +2,12 @@
 
 use actix::Message;
 
-use super::deltas::Contribution;
+use super::deltas::Sourced;
 
 /// Contributions of newly stored events.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Contribute(pub Vec<Contribution>);
+pub struct Contribute(pub Vec<Sourced>);
 
 /// Commit everything accumulated now; answers how many contributions still wait
 /// (non-zero only if the database refused).

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 
-use self::deltas::Contribution;
+use self::deltas::Sourced;
 use self::messages::{Contribute, FlushNow};
 use crate::metrics::Counters;
 use crate::storage::EventStore;
@@ -26,7 +26,7 @@ pub struct AggregatorActor {
     counters: Arc<Counters>,
     interval: Duration,
     mailbox: usize,
-    pending: Vec<Contribution>,
+    pending: Vec<Sourced>,
     flushing: bool,
 }
 
@@ -118,7 +118,15 @@ pub async fn apply_backlog(store: &dyn EventStore) -> Result<u64, crate::storage
         if events.is_empty() {
             return Ok(applied);
         }
-        let items: Vec<Contribution> = events.iter().filter_map(deltas::contribution).collect();
+        let items: Vec<Sourced> = events
+            .iter()
+            .filter_map(|(seq, e)| {
+                deltas::contribution(e).map(|contribution| Sourced {
+                    seq: *seq,
+                    contribution,
+                })
+            })
+            .collect();
         applied += store.apply_contributions(&items).await? as u64;
         if items.len() < events.len() {
             // Cannot happen for rows this version wrote; guards against a loop on rows

@@ -14,17 +14,20 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler};
+use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, WrapFuture};
 
 use self::cache::{Seen, SeenCache};
 use self::messages::{Check, Committed, Release};
 use crate::actors::Item;
 use crate::metrics::Counters;
+use crate::storage::EventStore;
 
 pub struct DedupActor {
     cache: SeenCache<Item>,
     mailbox: usize,
     counters: Arc<Counters>,
+    /// Baseline profile only: ask the database about every event instead of the LRU.
+    lookup: Option<Arc<dyn EventStore>>,
 }
 
 impl DedupActor {
@@ -33,26 +36,26 @@ impl DedupActor {
             cache: SeenCache::new(capacity),
             mailbox,
             counters,
+            lookup: None,
         }
     }
-}
 
-impl Actor for DedupActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox);
+    /// The seed plan's design: one existence query per event, no LRU.
+    pub fn with_database_lookup(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.lookup = Some(store);
+        self
     }
-}
 
-impl Handler<Check> for DedupActor {
-    type Result = Vec<Item>;
-
-    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Vec<Item> {
+    fn classify(&mut self, items: Vec<Item>, stored: &[bool]) -> Vec<Item> {
         let mut fresh = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, stored) in items.into_iter().zip(stored) {
             let id = item.event.id;
-            match self.cache.check(id) {
+            let seen = if *stored {
+                Seen::Committed
+            } else {
+                self.cache.check(id)
+            };
+            match seen {
                 Seen::Fresh => fresh.push(item),
                 Seen::Committed => {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -70,6 +73,40 @@ impl Handler<Check> for DedupActor {
             }
         }
         fresh
+    }
+}
+
+impl Actor for DedupActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<Check> for DedupActor {
+    type Result = AtomicResponse<Self, Vec<Item>>;
+
+    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Self::Result {
+        let Some(store) = self.lookup.clone() else {
+            let none_stored = vec![false; items.len()];
+            let fresh = self.classify(items, &none_stored);
+            return AtomicResponse::new(Box::pin(actix::fut::ready(fresh)));
+        };
+        let lookup = async move {
+            let mut stored = Vec::with_capacity(items.len());
+            for item in &items {
+                let id = item.event.id.to_hex();
+                // An error counts as "not stored": the unique key still guards the row.
+                stored.push(store.event_exists(&id).await.unwrap_or(false));
+            }
+            (items, stored)
+        };
+        AtomicResponse::new(Box::pin(
+            lookup
+                .into_actor(self)
+                .map(|(items, stored), act, _| act.classify(items, &stored)),
+        ))
     }
 }
 

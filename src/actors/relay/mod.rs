@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture};
+use futures::SinkExt;
 use nostr_sdk::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -382,6 +383,9 @@ pub fn filter_key(f: &FilterSettings) -> String {
     serde_json::json!({ "kinds": kinds, "authors": authors, "since": f.since }).to_string()
 }
 
+/// Batches of one relay in verification at once.
+const VERIFY_DEPTH: usize = 2;
+
 /// Reads raw frames until the connection's channel closes and hands events on.
 async fn ingest(
     mut rx: mpsc::Receiver<String>,
@@ -391,37 +395,58 @@ async fn ingest(
     limits: Limits,
     max_batch: usize,
 ) {
-    let mut frames = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut frames, max_batch).await > 0 {
-        let now = Timestamp::now().as_secs();
-        let mut items = Vec::with_capacity(frames.len());
-        for raw in frames.drain(..) {
-            match classify(&raw, &limits, now) {
-                Frame::Event { sub, event } => {
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    match subs.on_event(&sub, Some(event.created_at.as_secs()), true) {
-                        Some(Some(ack)) => items.push(Item { event: *event, ack }),
-                        _ => counters.reject(Reject::UnknownSubscription),
-                    }
-                }
-                Frame::Rejected { sub, reason } => {
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    counters.reject(reason);
-                    if let Some(sub) = sub {
-                        subs.on_event(&sub, None, false);
-                    }
-                }
-                Frame::Eose(sub) => subs.on_eose(&sub),
-                Frame::Closed { sub, message } => subs.on_closed(&sub, message),
-                Frame::Notice(message) => {
-                    counters.notices.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%message, "relay notice");
-                }
-                Frame::Other => {}
+    let (mut batches, batch_rx) = futures::channel::mpsc::channel::<Vec<Item>>(0);
+    let read = async {
+        let mut frames = Vec::with_capacity(max_batch);
+        while rx.recv_many(&mut frames, max_batch).await > 0 {
+            let items = classify_frames(frames.drain(..), &subs, &counters, &limits);
+            if !items.is_empty() && batches.send(items).await.is_err() {
+                break;
             }
         }
-        if !items.is_empty() {
-            pipeline.submit(items, &counters).await;
+        batches.close_channel();
+    };
+    futures::join!(read, pipeline.run(batch_rx, &counters, VERIFY_DEPTH));
+}
+
+/// Turns raw frames into items to keep, updating subscriptions and counters.
+fn classify_frames(
+    frames: impl Iterator<Item = String>,
+    subs: &SubTable,
+    counters: &RelayCounters,
+    limits: &Limits,
+) -> Vec<Item> {
+    let now = Timestamp::now().as_secs();
+    let received = std::time::Instant::now();
+    let mut items = Vec::new();
+    for raw in frames {
+        match classify(&raw, limits, now) {
+            Frame::Event { sub, event } => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                match subs.on_event(&sub, Some(event.created_at.as_secs()), true) {
+                    Some(Some(ack)) => items.push(Item {
+                        event: *event,
+                        ack,
+                        received,
+                    }),
+                    _ => counters.reject(Reject::UnknownSubscription),
+                }
+            }
+            Frame::Rejected { sub, reason } => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                counters.reject(reason);
+                if let Some(sub) = sub {
+                    subs.on_event(&sub, None, false);
+                }
+            }
+            Frame::Eose(sub) => subs.on_eose(&sub),
+            Frame::Closed { sub, message } => subs.on_closed(&sub, message),
+            Frame::Notice(message) => {
+                counters.notices.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%message, "relay notice");
+            }
+            Frame::Other => {}
         }
     }
+    items
 }

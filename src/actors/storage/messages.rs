@@ -4,10 +4,14 @@ use actix::Message;
 
 use crate::actors::Item;
 
-/// Commit these verified events (all routed here by author).
+/// Commit these verified events (all routed here by author); `permit` holds their
+/// places in the worker's admission semaphore until they are committed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StoreBatch(pub Vec<Item>);
+pub struct StoreBatch {
+    pub items: Vec<Item>,
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// Whether nothing is queued or being written.
 #[derive(Message)]

@@ -5,10 +5,14 @@
 //! actor, and each event's commit guard resolved.
 //!
 //! Batching: a batch is queued, then a flush is scheduled behind whatever else is already
-//! in the mailbox, so everything that arrived while the previous transaction was in
-//! flight goes into the next one; with `batch_size > 1` the flush also waits up to
-//! `batch_timeout_ms` for that many rows. The write runs under `ctx.wait`, so the mailbox
-//! fills and senders block while the database is slow: memory stays bounded. A failed
+//! in the mailbox. While a transaction is in flight the mailbox stays open and the next
+//! batch gathers, so it holds everything that arrived meanwhile; with `batch_size > 1`
+//! a flush also waits up to `batch_timeout_ms` for that many rows.
+//!
+//! Backpressure: a sender first takes one permit per event from the worker's semaphore
+//! (`mailbox.storage` permits, see `Pipeline::submit`); the permits travel with the batch
+//! and are released when its transaction commits. A slow database therefore blocks the
+//! relay actors, and a worker never holds more than `mailbox.storage` events. A failed
 //! write is retried with backoff and never dropped.
 
 pub mod messages;
@@ -19,11 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
-use nostr_sdk::Event;
+use tokio::sync::OwnedSemaphorePermit;
 
 use self::messages::{IsIdle, StoreBatch};
 use crate::actors::ack::Pending;
-use crate::actors::aggregator::deltas::contribution;
+use crate::actors::aggregator::deltas::{contribution, Sourced};
 use crate::actors::aggregator::messages::Contribute;
 use crate::actors::aggregator::AggregatorActor;
 use crate::actors::dedup::messages::Committed;
@@ -40,7 +44,11 @@ pub struct WritePolicy {
     pub max_batch_rows: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Baseline profile only: apply aggregates in the write path, before the next event.
+    pub inline_aggregates: bool,
 }
+
+const MAILBOX_MESSAGES: usize = 64;
 
 pub struct StorageActor {
     id: usize,
@@ -49,11 +57,13 @@ pub struct StorageActor {
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
     policy: WritePolicy,
-    mailbox: usize,
     pending: Vec<Item>,
     oldest_pending: Option<Instant>,
     flush_scheduled: bool,
+    /// A write (or its retry backoff) is in flight.
     writing: bool,
+    /// Admission for the events in `pending`: released once they are committed.
+    permits: Vec<OwnedSemaphorePermit>,
     retry: Duration,
 }
 
@@ -66,7 +76,6 @@ impl StorageActor {
         aggregator: Addr<AggregatorActor>,
         counters: Arc<Counters>,
         policy: WritePolicy,
-        mailbox: usize,
     ) -> Self {
         let retry = policy.retry_min;
         Self {
@@ -76,11 +85,11 @@ impl StorageActor {
             aggregator,
             counters,
             policy,
-            mailbox,
             pending: Vec::new(),
             oldest_pending: None,
             flush_scheduled: false,
             writing: false,
+            permits: Vec::new(),
             retry,
         }
     }
@@ -118,6 +127,7 @@ impl StorageActor {
             rest = tail;
         }
         batches.push(rest);
+        let permits = std::mem::take(&mut self.permits);
         self.oldest_pending = None;
         self.writing = true;
         let (store, dedup, aggregator, counters) = (
@@ -126,6 +136,7 @@ impl StorageActor {
             self.aggregator.clone(),
             self.counters.clone(),
         );
+        let inline = self.policy.inline_aggregates;
         let write = async move {
             let mut batches = batches.into_iter();
             while let Some(batch) = batches.next() {
@@ -135,6 +146,7 @@ impl StorageActor {
                     dedup.clone(),
                     aggregator.clone(),
                     counters.clone(),
+                    inline,
                 )
                 .await;
                 if let Err((mut failed, error)) = result {
@@ -144,30 +156,37 @@ impl StorageActor {
             }
             Ok(())
         };
-        ctx.wait(write.into_actor(self).map(|result, act, ctx| {
-            act.writing = false;
-            match result {
-                Ok(()) => {
-                    act.retry = act.policy.retry_min;
-                    if !act.pending.is_empty() {
-                        act.schedule_flush(ctx, Duration::ZERO);
-                    }
-                }
-                Err((batch, error)) => {
-                    act.counters.db_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(worker = act.id, rows = batch.len(), retry_in = ?act.retry, %error, "write failed, will retry");
-                    act.pending.splice(0..0, batch);
-                    let delay = act.retry;
-                    act.retry = (act.retry * 2).min(act.policy.retry_max);
-                    // Hold the mailbox shut while backing off: senders wait, nothing grows.
-                    ctx.wait(
-                        tokio::time::sleep(delay)
-                            .into_actor(act)
-                            .map(|_, act, ctx| act.schedule_flush(ctx, Duration::ZERO)),
-                    );
-                }
+        // The mailbox stays open while the write runs, so the next batch gathers
+        // meanwhile; `StoreBatch` holds it shut only once that batch is full.
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(()) => {
+                drop(permits);
+                act.retry = act.policy.retry_min;
+                act.write_done(ctx);
+            }
+            Err((batch, error)) => {
+                act.permits.extend(permits);
+                act.counters.db_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(worker = act.id, rows = batch.len(), retry_in = ?act.retry, %error, "write failed, will retry");
+                act.pending.splice(0..0, batch);
+                let delay = act.retry;
+                act.retry = (act.retry * 2).min(act.policy.retry_max);
+                // Still `writing` while backing off: nothing new starts, senders block
+                // once the pending batch is full.
+                ctx.spawn(
+                    tokio::time::sleep(delay)
+                        .into_actor(act)
+                        .map(|_, act, ctx| act.write_done(ctx)),
+                );
             }
         }));
+    }
+
+    fn write_done(&mut self, ctx: &mut Context<Self>) {
+        self.writing = false;
+        if !self.pending.is_empty() {
+            self.schedule_flush(ctx, Duration::ZERO);
+        }
     }
 }
 
@@ -179,40 +198,59 @@ async fn write_batch(
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
+    inline_aggregates: bool,
 ) -> Result<(), (Vec<Item>, StoreError)> {
-    let (events, acks): (Vec<Event>, Vec<Pending>) =
-        batch.into_iter().map(|i| (i.event, i.ack)).unzip();
+    let mut events = Vec::with_capacity(batch.len());
+    let mut guards: Vec<(Pending, Instant)> = Vec::with_capacity(batch.len());
+    for item in batch {
+        events.push(item.event);
+        guards.push((item.ack, item.received));
+    }
     let new = match store.insert_events(&events).await {
         Ok(new) => new,
         Err(e) => {
             let batch = events
                 .into_iter()
-                .zip(acks)
-                .map(|(event, ack)| Item { event, ack })
+                .zip(guards)
+                .map(|(event, (ack, received))| Item {
+                    event,
+                    ack,
+                    received,
+                })
                 .collect();
             return Err((batch, e));
         }
     };
-    let fresh = new.iter().filter(|n| **n).count() as u64;
+    let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
     counters.db_commits.fetch_add(1, Ordering::Relaxed);
     counters.stored.fetch_add(fresh, Ordering::Relaxed);
     counters
         .conflicts
         .fetch_add(events.len() as u64 - fresh, Ordering::Relaxed);
-    let contributions: Vec<_> = events
+    let contributions: Vec<Sourced> = events
         .iter()
         .zip(&new)
-        .filter(|(_, n)| **n)
-        .filter_map(|(e, _)| contribution(e))
+        .filter_map(|(e, seq)| {
+            let seq = (*seq)?;
+            contribution(e).map(|contribution| Sourced { seq, contribution })
+        })
         .collect();
-    if !contributions.is_empty() {
+    if inline_aggregates && !contributions.is_empty() {
+        if let Err(e) = store.apply_contributions(&contributions).await {
+            tracing::warn!(error = %e, "inline aggregate update failed; applied at next start");
+        }
+    } else if !contributions.is_empty() {
         // The aggregation watermark in the database keeps these safe if this fails.
         if let Err(e) = aggregator.send(Contribute(contributions)).await {
             tracing::warn!(error = %e, "aggregator unavailable; deltas wait for the next start");
         }
     }
     dedup.do_send(Committed(events.iter().map(|e| e.id).collect()));
-    for (ack, new) in acks.into_iter().zip(new) {
+    for ((ack, received), new) in guards.into_iter().zip(new) {
+        let new = new.is_some();
+        if new {
+            counters.latency.record(received.elapsed());
+        }
         ack.resolve(new);
     }
     Ok(())
@@ -222,24 +260,21 @@ impl Actor for StorageActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox);
+        // Admission (the semaphore) bounds what is queued; this only bounds messages.
+        ctx.set_mailbox_capacity(MAILBOX_MESSAGES);
     }
 }
 
 impl Handler<StoreBatch> for StorageActor {
     type Result = ();
 
-    fn handle(&mut self, StoreBatch(items): StoreBatch, ctx: &mut Self::Context) {
-        if items.is_empty() {
-            return;
-        }
+    fn handle(&mut self, batch: StoreBatch, ctx: &mut Self::Context) {
         if self.pending.is_empty() {
             self.oldest_pending = Some(Instant::now());
         }
-        self.pending.extend(items);
+        self.pending.extend(batch.items);
+        self.permits.push(batch.permit);
         if self.pending.len() >= self.policy.max_batch_rows {
-            // A full transaction's worth: write now, with the mailbox held shut, so
-            // what this actor holds never exceeds one transaction plus its mailbox.
             self.flush(ctx);
         } else if !self.writing {
             self.schedule_flush(ctx, Duration::ZERO);
