@@ -69,6 +69,7 @@ impl App {
             max_batch_rows: perf.max_batch_rows,
             retry_min: Duration::from_millis(settings.database.retry_min_ms),
             retry_max: Duration::from_millis(settings.database.retry_max_ms),
+            min_commit_interval: Duration::from_millis(perf.min_commit_interval_ms),
             inline_aggregates: settings.baseline,
         };
         // SQLite has one writer at a time: more workers only contend for its lock.

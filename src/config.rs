@@ -70,6 +70,10 @@ pub struct PerformanceSettings {
     pub batch_timeout_ms: u64,
     /// Most rows in one transaction.
     pub max_batch_rows: usize,
+    /// Shortest time between the starts of two commits of one storage worker. An event
+    /// arriving after a quiet spell commits at once; under load, everything that
+    /// arrives within this window shares one transaction.
+    pub min_commit_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +206,7 @@ impl Default for PerformanceSettings {
             batch_size: 1,
             batch_timeout_ms: 100,
             max_batch_rows: 2_000,
+            min_commit_interval_ms: 20,
         }
     }
 }
@@ -227,7 +232,7 @@ impl Default for DedupSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { workers: 4 }
+        Self { workers: 1 }
     }
 }
 

@@ -305,30 +305,11 @@ impl Cycle {
         let (root, committed) = Pending::root(self.held.clone());
         let mut until: Option<u64> = None;
         loop {
-            let id = next_sub_id("sync");
-            let (tx, rx) = oneshot::channel();
-            self.subs.open(&id, root.share(), Some(tx));
-            let mut filter = to_filter(f)
-                .since(Timestamp::from(since))
-                .limit(sync.page_limit);
+            let mut filter = to_filter(f).since(Timestamp::from(since));
             if let Some(u) = until {
                 filter = filter.until(Timestamp::from(u));
             }
-            let sub = SubscriptionId::new(&id);
-            relay.send_msg(ClientMessage::req(sub.clone(), filter))?;
-            let timeout = Duration::from_secs(sync.eose_timeout_secs);
-            let end = tokio::time::timeout(timeout, rx).await;
-            let _ = relay.send_msg(ClientMessage::close(sub));
-            let end = match end {
-                Ok(Ok(end)) => end,
-                _ => {
-                    self.subs.forget(&id);
-                    return Err(CycleError::EoseTimeout(timeout));
-                }
-            };
-            if let Some(message) = end.closed {
-                return Err(CycleError::Closed(message));
-            }
+            let end = self.page(relay, filter, &root).await?;
             if end.count < sync.page_limit {
                 break;
             }
@@ -336,7 +317,9 @@ impl Cycle {
             // (inclusive, as more may share its second; duplicates are cheap).
             let Some(oldest) = end.oldest else { break };
             let next = if until == Some(oldest) {
-                tracing::warn!(relay = %self.url, second = oldest, "more events in one second than a page holds");
+                // A whole page within one second: `until` cannot page inside it, so
+                // read that second kind by kind, then move past it.
+                self.dense_second(relay, f, oldest, &root).await?;
                 oldest.saturating_sub(1)
             } else {
                 oldest
@@ -355,6 +338,65 @@ impl Cycle {
             .save_cursor(&self.url, &key, started.as_secs() as i64)
             .await?;
         Ok(outcome.new_rows)
+    }
+
+    /// One REQ, read until EOSE; its events are claimed from `root`.
+    async fn page(
+        &self,
+        relay: &Relay,
+        filter: Filter,
+        root: &Pending,
+    ) -> Result<subs::PageEnd, CycleError> {
+        let sync = &self.settings.sync;
+        let id = next_sub_id("sync");
+        let (tx, rx) = oneshot::channel();
+        self.subs.open(&id, root.share(), Some(tx));
+        let sub = SubscriptionId::new(&id);
+        relay.send_msg(ClientMessage::req(
+            sub.clone(),
+            filter.limit(sync.page_limit),
+        ))?;
+        let timeout = Duration::from_secs(sync.eose_timeout_secs);
+        let end = tokio::time::timeout(timeout, rx).await;
+        let _ = relay.send_msg(ClientMessage::close(sub));
+        match end {
+            Ok(Ok(end)) => match end.closed {
+                Some(message) => Err(CycleError::Closed(message)),
+                None => Ok(end),
+            },
+            _ => {
+                self.subs.forget(&id);
+                Err(CycleError::EoseTimeout(timeout))
+            }
+        }
+    }
+
+    /// Reads one second that holds more events than a page, one kind at a time (the
+    /// filter's kinds, or the kinds this service aggregates and common metadata).
+    async fn dense_second(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        second: u64,
+        root: &Pending,
+    ) -> Result<(), CycleError> {
+        const COMMON_KINDS: [u16; 9] = [0, 1, 3, 5, 6, 7, 16, 1984, 9735];
+        let kinds: Vec<u16> = if f.kinds.is_empty() {
+            COMMON_KINDS.to_vec()
+        } else {
+            f.kinds.clone()
+        };
+        for kind in kinds {
+            let filter = to_filter(f)
+                .kinds([Kind::from(kind)])
+                .since(Timestamp::from(second))
+                .until(Timestamp::from(second));
+            let end = self.page(relay, filter, root).await?;
+            if end.count >= self.settings.sync.page_limit {
+                tracing::warn!(relay = %self.url, second, kind, "more events of one kind in one second than a page holds; some may be missed");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,7 @@ pub struct WritePolicy {
     pub max_batch_rows: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    pub min_commit_interval: Duration,
     /// Baseline profile only: apply aggregates in the write path, before the next event.
     pub inline_aggregates: bool,
 }
@@ -59,6 +60,7 @@ pub struct StorageActor {
     policy: WritePolicy,
     pending: Vec<Item>,
     oldest_pending: Option<Instant>,
+    last_commit: Option<Instant>,
     flush_scheduled: bool,
     /// A write (or its retry backoff) is in flight.
     writing: bool,
@@ -87,6 +89,7 @@ impl StorageActor {
             policy,
             pending: Vec::new(),
             oldest_pending: None,
+            last_commit: None,
             flush_scheduled: false,
             writing: false,
             permits: Vec::new(),
@@ -117,6 +120,14 @@ impl StorageActor {
             self.schedule_flush(ctx, self.policy.batch_timeout - waited);
             return;
         }
+        let since_commit = self.last_commit.map_or(Duration::MAX, |t| t.elapsed());
+        if since_commit < self.policy.min_commit_interval
+            && self.pending.len() < self.policy.max_batch_rows
+        {
+            self.schedule_flush(ctx, self.policy.min_commit_interval - since_commit);
+            return;
+        }
+        self.last_commit = Some(Instant::now());
         // Everything pending goes now, in transactions of at most `max_batch_rows`:
         // leaving a remainder behind would let it grow under sustained load.
         let mut batches = Vec::new();
