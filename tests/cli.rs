@@ -60,3 +60,54 @@ fn environment_overrides_the_file() {
     );
     assert_eq!(code, 0);
 }
+
+fn nostr_sync(db_url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .args(args)
+        .env("NOSTR_SYNC__DATABASE__URL", db_url)
+        .output()
+        .unwrap()
+}
+
+/// `demo` fills a real SQLite file; `check-aggregates` finds a tampered counter,
+/// `--repair` fixes it.
+#[test]
+fn check_aggregates_finds_and_repairs_a_drifted_counter() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", path.display());
+    let demo = nostr_sync(&url, &["demo", "--events", "400"]);
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    assert_eq!(
+        nostr_sync(&url, &["check-aggregates"]).status.code(),
+        Some(0)
+    );
+
+    let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    conn.batch_execute(
+        "UPDATE event_stats SET reactions = reactions + 1 \
+         WHERE event_id = (SELECT min(event_id) FROM event_stats)",
+    )
+    .unwrap();
+    let check = nostr_sync(&url, &["check-aggregates"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("1 differ"));
+
+    assert_eq!(
+        nostr_sync(&url, &["check-aggregates", "--repair"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        nostr_sync(&url, &["check-aggregates"]).status.code(),
+        Some(0)
+    );
+}
