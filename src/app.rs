@@ -117,6 +117,11 @@ impl App {
         let supervisor =
             IntervalSupervisor::new(bounds, Duration::from_secs(i.watchdog_secs)).start();
 
+        // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
+        // connection dies with the Arbiter that opened it, so they get a pool of their
+        // own rather than leaving dead connections in the writers' pool at shutdown.
+        let cursors =
+            storage::open(&settings.database.url, settings.relays.len().clamp(1, 4)).await?;
         let mut relays = Vec::new();
         for url in &settings.relays {
             let arbiter = Arbiter::new();
@@ -125,7 +130,7 @@ impl App {
                     url.clone(),
                     settings.clone(),
                     pipeline.clone(),
-                    store.clone(),
+                    cursors.clone(),
                     supervisor.clone(),
                 );
                 move |_: &mut _| RelayActor::new(url, settings, pipeline, store, supervisor)
