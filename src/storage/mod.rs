@@ -5,6 +5,22 @@
 //! claims events from the aggregation watermark and adds their deltas in the same
 //! transaction, so each stored event is counted exactly once whatever crashes.
 
+/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters.
+macro_rules! add_excluded_stats {
+    () => {{
+        use diesel::upsert::excluded;
+        use $crate::storage::schema::event_stats::dsl::*;
+        (
+            reactions.eq(reactions + excluded(reactions)),
+            replies.eq(replies + excluded(replies)),
+            reposts.eq(reposts + excluded(reposts)),
+            zaps.eq(zaps + excluded(zaps)),
+            zap_msats.eq(zap_msats + excluded(zap_msats)),
+        )
+    }};
+}
+pub(crate) use add_excluded_stats;
+
 pub mod migrate;
 pub mod models;
 mod postgres;

@@ -117,17 +117,7 @@ impl EventStore for PgStore {
                         .values(chunk)
                         .on_conflict(event_stats::event_id)
                         .do_update()
-                        .set((
-                            event_stats::reactions
-                                .eq(event_stats::reactions + excluded(event_stats::reactions)),
-                            event_stats::replies
-                                .eq(event_stats::replies + excluded(event_stats::replies)),
-                            event_stats::reposts
-                                .eq(event_stats::reposts + excluded(event_stats::reposts)),
-                            event_stats::zaps.eq(event_stats::zaps + excluded(event_stats::zaps)),
-                            event_stats::zap_msats
-                                .eq(event_stats::zap_msats + excluded(event_stats::zap_msats)),
-                        ))
+                        .set(super::add_excluded_stats!())
                         .execute(conn)
                         .await?;
                 }
