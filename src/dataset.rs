@@ -1,6 +1,9 @@
 //! Synthetic, freshly signed Nostr data and in-process relays holding it, shared by
 //! `demo`, the benchmark and the tests.
 
+// Building tags from fixed shapes and signing with local keys cannot fail.
+#![allow(clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use ::rand::rngs::StdRng;

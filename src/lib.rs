@@ -1,5 +1,8 @@
 //! nostr-sync keeps a SQL database in step with many Nostr relays.
 
+// Nothing on the service's paths may panic on bad input: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod actors;
 pub mod app;
 pub mod bench;

@@ -65,8 +65,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => return exit(nostr_sync::bench::run(args)),
         Command::BenchRelays(args) => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            return exit(runtime.block_on(nostr_sync::bench::host_relays(args)));
+            let hosted = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(nostr_sync::bench::host_relays(args)));
+            return exit(hosted);
         }
         _ => {}
     }
