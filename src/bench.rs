@@ -15,10 +15,10 @@ use anyhow::{bail, ensure, Context};
 use nostr_sdk::{Event, JsonUtil, Timestamp};
 use serde::Serialize;
 
-use crate::actors::aggregator::deltas::{contribution, sum_by_target, StatsDelta};
+use crate::actors::aggregator::deltas::StatsDelta;
 use crate::app::App;
 use crate::config::Settings;
-use crate::dataset::{place, sign_events, EventMaker, HostedRelay};
+use crate::dataset::{expected_stats, place, sign_events, EventMaker, HostedRelay};
 use crate::metrics::Counters;
 use crate::storage::{self, migrate, Backend};
 
@@ -375,11 +375,8 @@ fn cached_events(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
         writeln!(out, "{}", e.as_json())?;
     }
     out.flush()?;
-    let items: Vec<_> = events.iter().filter_map(contribution).collect();
-    std::fs::write(
-        &stats_path,
-        serde_json::to_string(&to_json_stats(&sum_by_target(&items)))?,
-    )?;
+    let stats = expected_stats(&events);
+    std::fs::write(&stats_path, serde_json::to_string(&to_json_stats(&stats))?)?;
     Ok(path)
 }
 

@@ -29,13 +29,18 @@ impl Dataset {
 
     /// The aggregates a recount of all events gives.
     pub fn expected_stats(&self) -> HashMap<String, StatsDelta> {
-        let items: Vec<_> = self.events.iter().filter_map(contribution).collect();
-        sum_by_target(&items)
+        expected_stats(&self.events)
     }
 
     pub fn relay_events(&self, relay: usize) -> impl Iterator<Item = &Event> {
         self.placement[relay].iter().map(|i| &self.events[*i])
     }
+}
+
+/// The aggregates a recount of `events` gives.
+pub fn expected_stats(events: &[Event]) -> HashMap<String, StatsDelta> {
+    let items: Vec<_> = events.iter().filter_map(contribution).collect();
+    sum_by_target(&items)
 }
 
 /// `n` freshly signed events from `n / 20` authors (5 to 500), dated over the past

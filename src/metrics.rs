@@ -17,30 +17,6 @@ pub enum Reject {
     UnknownSubscription,
 }
 
-impl Reject {
-    pub const ALL: [Reject; 7] = [
-        Reject::InvalidJson,
-        Reject::BadId,
-        Reject::BadSignature,
-        Reject::TooLarge,
-        Reject::TooManyTags,
-        Reject::FutureTimestamp,
-        Reject::UnknownSubscription,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reject::InvalidJson => "invalid_json",
-            Reject::BadId => "bad_id",
-            Reject::BadSignature => "bad_signature",
-            Reject::TooLarge => "too_large",
-            Reject::TooManyTags => "too_many_tags",
-            Reject::FutureTimestamp => "future_timestamp",
-            Reject::UnknownSubscription => "unknown_subscription",
-        }
-    }
-}
-
 /// A level that also remembers its peak.
 #[derive(Debug, Default)]
 pub struct Gauge {

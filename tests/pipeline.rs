@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{run, settings, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
-use nostr_sync::dataset::{Dataset, HostedRelay};
+use nostr_sync::dataset::{expected_stats, Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage::{self, EventStore};
 
@@ -31,6 +31,21 @@ async fn hosted(data: &Dataset, max_limit: usize) -> Vec<HostedRelay> {
         );
     }
     relays
+}
+
+/// `n` events on one relay capped at `max_limit` per REQ, and settings syncing it.
+async fn one_relay(
+    db: &TestDb,
+    n: usize,
+    seed: u64,
+    max_limit: usize,
+) -> (Dataset, HostedRelay, nostr_sync::config::Settings) {
+    let data = Dataset::generate(n, 1, 0.0, seed);
+    let relay = HostedRelay::start(data.relay_events(0), max_limit)
+        .await
+        .unwrap();
+    let s = settings(db, vec![relay.url().await]);
+    (data, relay, s)
 }
 
 async fn urls(relays: &[HostedRelay]) -> Vec<String> {
@@ -189,19 +204,15 @@ fn restart_resumes_without_gaps_or_double_counts(db: TestDb) {
             200,
             "second run stored old events again"
         );
-        let all = Dataset {
-            events: data.events.iter().chain(&later).cloned().collect(),
-            placement: vec![],
-        };
-        assert_eq!(store.stats().await.unwrap(), all.expected_stats());
+        let all: Vec<Event> = data.events.iter().chain(&later).cloned().collect();
+        assert_eq!(store.stats().await.unwrap(), expected_stats(&all));
     });
 }
 
 fn relay_page_limit_is_paged_through(db: TestDb) {
     run(async {
-        let data = Dataset::generate(5_000, 1, 0.0, 4);
-        let relays = hosted(&data, 500).await;
-        let counters = sync_once(settings(&db, urls(&relays).await)).await;
+        let (_data, _relay, s) = one_relay(&db, 5_000, 4, 500).await;
+        let counters = sync_once(s).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         assert_eq!(store.count_events().await.unwrap(), 5_000);
         assert!(counters.received() >= 5_000);
@@ -251,9 +262,7 @@ async fn lock_writes(db: &TestDb) -> Box<dyn FnOnce() + Send> {
 
 fn stalled_storage_bounds_what_is_held(db: TestDb) {
     run(async {
-        let data = Dataset::generate(5_000, 1, 0.0, 5);
-        let relays = hosted(&data, 5_000).await;
-        let mut s = settings(&db, urls(&relays).await);
+        let (_data, _relay, mut s) = one_relay(&db, 5_000, 5, 5_000).await;
         s.mailbox.max_batch_events = 50;
         s.mailbox.storage = 200;
         s.mailbox.relay_frames = 64;
@@ -288,9 +297,7 @@ fn stalled_storage_bounds_what_is_held(db: TestDb) {
 /// database stalls twice mid-stream.
 fn hundred_thousand_events_survive_a_slow_database(db: TestDb) {
     run(async {
-        let data = Dataset::generate(100_000, 1, 0.0, 6);
-        let relays = hosted(&data, 100_000).await;
-        let mut s = settings(&db, urls(&relays).await);
+        let (data, _relay, mut s) = one_relay(&db, 100_000, 6, 100_000).await;
         s.sync.page_limit = 100_000;
         s.sync.eose_timeout_secs = 300;
         s.database.retry_max_ms = 200;

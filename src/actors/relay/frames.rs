@@ -58,11 +58,14 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
         } => {
             let sub = subscription_id.as_str().to_owned();
             let event = event.into_owned();
+            // The event's JSON is the frame minus `["EVENT","<sub>",` and `]`: no need
+            // to serialize it again to measure it.
+            let event_bytes = raw.trim().len().saturating_sub(sub.len() + 13);
             let reason = if event.tags.len() > limits.max_tags {
                 Some(Reject::TooManyTags)
             } else if event.created_at.as_secs() > now.saturating_add(limits.max_future_secs) {
                 Some(Reject::FutureTimestamp)
-            } else if event.as_json().len() > limits.max_event_bytes {
+            } else if event_bytes > limits.max_event_bytes {
                 Some(Reject::TooLarge)
             } else {
                 None

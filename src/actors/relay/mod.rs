@@ -265,29 +265,21 @@ impl Cycle {
     /// Opens the live subscription unless it is open; the SDK re-sends it after a
     /// reconnect, and the polling cycles fill whatever the gap held.
     async fn ensure_live(&self, relay: &Relay) -> Result<(), CycleError> {
-        let id = SubscriptionId::new("live");
-        if relay.subscription(&id).await.is_some() {
+        if relay
+            .subscription(&SubscriptionId::new("live-0"))
+            .await
+            .is_some()
+        {
             return Ok(());
         }
-        let (root, _) = Pending::root(self.held.clone());
-        self.subs.open(id.as_str(), root, None);
-        let filters: Vec<Filter> = self
-            .settings
-            .filters
-            .iter()
-            .map(|f| to_filter(f).since(Timestamp::now()))
-            .collect();
-        for (i, filter) in filters.into_iter().enumerate() {
-            let sub = if i == 0 {
-                id.clone()
-            } else {
-                let sub = SubscriptionId::new(format!("live-{i}"));
-                let (root, _) = Pending::root(self.held.clone());
-                self.subs.open(sub.as_str(), root, None);
-                sub
-            };
+        for (i, f) in self.settings.filters.iter().enumerate() {
+            let id = SubscriptionId::new(format!("live-{i}"));
+            // No one waits on a live subscription's completion: its receiver is dropped.
+            let (root, _) = Pending::root(self.held.clone());
+            self.subs.open(id.as_str(), root, None);
+            let filter = to_filter(f).since(Timestamp::now());
             relay
-                .subscribe_with_id(sub, filter, SubscribeOptions::default())
+                .subscribe_with_id(id, filter, SubscribeOptions::default())
                 .await?;
         }
         Ok(())
