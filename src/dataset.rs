@@ -4,7 +4,7 @@
 // Building tags from fixed shapes and signing with local keys cannot fail.
 #![allow(clippy::expect_used)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
@@ -67,6 +67,9 @@ pub struct EventMaker {
     /// Profiles and contact lists are replaceable: one each per author, so that every
     /// event made is one a relay keeps.
     replaceable: BTreeSet<(usize, u16)>,
+    /// Every id made so far: two reactions of one author to one note within one second
+    /// are the same event, and a dataset must hold distinct events only.
+    ids: HashSet<EventId>,
     made: usize,
 }
 
@@ -77,11 +80,22 @@ impl EventMaker {
             authors: (0..authors.max(1)).map(|_| Keys::generate()).collect(),
             notes: Vec::new(),
             replaceable: BTreeSet::new(),
+            ids: HashSet::new(),
             made: 0,
         }
     }
 
+    /// A new event dated `created_at`, distinct from every event made before.
     pub fn next(&mut self, created_at: Timestamp) -> Event {
+        loop {
+            let event = self.attempt(created_at);
+            if self.ids.insert(event.id) {
+                return event;
+            }
+        }
+    }
+
+    fn attempt(&mut self, created_at: Timestamp) -> Event {
         let rng = &mut self.rng;
         let author = rng.random_range(0..self.authors.len());
         let content_len = rng.random_range(100..1_000);
@@ -195,5 +209,19 @@ impl HostedRelay {
         self.database.save_event(event).await?;
         self.relay.notify_event(event.clone());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_made_within_one_second_are_distinct() {
+        // Few authors and one second make identical reactions and reposts likely.
+        let mut maker = EventMaker::new(2, 7);
+        let now = Timestamp::from(1_700_000_000);
+        let ids: HashSet<EventId> = (0..2_000).map(|_| maker.next(now).id).collect();
+        assert_eq!(ids.len(), 2_000);
     }
 }
