@@ -149,6 +149,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     let clean = app.shutdown(timeout).await;
     tracing::info!(clean, "stopped");
+    anyhow::ensure!(
+        clean,
+        "shutdown timed out after {timeout:?}: events received may not be committed"
+    );
     Ok(())
 }
 

@@ -15,6 +15,8 @@ pub enum Reject {
     TooManyTags,
     FutureTimestamp,
     UnknownSubscription,
+    /// Content or a tag holds U+0000, which PostgreSQL text cannot store.
+    NulCharacter,
 }
 
 /// A level that also remembers its peak.
@@ -101,11 +103,13 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct RelayCounters {
     pub received: AtomicU64,
-    pub rejected: [AtomicU64; 7],
+    pub rejected: [AtomicU64; 8],
     pub notices: AtomicU64,
     pub cycles_ok: AtomicU64,
     pub cycles_failed: AtomicU64,
     pub new_events: AtomicU64,
+    /// Restarts of the relay actor (watchdog or panic).
+    pub restarts: AtomicU64,
 }
 
 impl RelayCounters {

@@ -67,6 +67,8 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
                 Some(Reject::FutureTimestamp)
             } else if event_bytes > limits.max_event_bytes {
                 Some(Reject::TooLarge)
+            } else if has_nul(&event) {
+                Some(Reject::NulCharacter)
             } else {
                 None
             };
@@ -92,6 +94,16 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
         RelayMessage::Notice(message) => Frame::Notice(message.into_owned()),
         _ => Frame::Other,
     }
+}
+
+/// Whether the content or a tag holds U+0000: valid JSON, but no PostgreSQL text column
+/// can store it, and the same event must not be storable on one backend only.
+fn has_nul(event: &Event) -> bool {
+    event.content.contains('\0')
+        || event
+            .tags
+            .iter()
+            .any(|t| t.as_slice().iter().any(|v| v.contains('\0')))
 }
 
 #[cfg(test)]
@@ -131,6 +143,10 @@ mod tests {
         ));
         assert_eq!(reason(&frame(&many_tags)), Some(Reject::TooManyTags));
         assert_eq!(reason(&frame(&big)), Some(Reject::TooLarge));
+        let nul = EventBuilder::text_note("a\0b")
+            .sign_with_keys(&keys)
+            .unwrap();
+        assert_eq!(reason(&frame(&nul)), Some(Reject::NulCharacter));
         assert_eq!(reason(&frame(&ok)[..20]), Some(Reject::InvalidJson));
         assert_eq!(reason("not json"), Some(Reject::InvalidJson));
         assert_eq!(

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::frames::{classify, Frame, Limits};
 use self::messages::{Restart, RunCycle};
-use self::subs::SubTable;
+use self::subs::{PageEnd, SubTable};
 use self::transport::TapTransport;
 use crate::actors::ack::Pending;
 use crate::actors::interval::messages::CycleDone;
@@ -42,6 +42,9 @@ use crate::metrics::{Reject, RelayCounters};
 use crate::storage::EventStore;
 
 static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// How often a live relay's connection is checked between cycles.
+const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
 fn next_sub_id(prefix: &str) -> String {
     format!("{prefix}-{}", SUB_SEQ.fetch_add(1, Ordering::Relaxed))
@@ -103,20 +106,19 @@ impl Actor for RelayActor {
             .build();
         self.client = Some(client.clone());
         self.subs = Arc::new(SubTable::default());
+        // Reconnection is ours: a cycle that finds the connection down reconnects, and a
+        // failed one backs off through `next_interval` (exponential, capped, jittered).
         let opts = RelayOptions::new()
             // Backpressure can hold the socket read for a long time; a missed pong
             // must not count as a dead connection then.
             .ping(false)
-            .reconnect(true)
-            .retry_interval(Duration::from_millis(self.settings.sync.backoff_min_ms))
-            .adjust_retry_interval(true);
+            .reconnect(false);
         let url = self.url.clone();
         ctx.wait(
             async move {
                 if let Err(e) = client.pool().add_relay(url.as_str(), opts).await {
                     tracing::error!(relay = %url, error = %e, "cannot add relay");
                 }
-                client.connect().await;
             }
             .into_actor(self),
         );
@@ -129,6 +131,10 @@ impl Actor for RelayActor {
             self.settings.mailbox.max_batch_events,
         );
         ctx.spawn(ingest.into_actor(self));
+        if self.settings.sync.live {
+            // A live subscription should not wait for the next poll to come back.
+            ctx.run_interval(CONNECTION_CHECK, |act, ctx| act.reconnect_if_lost(ctx));
+        }
         ctx.notify(RunCycle);
         tracing::info!(relay = %self.url, "relay actor started");
     }
@@ -140,9 +146,36 @@ impl Actor for RelayActor {
     }
 }
 
+impl RelayActor {
+    /// Starts a cycle (which reconnects) when the connection dropped after a cycle
+    /// that succeeded; after failures, the backoff decides when to try again.
+    fn reconnect_if_lost(&mut self, ctx: &mut Context<Self>) {
+        if self.cycle_running || self.failures > 0 {
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let url = self.url.clone();
+        let connected = async move {
+            client
+                .relay(url.as_str())
+                .await
+                .is_ok_and(|r| r.is_connected())
+        };
+        ctx.spawn(connected.into_actor(self).map(|connected, act, ctx| {
+            if !connected && !act.cycle_running {
+                tracing::warn!(relay = %act.url, "connection lost, reconnecting");
+                ctx.notify(RunCycle);
+            }
+        }));
+    }
+}
+
 impl Supervised for RelayActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::info!(relay = %self.url, "relay actor restarting");
+        self.counters.restarts.fetch_add(1, Ordering::Relaxed);
         if let Some(client) = self.client.take() {
             actix::spawn(async move { client.shutdown().await });
         }
@@ -227,6 +260,8 @@ struct Cycle {
 enum CycleError {
     #[error("not connected")]
     NotConnected,
+    #[error("connection lost during a REQ")]
+    ConnectionLost,
     #[error("relay error: {0}")]
     Relay(#[from] nostr_sdk::pool::relay::Error),
     #[error("sdk error: {0}")]
@@ -245,10 +280,12 @@ impl Cycle {
     /// Returns how many events were new rows.
     async fn run(self) -> Result<u64, CycleError> {
         let sync = &self.settings.sync;
-        self.client
-            .wait_for_connection(Duration::from_secs(sync.connect_timeout_secs))
-            .await;
         let relay = self.client.relay(self.url.as_str()).await?;
+        if !relay.is_connected() {
+            relay
+                .try_connect(Duration::from_secs(sync.connect_timeout_secs))
+                .await?;
+        }
         if !relay.is_connected() {
             return Err(CycleError::NotConnected);
         }
@@ -338,7 +375,7 @@ impl Cycle {
         relay: &Relay,
         filter: Filter,
         root: &Pending,
-    ) -> Result<subs::PageEnd, CycleError> {
+    ) -> Result<PageEnd, CycleError> {
         let sync = &self.settings.sync;
         let id = next_sub_id("sync");
         let (tx, rx) = oneshot::channel();
@@ -349,16 +386,26 @@ impl Cycle {
             filter.limit(sync.page_limit),
         ))?;
         let timeout = Duration::from_secs(sync.eose_timeout_secs);
-        let end = tokio::time::timeout(timeout, rx).await;
+        let lost = async {
+            while relay.is_connected() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let end = tokio::select! {
+            end = rx => end.map_err(|_| CycleError::Incomplete),
+            _ = lost => Err(CycleError::ConnectionLost),
+            _ = tokio::time::sleep(timeout) => Err(CycleError::EoseTimeout(timeout)),
+        };
         let _ = relay.send_msg(ClientMessage::close(sub));
         match end {
-            Ok(Ok(end)) => match end.closed {
-                Some(message) => Err(CycleError::Closed(message)),
-                None => Ok(end),
-            },
-            _ => {
+            Ok(PageEnd {
+                closed: Some(message),
+                ..
+            }) => Err(CycleError::Closed(message)),
+            Ok(end) => Ok(end),
+            Err(e) => {
                 self.subs.forget(&id);
-                Err(CycleError::EoseTimeout(timeout))
+                Err(e)
             }
         }
     }
