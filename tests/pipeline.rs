@@ -5,12 +5,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{run, settings, TestDb, SYNC_TIMEOUT};
+use common::{lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::dataset::{expected_stats, Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
-use nostr_sync::storage::{self, EventStore};
+use nostr_sync::storage;
 
 both_backends!(
     overlapping_relays_store_each_event_once,
@@ -54,33 +54,6 @@ async fn urls(relays: &[HostedRelay]) -> Vec<String> {
         out.push(r.url().await);
     }
     out
-}
-
-async fn stored_ids(store: &dyn EventStore) -> Vec<EventId> {
-    let mut ids = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.events_after(after, 10_000).await.unwrap();
-        let Some((last, _)) = page.last() else { break };
-        after = *last;
-        ids.extend(page.into_iter().map(|(_, e)| e.id));
-    }
-    ids
-}
-
-/// Syncs until every relay finished one cycle, then shuts down cleanly.
-async fn sync_once(s: nostr_sync::config::Settings) -> std::sync::Arc<Counters> {
-    let app = App::start(s).await.unwrap();
-    assert!(
-        app.wait_for_cycles(1, SYNC_TIMEOUT).await,
-        "relays did not finish a cycle"
-    );
-    let counters = app.counters.clone();
-    assert!(
-        app.shutdown(Duration::from_secs(30)).await,
-        "shutdown did not drain"
-    );
-    counters
 }
 
 fn overlapping_relays_store_each_event_once(db: TestDb) {
@@ -217,47 +190,6 @@ fn relay_page_limit_is_paged_through(db: TestDb) {
         assert_eq!(store.count_events().await.unwrap(), 5_000);
         assert!(counters.received() >= 5_000);
     });
-}
-
-/// Holds the database's write lock from another connection, so every commit waits.
-async fn lock_writes(db: &TestDb) -> Box<dyn FnOnce() + Send> {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let url = db.url.clone();
-    let backend = db.backend;
-    // Awaited, not blocked on: this thread drives the pipeline's own connections,
-    // which must finish their transactions before the lock is granted.
-    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || match backend {
-        common::Backend::Sqlite => {
-            let mut c = diesel::SqliteConnection::establish(storage::sqlite_path(&url)).unwrap();
-            // Busy writers can starve one waiting connection: keep asking.
-            c.batch_execute("PRAGMA busy_timeout = 50").unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while let Err(e) = c.batch_execute("BEGIN EXCLUSIVE") {
-                assert!(std::time::Instant::now() < deadline, "cannot lock: {e}");
-            }
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-            c.batch_execute("COMMIT").unwrap();
-        }
-        common::Backend::Postgres => {
-            let mut c = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
-                diesel_async::AsyncPgConnection,
-            >::establish(&url)
-            .unwrap();
-            c.batch_execute("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
-                .unwrap();
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-            c.batch_execute("COMMIT").unwrap();
-        }
-    });
-    locked_rx.await.unwrap();
-    Box::new(move || {
-        let _ = release_tx.send(());
-    })
 }
 
 fn stalled_storage_bounds_what_is_held(db: TestDb) {

@@ -1,37 +1,110 @@
-//! The built binary as a child process: SIGTERM during a heavy sync exits cleanly
-//! within the shutdown timeout, and a restart completes the sync exactly.
+//! The built binary as a child process: SIGTERM during a heavy sync, a second signal,
+//! SIGKILL at random moments, two instances on one database, and the memory bound
+//! under a stalled database. Each ends with every event stored once and
+//! `check-aggregates` finding no difference.
 
 mod common;
 
+use std::collections::HashSet;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{run, TestDb};
+use common::{lock_writes, run, stored_ids, Backend, TestDb};
 use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::storage;
+use rand::{Rng, SeedableRng};
 
-both_backends!(sigterm_commits_and_a_restart_completes_the_sync);
+both_backends!(
+    sigterm_commits_and_a_restart_completes_the_sync,
+    sigkill_at_random_moments_loses_and_doubles_nothing,
+    a_second_signal_exits_at_once,
+    memory_stays_bounded_under_a_stalled_database,
+);
 
-fn start(db: &TestDb, relays: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
-        .arg("run")
-        .env("NOSTR_SYNC__DATABASE__URL", &db.url)
+#[test]
+fn two_instances_on_one_postgres_database() {
+    if let Some(db) = TestDb::new(Backend::Postgres) {
+        two_instances(db);
+    }
+}
+
+fn command(db_url: &str, relays: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nostr-sync"));
+    cmd.env("NOSTR_SYNC__DATABASE__URL", db_url)
         .env("NOSTR_SYNC__RELAYS", relays.join(","))
         .env("NOSTR_SYNC__SYNC__LIVE", "false")
         .env("NOSTR_SYNC__SHUTDOWN__TIMEOUT_SECS", "20")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap()
+        .env("NOSTR_SYNC__INTERVAL__IDLE_SECS", "1")
+        .env("NOSTR_SYNC__INTERVAL__NORMAL_SECS", "1")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn start(db: &TestDb, relays: &[String]) -> Child {
+    command(&db.url, relays).arg("run").spawn().unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Waits at most `limit` for `child` to exit.
+async fn exit_code(child: &mut Child, limit: Duration) -> Option<i32> {
+    let since = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(since.elapsed() < limit, "no exit within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `check-aggregates` on the database: its exit code and output.
+fn check_aggregates(db: &TestDb) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .env("NOSTR_SYNC__DATABASE__URL", &db.url)
+        .arg("check-aggregates")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+async fn hosted(data: &Dataset, max_limit: usize) -> (Vec<HostedRelay>, Vec<String>) {
+    let mut relays = Vec::new();
+    let mut urls = Vec::new();
+    for r in 0..data.placement.len() {
+        let hosted = HostedRelay::start(data.relay_events(r), max_limit)
+            .await
+            .unwrap();
+        urls.push(hosted.url().await);
+        relays.push(hosted);
+    }
+    (relays, urls)
+}
+
+/// Every event of `data` stored exactly once, and the aggregates audited clean.
+async fn assert_exact(db: &TestDb, data: &Dataset) {
+    let store = storage::open(&db.url, 2).await.unwrap();
+    let ids = stored_ids(&*store).await;
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(ids.len(), unique.len(), "an event is stored twice");
+    assert_eq!(ids.len(), data.events.len(), "events are missing");
+    let (code, out) = check_aggregates(db);
+    assert_eq!(code, Some(0), "check-aggregates found differences:\n{out}");
+    assert_eq!(store.stats().await.unwrap(), data.expected_stats());
 }
 
 /// Sends SIGTERM and returns the exit status and how long the exit took.
 async fn terminate(mut child: Child) -> (Option<i32>, Duration) {
     let sent = Instant::now();
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    signal(&child, "-TERM");
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return (status.code(), sent.elapsed());
@@ -58,13 +131,7 @@ async fn wait_for_count(store: &dyn storage::EventStore, at_least: i64, timeout:
 fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
     run(async {
         let data = Dataset::generate(20_000, 3, 0.5, 11);
-        let mut relays = Vec::new();
-        let mut urls = Vec::new();
-        for r in 0..3 {
-            let hosted = HostedRelay::start(data.relay_events(r), 500).await.unwrap();
-            urls.push(hosted.url().await);
-            relays.push(hosted);
-        }
+        let (_relays, urls) = hosted(&data, 500).await;
         let store = storage::open(&db.url, 2).await.unwrap();
 
         let child = start(&db, &urls);
@@ -84,7 +151,140 @@ fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
         let (code, _) = terminate(child).await;
         assert_eq!(code, Some(0));
         assert_eq!(total, 20_000);
-        assert_eq!(store.count_events().await.unwrap(), 20_000);
-        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_exact(&db, &data).await;
+    });
+}
+
+fn sigkill_at_random_moments_loses_and_doubles_nothing(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(30_000, 3, 0.5, 31);
+        let (_relays, urls) = hosted(&data, 500).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let seed: u64 = rand::random();
+        eprintln!("kill delays from seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+        for round in 0..5 {
+            let mut child = start(&db, &urls);
+            let delay = Duration::from_millis(rng.random_range(300..4_000));
+            tokio::time::sleep(delay).await;
+            signal(&child, "-KILL");
+            exit_code(&mut child, Duration::from_secs(10)).await;
+            let n = store.count_events().await.unwrap();
+            eprintln!("round {round}: SIGKILL after {delay:?}, {n} events stored");
+        }
+        let child = start(&db, &urls);
+        let total = wait_for_count(&*store, 30_000, Duration::from_secs(300)).await;
+        let (code, _) = terminate(child).await;
+        assert_eq!(code, Some(0));
+        assert_eq!(total, 30_000);
+        assert_exact(&db, &data).await;
+    });
+}
+
+fn a_second_signal_exits_at_once(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(20_000, 1, 0.0, 32);
+        let (_relays, urls) = hosted(&data, 500).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let mut child = command(&db.url, &urls)
+            .env("NOSTR_SYNC__SHUTDOWN__TIMEOUT_SECS", "120")
+            .arg("run")
+            .spawn()
+            .unwrap();
+        assert!(wait_for_count(&*store, 1, Duration::from_secs(60)).await > 0);
+        // With writes blocked the graceful shutdown cannot finish on its own.
+        let release = lock_writes(&db).await;
+        signal(&child, "-TERM");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited before the drain"
+        );
+        signal(&child, "-TERM");
+        let code = exit_code(&mut child, Duration::from_secs(10)).await;
+        release();
+        assert_eq!(code, Some(130));
+    });
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The bound README states for the default settings with one relay.
+const RSS_BOUND_MIB: f64 = 100.0;
+
+fn memory_stays_bounded_under_a_stalled_database(db: TestDb) {
+    run(async {
+        // One REQ returns all 100,000 events (about 200 MiB if they were all held).
+        let data = Dataset::generate(100_000, 1, 0.0, 33);
+        let (_relays, urls) = hosted(&data, 100_000).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let child = command(&db.url, &urls)
+            .env("NOSTR_SYNC__SYNC__PAGE_LIMIT", "100000")
+            .env("NOSTR_SYNC__SYNC__EOSE_TIMEOUT_SECS", "600")
+            .arg("run")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let peak = std::sync::Arc::new(std::sync::Mutex::new(0f64));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                while let Some(rss) = rss_mib(pid) {
+                    {
+                        let mut p = peak.lock().unwrap();
+                        *p = p.max(rss);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        // Stall the database again and again while the relay pushes.
+        let mut stalls = 0;
+        while store.count_events().await.unwrap() < 100_000 && stalls < 30 {
+            let release = lock_writes(&db).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            release();
+            stalls += 1;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let total = wait_for_count(&*store, 100_000, Duration::from_secs(300)).await;
+        let (code, _) = terminate(child).await;
+        sampler.abort();
+        let peak = *peak.lock().unwrap();
+        eprintln!("peak RSS {peak:.1} MiB over {stalls} stalls");
+        assert_eq!(code, Some(0));
+        assert_eq!(total, 100_000);
+        assert!(stalls >= 2, "the database was not stalled");
+        assert!(peak > 0.0 && peak < RSS_BOUND_MIB, "peak RSS {peak:.1} MiB");
+        assert_exact(&db, &data).await;
+    });
+}
+
+/// Two instances sync overlapping relays (0-2 and 1-3 of four) into one database.
+fn two_instances(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(20_000, 4, 0.5, 34);
+        let (_relays, urls) = hosted(&data, 500).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let a = start(&db, &urls[0..3]);
+        let b = start(&db, &urls[1..4]);
+        let total = wait_for_count(&*store, 20_000, Duration::from_secs(300)).await;
+        let (code_a, _) = terminate(a).await;
+        let (code_b, _) = terminate(b).await;
+        assert_eq!((code_a, code_b), (Some(0), Some(0)));
+        assert_eq!(total, 20_000);
+        assert_exact(&db, &data).await;
     });
 }

@@ -1,0 +1,148 @@
+//! A scripted relay on loopback (tokio-tungstenite) that misbehaves on demand: bad
+//! frames, dropped connections, no EOSE, CLOSED, refused connections, silence.
+//!
+//! Each REQ takes the next `Act` of the script (then `Act::Serve` once it is used up),
+//! and answers with every event it holds, whatever the filter: tests keep the events
+//! under one page, so no paging is involved.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use nostr_sdk::{Event, JsonUtil};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub enum Act {
+    /// The events, then EOSE.
+    Serve,
+    /// These frames (`{sub}` stands for the REQ's id), then the events and EOSE.
+    Prefix(Vec<String>),
+    /// This many events, then the TCP connection closes.
+    DropAfter(usize),
+    /// The events and no EOSE.
+    NoEose,
+    /// `["CLOSED", sub, message]` instead of events.
+    Closed(String),
+    /// Nothing at all; the connection stays open.
+    Silent,
+}
+
+#[derive(Default)]
+struct Script {
+    acts: Mutex<VecDeque<Act>>,
+    /// Connections still to refuse (closed before the websocket handshake).
+    refuse: AtomicUsize,
+    reqs: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+pub struct HostileRelay {
+    pub url: String,
+    script: Arc<Script>,
+}
+
+impl HostileRelay {
+    pub async fn start(events: Vec<Event>, acts: Vec<Act>, refuse: usize) -> HostileRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let script = Arc::new(Script {
+            acts: Mutex::new(acts.into()),
+            refuse: AtomicUsize::new(refuse),
+            ..Default::default()
+        });
+        let events: Arc<Vec<String>> = Arc::new(events.iter().map(|e| e.as_json()).collect());
+        let s = script.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                let refused = s
+                    .refuse
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if refused {
+                    drop(tcp);
+                    continue;
+                }
+                tokio::spawn(serve(tcp, s.clone(), events.clone()));
+            }
+        });
+        HostileRelay { url, script }
+    }
+
+    pub fn reqs(&self) -> usize {
+        self.script.reqs.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.script.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<String>>) {
+    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
+    let (mut tx, mut rx) = ws.split();
+    while let Some(Ok(msg)) = rx.next().await {
+        let Message::Text(text) = msg else { continue };
+        let Ok(serde_json::Value::Array(parts)) = serde_json::from_str(text.as_str()) else {
+            continue;
+        };
+        if parts.first().and_then(|v| v.as_str()) != Some("REQ") {
+            continue;
+        }
+        let sub = parts
+            .get(1)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        script.reqs.fetch_add(1, Ordering::SeqCst);
+        let act = script
+            .acts
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Act::Serve);
+        let event = |json: &String| Message::text(format!(r#"["EVENT","{sub}",{json}]"#));
+        let eose = Message::text(format!(r#"["EOSE","{sub}"]"#));
+        let sent = match act {
+            Act::Serve => send_all(&mut tx, events.iter().map(event).chain([eose])).await,
+            Act::Prefix(frames) => {
+                let prefix = frames
+                    .iter()
+                    .map(|f| Message::text(f.replace("{sub}", &sub)));
+                send_all(
+                    &mut tx,
+                    prefix.chain(events.iter().map(event)).chain([eose]),
+                )
+                .await
+            }
+            Act::DropAfter(n) => {
+                let _ = send_all(&mut tx, events.iter().take(n).map(event)).await;
+                return;
+            }
+            Act::NoEose => send_all(&mut tx, events.iter().map(event)).await,
+            Act::Closed(message) => {
+                let closed = serde_json::json!(["CLOSED", sub, message]).to_string();
+                send_all(&mut tx, [Message::text(closed)].into_iter()).await
+            }
+            Act::Silent => Ok(()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send_all<S>(tx: &mut S, msgs: impl Iterator<Item = Message>) -> Result<(), S::Error>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    for m in msgs {
+        tx.feed(m).await?;
+    }
+    tx.flush().await
+}

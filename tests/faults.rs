@@ -1,0 +1,238 @@
+//! Faults against the in-process service: a hostile relay (bad input, dropped
+//! connections, no EOSE, CLOSED, refused connections, silence) and a PostgreSQL outage
+//! through a TCP proxy. Each ends with every valid event stored once and aggregates
+//! equal to a recount.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::hostile::{Act, HostileRelay};
+use common::proxy::PgProxy;
+use common::{run, settings, stored_ids, sync_once, Backend, TestDb, SYNC_TIMEOUT};
+use nostr_sdk::prelude::*;
+use nostr_sync::app::App;
+use nostr_sync::dataset::{expected_stats, Dataset, HostedRelay};
+use nostr_sync::metrics::{Counters, Reject};
+use nostr_sync::storage;
+
+both_backends!(
+    hostile_input_is_counted_and_never_stored,
+    relay_faults_are_retried_without_gaps,
+    a_silent_relay_is_restarted_by_the_watchdog,
+);
+
+#[test]
+fn postgres_outage_loses_nothing() {
+    if let Some(db) = TestDb::new(Backend::Postgres) {
+        postgres_outage(db);
+    }
+}
+
+fn frame(sub: &str, event: &Event) -> String {
+    format!(r#"["EVENT","{sub}",{}]"#, event.as_json())
+}
+
+/// `event` as JSON with one field replaced, signature and id kept.
+fn tampered(event: &Event, field: &str, value: serde_json::Value) -> String {
+    let mut json: serde_json::Value = serde_json::from_str(&event.as_json()).unwrap();
+    json[field] = value;
+    format!(r#"["EVENT","{{sub}}",{json}]"#)
+}
+
+fn hostile_input_is_counted_and_never_stored(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(200, 1, 0.0, 21);
+        let keys = Keys::generate();
+        let sign = |b: EventBuilder| b.sign_with_keys(&keys).unwrap();
+        let sql = sign(
+            EventBuilder::text_note("'); DROP TABLE events; -- \" \\ ü")
+                .tag(Tag::hashtag("' OR '1'='1")),
+        );
+        let mut valid = data.events.clone();
+        valid.push(sql.clone());
+
+        let other = sign(EventBuilder::text_note("someone else"));
+        let note = |i: usize| sign(EventBuilder::text_note(format!("forged {i}")));
+        let bad = vec![
+            "not json".to_owned(),
+            r#"["EVENT","{sub}",{"id":"#.to_owned(),
+            r#"["EVENT","{sub}",{"id":"00","kind":"one"}]"#.to_owned(),
+            "[]".to_owned(),
+            // Orphan forgeries: no relay holds these genuinely.
+            tampered(&note(1), "content", "changed".into()),
+            tampered(&note(2), "content", "changed too".into()),
+            tampered(&note(3), "sig", other.sig.to_string().into()),
+            tampered(&note(4), "sig", other.sig.to_string().into()),
+            frame("{sub}", &sign(EventBuilder::text_note("x".repeat(70_000)))),
+            frame(
+                "{sub}",
+                &sign(
+                    EventBuilder::text_note("tags")
+                        .tags((0..150).map(|i| Tag::hashtag(format!("t{i}")))),
+                ),
+            ),
+            frame(
+                "{sub}",
+                &sign(
+                    EventBuilder::text_note("from the future")
+                        .custom_created_at(Timestamp::now() + Duration::from_secs(3_600)),
+                ),
+            ),
+            frame("never-opened", &note(5)),
+            frame("{sub}", &sign(EventBuilder::text_note("nul \0 inside"))),
+            r#"["EOSE","never-opened"]"#.to_owned(),
+            r#"["OK","00","true",""]"#.to_owned(),
+        ];
+        let notices = (0..1_000).map(|i| format!(r#"["NOTICE","flood {i}"]"#));
+        let prefix = bad.into_iter().chain(notices).collect();
+        let relay = HostileRelay::start(valid.clone(), vec![Act::Prefix(prefix)], 0).await;
+
+        let mut s = settings(&db, vec![relay.url.clone()]);
+        s.limits.max_event_bytes = 64 * 1024;
+        s.limits.max_tags = 100;
+        s.limits.max_future_secs = 900;
+        let counters = sync_once(s).await;
+
+        let expected = [
+            (Reject::InvalidJson, 5),
+            (Reject::BadId, 2),
+            (Reject::BadSignature, 2),
+            (Reject::TooLarge, 1),
+            (Reject::TooManyTags, 1),
+            (Reject::FutureTimestamp, 1),
+            (Reject::UnknownSubscription, 1),
+            (Reject::NulCharacter, 1),
+        ];
+        for (reason, n) in expected {
+            assert_eq!(counters.rejected_by(reason), n, "{reason:?}");
+        }
+        let relay_counters = counters.relay(&relay.url);
+        assert!(Counters::get(&relay_counters.notices) >= 1_000);
+        assert_eq!(Counters::get(&relay_counters.cycles_failed), 0);
+
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids: HashSet<EventId> = stored_ids(&*store).await.into_iter().collect();
+        let want: HashSet<EventId> = valid.iter().map(|e| e.id).collect();
+        assert_eq!(ids, want);
+        let stored_sql = store
+            .events_after(0, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .find(|e| e.id == sql.id)
+            .unwrap();
+        assert_eq!(
+            stored_sql.content, sql.content,
+            "content not stored verbatim"
+        );
+        assert_eq!(stored_sql.tags, sql.tags);
+        assert_eq!(store.stats().await.unwrap(), expected_stats(&valid));
+    });
+}
+
+fn relay_faults_are_retried_without_gaps(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(300, 1, 0.0, 22);
+        let script = vec![
+            Act::DropAfter(100),
+            Act::NoEose,
+            Act::Closed("rate-limited: slow down".into()),
+            Act::Silent,
+        ];
+        // Two refused connections first, then the script, one act per REQ.
+        let relay = HostileRelay::start(data.events.clone(), script, 2).await;
+        let mut s = settings(&db, vec![relay.url.clone()]);
+        s.sync.eose_timeout_secs = 2;
+        s.sync.connect_timeout_secs = 2;
+        s.sync.backoff_min_ms = 100;
+        s.sync.backoff_max_ms = 1_000;
+        let counters = sync_once(s).await;
+
+        let failed = Counters::get(&counters.relay(&relay.url).cycles_failed);
+        // Refused twice, dropped, no EOSE, CLOSED, silent.
+        assert!(failed >= 6, "only {failed} failed cycles");
+        assert!(
+            relay.connections() >= 4,
+            "{} connections",
+            relay.connections()
+        );
+        assert!(relay.reqs() >= 5);
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids = stored_ids(&*store).await;
+        assert_eq!(ids.len(), 300);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 300);
+        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+    });
+}
+
+fn a_silent_relay_is_restarted_by_the_watchdog(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(100, 1, 0.0, 23);
+        let relay = HostileRelay::start(data.events.clone(), vec![Act::Silent], 0).await;
+        let mut s = settings(&db, vec![relay.url.clone()]);
+        // The EOSE timeout alone would not end the first cycle within the test.
+        s.sync.eose_timeout_secs = 3_600;
+        s.interval.watchdog_secs = 2;
+        let counters = sync_once(s).await;
+
+        assert!(Counters::get(&counters.relay(&relay.url).restarts) >= 1);
+        let store = storage::open(&db.url, 2).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap(), 100);
+    });
+}
+
+/// PostgreSQL disappears twice mid-sync (every connection cut, new ones refused) and
+/// comes back: everything is committed once, cursors did not run ahead, and memory
+/// stayed within the configured bound.
+fn postgres_outage(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(20_000, 3, 0.5, 24);
+        let mut relays = Vec::new();
+        let mut urls = Vec::new();
+        for r in 0..3 {
+            let hosted = HostedRelay::start(data.relay_events(r), 500).await.unwrap();
+            urls.push(hosted.url().await);
+            relays.push(hosted);
+        }
+        let proxy = PgProxy::start("127.0.0.1:5432".into()).await;
+        let mut s = settings(&db, urls);
+        s.database.url = proxy.route(&db.url);
+        s.database.retry_min_ms = 50;
+        s.database.retry_max_ms = 500;
+        s.validate().unwrap();
+        let bound = s.max_held_events() as i64;
+
+        let app = App::start(s).await.unwrap();
+        for _ in 0..2 {
+            let before = Counters::get(&app.counters.stored);
+            while Counters::get(&app.counters.stored) < before + 2_000 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            proxy.cut();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            proxy.restore();
+        }
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        let counters = app.counters.clone();
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+
+        assert!(Counters::get(&counters.db_errors) > 0, "no outage was seen");
+        assert!(
+            counters.held.peak() <= bound,
+            "held {} > {bound}",
+            counters.held.peak()
+        );
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids = stored_ids(&*store).await;
+        assert_eq!(ids.len(), 20_000);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20_000);
+        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_eq!(
+            storage::recount(&*store).await.unwrap(),
+            data.expected_stats()
+        );
+    });
+}
