@@ -50,8 +50,13 @@ fn hostile_input_is_counted_and_never_stored(db: TestDb) {
             EventBuilder::text_note("'); DROP TABLE events; -- \" \\ ü")
                 .tag(Tag::hashtag("' OR '1'='1")),
         );
+        // Valid, but too long for a PostgreSQL index entry.
+        let incompressible: String = (0..4_000)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        let long_tag = sign(EventBuilder::text_note("long tag").tag(Tag::hashtag(incompressible)));
         let mut valid = data.events.clone();
-        valid.push(sql.clone());
+        valid.extend([sql.clone(), long_tag]);
 
         let other = sign(EventBuilder::text_note("someone else"));
         let note = |i: usize| sign(EventBuilder::text_note(format!("forged {i}")));

@@ -40,12 +40,19 @@ impl NewEvent {
 }
 
 /// Single-letter tags of `event`, indexed for lookups (`#e`, `#p`, `#t`, ...).
+/// Longest tag value indexed in `event_tags`. A PostgreSQL btree entry cannot exceed
+/// about 2.7 kB, and one longer value would fail its whole batch; such values stay
+/// in `events.tags`, where nothing looks them up by value anyway.
+pub const MAX_INDEXED_TAG_VALUE: usize = 1024;
+
 pub fn tag_rows(seq: i64, event: &Event) -> Vec<NewTag> {
     let mut rows: Vec<NewTag> = event
         .tags
         .iter()
         .map(|t| t.as_slice())
-        .filter(|t| t.len() >= 2 && t[0].chars().count() == 1)
+        .filter(|t| {
+            t.len() >= 2 && t[0].chars().count() == 1 && t[1].len() <= MAX_INDEXED_TAG_VALUE
+        })
         .map(|t| NewTag {
             event_seq: seq,
             name: t[0].clone(),
