@@ -103,6 +103,9 @@ pub struct Report {
     pub db_commits_per_s: f64,
     pub peak_rss_mb: f64,
     pub cpu_s: f64,
+    /// CPU time of the relay process over the same run: on this machine the relays
+    /// and the syncer share two cores.
+    pub relays_cpu_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
 }
@@ -165,9 +168,12 @@ fn run_profile(
         settings.sync.performance.min_commit_interval_ms = 0;
     }
     reset_peak_rss();
-    let cpu_before = cpu_seconds();
+    let relay_stat = format!("/proc/{}/stat", relays.child.id());
+    let cpu_before = cpu_seconds("/proc/self/stat");
+    let relays_before = cpu_seconds(&relay_stat);
     let outcome = actix_rt::System::new().block_on(sync(args, settings, &mut relays));
-    let cpu_s = cpu_seconds() - cpu_before;
+    let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
+    let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
     let peak_rss_mb = peak_rss_mb();
     relays.stop();
     let (counters, elapsed, expected) = outcome?;
@@ -225,6 +231,7 @@ fn run_profile(
         db_commits_per_s: commits as f64 / secs,
         peak_rss_mb,
         cpu_s,
+        relays_cpu_s,
         speedup: None,
     })
 }
@@ -330,13 +337,13 @@ async fn progress<F: std::future::Future<Output = bool>>(
 
 fn print_table(reports: &[Report]) {
     println!(
-        "\n{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>11} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6}",
+        "\n{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>11} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6} {:>8}",
         "profile", "db", "mode", "relays", "unique", "received", "dups", "elapsed", "unique/s", "received/s",
-        "p50 ms", "p99 ms", "commits", "commits/s", "rss MB", "cpu s"
+        "p50 ms", "p99 ms", "commits", "commits/s", "rss MB", "cpu s", "relays s"
     );
     for r in reports {
         println!(
-            "{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8.2} {:>10.0} {:>11.0} {:>7.1} {:>7.1} {:>8} {:>9.1} {:>7.1} {:>6.1}",
+            "{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8.2} {:>10.0} {:>11.0} {:>7.1} {:>7.1} {:>8} {:>9.1} {:>7.1} {:>6.1} {:>8.1}",
             format!("{:?}", r.profile).to_lowercase(),
             r.db,
             format!("{:?}", r.mode).to_lowercase(),
@@ -352,7 +359,8 @@ fn print_table(reports: &[Report]) {
             r.db_commits,
             r.db_commits_per_s,
             r.peak_rss_mb,
-            r.cpu_s
+            r.cpu_s,
+            r.relays_cpu_s
         );
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {
@@ -625,9 +633,9 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// User plus system CPU time of this process.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+/// User plus system CPU time of a process, from its `/proc/<pid>/stat`.
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces) start at ") ".
