@@ -140,6 +140,9 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     pub db_commits: AtomicU64,
     pub db_errors: AtomicU64,
+    /// Valid events the database refused while it answered everything else (see
+    /// `StorageActor`); each is logged with the database's error.
+    pub unstorable: AtomicU64,
     pub aggregated: AtomicU64,
     /// From an event's frame leaving the socket to the commit of its row.
     pub latency: Histogram,

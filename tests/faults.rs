@@ -21,6 +21,7 @@ both_backends!(
     hostile_input_is_counted_and_never_stored,
     relay_faults_are_retried_without_gaps,
     a_silent_relay_is_restarted_by_the_watchdog,
+    an_event_the_database_refuses_does_not_stall_the_rest,
 );
 
 #[test]
@@ -186,6 +187,33 @@ fn a_silent_relay_is_restarted_by_the_watchdog(db: TestDb) {
         assert!(Counters::get(&counters.relay(&relay.url).restarts) >= 1);
         let store = storage::open(&db.url, 2).await.unwrap();
         assert_eq!(store.count_events().await.unwrap(), 100);
+    });
+}
+
+fn an_event_the_database_refuses_does_not_stall_the_rest(db: TestDb) {
+    // A rule of this database that the service knows nothing about.
+    db.execute(match db.backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.content = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END;"
+        }
+        Backend::Postgres => {
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (content <> 'poison')"
+        }
+    });
+    run(async {
+        let data = Dataset::generate(1_000, 1, 0.0, 25);
+        let poison = EventBuilder::text_note("poison")
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let events: Vec<Event> = data.events.iter().cloned().chain([poison]).collect();
+        let relay = HostedRelay::start(&events, 5_000).await.unwrap();
+        let counters = sync_once(settings(&db, vec![relay.url().await])).await;
+
+        assert!(Counters::get(&counters.unstorable) >= 1);
+        let store = storage::open(&db.url, 2).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap(), 1_000);
+        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
     });
 }
 

@@ -98,6 +98,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn count_events(&self) -> StoreResult<i64>;
 
+    /// Whether the database takes a write to `events` now: an update that changes
+    /// nothing. It fails where inserts would fail for reasons other than their data
+    /// (unreachable, restarting, locked by another writer).
+    async fn probe_write(&self) -> StoreResult<()>;
+
     /// The whole stats table.
     async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>>;
 
@@ -146,6 +151,10 @@ pub(crate) fn rows_to_events(rows: Vec<(i64, models::EventRow)>) -> StoreResult<
 }
 
 /// Recounts every aggregate from the stored events, in pages.
+/// The no-op write of `EventStore::probe_write`.
+pub(crate) const PROBE_WRITE: &str =
+    "UPDATE events SET aggregated = aggregated WHERE seq = (SELECT max(seq) FROM events)";
+
 pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, StatsDelta>> {
     let mut all = Vec::new();
     let mut after = 0;

@@ -156,6 +156,14 @@ impl EventStore for PgStore {
         Ok(events::table.count().get_result(&mut conn).await?)
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query(super::PROBE_WRITE)
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
         let mut conn = self.conn().await?;
         let rows: Vec<StatsRow> = event_stats::table

@@ -183,6 +183,15 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        self.run(|conn| {
+            diesel::sql_query(super::PROBE_WRITE)
+                .execute(conn)
+                .map(drop)
+        })
+        .await
+    }
+
     async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
         let rows: Vec<StatsRow> = self
             .run(|conn| event_stats::table.select(StatsRow::as_select()).load(conn))

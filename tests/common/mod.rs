@@ -95,6 +95,22 @@ impl Drop for TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs `sql` on this database from a connection of its own.
+    pub fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => diesel::SqliteConnection::establish(storage::sqlite_path(&self.url))
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+            Backend::Postgres => AsyncConnectionWrapper::<AsyncPgConnection>::establish(&self.url)
+                .unwrap()
+                .batch_execute(sql)
+                .unwrap(),
+        }
+    }
+}
+
 /// Settings for a test: these relays, this database, no live subscription, and
 /// timers short enough for tests.
 pub fn settings(db: &TestDb, relays: Vec<String>) -> Settings {

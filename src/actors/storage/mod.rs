@@ -13,7 +13,13 @@
 //! (`mailbox.storage` permits, see `Pipeline::submit`); the permits travel with the batch
 //! and are released when its transaction commits. A slow database therefore blocks the
 //! relay actors, and a worker never holds more than `mailbox.storage` events. A failed
-//! write is retried with backoff and never dropped.
+//! write is retried with backoff and never dropped while the database is unreachable.
+//!
+//! Poison: if a batch fails while the database takes other writes
+//! (`EventStore::probe_write`), something in the batch cannot be stored (a value the
+//! database refuses). The batch is written in
+//! halves until the failing event is alone; it is tried three times more and then
+//! refused (`unstorable`, logged with the error), so one event never stalls the rest.
 
 pub mod messages;
 pub mod router;
@@ -30,7 +36,7 @@ use crate::actors::ack::Pending;
 use crate::actors::aggregator::deltas::{contribution, Sourced};
 use crate::actors::aggregator::messages::Contribute;
 use crate::actors::aggregator::AggregatorActor;
-use crate::actors::dedup::messages::Committed;
+use crate::actors::dedup::messages::{Committed, Release};
 use crate::actors::dedup::DedupActor;
 use crate::actors::Item;
 use crate::metrics::Counters;
@@ -141,25 +147,22 @@ impl StorageActor {
         let permits = std::mem::take(&mut self.permits);
         self.oldest_pending = None;
         self.writing = true;
-        let (store, dedup, aggregator, counters) = (
-            self.store.clone(),
-            self.dedup.clone(),
-            self.aggregator.clone(),
-            self.counters.clone(),
-        );
-        let inline = self.policy.inline_aggregates;
+        let writer = Writer {
+            store: self.store.clone(),
+            dedup: self.dedup.clone(),
+            aggregator: self.aggregator.clone(),
+            counters: self.counters.clone(),
+            inline_aggregates: self.policy.inline_aggregates,
+        };
         let write = async move {
             let mut batches = batches.into_iter();
             while let Some(batch) = batches.next() {
-                let result = write_batch(
-                    store.clone(),
-                    batch,
-                    dedup.clone(),
-                    aggregator.clone(),
-                    counters.clone(),
-                    inline,
-                )
-                .await;
+                let result = match writer.write(batch).await {
+                    Err((failed, _)) if writer.store.probe_write().await.is_ok() => {
+                        writer.isolate(failed).await
+                    }
+                    other => other,
+                };
                 if let Err((mut failed, error)) = result {
                     failed.extend(batches.flatten());
                     return Err((failed, error));
@@ -201,70 +204,131 @@ impl StorageActor {
     }
 }
 
-/// Commits `batch` in one transaction and hands on what it learned. On failure the
-/// batch comes back untouched.
-async fn write_batch(
+/// What a write needs, detached from the actor so the write can run as a future.
+struct Writer {
     store: Arc<dyn EventStore>,
-    batch: Vec<Item>,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
+    /// Baseline profile only.
     inline_aggregates: bool,
-) -> Result<(), (Vec<Item>, StoreError)> {
-    let mut events = Vec::with_capacity(batch.len());
-    let mut guards: Vec<(Pending, Instant)> = Vec::with_capacity(batch.len());
-    for item in batch {
-        events.push(item.event);
-        guards.push((item.ack, item.received));
+}
+
+/// Attempts at a lone event that fails while the database answers, before refusing it.
+const POISON_ATTEMPTS: usize = 3;
+
+impl Writer {
+    /// Commits `batch` in one transaction and hands on what it learned. On failure the
+    /// batch comes back untouched.
+    async fn write(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut guards: Vec<(Pending, Instant)> = Vec::with_capacity(batch.len());
+        for item in batch {
+            events.push(item.event);
+            guards.push((item.ack, item.received));
+        }
+        let new = match self.store.insert_events(&events).await {
+            Ok(new) => new,
+            Err(e) => {
+                let batch = events
+                    .into_iter()
+                    .zip(guards)
+                    .map(|(event, (ack, received))| Item {
+                        event,
+                        ack,
+                        received,
+                    })
+                    .collect();
+                return Err((batch, e));
+            }
+        };
+        let counters = &self.counters;
+        let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
+        counters.db_commits.fetch_add(1, Ordering::Relaxed);
+        counters.stored.fetch_add(fresh, Ordering::Relaxed);
+        counters
+            .conflicts
+            .fetch_add(events.len() as u64 - fresh, Ordering::Relaxed);
+        let contributions: Vec<Sourced> = events
+            .iter()
+            .zip(&new)
+            .filter_map(|(e, seq)| {
+                let seq = (*seq)?;
+                contribution(e).map(|contribution| Sourced { seq, contribution })
+            })
+            .collect();
+        if self.inline_aggregates && !contributions.is_empty() {
+            if let Err(e) = self.store.apply_contributions(&contributions).await {
+                tracing::warn!(error = %e, "inline aggregate update failed; applied at next start");
+            }
+        } else if !contributions.is_empty() {
+            // The aggregation watermark in the database keeps these safe if this fails.
+            if let Err(e) = self.aggregator.send(Contribute(contributions)).await {
+                tracing::warn!(error = %e, "aggregator unavailable; deltas wait for the next start");
+            }
+        }
+        self.dedup
+            .do_send(Committed(events.iter().map(|e| e.id).collect()));
+        for ((ack, received), new) in guards.into_iter().zip(new) {
+            let new = new.is_some();
+            if new {
+                counters.latency.record(received.elapsed());
+            }
+            ack.resolve(new);
+        }
+        Ok(())
     }
-    let new = match store.insert_events(&events).await {
-        Ok(new) => new,
-        Err(e) => {
-            let batch = events
-                .into_iter()
-                .zip(guards)
-                .map(|(event, (ack, received))| Item {
-                    event,
-                    ack,
-                    received,
-                })
-                .collect();
-            return Err((batch, e));
+
+    /// `batch` failed while the database answers: writes it in halves until what fails
+    /// is one event, and refuses that event if it keeps failing. Returns what is left
+    /// if the database stops answering meanwhile.
+    async fn isolate(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
+        let mut todo = vec![batch];
+        while let Some(batch) = todo.pop() {
+            let mut result = self.write(batch).await;
+            if let Err((failed, _)) = &result {
+                if failed.len() > 1 {
+                    let Err((mut first, _)) = result else {
+                        continue;
+                    };
+                    let second = first.split_off(first.len() / 2);
+                    todo.extend([second, first]);
+                    continue;
+                }
+            }
+            for _ in 1..POISON_ATTEMPTS {
+                let Err((failed, _)) = result else { break };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                result = self.write(failed).await;
+            }
+            let Err((failed, error)) = result else {
+                continue;
+            };
+            if self.store.probe_write().await.is_err() {
+                let mut rest = failed;
+                rest.extend(todo.into_iter().flatten());
+                return Err((rest, error));
+            }
+            for item in failed {
+                self.refuse(item, &error).await;
+            }
         }
-    };
-    let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
-    counters.db_commits.fetch_add(1, Ordering::Relaxed);
-    counters.stored.fetch_add(fresh, Ordering::Relaxed);
-    counters
-        .conflicts
-        .fetch_add(events.len() as u64 - fresh, Ordering::Relaxed);
-    let contributions: Vec<Sourced> = events
-        .iter()
-        .zip(&new)
-        .filter_map(|(e, seq)| {
-            let seq = (*seq)?;
-            contribution(e).map(|contribution| Sourced { seq, contribution })
-        })
-        .collect();
-    if inline_aggregates && !contributions.is_empty() {
-        if let Err(e) = store.apply_contributions(&contributions).await {
-            tracing::warn!(error = %e, "inline aggregate update failed; applied at next start");
-        }
-    } else if !contributions.is_empty() {
-        // The aggregation watermark in the database keeps these safe if this fails.
-        if let Err(e) = aggregator.send(Contribute(contributions)).await {
-            tracing::warn!(error = %e, "aggregator unavailable; deltas wait for the next start");
+        Ok(())
+    }
+
+    /// Gives up on an event the database will not take, with the copies parked behind it.
+    async fn refuse(&self, item: Item, error: &StoreError) {
+        tracing::error!(id = %item.event.id, %error, "the database refuses this event; it is not stored");
+        let parked = self
+            .dedup
+            .send(Release(vec![item.event.id]))
+            .await
+            .unwrap_or_default();
+        for item in std::iter::once(item).chain(parked) {
+            self.counters.unstorable.fetch_add(1, Ordering::Relaxed);
+            item.ack.resolve(false);
         }
     }
-    dedup.do_send(Committed(events.iter().map(|e| e.id).collect()));
-    for ((ack, received), new) in guards.into_iter().zip(new) {
-        let new = new.is_some();
-        if new {
-            counters.latency.record(received.elapsed());
-        }
-        ack.resolve(new);
-    }
-    Ok(())
 }
 
 impl Actor for StorageActor {
