@@ -158,6 +158,12 @@ fn relay_faults_are_retried_without_gaps(db: TestDb) {
         let counters = sync_once(s).await;
 
         let failed = Counters::get(&counters.relay(&relay.url).cycles_failed);
+        eprintln!(
+            "relay faults ({:?}): {failed} failed cycles, {} connections, {} REQs",
+            db.backend,
+            relay.connections(),
+            relay.reqs()
+        );
         // Refused twice, dropped, no EOSE, CLOSED, silent.
         assert!(failed >= 6, "only {failed} failed cycles");
         assert!(
@@ -252,6 +258,11 @@ fn postgres_outage(db: TestDb) {
         let counters = app.counters.clone();
         assert!(app.shutdown(Duration::from_secs(30)).await);
 
+        eprintln!(
+            "outage: {} failed writes, {} events held at most (bound {bound})",
+            Counters::get(&counters.db_errors),
+            counters.held.peak()
+        );
         assert!(Counters::get(&counters.db_errors) > 0, "no outage was seen");
         assert!(
             counters.held.peak() <= bound,

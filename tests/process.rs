@@ -94,9 +94,17 @@ async fn assert_exact(db: &TestDb, data: &Dataset) {
     let store = storage::open(&db.url, 2).await.unwrap();
     let ids = stored_ids(&*store).await;
     let unique: HashSet<_> = ids.iter().collect();
+    let (code, out) = check_aggregates(db);
+    eprintln!(
+        "result ({:?}): {} events expected, {} stored, {} stored twice; check-aggregates: {}",
+        db.backend,
+        data.events.len(),
+        ids.len(),
+        ids.len() - unique.len(),
+        out.lines().last().unwrap_or("no output")
+    );
     assert_eq!(ids.len(), unique.len(), "an event is stored twice");
     assert_eq!(ids.len(), data.events.len(), "events are missing");
-    let (code, out) = check_aggregates(db);
     assert_eq!(code, Some(0), "check-aggregates found differences:\n{out}");
     assert_eq!(store.stats().await.unwrap(), data.expected_stats());
 }
