@@ -136,14 +136,19 @@ impl StorageActor {
         self.last_commit = Some(Instant::now());
         // Everything pending goes now, in transactions of at most `max_batch_rows`:
         // leaving a remainder behind would let it grow under sustained load.
+        // Each batch gets an allocation of its own size: `split_off` would leave every
+        // batch holding the capacity of everything after it (quadratic memory; the
+        // baseline profile's one-row batches reached gigabytes).
+        let max_rows = self.policy.max_batch_rows.max(1);
+        let mut items = std::mem::take(&mut self.pending).into_iter();
         let mut batches = Vec::new();
-        let mut rest = std::mem::take(&mut self.pending);
-        while rest.len() > self.policy.max_batch_rows {
-            let tail = rest.split_off(self.policy.max_batch_rows);
-            batches.push(rest);
-            rest = tail;
+        loop {
+            let batch: Vec<Item> = items.by_ref().take(max_rows).collect();
+            if batch.is_empty() {
+                break;
+            }
+            batches.push(batch);
         }
-        batches.push(rest);
         let permits = std::mem::take(&mut self.permits);
         self.oldest_pending = None;
         self.writing = true;
