@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::hostile::{Act, HostileRelay};
-use common::proxy::PgProxy;
+use common::proxy::TcpProxy;
 use common::{run, settings, stored_ids, sync_once, Backend, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
@@ -22,6 +22,7 @@ both_backends!(
     relay_faults_are_retried_without_gaps,
     a_silent_relay_is_restarted_by_the_watchdog,
     an_event_the_database_refuses_does_not_stall_the_rest,
+    a_live_subscription_comes_back_after_the_connection_drops,
 );
 
 #[test]
@@ -223,6 +224,54 @@ fn an_event_the_database_refuses_does_not_stall_the_rest(db: TestDb) {
     });
 }
 
+/// The connection to a live relay is cut between polls: the relay actor notices within
+/// a second, reconnects, and what was published meanwhile and after arrives long
+/// before the next poll (30 s away).
+fn a_live_subscription_comes_back_after_the_connection_drops(db: TestDb) {
+    run(async {
+        let relay = HostedRelay::start(std::iter::empty(), 500).await.unwrap();
+        let url = relay.url().await;
+        let target = url
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned();
+        let proxy = TcpProxy::start(target.clone()).await;
+        let routed = proxy.route(&url, &target);
+        let mut s = settings(&db, vec![routed.clone()]);
+        s.sync.live = true;
+        s.interval.idle_secs = 30;
+        s.interval.normal_secs = 30;
+        s.interval.busy_secs = 30;
+        let app = App::start(s).await.unwrap();
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        let keys = Keys::generate();
+        let note = |text: &str| EventBuilder::text_note(text).sign_with_keys(&keys).unwrap();
+        let stored = |n: u64| {
+            let counters = app.counters.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while Counters::get(&counters.stored) < n && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Counters::get(&counters.stored)
+            }
+        };
+
+        relay.publish(&note("before the cut")).await.unwrap();
+        assert_eq!(stored(1).await, 1, "the live event did not arrive");
+        proxy.cut();
+        relay.publish(&note("during the cut")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        proxy.restore();
+        relay.publish(&note("after the cut")).await.unwrap();
+        assert_eq!(stored(3).await, 3, "events were missing 10 s after the cut");
+
+        let cycles = Counters::get(&app.counters.relay(&routed).cycles_ok);
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+        assert!(cycles >= 2, "no cycle ran to reconnect");
+    });
+}
+
 /// PostgreSQL disappears twice mid-sync (every connection cut, new ones refused) and
 /// comes back: everything is committed once, cursors did not run ahead, and memory
 /// stayed within the configured bound.
@@ -236,9 +285,9 @@ fn postgres_outage(db: TestDb) {
             urls.push(hosted.url().await);
             relays.push(hosted);
         }
-        let proxy = PgProxy::start("127.0.0.1:5432".into()).await;
+        let proxy = TcpProxy::start("127.0.0.1:5432".into()).await;
         let mut s = settings(&db, urls);
-        s.database.url = proxy.route(&db.url);
+        s.database.url = proxy.route(&db.url, "127.0.0.1:5432");
         s.database.retry_min_ms = 50;
         s.database.retry_max_ms = 500;
         s.validate().unwrap();

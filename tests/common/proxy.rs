@@ -1,6 +1,6 @@
-//! A TCP proxy in front of PostgreSQL that a test can cut and restore: a real outage
-//! that touches no other test. Cutting closes every open connection and refuses new
-//! ones until `restore`.
+//! A TCP proxy (in front of PostgreSQL, or of a relay) that a test can cut and restore:
+//! a real outage that touches no other test. Cutting closes every open connection and
+//! refuses new ones until `restore`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-pub struct PgProxy {
+pub struct TcpProxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     pipes: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
-impl PgProxy {
+impl TcpProxy {
     /// Listens on a free loopback port and forwards to `target` (`host:port`).
-    pub async fn start(target: String) -> PgProxy {
+    pub async fn start(target: String) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -36,13 +36,13 @@ impl PgProxy {
                 p.lock().unwrap().push(pipe.abort_handle());
             }
         });
-        PgProxy { port, cut, pipes }
+        TcpProxy { port, cut, pipes }
     }
 
-    /// `url` (a PostgreSQL URL on 127.0.0.1:5432) routed through this proxy.
-    pub fn route(&self, url: &str) -> String {
-        let routed = url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port), 1);
-        assert_ne!(routed, url, "the test database is not at 127.0.0.1:5432");
+    /// `url`, which points at `target`, routed through this proxy instead.
+    pub fn route(&self, url: &str, target: &str) -> String {
+        let routed = url.replacen(target, &format!("127.0.0.1:{}", self.port), 1);
+        assert_ne!(routed, url, "{url} does not point at {target}");
         routed
     }
 
