@@ -113,6 +113,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>>;
 
     async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()>;
+
+    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()>;
 }
 
 /// Opens the store that `url` names, with a pool of `max_connections`.

@@ -226,4 +226,16 @@ impl EventStore for PgStore {
             .await?;
         Ok(())
     }
+
+    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        diesel::delete(
+            relay_cursors::table
+                .filter(relay_cursors::relay.eq(relay))
+                .filter(relay_cursors::filter.eq(filter)),
+        )
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
 }

@@ -255,4 +255,18 @@ impl EventStore for SqliteStore {
         })
         .await
     }
+
+    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        self.run(move |conn| {
+            diesel::delete(
+                relay_cursors::table
+                    .filter(relay_cursors::relay.eq(relay))
+                    .filter(relay_cursors::filter.eq(filter)),
+            )
+            .execute(conn)
+            .map(|_| ())
+        })
+        .await
+    }
 }

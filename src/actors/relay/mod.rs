@@ -32,7 +32,7 @@ use self::frames::{classify, Frame, Limits};
 use self::messages::{Restart, RunCycle};
 use self::subs::{PageEnd, SubTable};
 use self::transport::TapTransport;
-use crate::actors::ack::Pending;
+use crate::actors::ack::{AckOutcome, Pending};
 use crate::actors::interval::messages::CycleDone;
 use crate::actors::interval::policy::CycleStats;
 use crate::actors::interval::IntervalSupervisor;
@@ -246,6 +246,55 @@ impl Handler<RunCycle> for RelayActor {
     }
 }
 
+/// The progress of an interrupted cycle, kept next to the cursor: every event from
+/// `floor` to `top` (the cycle's start) is committed. The next cycle reads what is
+/// newer than `top`, then carries on down from `floor`.
+#[derive(Debug, Clone, Copy)]
+struct Backfill {
+    top: u64,
+    floor: u64,
+}
+
+/// The cursor-table keys a filter's `Backfill` is kept under.
+struct BackfillKeys {
+    top: String,
+    floor: String,
+}
+
+impl Backfill {
+    fn keys(filter_key: &str) -> BackfillKeys {
+        BackfillKeys {
+            top: format!("{filter_key}#backfill-top"),
+            floor: format!("{filter_key}#backfill-floor"),
+        }
+    }
+
+    async fn load(
+        store: &dyn EventStore,
+        relay: &str,
+        keys: &BackfillKeys,
+    ) -> Result<Option<Backfill>, CycleError> {
+        let top = store.cursor(relay, &keys.top).await?;
+        let floor = store.cursor(relay, &keys.floor).await?;
+        Ok(match (top, floor) {
+            (Some(top), Some(floor)) if floor <= top => Some(Backfill {
+                top: top as u64,
+                floor: floor as u64,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// One page of a cycle, for `keep_progress`.
+struct PageDone {
+    /// Resolves once every event of the page is committed or rejected.
+    done: Option<oneshot::Receiver<AckOutcome>>,
+    /// Once this and all earlier pages are committed, everything from this second up to
+    /// the cycle's start is.
+    floor: Option<u64>,
+}
+
 /// One sync cycle of one relay, detached from the actor so it can be awaited.
 struct Cycle {
     url: String,
@@ -322,6 +371,9 @@ impl Cycle {
         Ok(())
     }
 
+    /// Syncs one filter: everything from the cursor (less the overlap) to now, newest
+    /// first. Progress is recorded page by page (see `Backfill`), so an interrupted
+    /// cycle is not read again from the top.
     async fn sync_filter(&self, relay: &Relay, f: &FilterSettings) -> Result<u64, CycleError> {
         let sync = &self.settings.sync;
         let key = filter_key(f);
@@ -330,43 +382,137 @@ impl Cycle {
             .map(|c| (c as u64).saturating_sub(sync.overlap_secs))
             .unwrap_or(0)
             .max(f.since);
-        let started = Timestamp::now();
-        let (root, committed) = Pending::root(self.held.clone());
-        let mut until: Option<u64> = None;
+        let started = Timestamp::now().as_secs();
+        let keys = Backfill::keys(&key);
+        let resume = Backfill::load(&*self.store, &self.url, &keys)
+            .await?
+            .filter(|b| b.floor > since);
+        let (pages_tx, pages_rx) = mpsc::unbounded_channel();
+        let read = async {
+            let pages = pages_tx;
+            match resume {
+                Some(b) => {
+                    // Newer than the interrupted cycle first. Until that is committed the
+                    // covered range has a gap above `b.top`, so nothing is recorded.
+                    let newer = b.top.saturating_sub(sync.overlap_secs).max(since);
+                    self.read_range(relay, f, newer, None, &pages, false)
+                        .await?;
+                    let _ = pages.send(PageDone {
+                        done: None,
+                        floor: Some(b.floor),
+                    });
+                    tracing::info!(relay = %self.url, floor = b.floor, "resuming an interrupted sync");
+                    self.read_range(relay, f, since, Some(b.floor), &pages, true)
+                        .await
+                }
+                None => self.read_range(relay, f, since, None, &pages, true).await,
+            }
+        };
+        let keep = self.keep_progress(pages_rx, started, &keys);
+        let (read, kept) = futures::join!(read, keep);
+        read?;
+        let outcome = kept?;
+        if !outcome.complete {
+            return Err(CycleError::Incomplete);
+        }
+        // Progress first: a crash in between re-reads, it never skips.
+        self.store.delete_cursor(&self.url, &keys.floor).await?;
+        self.store.delete_cursor(&self.url, &keys.top).await?;
+        self.store
+            .save_cursor(&self.url, &key, started as i64)
+            .await?;
+        Ok(outcome.new_rows)
+    }
+
+    /// Pages from `until` (or now) back to `since`, newest first, handing each page's
+    /// commit receiver to `pages`; with `record`, a page also names the second down to
+    /// which it covers everything.
+    async fn read_range(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        since: u64,
+        mut until: Option<u64>,
+        pages: &mpsc::UnboundedSender<PageDone>,
+        record: bool,
+    ) -> Result<(), CycleError> {
+        let sync = &self.settings.sync;
         loop {
+            let (root, done) = Pending::root(self.held.clone());
             let mut filter = to_filter(f).since(Timestamp::from(since));
             if let Some(u) = until {
                 filter = filter.until(Timestamp::from(u));
             }
             let end = self.page(relay, filter, &root).await?;
-            if end.count < sync.page_limit {
-                break;
+            let mut next = None;
+            if let (true, Some(oldest)) = (end.count >= sync.page_limit, end.oldest) {
+                // A full page: older events may be missing. Page back from the oldest
+                // seen (inclusive, as more may share its second; duplicates are cheap).
+                next = Some(if until == Some(oldest) {
+                    // A whole page within one second: `until` cannot page inside it, so
+                    // read that second kind by kind, then move past it.
+                    self.dense_second(relay, f, oldest, &root).await?;
+                    oldest.saturating_sub(1)
+                } else {
+                    oldest
+                })
+                .filter(|n| *n >= since);
             }
-            // A full page: older events may be missing. Page back from the oldest seen
-            // (inclusive, as more may share its second; duplicates are cheap).
-            let Some(oldest) = end.oldest else { break };
-            let next = if until == Some(oldest) {
-                // A whole page within one second: `until` cannot page inside it, so
-                // read that second kind by kind, then move past it.
-                self.dense_second(relay, f, oldest, &root).await?;
-                oldest.saturating_sub(1)
+            root.resolve(false);
+            // A page holds every event newer than its oldest second, down to `until`.
+            let floor = if record {
+                end.oldest.map(|o| o + 1)
             } else {
-                oldest
+                None
             };
-            if next < since {
-                break;
+            let _ = pages.send(PageDone {
+                done: Some(done),
+                floor,
+            });
+            match next {
+                Some(n) => until = Some(n),
+                None => return Ok(()),
             }
-            until = Some(next);
         }
-        root.resolve(false);
-        let outcome = committed.await.map_err(|_| CycleError::Incomplete)?;
-        if !outcome.complete {
-            return Err(CycleError::Incomplete);
+    }
+
+    /// Awaits each page's commit in order and records how far down the cycle is
+    /// committed. Returns the cycle's outcome once `pages` closes.
+    async fn keep_progress(
+        &self,
+        mut pages: mpsc::UnboundedReceiver<PageDone>,
+        started: u64,
+        keys: &BackfillKeys,
+    ) -> Result<AckOutcome, CycleError> {
+        let mut outcome = AckOutcome {
+            complete: true,
+            new_rows: 0,
+        };
+        let mut top_saved = false;
+        while let Some(page) = pages.recv().await {
+            if let Some(done) = page.done {
+                match done.await {
+                    Ok(o) => {
+                        outcome.complete &= o.complete;
+                        outcome.new_rows += o.new_rows;
+                    }
+                    Err(_) => outcome.complete = false,
+                }
+            }
+            let Some(floor) = page.floor.filter(|_| outcome.complete) else {
+                continue;
+            };
+            if !top_saved {
+                self.store
+                    .save_cursor(&self.url, &keys.top, started as i64)
+                    .await?;
+                top_saved = true;
+            }
+            self.store
+                .save_cursor(&self.url, &keys.floor, floor as i64)
+                .await?;
         }
-        self.store
-            .save_cursor(&self.url, &key, started.as_secs() as i64)
-            .await?;
-        Ok(outcome.new_rows)
+        Ok(outcome)
     }
 
     /// One REQ, read until EOSE; its events are claimed from `root`.
