@@ -131,19 +131,23 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
+    // Installed before start-up, so a signal during start-up stops the service cleanly
+    // once it is up instead of killing it.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let app = App::start(settings).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: committing what was received");
     // A second signal exits at once.
-    actix_rt::spawn(async {
+    actix_rt::spawn(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { if let Ok(mut t) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) { t.recv().await; } } => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
         std::process::exit(130);
     });
