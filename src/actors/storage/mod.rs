@@ -17,9 +17,9 @@
 //!
 //! Poison: if a batch fails while the database takes other writes
 //! (`EventStore::probe_write`), something in the batch cannot be stored (a value the
-//! database refuses). The batch is written in
-//! halves until the failing event is alone; it is tried three times more and then
-//! refused (`unstorable`, logged with the error), so one event never stalls the rest.
+//! database refuses). The batch is written in halves until the failing event is alone;
+//! it is tried three times on its own and then refused (`unstorable`, logged with the
+//! error), so one event never stalls the rest.
 
 pub mod messages;
 pub mod router;
