@@ -1,8 +1,10 @@
 //! RelayActor: one per configured relay, on an Arbiter of its own (the SDK's tasks live
 //! on the runtime where the connection was made).
 //!
-//! It owns its nostr-sdk connection (reconnected by the SDK) and a tap on its websocket
-//! (see `transport`). Frames come in through a channel of `mailbox.relay_frames`; the
+//! It owns its nostr-sdk connection and a tap on its websocket (see `transport`). The
+//! SDK does not reconnect: a cycle that finds the connection down reconnects, a failed
+//! cycle backs off through the `IntervalSupervisor`, and in live mode a dropped
+//! connection is noticed within a second. Frames come in through a channel of `mailbox.relay_frames`; the
 //! ingest loop classifies them and hands events on with `send().await` through the
 //! dedup actor, the verifiers and the storage router, so a slow database slows the
 //! socket reads instead of growing memory.
@@ -10,7 +12,8 @@
 //! A sync cycle sends one REQ per filter with `since` = stored cursor minus
 //! `sync.overlap_secs`, reads until EOSE, pages back with `until` while pages come back
 //! full, then waits until every event it received is committed before saving the
-//! cursor. With `sync.live` a subscription stays open for new events. Cycle results go
+//! cursor. Page by page, as pages commit in order, it records how far down the cycle is
+//! complete (`Backfill`), so an interrupted cycle resumes there. With `sync.live` a subscription stays open for new events. Cycle results go
 //! to the `IntervalSupervisor`, which answers when to run the next; it also restarts
 //! this actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
 
