@@ -47,6 +47,24 @@ fn config_errors_name_their_key_and_exit_2() {
 }
 
 #[test]
+fn an_unreachable_database_is_a_config_error() {
+    // Nothing listens on port 1; `run` stops before starting anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .arg("run")
+        .env(
+            "NOSTR_SYNC__DATABASE__URL",
+            "postgres://root@127.0.0.1:1/none",
+        )
+        .env("NOSTR_SYNC__RELAYS", "ws://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("database.url"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
+
+#[test]
 fn valid_config_passes() {
     let (code, stderr) = check_config("relays = [\"wss://relay.example.com\"]", &[]);
     assert_eq!(code, 0, "{stderr}");
