@@ -27,9 +27,10 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Statements SQLite needs on every connection: WAL lets readers run beside the one
-/// writer; `busy_timeout` makes pooled writers queue instead of failing.
-pub const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+/// writer; `busy_timeout` makes pooled writers queue instead of failing. It comes
+/// first, so that the WAL switch also waits for another process's transaction.
+pub const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 pub struct SqliteStore {
     pool: Pool<Conn>,
