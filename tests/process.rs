@@ -109,6 +109,24 @@ async fn assert_exact(db: &TestDb, data: &Dataset) {
     assert_eq!(store.stats().await.unwrap(), data.expected_stats());
 }
 
+/// Waits until every event of `data` is stored, stops each child with SIGTERM (exit 0
+/// expected), and checks the database is exact.
+async fn finish(
+    db: &TestDb,
+    store: &dyn storage::EventStore,
+    children: Vec<Child>,
+    data: &Dataset,
+) {
+    let total = data.events.len() as i64;
+    let stored = wait_for_count(store, total, Duration::from_secs(300)).await;
+    for child in children {
+        let (code, _) = terminate(child).await;
+        assert_eq!(code, Some(0), "unclean exit on SIGTERM");
+    }
+    assert_eq!(stored, total);
+    assert_exact(db, data).await;
+}
+
 /// Sends SIGTERM and returns the exit status and how long the exit took.
 async fn terminate(mut child: Child) -> (Option<i32>, Duration) {
     let sent = Instant::now();
@@ -154,12 +172,7 @@ fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
             storage::recount(&*store).await.unwrap()
         );
 
-        let child = start(&db, &urls);
-        let total = wait_for_count(&*store, 20_000, Duration::from_secs(300)).await;
-        let (code, _) = terminate(child).await;
-        assert_eq!(code, Some(0));
-        assert_eq!(total, 20_000);
-        assert_exact(&db, &data).await;
+        finish(&db, &*store, vec![start(&db, &urls)], &data).await;
     });
 }
 
@@ -184,11 +197,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing(db: TestDb) {
         let child = start(&db, &urls);
         // The kills may have left nothing to do: let this run start before stopping it.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let total = wait_for_count(&*store, 30_000, Duration::from_secs(300)).await;
-        let (code, _) = terminate(child).await;
-        assert_eq!(code, Some(0));
-        assert_eq!(total, 30_000);
-        assert_exact(&db, &data).await;
+        finish(&db, &*store, vec![child], &data).await;
     });
 }
 
@@ -269,13 +278,10 @@ fn memory_stays_bounded_under_a_stalled_database(db: TestDb) {
             stalls += 1;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let total = wait_for_count(&*store, 100_000, Duration::from_secs(300)).await;
-        let (code, _) = terminate(child).await;
+        finish(&db, &*store, vec![child], &data).await;
         sampler.abort();
         let peak = *peak.lock().unwrap();
         eprintln!("peak RSS {peak:.1} MiB over {stalls} stalls");
-        assert_eq!(code, Some(0));
-        assert_eq!(total, 100_000);
         assert!(stalls >= 2, "the database was not stalled");
         assert!(peak > 0.0 && peak < RSS_BOUND_MIB, "peak RSS {peak:.1} MiB");
         assert_exact(&db, &data).await;
@@ -288,13 +294,7 @@ fn two_instances(db: TestDb) {
         let data = Dataset::generate(20_000, 4, 0.5, 34);
         let (_relays, urls) = hosted(&data, 500).await;
         let store = storage::open(&db.url, 2).await.unwrap();
-        let a = start(&db, &urls[0..3]);
-        let b = start(&db, &urls[1..4]);
-        let total = wait_for_count(&*store, 20_000, Duration::from_secs(300)).await;
-        let (code_a, _) = terminate(a).await;
-        let (code_b, _) = terminate(b).await;
-        assert_eq!((code_a, code_b), (Some(0), Some(0)));
-        assert_eq!(total, 20_000);
-        assert_exact(&db, &data).await;
+        let both = vec![start(&db, &urls[0..3]), start(&db, &urls[1..4])];
+        finish(&db, &*store, both, &data).await;
     });
 }

@@ -46,11 +46,13 @@ impl DedupActor {
         self
     }
 
-    fn classify(&mut self, items: Vec<Item>, stored: &[bool]) -> Vec<Item> {
+    /// Sorts `items` into fresh, duplicate and parked; `stored` says, per item, whether
+    /// the database already holds it (baseline lookup).
+    fn classify(&mut self, items: Vec<Item>, stored: impl IntoIterator<Item = bool>) -> Vec<Item> {
         let mut fresh = Vec::with_capacity(items.len());
         for (item, stored) in items.into_iter().zip(stored) {
             let id = item.event.id;
-            let seen = if *stored {
+            let seen = if stored {
                 Seen::Committed
             } else {
                 self.cache.check(id)
@@ -89,8 +91,7 @@ impl Handler<Check> for DedupActor {
 
     fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Self::Result {
         let Some(store) = self.lookup.clone() else {
-            let none_stored = vec![false; items.len()];
-            let fresh = self.classify(items, &none_stored);
+            let fresh = self.classify(items, std::iter::repeat(false));
             return AtomicResponse::new(Box::pin(actix::fut::ready(fresh)));
         };
         let lookup = async move {
@@ -105,7 +106,7 @@ impl Handler<Check> for DedupActor {
         AtomicResponse::new(Box::pin(
             lookup
                 .into_actor(self)
-                .map(|(items, stored), act, _| act.classify(items, &stored)),
+                .map(|(items, stored), act, _| act.classify(items, stored)),
         ))
     }
 }

@@ -284,24 +284,15 @@ impl Writer {
         Ok(())
     }
 
-    /// `batch` failed while the database answers: writes it in halves until what fails
-    /// is one event, and refuses that event if it keeps failing. Returns what is left
-    /// if the database stops answering meanwhile.
+    /// `batch` failed while the database takes other writes: writes it in halves until
+    /// what fails is one event, and refuses that event if it keeps failing. Returns what
+    /// is left if the database stops taking writes meanwhile.
     async fn isolate(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
-        let mut todo = vec![batch];
+        let mut todo = halves(batch);
         while let Some(batch) = todo.pop() {
+            let lone = batch.len() == 1;
             let mut result = self.write(batch).await;
-            if let Err((failed, _)) = &result {
-                if failed.len() > 1 {
-                    let Err((mut first, _)) = result else {
-                        continue;
-                    };
-                    let second = first.split_off(first.len() / 2);
-                    todo.extend([second, first]);
-                    continue;
-                }
-            }
-            for _ in 1..POISON_ATTEMPTS {
+            for _ in 1..if lone { POISON_ATTEMPTS } else { 1 } {
                 let Err((failed, _)) = result else { break };
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 result = self.write(failed).await;
@@ -309,13 +300,16 @@ impl Writer {
             let Err((failed, error)) = result else {
                 continue;
             };
-            if self.store.probe_write().await.is_err() {
+            if !lone {
+                todo.extend(halves(failed));
+            } else if self.store.probe_write().await.is_err() {
                 let mut rest = failed;
                 rest.extend(todo.into_iter().flatten());
                 return Err((rest, error));
-            }
-            for item in failed {
-                self.refuse(item, &error).await;
+            } else {
+                for item in failed {
+                    self.refuse(item, &error).await;
+                }
             }
         }
         Ok(())
@@ -334,6 +328,15 @@ impl Writer {
             item.ack.resolve(false);
         }
     }
+}
+
+/// `batch` as two halves, the first to be popped first; one event stays whole.
+fn halves(mut batch: Vec<Item>) -> Vec<Vec<Item>> {
+    if batch.len() < 2 {
+        return vec![batch];
+    }
+    let second: Vec<Item> = batch.drain(batch.len() / 2..).collect();
+    vec![second, batch]
 }
 
 impl Actor for StorageActor {
