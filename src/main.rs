@@ -93,7 +93,10 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Migrate => Ok(()),
-        Command::Run => actix_rt::System::new().block_on(run(settings)),
+        Command::Run => {
+            exit_on_panic();
+            actix_rt::System::new().block_on(run(settings))
+        }
         Command::Demo { events } => {
             actix_rt::System::new().block_on(nostr_sync::demo::run(settings, events))
         }
@@ -106,6 +109,22 @@ fn main() -> ExitCode {
     };
     exit(result)
 }
+
+/// A panic is a bug, but it must never leave the service looking alive while an actor
+/// that every event passes through is gone (nothing would be stored, nothing would say
+/// so). Exit instead: the service manager restarts it, and a restart re-reads whatever
+/// was not committed (the same guarantee as after SIGKILL).
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        tracing::error!(%info, "internal error: exiting so that the service manager restarts the service");
+        std::process::exit(i32::from(PANIC_EXIT));
+    }));
+}
+
+/// Exit status after a panic (EX_SOFTWARE).
+const PANIC_EXIT: u8 = 70;
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {

@@ -59,6 +59,19 @@ fn hostile_input_is_counted_and_never_stored(db: TestDb) {
         let long_tag = sign(EventBuilder::text_note("long tag").tag(Tag::hashtag(incompressible)));
         let mut valid = data.events.clone();
         valid.extend([sql.clone(), long_tag]);
+        // Validly signed zap receipts anyone can publish: a bolt11 with a multi-byte
+        // character where the amount ends (it once panicked the aggregator and halted
+        // storage), and amounts whose sum overflows a 64-bit integer.
+        let zapped = data.events[0].id;
+        let zap = |bolt11: &str, n: usize| {
+            sign(
+                EventBuilder::new(Kind::ZapReceipt, format!("zap {n}"))
+                    .tag(Tag::event(zapped))
+                    .tag(Tag::parse(["bolt11", bolt11]).unwrap()),
+            )
+        };
+        valid.push(zap("lnbc5\u{e9}1pvjluezpp5", 0));
+        valid.extend((1..=5).map(|i| zap("lnbc210000001pvjluez", i)));
 
         let other = sign(EventBuilder::text_note("someone else"));
         let note = |i: usize| sign(EventBuilder::text_note(format!("forged {i}")));
@@ -136,7 +149,11 @@ fn hostile_input_is_counted_and_never_stored(db: TestDb) {
             "content not stored verbatim"
         );
         assert_eq!(stored_sql.tags, sql.tags);
-        assert_eq!(store.stats().await.unwrap(), expected_stats(&valid));
+        let stats = store.stats().await.unwrap();
+        let zapped = &stats[&zapped.to_hex()];
+        assert_eq!(zapped.zap_msats, i64::MAX, "zap sums saturate, never wrap");
+        assert!(zapped.zaps >= 6);
+        assert_eq!(stats, expected_stats(&valid));
     });
 }
 

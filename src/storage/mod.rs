@@ -5,17 +5,27 @@
 //! claims events from the aggregation watermark and adds their deltas in the same
 //! transaction, so each stored event is counted exactly once whatever crashes.
 
-/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters.
+/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters,
+/// saturating at `i64::MAX` so no sum of claimed amounts can overflow (PostgreSQL would
+/// refuse the write forever; SQLite would turn the column into a float). Deltas are
+/// never negative.
 macro_rules! add_excluded_stats {
     () => {{
-        use diesel::upsert::excluded;
+        use diesel::dsl::sql;
+        use diesel::sql_types::BigInt;
+        let add = |c: &str| {
+            sql::<BigInt>(&format!(
+                "CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
+                 THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END"
+            ))
+        };
         use $crate::storage::schema::event_stats::dsl::*;
         (
-            reactions.eq(reactions + excluded(reactions)),
-            replies.eq(replies + excluded(replies)),
-            reposts.eq(reposts + excluded(reposts)),
-            zaps.eq(zaps + excluded(zaps)),
-            zap_msats.eq(zap_msats + excluded(zap_msats)),
+            reactions.eq(add("reactions")),
+            replies.eq(add("replies")),
+            reposts.eq(add("reposts")),
+            zaps.eq(add("zaps")),
+            zap_msats.eq(add("zap_msats")),
         )
     }};
 }

@@ -17,12 +17,13 @@ pub struct StatsDelta {
 }
 
 impl StatsDelta {
+    /// Adds `other`, saturating: sums never wrap, whatever amounts events claim.
     pub fn add(&mut self, other: &StatsDelta) {
-        self.reactions += other.reactions;
-        self.replies += other.replies;
-        self.reposts += other.reposts;
-        self.zaps += other.zaps;
-        self.zap_msats += other.zap_msats;
+        self.reactions = self.reactions.saturating_add(other.reactions);
+        self.replies = self.replies.saturating_add(other.replies);
+        self.reposts = self.reposts.saturating_add(other.reposts);
+        self.zaps = self.zaps.saturating_add(other.zaps);
+        self.zap_msats = self.zap_msats.saturating_add(other.zap_msats);
     }
 }
 
@@ -135,32 +136,39 @@ fn reply_target(event: &Event) -> Option<String> {
         .map(|t| t[1].to_ascii_lowercase())
 }
 
+/// Every bitcoin there will ever be, in millisatoshis: no invoice can be for more.
+pub const MAX_MSATS: i64 = 21_000_000 * 100_000_000_000;
+
 /// The amount of a BOLT11 invoice in millisatoshis, from its human-readable part
-/// (`lnbc2500u1...` is 2500 µBTC). `None` for invoices without an amount or malformed ones.
+/// (`lnbc2500u1...` is 2500 µBTC). `None` for invoices without an amount, malformed
+/// ones (anything not ASCII among them), and amounts above [`MAX_MSATS`].
 pub fn bolt11_msats(invoice: &str) -> Option<i64> {
     let lower = invoice.trim().to_ascii_lowercase();
-    let hrp = &lower[..lower.rfind('1')?];
+    if !lower.is_ascii() {
+        return None;
+    }
+    let hrp = lower.get(..lower.rfind('1')?)?;
     let rest = hrp.strip_prefix("ln")?;
     // Currency prefix: letters up to the first digit (bc, tb, tbs, bcrt, sb).
-    let start = rest.find(|c: char| c.is_ascii_digit())?;
-    let amount = &rest[start..];
-    let (digits, multiplier) = match amount.chars().last()? {
+    let amount = rest.get(rest.find(|c: char| c.is_ascii_digit())?..)?;
+    let (digits, multiplier) = match amount.as_bytes().last()? {
         c if c.is_ascii_digit() => (amount, None),
-        c => (&amount[..amount.len() - 1], Some(c)),
+        c => (amount.get(..amount.len() - 1)?, Some(*c)),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: i64 = digits.parse().ok()?;
     // 1 BTC = 100_000_000_000 msat.
-    match multiplier {
+    let msats = match multiplier {
         None => n.checked_mul(100_000_000_000),
-        Some('m') => n.checked_mul(100_000_000),
-        Some('u') => n.checked_mul(100_000),
-        Some('n') => n.checked_mul(100),
-        Some('p') if n % 10 == 0 => Some(n / 10),
+        Some(b'm') => n.checked_mul(100_000_000),
+        Some(b'u') => n.checked_mul(100_000),
+        Some(b'n') => n.checked_mul(100),
+        Some(b'p') if n % 10 == 0 => Some(n / 10),
         _ => None,
-    }
+    }?;
+    (msats <= MAX_MSATS).then_some(msats)
 }
 
 #[cfg(test)]
@@ -181,10 +189,60 @@ mod tests {
             ("lnbc1pvjluez", None),
             ("not an invoice", None),
             ("LNBC2U1ABC", Some(200_000)),
+            // Non-ASCII where the multiplier or digits would be: once a panic.
+            ("lnbc5é1pvjluez", None),
+            ("lnbcé1", None),
+            ("lné1", None),
+            ("lnbc1é", None),
+            ("lnbc21000000001", None),
+            ("lnbc210000001", Some(MAX_MSATS)),
+            ("lnbc92233720368547758071", None),
         ];
         for (invoice, want) in cases {
             assert_eq!(bolt11_msats(invoice), want, "{invoice}");
         }
+    }
+
+    proptest::proptest! {
+        /// No string, however malformed, panics the parser or yields an impossible amount.
+        #[test]
+        fn bolt11_never_panics(s in "\\PC*", prefix in "(ln|LN)(bc|tb|bcrt)?[0-9]{0,22}[munpé€]?1?") {
+            for invoice in [s.clone(), format!("{prefix}{s}")] {
+                if let Some(m) = bolt11_msats(&invoice) {
+                    proptest::prop_assert!((0..=MAX_MSATS).contains(&m));
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any tags on any counted kind: a contribution or none, never a panic.
+        #[test]
+        fn any_tags_are_handled(
+            kind in proptest::sample::select(vec![1u16, 6, 7, 16, 9735]),
+            tags in proptest::collection::vec(proptest::collection::vec("\\PC{0,70}", 1..5), 0..6),
+        ) {
+            let tags: Vec<Vec<&str>> = tags.iter().map(|t| t.iter().map(String::as_str).collect()).collect();
+            let tags = tags.into_iter().filter_map(|t| Tag::parse(t).ok()).collect::<Vec<_>>();
+            let event = EventBuilder::new(Kind::from(kind), "x").tags(tags).sign_with_keys(&Keys::generate()).expect("sign");
+            if let Some(c) = contribution(&event) {
+                proptest::prop_assert!(c.delta.zap_msats <= MAX_MSATS && c.delta.zap_msats >= 0);
+            }
+        }
+    }
+
+    #[test]
+    fn sums_saturate() {
+        let big = StatsDelta {
+            zap_msats: MAX_MSATS,
+            zaps: 1,
+            ..Default::default()
+        };
+        let mut sum = StatsDelta::default();
+        for _ in 0..10 {
+            sum.add(&big);
+        }
+        assert_eq!((sum.zaps, sum.zap_msats), (10, i64::MAX));
     }
 
     fn note(tags: Vec<Vec<&str>>, kind: Kind) -> Event {

@@ -164,6 +164,18 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a relay sends, classification returns (it never panics).
+        #[test]
+        fn any_frame_is_classified(
+            head in "\\[\"(EVENT|EOSE|CLOSED|NOTICE|OK|AUTH)\",\"[a-z0-9]{0,8}\",?",
+            body in "\\PC{0,300}",
+        ) {
+            let _ = classify(&format!("{head}{body}"), &LIMITS, 1_700_000_000);
+            let _ = classify(&body, &LIMITS, 1_700_000_000);
+        }
+    }
+
     impl Frame {
         fn kind_name(&self) -> &'static str {
             match self {
