@@ -139,6 +139,7 @@ impl App {
             supervisor.do_send(Watch {
                 relay: url.clone(),
                 addr,
+                counters: counters.relay(url),
             });
             relays.push(arbiter);
         }

@@ -48,16 +48,32 @@ pub struct SyncSettings {
     pub live: bool,
     /// Seconds each cycle re-reads before the stored cursor (late or clock-skewed events).
     pub overlap_secs: u64,
-    /// `limit` of each REQ; a page this full makes the cycle page back with `until`.
+    /// `limit` of each REQ, lowered to a relay's NIP-11 `limitation.max_limit`. Pages
+    /// are read back with `until` until one brings nothing older, however short.
     pub page_limit: usize,
-    /// A REQ that has not ended (EOSE or CLOSED) after this long fails the cycle.
+    /// Per-relay `limit`, overriding `page_limit` and NIP-11.
+    pub relay_page_limits: Vec<RelayPageLimit>,
+    /// Most REQs for one window of one filter; beyond, the window fails (the relay
+    /// cannot be paged).
+    pub max_reqs_per_window: usize,
+    /// A REQ that receives no frame (EVENT, EOSE or CLOSED) for this long fails.
     pub eose_timeout_secs: u64,
+    /// A filter a relay refuses (`auth-required:` without a key, `restricted:`,
+    /// `blocked:`) is not asked for again on that relay for this long.
+    pub refused_retry_secs: u64,
     /// Connection attempt timeout.
     pub connect_timeout_secs: u64,
     /// Reconnect backoff: first delay, doubled (with jitter) up to `backoff_max_ms`.
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub performance: PerformanceSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayPageLimit {
+    pub url: String,
+    pub page_limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +207,10 @@ impl Default for SyncSettings {
             live: true,
             overlap_secs: 600,
             page_limit: 500,
+            relay_page_limits: Vec::new(),
+            max_reqs_per_window: 100_000,
             eose_timeout_secs: 30,
+            refused_retry_secs: 3_600,
             connect_timeout_secs: 10,
             backoff_min_ms: 500,
             backoff_max_ms: 60_000,
@@ -358,6 +377,16 @@ impl Settings {
             }
         };
         positive("sync.page_limit", self.sync.page_limit as u64);
+        positive(
+            "sync.max_reqs_per_window",
+            self.sync.max_reqs_per_window as u64,
+        );
+        for (i, r) in self.sync.relay_page_limits.iter().enumerate() {
+            positive(
+                &format!("sync.relay_page_limits[{i}].page_limit"),
+                r.page_limit as u64,
+            );
+        }
         positive("sync.eose_timeout_secs", self.sync.eose_timeout_secs);
         positive("sync.connect_timeout_secs", self.sync.connect_timeout_secs);
         positive("sync.backoff_min_ms", self.sync.backoff_min_ms);

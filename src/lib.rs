@@ -11,3 +11,4 @@ pub mod dataset;
 pub mod demo;
 pub mod metrics;
 pub mod storage;
+pub mod sync;

@@ -108,8 +108,18 @@ pub struct RelayCounters {
     pub cycles_ok: AtomicU64,
     pub cycles_failed: AtomicU64,
     pub new_events: AtomicU64,
-    /// Restarts of the relay actor (watchdog or panic).
+    /// Restarts of the relay actor by the watchdog.
     pub restarts: AtomicU64,
+    /// Windows (one filter, one cycle) read completely, and ones that failed.
+    pub windows_ok: AtomicU64,
+    pub windows_failed: AtomicU64,
+    /// Filters the relay refused (CLOSED `auth-required:`, `restricted:`, `blocked:`).
+    pub filters_refused: AtomicU64,
+    /// Things a window could not read (see `sync::plan::Shortfall`), each logged.
+    pub shortfalls: AtomicU64,
+    /// Moves on every batch of frames read and every page committed: what the watchdog
+    /// takes as a sign of life.
+    pub progress: AtomicU64,
 }
 
 impl RelayCounters {
@@ -144,6 +154,8 @@ pub struct Counters {
     /// `StorageActor`); each is logged with the database's error.
     pub unstorable: AtomicU64,
     pub aggregated: AtomicU64,
+    /// In-flight ids released because their copy was dropped uncommitted (a restart).
+    pub abandoned: AtomicU64,
     /// From an event's frame leaving the socket to the commit of its row.
     pub latency: Histogram,
     pub relays: std::sync::Mutex<BTreeMap<String, Arc<RelayCounters>>>,

@@ -34,7 +34,7 @@ use nostr_sdk::Event;
 
 use self::ack::Pending;
 use self::dedup::messages::{Check, Release};
-use self::dedup::DedupActor;
+use self::dedup::{DedupActor, InFlight};
 use self::storage::messages::StoreBatch;
 use self::storage::router::route;
 use self::storage::StorageActor;
@@ -47,6 +47,20 @@ pub struct Item {
     pub ack: Pending,
     /// When its frame was taken off the socket (for receipt-to-commit latency).
     pub received: std::time::Instant,
+    /// Set by the dedup actor for the copy it let through: releases the id if this
+    /// copy is dropped before it is committed.
+    pub in_flight: Option<InFlight>,
+}
+
+impl Item {
+    /// Done with: the event is committed, found stored, or rightly dropped (and the
+    /// dedup actor told so, where it held the id).
+    pub fn settle(self) {
+        if let Some(token) = self.in_flight {
+            token.settle();
+        }
+        self.ack.resolve(false);
+    }
 }
 
 /// The addresses a relay actor hands events to.
@@ -125,7 +139,7 @@ impl Pipeline {
         for (item, reason) in invalid {
             relay.reject(reason);
             released.push(item.event.id);
-            item.ack.resolve(false);
+            item.settle();
         }
         let workers = self.storage.len();
         for (worker, batch) in route(valid, workers, |i: &Item| &i.event.pubkey)

@@ -15,6 +15,12 @@ pub struct Check(pub Vec<Item>);
 #[rtype(result = "()")]
 pub struct Committed(pub Vec<EventId>);
 
+/// The copy that held this id in flight was dropped before it was committed (its relay
+/// actor restarted, or an error path let go of it). Sent by [`super::InFlight`]'s drop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abandon(pub EventId);
+
 /// These in-flight ids failed verification; returns the copies parked behind them.
 #[derive(Message)]
 #[rtype(result = "Vec<Item>")]

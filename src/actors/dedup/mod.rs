@@ -6,6 +6,12 @@
 //! no signature check. An id counts as stored only once `Committed` arrives, so a
 //! failed write never makes an event look stored; copies arriving while it is in
 //! flight are held until then (and handed back if the in-flight copy was forged).
+//!
+//! The copy let through carries an [`InFlight`] token. Committed or released, it is
+//! settled; dropped on any other path (a relay actor restarted mid-ingest, a stopped
+//! storage worker), it sends `Abandon`: the id is forgotten and the copies parked
+//! behind it are dropped, which fails their REQs, so the next cycle fetches them
+//! again. No path can leave copies parked behind an id that nothing will commit.
 
 pub mod cache;
 pub mod messages;
@@ -14,16 +20,43 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Recipient, WrapFuture,
+};
+use nostr_sdk::EventId;
 
 use self::cache::{Seen, SeenCache};
-use self::messages::{Check, Committed, Release};
+use self::messages::{Abandon, Check, Committed, Release};
 use crate::actors::Item;
 use crate::metrics::Counters;
 use crate::storage::EventStore;
 
+/// The claim of the one copy of an id that the dedup actor let through. Dropped
+/// without [`InFlight::settle`], it releases the id (see the module docs).
+pub struct InFlight {
+    id: EventId,
+    dedup: Option<Arc<Recipient<Abandon>>>,
+}
+
+impl InFlight {
+    /// The copy is committed or released through `Committed`/`Release`.
+    pub fn settle(mut self) {
+        self.dedup = None;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(dedup) = self.dedup.take() {
+            dedup.do_send(Abandon(self.id));
+        }
+    }
+}
+
 pub struct DedupActor {
     cache: SeenCache<Item>,
+    /// Where dropped `InFlight` tokens report; set once started.
+    me: Option<Arc<Recipient<Abandon>>>,
     mailbox: usize,
     counters: Arc<Counters>,
     /// Baseline profile only: ask the database about every event instead of the LRU.
@@ -34,6 +67,7 @@ impl DedupActor {
     pub fn new(capacity: NonZeroUsize, mailbox: usize, counters: Arc<Counters>) -> Self {
         Self {
             cache: SeenCache::new(capacity),
+            me: None,
             mailbox,
             counters,
             lookup: None,
@@ -58,7 +92,14 @@ impl DedupActor {
                 self.cache.check(id)
             };
             match seen {
-                Seen::Fresh => fresh.push(item),
+                Seen::Fresh => {
+                    let mut item = item;
+                    item.in_flight = Some(InFlight {
+                        id,
+                        dedup: self.me.clone(),
+                    });
+                    fresh.push(item)
+                }
                 Seen::Committed => {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     item.ack.resolve(false);
@@ -83,6 +124,7 @@ impl Actor for DedupActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
+        self.me = Some(Arc::new(ctx.address().recipient()));
     }
 }
 
@@ -121,6 +163,18 @@ impl Handler<Committed> for DedupActor {
                 parked.ack.resolve(false);
             }
         }
+    }
+}
+
+impl Handler<Abandon> for DedupActor {
+    type Result = ();
+
+    fn handle(&mut self, Abandon(id): Abandon, _: &mut Self::Context) {
+        let parked = self.cache.released(id);
+        self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%id, parked = parked.len(), "an in-flight event was dropped before its commit; its REQs are read again");
+        // Dropped unresolved: their REQs fail, so no cursor passes them.
+        drop(parked);
     }
 }
 

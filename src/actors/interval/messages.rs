@@ -1,10 +1,12 @@
 //! The interval supervisor's inbox.
 
 use actix::{Addr, Message};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::policy::CycleStats;
 use crate::actors::relay::RelayActor;
+use crate::metrics::RelayCounters;
 
 /// A relay actor finished a cycle; answers how long to wait before the next.
 #[derive(Message)]
@@ -20,4 +22,6 @@ pub struct CycleDone {
 pub struct Watch {
     pub relay: String,
     pub addr: Addr<RelayActor>,
+    /// Its counters: `progress` moving keeps the watchdog quiet.
+    pub counters: Arc<RelayCounters>,
 }

@@ -2,13 +2,18 @@
 //! (the pure `next_interval`), and restarts relay actors that stop making progress.
 //!
 //! In: `CycleDone` from relay actors (answered with the next interval), `Watch` at
-//! start-up. Out: `Restart` to a relay actor whose last cycle ended longer ago than
-//! `interval.watchdog_secs` plus its own interval; its actix `Supervisor` restarts it.
+//! start-up. Out: `Restart` to a relay actor that has shown no sign of life for
+//! `interval.watchdog_secs` (beyond its polling interval); its actix `Supervisor`
+//! restarts it. A sign of life is a finished cycle, a batch of frames read, or a page
+//! committed (`RelayCounters::progress`), so a backfill that keeps moving is never
+//! restarted, however long it runs.
 
 pub mod messages;
 pub mod policy;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, AsyncContext, Context, Handler};
@@ -17,10 +22,14 @@ use self::messages::{CycleDone, Watch};
 use self::policy::{jitter, next_interval, Bounds, CycleStats};
 use crate::actors::relay::messages::Restart;
 use crate::actors::relay::RelayActor;
+use crate::metrics::RelayCounters;
 
 struct Watched {
     addr: Addr<RelayActor>,
-    /// When the relay should next report, at the latest.
+    counters: Arc<RelayCounters>,
+    /// `counters.progress` when last looked at.
+    progress: u64,
+    /// When the relay should next show progress, at the latest.
     deadline: Instant,
 }
 
@@ -48,10 +57,18 @@ impl Actor for IntervalSupervisor {
         ctx.run_interval(tick, |act, _| {
             let now = Instant::now();
             let watchdog = act.watchdog;
-            for (url, w) in act.relays.iter_mut().filter(|(_, w)| w.deadline < now) {
-                tracing::warn!(relay = %url, silent_for = ?watchdog, "relay made no progress, restarting it");
-                w.addr.do_send(Restart);
-                w.deadline = now + watchdog;
+            for (url, w) in act.relays.iter_mut() {
+                let progress = w.counters.progress.load(Ordering::Relaxed);
+                if progress != w.progress {
+                    w.progress = progress;
+                    w.deadline = w.deadline.max(now + watchdog);
+                }
+                if w.deadline < now {
+                    tracing::warn!(relay = %url, silent_for = ?watchdog, "relay made no progress, restarting it");
+                    w.counters.restarts.fetch_add(1, Ordering::Relaxed);
+                    w.addr.do_send(Restart);
+                    w.deadline = now + watchdog;
+                }
             }
         });
     }
@@ -65,7 +82,9 @@ impl Handler<Watch> for IntervalSupervisor {
         self.relays.insert(
             msg.relay,
             Watched {
+                progress: msg.counters.progress.load(Ordering::Relaxed),
                 addr: msg.addr,
+                counters: msg.counters,
                 deadline,
             },
         );

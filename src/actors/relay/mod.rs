@@ -22,9 +22,10 @@ pub mod messages;
 pub mod subs;
 pub mod transport;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture};
 use futures::SinkExt;
@@ -43,6 +44,8 @@ use crate::actors::{Item, Pipeline};
 use crate::config::{FilterSettings, Settings};
 use crate::metrics::{Reject, RelayCounters};
 use crate::storage::EventStore;
+use crate::sync::closed::Closed;
+use crate::sync::plan::{self, Failure, Planner, Query, Shortfall, Step};
 
 static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -53,8 +56,45 @@ fn next_sub_id(prefix: &str) -> String {
     format!("{prefix}-{}", SUB_SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What a relay has shown of itself, kept across cycles and restarts.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// `limitation.max_limit` of its NIP-11 document (0: none).
+    pub max_limit: AtomicUsize,
+    /// Configured `limit` for this relay (0: none), over NIP-11 and `sync.page_limit`.
+    pub configured_limit: usize,
+    /// The largest page it answered with.
+    pub largest: AtomicUsize,
+    /// Filters it refused: filter key → when to ask again.
+    refused: Mutex<HashMap<String, Instant>>,
+}
+
+impl Known {
+    /// The `limit` to send.
+    pub fn page_limit(&self, default: usize) -> usize {
+        if self.configured_limit > 0 {
+            return self.configured_limit;
+        }
+        match self.max_limit.load(Ordering::Relaxed) {
+            0 => default,
+            max => default.min(max),
+        }
+    }
+
+    fn refused_until(&self, key: &str) -> Option<Instant> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.get(key).copied().filter(|t| *t > Instant::now())
+    }
+
+    fn refuse(&self, key: &str, until: Instant) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.insert(key.to_owned(), until);
+    }
+}
+
 pub struct RelayActor {
     url: String,
+    known: Arc<Known>,
     settings: Arc<Settings>,
     pipeline: Pipeline,
     store: Arc<dyn EventStore>,
@@ -75,7 +115,17 @@ impl RelayActor {
         supervisor: Addr<IntervalSupervisor>,
     ) -> Self {
         let counters = pipeline.counters.relay(&url);
+        let known = Known {
+            configured_limit: settings
+                .sync
+                .relay_page_limits
+                .iter()
+                .find(|r| r.url == url)
+                .map_or(0, |r| r.page_limit),
+            ..Default::default()
+        };
         Self {
+            known: Arc::new(known),
             url,
             settings,
             pipeline,
@@ -178,7 +228,6 @@ impl RelayActor {
 impl Supervised for RelayActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::info!(relay = %self.url, "relay actor restarting");
-        self.counters.restarts.fetch_add(1, Ordering::Relaxed);
         if let Some(client) = self.client.take() {
             actix::spawn(async move { client.shutdown().await });
         }
@@ -213,6 +262,8 @@ impl Handler<RunCycle> for RelayActor {
             subs: self.subs.clone(),
             store: self.store.clone(),
             held: self.pipeline.counters.held.clone(),
+            known: self.known.clone(),
+            counters: self.counters.clone(),
         };
         let supervisor = self.supervisor.clone();
         let url = self.url.clone();
@@ -306,6 +357,8 @@ struct Cycle {
     subs: Arc<SubTable>,
     store: Arc<dyn EventStore>,
     held: Arc<crate::metrics::Gauge>,
+    known: Arc<Known>,
+    counters: Arc<RelayCounters>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,8 +371,12 @@ enum CycleError {
     Relay(#[from] nostr_sdk::pool::relay::Error),
     #[error("sdk error: {0}")]
     Client(#[from] nostr_sdk::client::Error),
-    #[error("no EOSE within {0:?}")]
+    #[error("no frame for {0:?} before EOSE")]
     EoseTimeout(Duration),
+    #[error("window cannot be paged: {0}")]
+    Unpageable(Failure),
+    #[error("relay asks us to slow down: {0}")]
+    RateLimited(String),
     #[error("relay closed the subscription: {0}")]
     Closed(String),
     #[error("events of the cycle were not all committed")]
@@ -345,10 +402,49 @@ impl Cycle {
             self.ensure_live(&relay).await?;
         }
         let mut new = 0;
+        let mut failed = None;
         for filter in &self.settings.filters {
-            new += self.sync_filter(&relay, filter).await?;
+            let key = filter_key(filter);
+            if self.known.refused_until(&key).is_some() {
+                continue;
+            }
+            let error = match self.sync_filter(&relay, filter).await {
+                Ok(n) => {
+                    new += n;
+                    self.counters.windows_ok.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            // One filter's failure never stops the others; a lost connection does.
+            match &error {
+                CycleError::Closed(message) => match Closed::of(message) {
+                    Closed::RateLimited => return Err(CycleError::RateLimited(message.clone())),
+                    Closed::AuthRequired | Closed::Refused => {
+                        let retry = Duration::from_secs(self.settings.sync.refused_retry_secs);
+                        tracing::warn!(relay = %self.url, filter = %key, %message, retry_in = ?retry, "relay refuses this filter; it is not synced from this relay");
+                        self.counters
+                            .filters_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.known.refuse(&key, Instant::now() + retry);
+                        continue;
+                    }
+                    Closed::Failed => {}
+                },
+                CycleError::NotConnected
+                | CycleError::ConnectionLost
+                | CycleError::Relay(_)
+                | CycleError::Client(_) => return Err(error),
+                _ => {}
+            }
+            tracing::warn!(relay = %self.url, filter = %key, %error, "window failed; the next cycle reads it again");
+            self.counters.windows_failed.fetch_add(1, Ordering::Relaxed);
+            failed.get_or_insert(error);
         }
-        Ok(new)
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(new),
+        }
     }
 
     /// Opens the live subscription unless it is open; the SDK re-sends it after a
@@ -398,26 +494,31 @@ impl Cycle {
                     // Newer than the interrupted cycle first. Until that is committed the
                     // covered range has a gap above `b.top`, so nothing is recorded.
                     let newer = b.top.saturating_sub(sync.overlap_secs).max(since);
-                    self.read_range(relay, f, newer, None, &pages, false)
+                    let mut shortfalls = self
+                        .read_range(relay, f, newer, None, &pages, false)
                         .await?;
                     let _ = pages.send(PageDone {
                         done: None,
                         floor: Some(b.floor),
                     });
                     tracing::info!(relay = %self.url, floor = b.floor, "resuming an interrupted sync");
-                    self.read_range(relay, f, since, Some(b.floor), &pages, true)
-                        .await
+                    shortfalls.extend(
+                        self.read_range(relay, f, since, Some(b.floor), &pages, true)
+                            .await?,
+                    );
+                    Ok(shortfalls)
                 }
                 None => self.read_range(relay, f, since, None, &pages, true).await,
             }
         };
         let keep = self.keep_progress(pages_rx, started, &keys);
         let (read, kept) = futures::join!(read, keep);
-        read?;
+        let shortfalls = read?;
         let outcome = kept?;
         if !outcome.complete {
             return Err(CycleError::Incomplete);
         }
+        self.report(&key, &shortfalls);
         // Progress first: a crash in between re-reads, it never skips.
         self.store.delete_cursor(&self.url, &keys.floor).await?;
         self.store.delete_cursor(&self.url, &keys.top).await?;
@@ -427,56 +528,69 @@ impl Cycle {
         Ok(outcome.new_rows)
     }
 
-    /// Pages from `until` (or now) back to `since`, newest first, handing each page's
-    /// commit receiver to `pages`; with `record`, a page also names the second down to
-    /// which it covers everything.
+    /// Reads `[since, until]` (`until` `None`: up to now) as the paging planner says,
+    /// handing each REQ's commit receiver to `pages`; with `record`, a REQ also names
+    /// the second down to which the window is read. Returns what could not be read.
     async fn read_range(
         &self,
         relay: &Relay,
         f: &FilterSettings,
         since: u64,
-        mut until: Option<u64>,
+        until: Option<u64>,
         pages: &mpsc::UnboundedSender<PageDone>,
         record: bool,
-    ) -> Result<(), CycleError> {
+    ) -> Result<Vec<Shortfall>, CycleError> {
         let sync = &self.settings.sync;
+        let mut planner = Planner::new(
+            since,
+            until,
+            plan::Relay {
+                limit: self.known.page_limit(sync.page_limit),
+                largest: self.known.largest.load(Ordering::Relaxed),
+                negentropy: false,
+                max_reqs: sync.max_reqs_per_window,
+                kinds: f.kinds.clone(),
+            },
+        );
+        let mut step = planner.start();
         loop {
-            let (root, done) = Pending::root(self.held.clone());
-            let mut filter = to_filter(f).since(Timestamp::from(since));
-            if let Some(u) = until {
-                filter = filter.until(Timestamp::from(u));
-            }
-            let end = self.page(relay, filter, &root).await?;
-            let mut next = None;
-            if let (true, Some(oldest)) = (end.count >= sync.page_limit, end.oldest) {
-                // A full page: older events may be missing. Page back from the oldest
-                // seen (inclusive, as more may share its second; duplicates are cheap).
-                next = Some(if until == Some(oldest) {
-                    // A whole page within one second: `until` cannot page inside it, so
-                    // read that second kind by kind, then move past it.
-                    self.dense_second(relay, f, oldest, &root).await?;
-                    oldest.saturating_sub(1)
-                } else {
-                    oldest
-                })
-                .filter(|n| *n >= since);
-            }
-            root.resolve(false);
-            // A page holds every event newer than its oldest second, down to `until`.
-            let floor = if record {
-                end.oldest.map(|o| o + 1)
-            } else {
-                None
+            step = match step {
+                Step::Fetch(query) => {
+                    let (root, done) = Pending::root(self.held.clone());
+                    let end = self.page(relay, narrowed(f, &query), &root).await;
+                    root.resolve(false);
+                    let covered = planner.covered();
+                    let next = planner.on_page(&end?.summary);
+                    self.known
+                        .largest
+                        .fetch_max(planner.largest(), Ordering::Relaxed);
+                    let floor = planner.covered().filter(|c| record && Some(*c) != covered);
+                    let _ = pages.send(PageDone {
+                        done: Some(done),
+                        floor,
+                    });
+                    next
+                }
+                Step::Reconcile { .. } => planner.on_reconciled(false),
+                Step::Done => return Ok(planner.shortfalls().to_vec()),
+                Step::Fail(failure) => return Err(CycleError::Unpageable(failure)),
             };
-            let _ = pages.send(PageDone {
-                done: Some(done),
-                floor,
-            });
-            match next {
-                Some(n) => until = Some(n),
-                None => return Ok(()),
-            }
         }
+    }
+
+    /// Counts and logs what a window could not read.
+    fn report(&self, key: &str, shortfalls: &[Shortfall]) {
+        if shortfalls.is_empty() {
+            return;
+        }
+        self.counters
+            .shortfalls
+            .fetch_add(shortfalls.len() as u64, Ordering::Relaxed);
+        let mut by_reason: std::collections::BTreeMap<&str, usize> = Default::default();
+        for s in shortfalls {
+            *by_reason.entry(s.reason()).or_default() += 1;
+        }
+        tracing::warn!(relay = %self.url, filter = %key, ?by_reason, first = ?shortfalls[0], "some events of this window may be missing: the relay could not be paged completely");
     }
 
     /// Awaits each page's commit in order and records how far down the cycle is
@@ -514,6 +628,7 @@ impl Cycle {
             self.store
                 .save_cursor(&self.url, &keys.floor, floor as i64)
                 .await?;
+            self.counters.progress.fetch_add(1, Ordering::Relaxed);
         }
         Ok(outcome)
     }
@@ -530,20 +645,30 @@ impl Cycle {
         let (tx, rx) = oneshot::channel();
         self.subs.open(&id, root.share(), Some(tx));
         let sub = SubscriptionId::new(&id);
-        relay.send_msg(ClientMessage::req(
-            sub.clone(),
-            filter.limit(sync.page_limit),
-        ))?;
+        relay.send_msg(ClientMessage::req(sub.clone(), filter))?;
+        // The deadline runs from the last frame of this REQ, so a relay that streams a
+        // large answer slowly is never cut off while it is sending.
         let timeout = Duration::from_secs(sync.eose_timeout_secs);
         let lost = async {
             while relay.is_connected() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
+        let idle = async {
+            let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(tick).await;
+                match self.subs.last_frame(&id) {
+                    Some(last) if last.elapsed() < timeout => {}
+                    _ => break,
+                }
+            }
+        };
         let end = tokio::select! {
+            biased;
             end = rx => end.map_err(|_| CycleError::Incomplete),
             _ = lost => Err(CycleError::ConnectionLost),
-            _ = tokio::time::sleep(timeout) => Err(CycleError::EoseTimeout(timeout)),
+            _ = idle => Err(CycleError::EoseTimeout(timeout)),
         };
         let _ = relay.send_msg(ClientMessage::close(sub));
         match end {
@@ -558,34 +683,21 @@ impl Cycle {
             }
         }
     }
+}
 
-    /// Reads one second that holds more events than a page, one kind at a time (the
-    /// filter's kinds, or the kinds this service aggregates and common metadata).
-    async fn dense_second(
-        &self,
-        relay: &Relay,
-        f: &FilterSettings,
-        second: u64,
-        root: &Pending,
-    ) -> Result<(), CycleError> {
-        const COMMON_KINDS: [u16; 9] = [0, 1, 3, 5, 6, 7, 16, 1984, 9735];
-        let kinds: Vec<u16> = if f.kinds.is_empty() {
-            COMMON_KINDS.to_vec()
-        } else {
-            f.kinds.clone()
-        };
-        for kind in kinds {
-            let filter = to_filter(f)
-                .kinds([Kind::from(kind)])
-                .since(Timestamp::from(second))
-                .until(Timestamp::from(second));
-            let end = self.page(relay, filter, root).await?;
-            if end.count >= self.settings.sync.page_limit {
-                tracing::warn!(relay = %self.url, second, kind, "more events of one kind in one second than a page holds; some may be missed");
-            }
-        }
-        Ok(())
+/// The filter of `f`, narrowed to what `q` asks for.
+fn narrowed(f: &FilterSettings, q: &Query) -> Filter {
+    let mut filter = to_filter(f).since(Timestamp::from(q.since)).limit(q.limit);
+    if let Some(u) = q.until {
+        filter = filter.until(Timestamp::from(u));
     }
+    if let Some(kinds) = &q.kinds {
+        filter = filter.kinds(kinds.iter().map(|k| Kind::from(*k)));
+    }
+    if let Some(authors) = &q.authors {
+        filter = filter.authors(authors.iter().filter_map(|a| PublicKey::from_hex(a).ok()));
+    }
+    filter
 }
 
 fn to_filter(f: &FilterSettings) -> Filter {
@@ -649,15 +761,17 @@ fn classify_frames(
     let now = Timestamp::now().as_secs();
     let received = std::time::Instant::now();
     let mut items = Vec::new();
+    counters.progress.fetch_add(1, Ordering::Relaxed);
     for raw in frames {
         match classify(&raw, limits, now) {
             Frame::Event { sub, event } => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
-                match subs.on_event(&sub, Some(event.created_at.as_secs()), true) {
+                match subs.on_event(&sub, Some(&event), true) {
                     Some(Some(ack)) => items.push(Item {
                         event: *event,
                         ack,
                         received,
+                        in_flight: None,
                     }),
                     _ => counters.reject(Reject::UnknownSubscription),
                 }

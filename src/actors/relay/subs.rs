@@ -3,18 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
+use nostr_sdk::Event;
 use tokio::sync::oneshot;
 
 use crate::actors::ack::Pending;
+use crate::sync::plan::PageSummary;
 
 /// How one REQ ended.
 #[derive(Debug, Default)]
 pub struct PageEnd {
-    /// EVENT frames received for it, valid or not.
-    pub count: usize,
-    /// Oldest `created_at` among them.
-    pub oldest: Option<u64>,
+    /// What its EVENT frames were, for the paging planner.
+    pub summary: PageSummary,
     /// The relay's CLOSED message, if it closed the REQ instead of sending EOSE.
     pub closed: Option<String>,
 }
@@ -22,6 +23,8 @@ pub struct PageEnd {
 struct Sub {
     ack: Pending,
     end: PageEnd,
+    /// When the relay last sent a frame for it (or it was opened).
+    last_frame: Instant,
     /// `None` for the live subscription, which outlives its EOSE.
     done: Option<oneshot::Sender<PageEnd>>,
 }
@@ -41,24 +44,26 @@ impl SubTable {
         let sub = Sub {
             ack,
             end: PageEnd::default(),
+            last_frame: Instant::now(),
             done,
         };
         self.lock().insert(id.to_owned(), sub);
     }
 
-    /// Counts an EVENT frame for `id`; a claim for its event if it is to be kept.
-    /// `None` if we never opened `id`.
-    pub fn on_event(
-        &self,
-        id: &str,
-        created_at: Option<u64>,
-        keep: bool,
-    ) -> Option<Option<Pending>> {
+    /// Counts an EVENT frame for `id` (`event` if it could be read); a claim for the
+    /// event if it is to be kept. `None` if we never opened `id`.
+    pub fn on_event(&self, id: &str, event: Option<&Event>, keep: bool) -> Option<Option<Pending>> {
         let mut subs = self.lock();
         let sub = subs.get_mut(id)?;
-        sub.end.count += 1;
-        if let Some(t) = created_at {
-            sub.end.oldest = Some(sub.end.oldest.map_or(t, |o| o.min(t)));
+        sub.last_frame = Instant::now();
+        match event {
+            Some(e) => sub
+                .end
+                .summary
+                .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
+                    e.pubkey.to_hex()
+                }),
+            None => sub.end.summary.add_unreadable(),
         }
         Some(keep.then(|| sub.ack.claim()))
     }
@@ -69,6 +74,11 @@ impl SubTable {
 
     pub fn on_closed(&self, id: &str, message: String) {
         self.finish(id, Some(message));
+    }
+
+    /// When the relay last sent a frame for `id`; `None` once it ended.
+    pub fn last_frame(&self, id: &str) -> Option<Instant> {
+        self.lock().get(id).map(|s| s.last_frame)
     }
 
     /// Forgets `id` without reporting (a timed-out REQ).

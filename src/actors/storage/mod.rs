@@ -37,7 +37,7 @@ use crate::actors::aggregator::deltas::{contribution, Sourced};
 use crate::actors::aggregator::messages::Contribute;
 use crate::actors::aggregator::AggregatorActor;
 use crate::actors::dedup::messages::{Committed, Release};
-use crate::actors::dedup::DedupActor;
+use crate::actors::dedup::{DedupActor, InFlight};
 use crate::actors::Item;
 use crate::metrics::Counters;
 use crate::storage::{EventStore, StoreError};
@@ -222,15 +222,18 @@ struct Writer {
 /// Attempts at a lone event that fails while the database answers, before refusing it.
 const POISON_ATTEMPTS: usize = 3;
 
+/// What an event carries besides itself while it is written.
+type Guards = (Pending, Instant, Option<InFlight>);
+
 impl Writer {
     /// Commits `batch` in one transaction and hands on what it learned. On failure the
     /// batch comes back untouched.
     async fn write(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
         let mut events = Vec::with_capacity(batch.len());
-        let mut guards: Vec<(Pending, Instant)> = Vec::with_capacity(batch.len());
+        let mut guards: Vec<Guards> = Vec::with_capacity(batch.len());
         for item in batch {
             events.push(item.event);
-            guards.push((item.ack, item.received));
+            guards.push((item.ack, item.received, item.in_flight));
         }
         let new = match self.store.insert_events(&events).await {
             Ok(new) => new,
@@ -238,10 +241,11 @@ impl Writer {
                 let batch = events
                     .into_iter()
                     .zip(guards)
-                    .map(|(event, (ack, received))| Item {
+                    .map(|(event, (ack, received, in_flight))| Item {
                         event,
                         ack,
                         received,
+                        in_flight,
                     })
                     .collect();
                 return Err((batch, e));
@@ -274,10 +278,13 @@ impl Writer {
         }
         self.dedup
             .do_send(Committed(events.iter().map(|e| e.id).collect()));
-        for ((ack, received), new) in guards.into_iter().zip(new) {
+        for ((ack, received, in_flight), new) in guards.into_iter().zip(new) {
             let new = new.is_some();
             if new {
                 counters.latency.record(received.elapsed());
+            }
+            if let Some(token) = in_flight {
+                token.settle();
             }
             ack.resolve(new);
         }
@@ -325,7 +332,7 @@ impl Writer {
             .unwrap_or_default();
         for item in std::iter::once(item).chain(parked) {
             self.counters.unstorable.fetch_add(1, Ordering::Relaxed);
-            item.ack.resolve(false);
+            item.settle();
         }
     }
 }

@@ -1,0 +1,5 @@
+//! Pure sync logic, without actix or diesel: what to ask relays for and when a window is
+//! complete. The relay actor executes these decisions.
+
+pub mod closed;
+pub mod plan;
