@@ -6,18 +6,26 @@
 //! go on to the SDK so its connection and subscription state stays right. A full
 //! channel stalls the socket read, which is backpressure all the way to the relay:
 //! nothing can be dropped.
+//!
+//! It also turns Nagle's algorithm off. Paging sends a CLOSE and the next REQ back to
+//! back; with Nagle on, the REQ waits for the relay to acknowledge the CLOSE, which
+//! a relay with delayed ACKs does after 40 ms: 40 ms per page, and seconds per window
+//! on a relay that clamps its pages small.
 
 use std::time::Duration;
 
-use async_wsocket::{ConnectionMode, Message};
-use futures::StreamExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_wsocket::{ConnectionMode, Message, WebSocket};
+use futures::stream::SplitSink;
+use futures::{Sink, SinkExt, StreamExt, TryStreamExt};
 use nostr_sdk::pool::transport::error::TransportError;
-use nostr_sdk::pool::transport::websocket::{
-    DefaultWebsocketTransport, WebSocketSink, WebSocketStream, WebSocketTransport,
-};
+use nostr_sdk::pool::transport::websocket::{WebSocketSink, WebSocketStream, WebSocketTransport};
 use nostr_sdk::util::BoxedFuture;
 use nostr_sdk::Url;
 use tokio::sync::mpsc;
+use tokio_tungstenite::MaybeTlsStream;
 
 #[derive(Debug, thiserror::Error)]
 #[error("relay actor stopped reading")]
@@ -53,9 +61,13 @@ impl WebSocketTransport for TapTransport {
         timeout: Duration,
     ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
         Box::pin(async move {
-            let (sink, stream) = DefaultWebsocketTransport
-                .connect(url, mode, timeout)
-                .await?;
+            let socket = WebSocket::connect(url, mode, timeout)
+                .await
+                .map_err(TransportError::backend)?;
+            no_delay(&socket);
+            let (sink, stream) = socket.split();
+            let sink = Box::new(Forward(sink)) as WebSocketSink;
+            let stream = stream.map_err(TransportError::backend);
             let frames = self.frames.clone();
             let stream = stream.filter_map(move |msg| {
                 let frames = frames.clone();
@@ -74,6 +86,47 @@ impl WebSocketTransport for TapTransport {
             });
             Ok((sink, Box::pin(stream) as WebSocketStream))
         })
+    }
+}
+
+/// Turns Nagle's algorithm off on the socket under `socket` (see the module docs).
+fn no_delay(socket: &WebSocket) {
+    #[allow(unreachable_patterns)]
+    let tcp = match socket {
+        WebSocket::Tokio(ws) => match ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => Some(tcp),
+            MaybeTlsStream::Rustls(tls) => Some(tls.get_ref().0),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(Err(error)) = tcp.map(|t| t.set_nodelay(true)) {
+        tracing::debug!(%error, "cannot turn Nagle's algorithm off");
+    }
+}
+
+/// The websocket's sending half, with the SDK's error type.
+struct Forward(SplitSink<WebSocket, Message>);
+
+impl Sink<Message> for Forward {
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready_unpin(cx).map_err(TransportError::backend)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        self.0
+            .start_send_unpin(item)
+            .map_err(TransportError::backend)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_flush_unpin(cx).map_err(TransportError::backend)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_close_unpin(cx).map_err(TransportError::backend)
     }
 }
 
