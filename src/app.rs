@@ -122,6 +122,7 @@ impl App {
         // own rather than leaving dead connections in the writers' pool at shutdown.
         let cursors =
             storage::open(&settings.database.url, settings.relays.len().clamp(1, 4)).await?;
+        let auth = settings.auth.keys().map_err(|e| anyhow::anyhow!(e))?;
         let mut relays = Vec::new();
         for url in &settings.relays {
             let arbiter = Arbiter::new();
@@ -133,7 +134,10 @@ impl App {
                     cursors.clone(),
                     supervisor.clone(),
                 );
-                move |_: &mut _| RelayActor::new(url, settings, pipeline, store, supervisor)
+                let auth = auth.clone();
+                move |_: &mut _| {
+                    RelayActor::new(url, settings, pipeline, store, supervisor, auth.clone())
+                }
             };
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), actor);
             supervisor.do_send(Watch {

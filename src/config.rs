@@ -24,6 +24,7 @@ pub struct Settings {
     pub mailbox: MailboxSettings,
     pub limits: LimitSettings,
     pub shutdown: ShutdownSettings,
+    pub auth: AuthSettings,
     /// The benchmark's yardstick, never read from files: the seed plan's original
     /// design (a database lookup instead of the LRU, aggregates updated inline).
     #[serde(skip)]
@@ -181,6 +182,42 @@ pub struct ShutdownSettings {
     pub timeout_secs: u64,
 }
 
+/// NIP-42: the key the service authenticates to relays with, when they ask. The key
+/// itself never enters the settings (nor any log): it is read from the environment
+/// variable [`AUTH_KEY_ENV`] or from `secret_key_file`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// A file holding the secret key (nsec or hex); empty for none.
+    pub secret_key_file: String,
+}
+
+/// Environment variable that may hold the NIP-42 secret key (nsec or hex).
+pub const AUTH_KEY_ENV: &str = "NOSTR_SYNC_AUTH_KEY";
+
+impl AuthSettings {
+    /// The key to authenticate with, if one is configured.
+    pub fn keys(&self) -> Result<Option<nostr_sdk::Keys>, String> {
+        let (secret, source) = match std::env::var(AUTH_KEY_ENV) {
+            Ok(s) if !s.trim().is_empty() => (s, format!("${AUTH_KEY_ENV}")),
+            _ if self.secret_key_file.is_empty() => return Ok(None),
+            _ => {
+                let s = std::fs::read_to_string(&self.secret_key_file).map_err(|e| {
+                    format!(
+                        "`auth.secret_key_file` {:?} cannot be read: {e}",
+                        self.secret_key_file
+                    )
+                })?;
+                (s, "`auth.secret_key_file`".to_owned())
+            }
+        };
+        // The error names the source, never the value.
+        nostr_sdk::Keys::parse(secret.trim())
+            .map(Some)
+            .map_err(|_| format!("{source} does not hold a secret key (nsec or 64 hex digits)"))
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -196,6 +233,7 @@ impl Default for Settings {
             mailbox: MailboxSettings::default(),
             limits: LimitSettings::default(),
             shutdown: ShutdownSettings::default(),
+            auth: AuthSettings::default(),
             baseline: false,
         }
     }
@@ -343,6 +381,9 @@ impl Settings {
     /// Every problem at once, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
+        if let Err(e) = self.auth.keys() {
+            errors.push(e);
+        }
         for (i, relay) in self.relays.iter().enumerate() {
             match url::Url::parse(relay) {
                 Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}

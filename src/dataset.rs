@@ -179,6 +179,23 @@ impl HostedRelay {
         events: impl IntoIterator<Item = &'a Event>,
         max_limit: usize,
     ) -> anyhow::Result<HostedRelay> {
+        Self::start_with(events, max_limit, false).await
+    }
+
+    /// As `start`, answering every REQ of a client that has not authenticated (NIP-42)
+    /// with an AUTH challenge and `CLOSED auth-required:`.
+    pub async fn start_with_auth<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+        max_limit: usize,
+    ) -> anyhow::Result<HostedRelay> {
+        Self::start_with(events, max_limit, true).await
+    }
+
+    async fn start_with<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+        max_limit: usize,
+        auth: bool,
+    ) -> anyhow::Result<HostedRelay> {
         let database = MemoryDatabase::with_opts(MemoryDatabaseOptions {
             events: true,
             max_events: None,
@@ -195,6 +212,13 @@ impl HostedRelay {
                 max_reqs: 100_000,
                 notes_per_minute: 1_000_000,
             });
+        let builder = if auth {
+            builder.nip42(RelayBuilderNip42 {
+                mode: RelayBuilderNip42Mode::Read,
+            })
+        } else {
+            builder
+        };
         let relay = LocalRelay::new(builder);
         relay.run().await?;
         Ok(HostedRelay { relay, database })

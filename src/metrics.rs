@@ -110,6 +110,8 @@ pub struct RelayCounters {
     pub new_events: AtomicU64,
     /// Restarts of the relay actor by the watchdog.
     pub restarts: AtomicU64,
+    /// The `limit` REQs to this relay carry (config, NIP-11).
+    pub page_limit: AtomicU64,
     /// Windows (one filter, one cycle) read completely, and ones that failed.
     pub windows_ok: AtomicU64,
     pub windows_failed: AtomicU64,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
-use nostr_sync::dataset::{expected_stats, Dataset, HostedRelay};
+use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
 
@@ -73,10 +73,13 @@ fn overlapping_relays_store_each_event_once(db: TestDb) {
         // Paging back re-reads the boundary second of each full page.
         assert!(counters.received() as usize >= delivered);
         assert_eq!(Counters::get(&counters.stored) as usize, data.events.len());
-        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_eq!(
+            store.stats().await.unwrap(),
+            common::oracle::expected_stats(&data.events)
+        );
         assert_eq!(
             storage::recount(&*store).await.unwrap(),
-            data.expected_stats()
+            common::oracle::expected_stats(&data.events)
         );
     });
 }
@@ -179,7 +182,10 @@ fn restart_resumes_without_gaps_or_double_counts(db: TestDb) {
             "second run stored old events again"
         );
         let all: Vec<Event> = data.events.iter().chain(&later).cloned().collect();
-        assert_eq!(store.stats().await.unwrap(), expected_stats(&all));
+        assert_eq!(
+            store.stats().await.unwrap(),
+            common::oracle::expected_stats(&all)
+        );
     });
 }
 
@@ -250,7 +256,10 @@ fn hundred_thousand_events_survive_a_slow_database(db: TestDb) {
         assert!(app.shutdown(Duration::from_secs(30)).await);
         assert_eq!(store.count_events().await.unwrap(), 100_000);
         assert!(counters.received() >= 100_000);
-        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_eq!(
+            store.stats().await.unwrap(),
+            common::oracle::expected_stats(&data.events)
+        );
     });
 }
 
@@ -275,7 +284,10 @@ fn an_interrupted_sync_resumes_where_it_stopped(db: TestDb) {
 
         let counters = sync_once(s).await;
         assert_eq!(store.count_events().await.unwrap(), 30_000);
-        assert_eq!(store.stats().await.unwrap(), data.expected_stats());
+        assert_eq!(
+            store.stats().await.unwrap(),
+            common::oracle::expected_stats(&data.events)
+        );
         // What was left, what was in flight at the stop, and a margin for the overlap
         // window and boundary seconds; a run from the top would read all 30,000.
         let received = counters.received();

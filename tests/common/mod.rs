@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod oracle;
 pub mod proxy;
 
 use std::future::Future;

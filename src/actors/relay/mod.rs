@@ -19,6 +19,7 @@
 
 pub mod frames;
 pub mod messages;
+pub mod nip11;
 pub mod subs;
 pub mod transport;
 
@@ -104,6 +105,8 @@ pub struct RelayActor {
     subs: Arc<SubTable>,
     cycle_running: bool,
     failures: u32,
+    /// NIP-42 key, if configured.
+    auth: Option<Keys>,
 }
 
 impl RelayActor {
@@ -113,6 +116,7 @@ impl RelayActor {
         pipeline: Pipeline,
         store: Arc<dyn EventStore>,
         supervisor: Addr<IntervalSupervisor>,
+        auth: Option<Keys>,
     ) -> Self {
         let counters = pipeline.counters.relay(&url);
         let known = Known {
@@ -136,6 +140,7 @@ impl RelayActor {
             subs: Arc::new(SubTable::default()),
             cycle_running: false,
             failures: 0,
+            auth,
         }
     }
 
@@ -154,9 +159,14 @@ impl Actor for RelayActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
-        let client = Client::builder()
+        // The SDK answers a relay's AUTH challenge (NIP-42) when it has a signer.
+        let builder = Client::builder()
             .websocket_transport(TapTransport::new(tx))
-            .build();
+            .opts(ClientOptions::new().automatic_authentication(self.auth.is_some()));
+        let client = match self.auth.clone() {
+            Some(keys) => builder.signer(keys).build(),
+            None => builder.build(),
+        };
         self.client = Some(client.clone());
         self.subs = Arc::new(SubTable::default());
         // Reconnection is ours: a cycle that finds the connection down reconnects, and a
@@ -264,6 +274,7 @@ impl Handler<RunCycle> for RelayActor {
             held: self.pipeline.counters.held.clone(),
             known: self.known.clone(),
             counters: self.counters.clone(),
+            auth: self.auth.is_some(),
         };
         let supervisor = self.supervisor.clone();
         let url = self.url.clone();
@@ -359,7 +370,12 @@ struct Cycle {
     held: Arc<crate::metrics::Gauge>,
     known: Arc<Known>,
     counters: Arc<RelayCounters>,
+    /// Whether the client authenticates when asked (NIP-42).
+    auth: bool,
 }
+
+/// Tries of a filter that a relay answers `auth-required:` while we authenticate.
+const AUTH_TRIES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 enum CycleError {
@@ -391,13 +407,17 @@ impl Cycle {
         let sync = &self.settings.sync;
         let relay = self.client.relay(self.url.as_str()).await?;
         if !relay.is_connected() {
-            relay
-                .try_connect(Duration::from_secs(sync.connect_timeout_secs))
-                .await?;
+            let timeout = Duration::from_secs(sync.connect_timeout_secs);
+            relay.try_connect(timeout).await?;
+            self.read_information(timeout).await;
         }
         if !relay.is_connected() {
             return Err(CycleError::NotConnected);
         }
+        self.counters.page_limit.store(
+            self.known.page_limit(sync.page_limit) as u64,
+            Ordering::Relaxed,
+        );
         if sync.live {
             self.ensure_live(&relay).await?;
         }
@@ -408,13 +428,29 @@ impl Cycle {
             if self.known.refused_until(&key).is_some() {
                 continue;
             }
-            let error = match self.sync_filter(&relay, filter).await {
-                Ok(n) => {
-                    new += n;
-                    self.counters.windows_ok.fetch_add(1, Ordering::Relaxed);
-                    continue;
+            let mut tries = 0;
+            let error = loop {
+                tries += 1;
+                match self.sync_filter(&relay, filter).await {
+                    Ok(n) => {
+                        new += n;
+                        break None;
+                    }
+                    Err(CycleError::Closed(m))
+                        if self.auth
+                            && tries < AUTH_TRIES
+                            && Closed::of(&m) == Closed::AuthRequired =>
+                    {
+                        // The SDK answers the challenge that came with the CLOSED;
+                        // ask again once it has had time to.
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
+                    }
+                    Err(e) => break Some(e),
                 }
-                Err(e) => e,
+            };
+            let Some(error) = error else {
+                self.counters.windows_ok.fetch_add(1, Ordering::Relaxed);
+                continue;
             };
             // One filter's failure never stops the others; a lost connection does.
             match &error {
@@ -444,6 +480,22 @@ impl Cycle {
         match failed {
             Some(error) => Err(error),
             None => Ok(new),
+        }
+    }
+
+    /// Reads the relay's NIP-11 document (at every connection: limits change).
+    async fn read_information(&self, timeout: Duration) {
+        match nip11::fetch(&self.url, timeout).await {
+            Ok(info) => {
+                let max = info.max_limit.unwrap_or(0);
+                let before = self.known.max_limit.swap(max, Ordering::Relaxed);
+                if before != max {
+                    tracing::info!(relay = %self.url, max_limit = ?info.max_limit, page_limit = self.known.page_limit(self.settings.sync.page_limit), "relay information (NIP-11)");
+                }
+            }
+            Err(error) => {
+                tracing::debug!(relay = %self.url, %error, "no relay information document (NIP-11)")
+            }
         }
     }
 
