@@ -62,12 +62,36 @@ pub struct SyncSettings {
     /// A filter a relay refuses (`auth-required:` without a key, `restricted:`,
     /// `blocked:`) is not asked for again on that relay for this long.
     pub refused_retry_secs: u64,
+    /// NIP-77 reconciliation with relays that serve it: for crowded seconds, for
+    /// windows older than twice `overlap_secs` (catch-up), and for the repair pass.
+    pub negentropy: Negentropy,
+    /// How often each filter's whole synced range is reconciled with each relay, which
+    /// finds events that arrived with old timestamps (0: never).
+    pub repair_interval_secs: u64,
+    /// The same for relays without NIP-77, which re-page the whole range.
+    pub repair_paging_interval_secs: u64,
     /// Connection attempt timeout.
     pub connect_timeout_secs: u64,
     /// Reconnect backoff: first delay, doubled (with jitter) up to `backoff_max_ms`.
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub performance: PerformanceSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Negentropy {
+    /// Used where the relay serves it; a refusal is remembered per relay.
+    #[default]
+    Auto,
+    /// Never: paging only.
+    Off,
+}
+
+impl Negentropy {
+    pub fn is_on(self) -> bool {
+        self == Negentropy::Auto
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -249,6 +273,9 @@ impl Default for SyncSettings {
             max_reqs_per_window: 100_000,
             eose_timeout_secs: 30,
             refused_retry_secs: 3_600,
+            negentropy: Negentropy::Auto,
+            repair_interval_secs: 14_400,
+            repair_paging_interval_secs: 86_400,
             connect_timeout_secs: 10,
             backoff_min_ms: 500,
             backoff_max_ms: 60_000,

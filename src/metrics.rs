@@ -119,6 +119,12 @@ pub struct RelayCounters {
     pub filters_refused: AtomicU64,
     /// Things a window could not read (see `sync::plan::Shortfall`), each logged.
     pub shortfalls: AtomicU64,
+    /// NIP-77 reconciliations completed, and events fetched by id after them.
+    pub reconciliations: AtomicU64,
+    pub fetched_by_id: AtomicU64,
+    /// Repair passes completed, and the new events they stored.
+    pub repairs: AtomicU64,
+    pub repair_found: AtomicU64,
     /// Moves on every batch of frames read and every page committed: what the watchdog
     /// takes as a sign of life.
     pub progress: AtomicU64,

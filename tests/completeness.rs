@@ -14,6 +14,7 @@ use common::proxy::TcpProxy;
 use common::{lock_writes, oracle, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
+use nostr_sync::config::Negentropy;
 use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::Counters;
 use nostr_sync::storage;
@@ -22,6 +23,9 @@ both_backends!(
     clamped_relays_lose_nothing,
     a_clamp_advertised_in_nip11_is_used,
     a_crowded_second_of_mixed_kinds_is_read_whole,
+    a_crowded_second_is_reconciled,
+    backdated_events_are_found_by_the_repair_pass,
+    backdated_events_are_found_by_repaging,
     a_restart_during_a_database_stall_loses_nothing,
     a_backfill_longer_than_the_watchdog_is_never_restarted,
 );
@@ -61,7 +65,9 @@ fn clamped_relays_lose_nothing(db: TestDb) {
             urls.push(relay.url().await);
             relays.push(relay);
         }
-        let counters = sync_once(settings(&db, urls.clone())).await;
+        let mut s = settings(&db, urls.clone());
+        s.sync.negentropy = Negentropy::Off;
+        let counters = sync_once(s).await;
         assert_exact(&db, &data.events).await;
         for url in &urls {
             let c = counters.relay(url);
@@ -83,36 +89,79 @@ fn a_clamp_advertised_in_nip11_is_used(db: TestDb) {
         let doc = r#"{"name":"clamped","supported_nips":[1,11],"limitation":{"max_limit":100}}"#;
         let proxy = TcpProxy::serving(target.clone(), Some(doc.to_owned())).await;
         let routed = proxy.route(&url, &target);
-        let counters = sync_once(settings(&db, vec![routed.clone()])).await;
+        let mut s = settings(&db, vec![routed.clone()]);
+        s.sync.negentropy = Negentropy::Off;
+        let counters = sync_once(s).await;
         let want: Vec<Event> = data.relay_events(0).cloned().collect();
         assert_exact(&db, &want).await;
         assert_eq!(Counters::get(&counters.relay(&routed).page_limit), 100);
     });
 }
 
-/// 2,000 events of many kinds (most in no list of common kinds) within one second on a
-/// relay clamped at 500, between quieter seconds.
+/// 2,000 events of many kinds (most in no list of common kinds) within one second an
+/// hour ago, on a relay clamped at 500, next to quieter seconds.
+fn crowded(seed: u64) -> Vec<Event> {
+    let second = Timestamp::from(Timestamp::now().as_secs() - 3_600);
+    let authors: Vec<Keys> = (0..10).map(|_| Keys::generate()).collect();
+    let kinds = [1u16, 7, 1111, 1984, 4242, 7777, 9734, 30023];
+    let mut events: Vec<Event> = (0..2_000)
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            EventBuilder::new(Kind::from(kind), format!("crowded {seed} {i}"))
+                .tag(Tag::identifier(format!("d{i}")))
+                .custom_created_at(second)
+                .sign_with_keys(&authors[i % authors.len()])
+                .unwrap()
+        })
+        .collect();
+    events.extend(data().relay_events(0).take(600).cloned());
+    events
+}
+
+/// Read by paging alone: split by the kinds and authors seen in the second.
 fn a_crowded_second_of_mixed_kinds_is_read_whole(db: TestDb) {
     run(async {
-        let second = Timestamp::from(Timestamp::now().as_secs() - 3_600);
-        let authors: Vec<Keys> = (0..10).map(|_| Keys::generate()).collect();
-        let kinds = [1u16, 7, 1111, 1984, 4242, 7777, 9734, 30023];
-        let mut events: Vec<Event> = (0..2_000)
-            .map(|i| {
-                let kind = kinds[i % kinds.len()];
-                EventBuilder::new(Kind::from(kind), format!("crowded {i}"))
-                    .tag(Tag::identifier(format!("d{i}")))
-                    .custom_created_at(second)
-                    .sign_with_keys(&authors[i % authors.len()])
-                    .unwrap()
-            })
-            .collect();
-        events.extend(data().relay_events(0).take(600).cloned());
+        let events = crowded(1);
         let relay = HostedRelay::start(&events, 500).await.unwrap();
-        let counters = sync_once(settings(&db, vec![relay.url().await])).await;
+        let mut s = settings(&db, vec![relay.url().await]);
+        s.sync.negentropy = Negentropy::Off;
+        let counters = sync_once(s).await;
         assert_exact(&db, &events).await;
         let c = counters.relay(&relay.url().await);
         assert_eq!(Counters::get(&c.windows_failed), 0);
+    });
+}
+
+/// Read by reconciling that second (NIP-77) while paging a recent window.
+fn a_crowded_second_is_reconciled(db: TestDb) {
+    run(async {
+        let events = crowded(2);
+        let relay = HostedRelay::start(&events, 500).await.unwrap();
+        let url = relay.url().await;
+        let mut s = settings(&db, vec![url.clone()]);
+        // A recent window, so it is paged rather than reconciled as a whole.
+        s.filters[0].since = Timestamp::now().as_secs() - 2 * 3_600;
+        s.sync.overlap_secs = 2 * 3_600;
+        let counters = sync_once(s).await;
+        let want: Vec<Event> = events
+            .iter()
+            .filter(|e| e.created_at.as_secs() >= Timestamp::now().as_secs() - 2 * 3_600 - 60)
+            .cloned()
+            .collect();
+        assert!(want.len() >= 2_000);
+        let c = counters.relay(&url);
+        assert_eq!(
+            Counters::get(&c.reconciliations),
+            1,
+            "the crowded second was not reconciled"
+        );
+        assert_eq!(Counters::get(&c.shortfalls), 0);
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids: HashSet<EventId> = stored_ids(&*store).await.into_iter().collect();
+        assert!(
+            want.iter().all(|e| ids.contains(&e.id)),
+            "events of the window are missing"
+        );
     });
 }
 
@@ -254,4 +303,86 @@ fn auth_required_relays_are_synced_with_a_key() {
         assert_eq!(Counters::get(&counters.relay(&url).filters_refused), 0);
         assert_exact(&db, &events).await;
     });
+}
+
+/// After a complete sync, 500 events dated three days back appear on the relay (a
+/// re-broadcast, a relay that was offline): no regular cycle reaches back that far, the
+/// repair pass finds all of them.
+async fn backdated(db: &TestDb, negentropy: Negentropy) {
+    let data = data();
+    let relay = HostedRelay::start(data.relay_events(2), 500).await.unwrap();
+    let url = relay.url().await;
+    let mut s = settings(db, vec![url.clone()]);
+    s.sync.negentropy = negentropy;
+    s.sync.repair_interval_secs = 1;
+    s.sync.repair_paging_interval_secs = 1;
+    let app = App::start(s).await.unwrap();
+    assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+    let keys = Keys::generate();
+    let old = Timestamp::now().as_secs() - 3 * 86_400;
+    let late: Vec<Event> = (0..500)
+        .map(|i| {
+            EventBuilder::text_note(format!("late {i}"))
+                .custom_created_at(Timestamp::from(old + i))
+                .sign_with_keys(&keys)
+                .unwrap()
+        })
+        .collect();
+    for e in &late {
+        relay.publish(e).await.unwrap();
+    }
+    let before = Counters::get(&app.counters.stored);
+    let c = app.counters.relay(&url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Counters::get(&c.repair_found) < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the repair pass found {} of 500 backdated events",
+            Counters::get(&c.repair_found)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(Counters::get(&app.counters.stored), before + 500);
+    assert!(app.shutdown(Duration::from_secs(30)).await);
+    let mut want: Vec<Event> = data.relay_events(2).cloned().collect();
+    want.extend(late);
+    assert_exact(db, &want).await;
+}
+
+fn backdated_events_are_found_by_the_repair_pass(db: TestDb) {
+    run(backdated(&db, Negentropy::Auto));
+}
+
+/// The same on a relay without NIP-77: the repair pass re-pages the range.
+fn backdated_events_are_found_by_repaging(db: TestDb) {
+    run(backdated(&db, Negentropy::Off));
+}
+
+/// Relays that do not do NIP-77 answer NEG-OPEN with a NOTICE, a CLOSED, or nothing:
+/// each still syncs completely by paging, and the refusal is remembered (one NEG-OPEN
+/// over several cycles).
+#[test]
+fn a_relay_refusing_negentropy_is_paged_and_remembered() {
+    let answers = [
+        vec![r#"["NOTICE","ERROR: bad msg: unknown cmd NEG-OPEN"]"#.to_owned()],
+        vec![r#"["CLOSED","{sub}","error: unknown message"]"#.to_owned()],
+        vec![],
+    ];
+    for answer in answers {
+        let Some(db) = TestDb::new(common::Backend::Sqlite) else {
+            return;
+        };
+        run(async {
+            let events: Vec<Event> = data().relay_events(2).take(200).cloned().collect();
+            let hostile = HostileRelay::start(events.clone(), vec![], 0).await;
+            hostile.answer_negentropy_with(answer.clone());
+            let mut s = settings(&db, vec![hostile.url.clone()]);
+            s.sync.eose_timeout_secs = 2;
+            let app = App::start(s).await.unwrap();
+            assert!(app.wait_for_cycles(3, SYNC_TIMEOUT).await, "{answer:?}");
+            assert!(app.shutdown(Duration::from_secs(30)).await);
+            assert_eq!(hostile.negentropy_opens(), 1, "{answer:?}");
+            assert_exact(&db, &events).await;
+        });
+    }
 }

@@ -8,11 +8,56 @@ use std::time::Duration;
 use common::{lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
+use nostr_sync::config::Negentropy;
 use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
 
+/// 100,000 events on one relay, signed once per run.
+fn hundred_thousand() -> &'static Dataset {
+    static DATA: std::sync::OnceLock<Dataset> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| Dataset::generate(100_000, 1, 0.0, 6))
+}
+
+/// A relay holds 100,000 events of which we hold 99,000 (from elsewhere): the
+/// reconciliation (NIP-77) transfers about 1,000 events, not 100,000, and the copy ends
+/// complete and exact.
+fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
+    run(async {
+        let data = hundred_thousand();
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let held: Vec<Event> = data
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 100 != 7)
+            .map(|(_, e)| e.clone())
+            .collect();
+        for chunk in held.chunks(2_000) {
+            store.insert_events(chunk).await.unwrap();
+        }
+        assert_eq!(store.count_events().await.unwrap(), 99_000);
+        let relay = HostedRelay::start(&data.events, 100_000).await.unwrap();
+        let url = relay.url().await;
+        let counters = sync_once(settings(&db, vec![url.clone()])).await;
+        let relay_counters = counters.relay(&url);
+        let received = counters.received();
+        assert!(
+            (1_000..=1_100).contains(&received),
+            "{received} events received for 1,000 missing"
+        );
+        assert!(Counters::get(&relay_counters.reconciliations) >= 1);
+        assert_eq!(Counters::get(&relay_counters.fetched_by_id), 1_000);
+        assert_eq!(store.count_events().await.unwrap(), 100_000);
+        assert_eq!(
+            store.stats().await.unwrap(),
+            common::oracle::expected_stats(&data.events)
+        );
+    });
+}
+
 both_backends!(
+    negentropy_catch_up_transfers_only_what_is_missing,
     overlapping_relays_store_each_event_once,
     forged_events_are_rejected_and_never_stored,
     restart_resumes_without_gaps_or_double_counts,
@@ -191,7 +236,8 @@ fn restart_resumes_without_gaps_or_double_counts(db: TestDb) {
 
 fn relay_page_limit_is_paged_through(db: TestDb) {
     run(async {
-        let (_data, _relay, s) = one_relay(&db, 5_000, 4, 500).await;
+        let (_data, _relay, mut s) = one_relay(&db, 5_000, 4, 500).await;
+        s.sync.negentropy = Negentropy::Off;
         let counters = sync_once(s).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         assert_eq!(store.count_events().await.unwrap(), 5_000);
@@ -236,7 +282,11 @@ fn stalled_storage_bounds_what_is_held(db: TestDb) {
 /// database stalls twice mid-stream.
 fn hundred_thousand_events_survive_a_slow_database(db: TestDb) {
     run(async {
-        let (data, _relay, mut s) = one_relay(&db, 100_000, 6, 100_000).await;
+        let data = hundred_thousand();
+        let relay = HostedRelay::start(&data.events, 100_000).await.unwrap();
+        let mut s = settings(&db, vec![relay.url().await]);
+        // One REQ streams all 100,000 (reconciliation would fetch them by id).
+        s.sync.negentropy = Negentropy::Off;
         s.sync.page_limit = 100_000;
         s.sync.eose_timeout_secs = 300;
         s.database.retry_max_ms = 200;

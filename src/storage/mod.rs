@@ -60,6 +60,18 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Which stored events a reconciliation (NIP-77) compares: those of a filter's kinds
+/// and authors (empty: any) dated within `[since, until]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemQuery {
+    pub kinds: Vec<i32>,
+    pub authors: Vec<String>,
+    pub since: i64,
+    pub until: i64,
+    /// Most items, newest first.
+    pub limit: i64,
+}
+
 /// Which backend a `database.url` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -107,6 +119,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     async fn count_events(&self) -> StoreResult<i64>;
+    /// `(id, created_at)` of the stored events `q` selects, newest first.
+    async fn items(&self, q: &ItemQuery) -> StoreResult<Vec<(String, i64)>>;
 
     /// Whether the database takes a write to `events` now: an update that changes
     /// nothing. It fails where inserts would fail for reasons other than their data

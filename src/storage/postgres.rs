@@ -151,6 +151,23 @@ impl EventStore for PgStore {
         rows_to_events(rows)
     }
 
+    async fn items(&self, q: &super::ItemQuery) -> StoreResult<Vec<(String, i64)>> {
+        let mut conn = self.conn().await?;
+        let mut query = events::table
+            .filter(events::created_at.between(q.since, q.until))
+            .select((events::id, events::created_at))
+            .order(events::created_at.desc())
+            .limit(q.limit)
+            .into_boxed();
+        if !q.kinds.is_empty() {
+            query = query.filter(events::kind.eq_any(q.kinds.clone()));
+        }
+        if !q.authors.is_empty() {
+            query = query.filter(events::pubkey.eq_any(q.authors.clone()));
+        }
+        Ok(query.load(&mut conn).await?)
+    }
+
     async fn count_events(&self) -> StoreResult<i64> {
         let mut conn = self.conn().await?;
         Ok(events::table.count().get_result(&mut conn).await?)

@@ -222,6 +222,26 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn items(&self, q: &super::ItemQuery) -> StoreResult<Vec<(String, i64)>> {
+        let q = q.clone();
+        self.run(move |conn| {
+            let mut query = events::table
+                .filter(events::created_at.between(q.since, q.until))
+                .select((events::id, events::created_at))
+                .order(events::created_at.desc())
+                .limit(q.limit)
+                .into_boxed();
+            if !q.kinds.is_empty() {
+                query = query.filter(events::kind.eq_any(q.kinds));
+            }
+            if !q.authors.is_empty() {
+                query = query.filter(events::pubkey.eq_any(q.authors));
+            }
+            query.load(conn)
+        })
+        .await
+    }
+
     async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
         let (relay, filter) = (relay.to_owned(), filter.to_owned());
         self.run(move |conn| {

@@ -108,6 +108,8 @@ pub enum Shortfall {
     /// A full page within one second was split by the kinds seen in it; with a filter
     /// of every kind, kinds that no page showed cannot be asked for.
     UnseenKinds { second: u64 },
+    /// Ids a reconciliation found were asked for and not served.
+    NotServed { ids: usize },
     /// One second held more events of `kind` (by `author`, when split that far) than
     /// a page, and splitting could not read it all.
     CrowdedSecond {
@@ -123,6 +125,7 @@ impl Shortfall {
         match self {
             Shortfall::UntilIgnored { .. } => "until-ignored",
             Shortfall::UnseenKinds { .. } => "unseen-kinds",
+            Shortfall::NotServed { .. } => "not-served",
             Shortfall::CrowdedSecond { .. } => "crowded-second",
         }
     }

@@ -37,6 +37,9 @@ struct Script {
     refuse: AtomicUsize,
     reqs: AtomicUsize,
     connections: AtomicUsize,
+    /// Frames sent in answer to a NEG-OPEN (NIP-77), `{sub}` for its id; none: silence.
+    neg_answer: Mutex<Vec<String>>,
+    negs: AtomicUsize,
 }
 
 pub struct HostileRelay {
@@ -72,6 +75,16 @@ impl HostileRelay {
         HostileRelay { url, script }
     }
 
+    /// Answers every NEG-OPEN with `frames` (by default it stays silent).
+    pub fn answer_negentropy_with(&self, frames: Vec<String>) {
+        *self.script.neg_answer.lock().unwrap() = frames;
+    }
+
+    /// NEG-OPEN messages received.
+    pub fn negentropy_opens(&self) -> usize {
+        self.script.negs.load(Ordering::SeqCst)
+    }
+
     pub fn reqs(&self) -> usize {
         self.script.reqs.load(Ordering::SeqCst)
     }
@@ -91,14 +104,28 @@ async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<
         let Ok(serde_json::Value::Array(parts)) = serde_json::from_str(text.as_str()) else {
             continue;
         };
-        if parts.first().and_then(|v| v.as_str()) != Some("REQ") {
-            continue;
-        }
         let sub = parts
             .get(1)
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_owned();
+        if parts.first().and_then(|v| v.as_str()) == Some("NEG-OPEN") {
+            script.negs.fetch_add(1, Ordering::SeqCst);
+            let answer: Vec<Message> = script
+                .neg_answer
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|f| Message::text(f.replace("{sub}", &sub)))
+                .collect();
+            if send_all(&mut tx, answer.into_iter()).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if parts.first().and_then(|v| v.as_str()) != Some("REQ") {
+            continue;
+        }
         script.reqs.fetch_add(1, Ordering::SeqCst);
         let act = script
             .acts

@@ -20,11 +20,12 @@
 pub mod frames;
 pub mod messages;
 pub mod nip11;
+mod reconcile;
 pub mod subs;
 pub mod transport;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,8 @@ pub struct Known {
     pub configured_limit: usize,
     /// The largest page it answered with.
     pub largest: AtomicUsize,
+    /// Whether it reconciles (NIP-77): `reconcile::{UNKNOWN, WORKS, REFUSED}`.
+    pub negentropy: AtomicU8,
     /// Filters it refused: filter key → when to ask again.
     refused: Mutex<HashMap<String, Instant>>,
 }
@@ -393,6 +396,8 @@ enum CycleError {
     Unpageable(Failure),
     #[error("relay asks us to slow down: {0}")]
     RateLimited(String),
+    #[error("reconciliation failed: {0}")]
+    Negentropy(String),
     #[error("relay closed the subscription: {0}")]
     Closed(String),
     #[error("events of the cycle were not all committed")]
@@ -431,7 +436,11 @@ impl Cycle {
             let mut tries = 0;
             let error = loop {
                 tries += 1;
-                match self.sync_filter(&relay, filter).await {
+                let synced = match self.sync_filter(&relay, filter).await {
+                    Ok(n) => self.repair_if_due(&relay, filter).await.map(|()| n),
+                    Err(e) => Err(e),
+                };
+                match synced {
                     Ok(n) => {
                         new += n;
                         break None;
@@ -513,7 +522,7 @@ impl Cycle {
             let id = SubscriptionId::new(format!("live-{i}"));
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
-            self.subs.open(id.as_str(), root, None);
+            self.subs.open(id.as_str(), root, None, false);
             let filter = to_filter(f).since(Timestamp::now());
             relay
                 .subscribe_with_id(id, filter, SubscribeOptions::default())
@@ -560,7 +569,20 @@ impl Cycle {
                     );
                     Ok(shortfalls)
                 }
-                None => self.read_range(relay, f, since, None, &pages, true).await,
+                None => {
+                    // Catch-up after downtime (or a first sync): reconciling sends only
+                    // what we lack, however much other relays already gave us.
+                    let catch_up = since + 2 * sync.overlap_secs < started;
+                    if catch_up && self.negentropy_usable() {
+                        if let Some(shortfalls) = self
+                            .reconcile(relay, f, since, started, &pages, true)
+                            .await?
+                        {
+                            return Ok(shortfalls);
+                        }
+                    }
+                    self.read_range(relay, f, since, None, &pages, true).await
+                }
             }
         };
         let keep = self.keep_progress(pages_rx, started, &keys);
@@ -599,17 +621,18 @@ impl Cycle {
             plan::Relay {
                 limit: self.known.page_limit(sync.page_limit),
                 largest: self.known.largest.load(Ordering::Relaxed),
-                negentropy: false,
+                negentropy: self.negentropy_usable(),
                 max_reqs: sync.max_reqs_per_window,
                 kinds: f.kinds.clone(),
             },
         );
+        let mut shortfalls = Vec::new();
         let mut step = planner.start();
         loop {
             step = match step {
                 Step::Fetch(query) => {
                     let (root, done) = Pending::root(self.held.clone());
-                    let end = self.page(relay, narrowed(f, &query), &root).await;
+                    let end = self.request(relay, narrowed(f, &query), &root, false).await;
                     root.resolve(false);
                     let covered = planner.covered();
                     let next = planner.on_page(&end?.summary);
@@ -623,11 +646,93 @@ impl Cycle {
                     });
                     next
                 }
-                Step::Reconcile { .. } => planner.on_reconciled(false),
-                Step::Done => return Ok(planner.shortfalls().to_vec()),
+                Step::Reconcile { second } => {
+                    let reconciled = if self.negentropy_usable() {
+                        self.reconcile(relay, f, second, second, pages, false)
+                            .await?
+                    } else {
+                        None
+                    };
+                    let ok = reconciled.is_some();
+                    shortfalls.extend(reconciled.into_iter().flatten());
+                    planner.on_reconciled(ok)
+                }
+                Step::Done => {
+                    shortfalls.extend_from_slice(planner.shortfalls());
+                    return Ok(shortfalls);
+                }
                 Step::Fail(failure) => return Err(CycleError::Unpageable(failure)),
             };
         }
+    }
+
+    /// The repair pass, when due: reads the filter's whole synced range again (by
+    /// reconciliation, else by paging) to find events that arrived with old
+    /// timestamps. The time of the last pass is kept next to the cursor.
+    async fn repair_if_due(&self, relay: &Relay, f: &FilterSettings) -> Result<(), CycleError> {
+        let sync = &self.settings.sync;
+        let key = filter_key(f);
+        let interval = if self.negentropy_usable() {
+            sync.repair_interval_secs
+        } else {
+            sync.repair_paging_interval_secs
+        };
+        let Some(top) = self.store.cursor(&self.url, &key).await? else {
+            return Ok(());
+        };
+        let repair_key = format!("{key}#repair");
+        let now = Timestamp::now().as_secs();
+        match self.store.cursor(&self.url, &repair_key).await? {
+            _ if interval == 0 => return Ok(()),
+            // The first sync read everything: the clock starts now.
+            None => {
+                self.store
+                    .save_cursor(&self.url, &repair_key, now as i64)
+                    .await?;
+                return Ok(());
+            }
+            Some(last) if now < (last as u64).saturating_add(interval) => return Ok(()),
+            Some(_) => {}
+        }
+        let top = top as u64;
+        tracing::info!(relay = %self.url, filter = %key, "repair pass");
+        let (pages_tx, pages_rx) = mpsc::unbounded_channel();
+        let read = async {
+            let pages = pages_tx;
+            if self.negentropy_usable() {
+                if let Some(s) = self
+                    .reconcile(relay, f, f.since, top, &pages, false)
+                    .await?
+                {
+                    return Ok(s);
+                }
+            }
+            self.read_range(relay, f, f.since, Some(top), &pages, false)
+                .await
+        };
+        // Nothing is recorded (no page names a floor): this only awaits the commits.
+        let keys = Backfill::keys(&repair_key);
+        let keep = self.keep_progress(pages_rx, now, &keys);
+        let (read, kept) = futures::join!(read, keep);
+        let shortfalls = read?;
+        let outcome = kept?;
+        if !outcome.complete {
+            return Err(CycleError::Incomplete);
+        }
+        self.report(&key, &shortfalls);
+        self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .repair_found
+            .fetch_add(outcome.new_rows, Ordering::Relaxed);
+        if outcome.new_rows > 0 {
+            tracing::warn!(relay = %self.url, filter = %key, found = outcome.new_rows, "repair pass found events the regular sync had missed (backdated or late)");
+        } else {
+            tracing::info!(relay = %self.url, filter = %key, "repair pass found nothing missing");
+        }
+        self.store
+            .save_cursor(&self.url, &repair_key, now as i64)
+            .await?;
+        Ok(())
     }
 
     /// Counts and logs what a window could not read.
@@ -685,17 +790,19 @@ impl Cycle {
         Ok(outcome)
     }
 
-    /// One REQ, read until EOSE; its events are claimed from `root`.
-    async fn page(
+    /// One REQ, read until EOSE; its events are claimed from `root`, and their ids
+    /// are reported with `collect_ids`.
+    async fn request(
         &self,
         relay: &Relay,
         filter: Filter,
         root: &Pending,
+        collect_ids: bool,
     ) -> Result<PageEnd, CycleError> {
         let sync = &self.settings.sync;
         let id = next_sub_id("sync");
         let (tx, rx) = oneshot::channel();
-        self.subs.open(&id, root.share(), Some(tx));
+        self.subs.open(&id, root.share(), Some(tx), collect_ids);
         let sub = SubscriptionId::new(&id);
         relay.send_msg(ClientMessage::req(sub.clone(), filter))?;
         // The deadline runs from the last frame of this REQ, so a relay that streams a
@@ -814,6 +921,7 @@ fn classify_frames(
     let received = std::time::Instant::now();
     let mut items = Vec::new();
     counters.progress.fetch_add(1, Ordering::Relaxed);
+    subs.touch();
     for raw in frames {
         match classify(&raw, limits, now) {
             Frame::Event { sub, event } => {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use nostr_sdk::Event;
+use nostr_sdk::{Event, EventId};
 use tokio::sync::oneshot;
 
 use crate::actors::ack::Pending;
@@ -18,6 +18,8 @@ pub struct PageEnd {
     pub summary: PageSummary,
     /// The relay's CLOSED message, if it closed the REQ instead of sending EOSE.
     pub closed: Option<String>,
+    /// The ids of its events, when asked for.
+    pub ids: Vec<EventId>,
 }
 
 struct Sub {
@@ -27,11 +29,22 @@ struct Sub {
     last_frame: Instant,
     /// `None` for the live subscription, which outlives its EOSE.
     done: Option<oneshot::Sender<PageEnd>>,
+    collect_ids: bool,
 }
 
-#[derive(Default)]
 pub struct SubTable {
     subs: Mutex<HashMap<String, Sub>>,
+    /// When the connection last brought any frame.
+    last_any: Mutex<Instant>,
+}
+
+impl Default for SubTable {
+    fn default() -> Self {
+        Self {
+            subs: Mutex::default(),
+            last_any: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 impl SubTable {
@@ -39,15 +52,37 @@ impl SubTable {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a REQ whose events are claimed from `ack`; `done` hears how it ended.
-    pub fn open(&self, id: &str, ack: Pending, done: Option<oneshot::Sender<PageEnd>>) {
+    /// Registers a REQ whose events are claimed from `ack`; `done` hears how it ended
+    /// (with the ids of its events if `collect_ids`).
+    pub fn open(
+        &self,
+        id: &str,
+        ack: Pending,
+        done: Option<oneshot::Sender<PageEnd>>,
+        collect_ids: bool,
+    ) {
         let sub = Sub {
             ack,
             end: PageEnd::default(),
             last_frame: Instant::now(),
             done,
+            collect_ids,
         };
+        self.touch();
         self.lock().insert(id.to_owned(), sub);
+    }
+
+    /// The connection brought a frame (any frame).
+    pub fn touch(&self) {
+        *self.last_any.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long since the connection brought a frame (or a REQ was opened).
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_any
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 
     /// Counts an EVENT frame for `id` (`event` if it could be read); a claim for the
@@ -57,12 +92,16 @@ impl SubTable {
         let sub = subs.get_mut(id)?;
         sub.last_frame = Instant::now();
         match event {
-            Some(e) => sub
-                .end
-                .summary
-                .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
-                    e.pubkey.to_hex()
-                }),
+            Some(e) => {
+                sub.end
+                    .summary
+                    .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
+                        e.pubkey.to_hex()
+                    });
+                if sub.collect_ids {
+                    sub.end.ids.push(e.id);
+                }
+            }
             None => sub.end.summary.add_unreadable(),
         }
         Some(keep.then(|| sub.ack.claim()))

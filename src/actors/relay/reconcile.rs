@@ -1,0 +1,211 @@
+//! NIP-77 (negentropy) for a cycle: our side's `(id, created_at)` items come from the
+//! database for the filter and window, the SDK reconciles them with the relay in dry-run
+//! mode, and the ids we lack are fetched through our own REQs (the websocket tap), so
+//! nothing travels through the SDK's lossy channel.
+//!
+//! Windows holding more than [`SLICE_ITEMS`] of our events are reconciled in time
+//! slices, newest first; a relay that answers `blocked:` (too many records for it) gets
+//! the slice halved. A relay that refuses NIP-77 (NEG-ERR, NOTICE, CLOSED or silence
+//! before its first answer) is remembered as refusing, and the caller pages instead.
+//! Every reconciliation is guarded by an idle timeout (nostr-sdk 0.44 has none): no
+//! frame from the relay for `sync.eose_timeout_secs` ends it.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nostr_sdk::prelude::*;
+use tokio::sync::mpsc;
+
+use super::{to_filter, Cycle, CycleError, PageDone};
+use crate::actors::ack::Pending;
+use crate::config::FilterSettings;
+use crate::storage::ItemQuery;
+use crate::sync::plan::{Failure, Shortfall};
+
+/// Most of our items in one reconciliation.
+const SLICE_ITEMS: i64 = 50_000;
+
+/// What [`super::Known::negentropy`] says of the relay (0: not known yet).
+pub const WORKS: u8 = 1;
+pub const REFUSED: u8 = 2;
+
+/// How one reconciliation failed.
+enum NegError {
+    /// The relay does not do NIP-77 (or not for us).
+    Refused(String),
+    /// Too many records for the relay in this range.
+    Blocked(String),
+    /// The connection or the relay broke off mid-way.
+    Broken(CycleError),
+}
+
+impl Cycle {
+    /// Whether reconciliation is to be tried with this relay.
+    pub(super) fn negentropy_usable(&self) -> bool {
+        self.settings.sync.negentropy.is_on()
+            && self.known.negentropy.load(Ordering::Relaxed) != REFUSED
+    }
+
+    /// Reconciles `[since, until]` of `f` and fetches what we lack. `None` if the relay
+    /// refuses NIP-77 (the caller pages instead); else what could not be fetched.
+    /// With `record`, each finished slice names the second down to which it covers.
+    pub(super) async fn reconcile(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        since: u64,
+        until: u64,
+        pages: &mpsc::UnboundedSender<PageDone>,
+        record: bool,
+    ) -> Result<Option<Vec<Shortfall>>, CycleError> {
+        let mut ranges = vec![(since, until)];
+        let mut shortfalls = Vec::new();
+        while let Some((lo, hi)) = ranges.pop() {
+            let query = ItemQuery {
+                kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
+                authors: f.authors.clone(),
+                since: lo as i64,
+                until: hi as i64,
+                limit: SLICE_ITEMS + 1,
+            };
+            let items = self.store.items(&query).await?;
+            let split = |ranges: &mut Vec<(u64, u64)>| {
+                let mid = lo + (hi - lo) / 2;
+                // Popped newest first.
+                ranges.push((lo, mid));
+                ranges.push((mid + 1, hi));
+            };
+            if items.len() as i64 > SLICE_ITEMS && lo < hi {
+                split(&mut ranges);
+                continue;
+            }
+            let items: Vec<(EventId, Timestamp)> = items
+                .into_iter()
+                .filter_map(|(id, at)| {
+                    Some((EventId::from_hex(&id).ok()?, Timestamp::from(at as u64)))
+                })
+                .collect();
+            let ours = items.len();
+            let filter = to_filter(f)
+                .since(Timestamp::from(lo))
+                .until(Timestamp::from(hi));
+            let need = match self.negentropy(relay, filter, items).await {
+                Ok(need) => need,
+                Err(NegError::Blocked(message)) if lo < hi => {
+                    tracing::debug!(relay = %self.url, lo, hi, %message, "reconciliation blocked; halving the range");
+                    split(&mut ranges);
+                    continue;
+                }
+                Err(NegError::Blocked(message)) => {
+                    // One second too large for the relay to reconcile: page it.
+                    tracing::debug!(relay = %self.url, second = lo, %message, "reconciliation blocked for one second");
+                    return Ok(None);
+                }
+                Err(NegError::Refused(reason)) => {
+                    if self.known.negentropy.load(Ordering::Relaxed) == WORKS {
+                        return Err(CycleError::Negentropy(reason));
+                    }
+                    self.known.negentropy.store(REFUSED, Ordering::Relaxed);
+                    tracing::info!(relay = %self.url, %reason, "relay does not reconcile (NIP-77); paging instead, from now on");
+                    return Ok(None);
+                }
+                Err(NegError::Broken(e)) => return Err(e),
+            };
+            self.known.negentropy.store(WORKS, Ordering::Relaxed);
+            self.counters
+                .reconciliations
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(relay = %self.url, lo, hi, ours, missing = need.len(), "reconciled");
+            shortfalls.extend(self.fetch_ids(relay, need, pages).await?);
+            let _ = pages.send(PageDone {
+                done: None,
+                floor: record.then_some(lo),
+            });
+        }
+        Ok(Some(shortfalls))
+    }
+
+    /// Reconciles `items` with the relay's events of `filter`: the ids it holds and we
+    /// do not.
+    async fn negentropy(
+        &self,
+        relay: &Relay,
+        filter: Filter,
+        items: Vec<(EventId, Timestamp)>,
+    ) -> Result<Vec<EventId>, NegError> {
+        let timeout = Duration::from_secs(self.settings.sync.eose_timeout_secs);
+        let opts = SyncOptions::new()
+            .dry_run()
+            .direction(SyncDirection::Down)
+            .initial_timeout(timeout);
+        let subs = self.subs.clone();
+        let idle = async {
+            let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(tick).await;
+                if subs.idle_for() >= timeout {
+                    break;
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = relay.sync_with_items(filter, items, &opts) => r,
+            _ = idle => return Err(NegError::Refused(format!("no answer for {timeout:?}"))),
+        };
+        use nostr_sdk::pool::relay::Error as E;
+        match result {
+            Ok(rec) => Ok(rec.remote.into_iter().collect()),
+            Err(E::RelayMessage(m)) if m.trim_start().starts_with("blocked:") => {
+                Err(NegError::Blocked(m))
+            }
+            Err(E::NotConnected) | Err(E::ReceivedShutdown) => {
+                Err(NegError::Broken(CycleError::ConnectionLost))
+            }
+            Err(e) => Err(NegError::Refused(e.to_string())),
+        }
+    }
+
+    /// Fetches `ids` through our own REQs, in pages the relay will serve whole; ids it
+    /// does not serve are asked for again while rounds bring any.
+    pub(super) async fn fetch_ids(
+        &self,
+        relay: &Relay,
+        ids: Vec<EventId>,
+        pages: &mpsc::UnboundedSender<PageDone>,
+    ) -> Result<Vec<Shortfall>, CycleError> {
+        let sync = &self.settings.sync;
+        let mut missing = ids;
+        let mut reqs = 0;
+        while !missing.is_empty() {
+            let limit = self.known.page_limit(sync.page_limit);
+            let mut got: HashSet<EventId> = HashSet::new();
+            for chunk in missing.chunks(limit) {
+                reqs += 1;
+                if reqs > sync.max_reqs_per_window {
+                    return Err(CycleError::Unpageable(Failure::TooManyRequests(
+                        sync.max_reqs_per_window,
+                    )));
+                }
+                let (root, done) = Pending::root(self.held.clone());
+                let filter = Filter::new().ids(chunk.iter().copied()).limit(chunk.len());
+                let end = self.request(relay, filter, &root, true).await;
+                root.resolve(false);
+                got.extend(end?.ids);
+                let _ = pages.send(PageDone {
+                    done: Some(done),
+                    floor: None,
+                });
+            }
+            let before = missing.len();
+            missing.retain(|id| !got.contains(id));
+            self.counters
+                .fetched_by_id
+                .fetch_add((before - missing.len()) as u64, Ordering::Relaxed);
+            if missing.len() == before {
+                return Ok(vec![Shortfall::NotServed { ids: missing.len() }]);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
