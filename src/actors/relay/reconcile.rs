@@ -23,12 +23,19 @@ use crate::config::FilterSettings;
 use crate::storage::ItemQuery;
 use crate::sync::plan::{Failure, Shortfall};
 
+/// Longest wait for a relay's first answer to NEG-OPEN (relays that do not know NIP-77
+/// often say nothing at all).
+const FIRST_ANSWER: Duration = Duration::from_secs(10);
+
 /// Most of our items in one reconciliation.
 const SLICE_ITEMS: i64 = 50_000;
 
 /// What [`super::Known::negentropy`] says of the relay (0: not known yet).
 pub const WORKS: u8 = 1;
 pub const REFUSED: u8 = 2;
+/// A first attempt is under way. Still set when the next is considered, it was cut
+/// short (the watchdog restarted a relay that never answered): taken as a refusal.
+pub const TRYING: u8 = 3;
 
 /// How one reconciliation failed.
 enum NegError {
@@ -44,7 +51,7 @@ impl Cycle {
     /// Whether reconciliation is to be tried with this relay.
     pub(super) fn negentropy_usable(&self) -> bool {
         self.settings.sync.negentropy.is_on()
-            && self.known.negentropy.load(Ordering::Relaxed) != REFUSED
+            && matches!(self.known.negentropy.load(Ordering::Relaxed), 0 | WORKS)
     }
 
     /// Reconciles `[since, until]` of `f` and fetches what we lack. `None` if the relay
@@ -138,7 +145,11 @@ impl Cycle {
         let opts = SyncOptions::new()
             .dry_run()
             .direction(SyncDirection::Down)
-            .initial_timeout(timeout);
+            .initial_timeout(timeout.min(FIRST_ANSWER));
+        let _ =
+            self.known
+                .negentropy
+                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
         let subs = self.subs.clone();
         let idle = async {
             let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
