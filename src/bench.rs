@@ -69,9 +69,14 @@ pub struct BenchArgs {
     /// Write the report(s) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Most events a bench relay returns for one REQ.
-    #[arg(long, default_value_t = 500)]
-    pub relay_limit: usize,
+    /// Most events a bench relay returns for one REQ (silently, as public relays do):
+    /// one value for every relay, or one per relay (`100,500,5000,0`); 0 is unclamped.
+    #[arg(long, value_delimiter = ',', default_value = "500")]
+    pub relay_limit: Vec<usize>,
+    /// Fraction of the events the database already holds when the run starts (as if
+    /// other relays had given them): measures catch-up. Backfill only.
+    #[arg(long, default_value_t = 0.0)]
+    pub held: f64,
     /// Where signed events are cached.
     #[arg(long, default_value = ".bench-cache")]
     pub cache_dir: PathBuf,
@@ -114,6 +119,14 @@ pub struct Report {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(args.relays > 0, "--relays must be at least 1");
     ensure!(
+        args.relay_limit.len() == 1 || args.relay_limit.len() == args.relays,
+        "--relay-limit takes one value or one per relay"
+    );
+    ensure!(
+        (0.0..1.0).contains(&args.held) && (args.held == 0.0 || args.mode == Mode::Backfill),
+        "--held must be within 0..1, in backfill mode"
+    );
+    ensure!(
         (0.0..=1.0).contains(&args.overlap),
         "--overlap must be within 0..=1"
     );
@@ -153,6 +166,9 @@ fn run_profile(
 ) -> anyhow::Result<Report> {
     let db = BenchDb::fresh(args.db.as_deref())?;
     migrate::run_pending(&db.url)?;
+    if let (Some(file), true) = (events_file, args.held > 0.0) {
+        hold(&db.url, file, args.held)?;
+    }
     let mut relays = RelayProcess::spawn(args, events_file)?;
     // Defaults plus any NOSTR_SYNC__* overrides, so a tuning can be measured as is.
     let mut settings = Settings::load(None)?;
@@ -233,6 +249,28 @@ fn run_profile(
         cpu_s,
         relays_cpu_s,
         speedup: None,
+    })
+}
+
+/// Stores a fraction `held` of the events (every one whose position falls in it) and
+/// their aggregates before the run, outside the measurement.
+fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
+    let events = load_events(events_file)?;
+    let keep = |i: usize| ((i as f64 * held).floor() - ((i as f64 - 1.0) * held).floor()) >= 1.0;
+    let held: Vec<Event> = events
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, e)| e)
+        .collect();
+    actix_rt::System::new().block_on(async {
+        let store = storage::open(url, 2).await?;
+        for chunk in held.chunks(5_000) {
+            store.insert_events(chunk).await?;
+        }
+        crate::actors::aggregator::apply_backlog(&*store).await?;
+        eprintln!("  the database holds {} events before the run", held.len());
+        anyhow::Ok(())
     })
 }
 
@@ -503,7 +541,7 @@ impl RelayProcess {
         cmd.arg("bench-relays")
             .args(["--relays", &args.relays.to_string()])
             .args(["--overlap", &args.overlap.to_string()])
-            .args(["--relay-limit", &args.relay_limit.to_string()])
+            .args(["--relay-limit", &limits(&args.relay_limit)])
             .args(["--rate", &args.rate.to_string()])
             .args(["--duration", &args.duration.to_string()]);
         if let Some(f) = events_file {
@@ -554,12 +592,27 @@ pub struct RelayArgs {
     pub relays: usize,
     #[arg(long, default_value_t = 0.5)]
     pub overlap: f64,
-    #[arg(long, default_value_t = 500)]
-    pub relay_limit: usize,
+    #[arg(long, value_delimiter = ',', default_value = "500")]
+    pub relay_limit: Vec<usize>,
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,
     #[arg(long, default_value_t = 60)]
     pub duration: u64,
+}
+
+fn limits(l: &[usize]) -> String {
+    l.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The REQ cap of relay `r`: its own, or the one for all; 0 is unclamped.
+fn relay_limit(limits: &[usize], r: usize) -> usize {
+    match limits.get(r).or(limits.last()).copied().unwrap_or(0) {
+        0 => usize::MAX / 2,
+        n => n,
+    }
 }
 
 /// `nostr-sync bench-relays`: hosts the relays, prints `READY url...`, and on `GO`
@@ -571,8 +624,9 @@ pub async fn host_relays(args: RelayArgs) -> anyhow::Result<()> {
     };
     let placement = place(events.len(), args.relays, args.overlap, 42);
     let mut relays = Vec::new();
-    for held in &placement {
-        relays.push(HostedRelay::start(held.iter().map(|i| &events[*i]), args.relay_limit).await?);
+    for (r, held) in placement.iter().enumerate() {
+        let limit = relay_limit(&args.relay_limit, r);
+        relays.push(HostedRelay::start(held.iter().map(|i| &events[*i]), limit).await?);
     }
     drop(events);
     let mut urls = Vec::new();

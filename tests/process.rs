@@ -15,6 +15,7 @@ use nostr_sync::storage;
 use rand::{Rng, SeedableRng};
 
 both_backends!(
+    a_panicking_storage_worker_exits_and_a_restart_completes,
     sigterm_commits_and_a_restart_completes_the_sync,
     sigkill_at_random_moments_loses_and_doubles_nothing,
     a_second_signal_exits_at_once,
@@ -155,6 +156,34 @@ async fn wait_for_count(store: &dyn storage::EventStore, at_least: i64, timeout:
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A storage worker panics mid-sync (through the test hook): the process exits with
+/// status 70 instead of staying up with nothing stored, and a restart completes the
+/// sync exactly.
+fn a_panicking_storage_worker_exits_and_a_restart_completes(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(6_000, 2, 0.5, 12);
+        let (_relays, urls) = hosted(&data, 500).await;
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let mut child = command(&db.url, &urls)
+            .env(
+                nostr_sync::actors::storage::FAILPOINT_ENV,
+                "storage-panic-after:1000",
+            )
+            .env("RUST_LOG", "off")
+            .arg("run")
+            .spawn()
+            .unwrap();
+        let code = exit_code(&mut child, Duration::from_secs(120)).await;
+        assert_eq!(code, Some(70), "the panic did not end the process");
+        let partial = store.count_events().await.unwrap();
+        assert!(
+            (1_000..6_000).contains(&partial),
+            "{partial} stored before the panic"
+        );
+        finish(&db, &*store, vec![start(&db, &urls)], &data).await;
+    });
 }
 
 fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {

@@ -222,6 +222,26 @@ struct Writer {
 /// Attempts at a lone event that fails while the database answers, before refusing it.
 const POISON_ATTEMPTS: usize = 3;
 
+/// The environment variable of the test hook below.
+pub const FAILPOINT_ENV: &str = "NOSTR_SYNC_FAILPOINT";
+
+/// Test hook: with `NOSTR_SYNC_FAILPOINT=storage-panic-after:N`, a storage worker panics
+/// on its first write once N events are stored: the process test that shows a panicking
+/// actor never leaves the service up with nothing stored. Off unless set.
+fn failpoint(stored: u64) {
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let after = AFTER.get_or_init(|| {
+        std::env::var(FAILPOINT_ENV)
+            .ok()?
+            .strip_prefix("storage-panic-after:")?
+            .parse()
+            .ok()
+    });
+    if after.is_some_and(|n| stored >= n) {
+        panic!("{FAILPOINT_ENV}: storage worker panics after {stored} events");
+    }
+}
+
 /// What an event carries besides itself while it is written.
 type Guards = (Pending, Instant, Option<InFlight>);
 
@@ -229,6 +249,7 @@ impl Writer {
     /// Commits `batch` in one transaction and hands on what it learned. On failure the
     /// batch comes back untouched.
     async fn write(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
+        failpoint(self.counters.stored.load(Ordering::Relaxed));
         let mut events = Vec::with_capacity(batch.len());
         let mut guards: Vec<Guards> = Vec::with_capacity(batch.len());
         for item in batch {
