@@ -358,9 +358,9 @@ fn backdated_events_are_found_by_repaging(db: TestDb) {
     run(backdated(&db, Negentropy::Off));
 }
 
-/// Relays that do not do NIP-77 answer NEG-OPEN with a NOTICE, a CLOSED, or nothing:
-/// each still syncs completely by paging, and the refusal is remembered (one NEG-OPEN
-/// over several cycles).
+/// Relays that do not do NIP-77 answer NEG-OPEN (here, the repair pass's) with a
+/// NOTICE, a CLOSED, or nothing: each still syncs and repairs completely by paging,
+/// and the refusal is remembered (one NEG-OPEN over several cycles and repairs).
 #[test]
 fn a_relay_refusing_negentropy_is_paged_and_remembered() {
     let answers = [
@@ -378,10 +378,14 @@ fn a_relay_refusing_negentropy_is_paged_and_remembered() {
             hostile.answer_negentropy_with(answer.clone());
             let mut s = settings(&db, vec![hostile.url.clone()]);
             s.sync.eose_timeout_secs = 2;
+            s.sync.repair_interval_secs = 1;
+            s.sync.repair_paging_interval_secs = 1;
             let app = App::start(s).await.unwrap();
-            assert!(app.wait_for_cycles(3, SYNC_TIMEOUT).await, "{answer:?}");
+            assert!(app.wait_for_cycles(4, SYNC_TIMEOUT).await, "{answer:?}");
+            let repairs = Counters::get(&app.counters.relay(&hostile.url).repairs);
             assert!(app.shutdown(Duration::from_secs(30)).await);
             assert_eq!(hostile.negentropy_opens(), 1, "{answer:?}");
+            assert!(repairs >= 2, "{repairs} repair passes");
             assert_exact(&db, &events).await;
         });
     }

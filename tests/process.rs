@@ -172,6 +172,8 @@ fn a_panicking_storage_worker_exits_and_a_restart_completes(db: TestDb) {
                 "storage-panic-after:1000",
             )
             .env("RUST_LOG", "off")
+            // The intended panic's report is noise in the test output.
+            .stderr(std::process::Stdio::null())
             .arg("run")
             .spawn()
             .unwrap();
