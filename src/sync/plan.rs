@@ -763,6 +763,19 @@ mod tests {
         )));
     }
 
+    /// What a relay capped at `cap` answers to `q`, as a summary.
+    fn page_of(events: &[Ev], q: &Query, cap: usize) -> PageSummary {
+        let quirks = Quirks {
+            cap,
+            ..Default::default()
+        };
+        let mut page = PageSummary::default();
+        for e in answer(events, q, &[], quirks) {
+            page.add(e.at, e.kind, &e.author);
+        }
+        page
+    }
+
     #[test]
     fn the_request_budget_fails_the_window() {
         let events = spread(1_000, 1_000);
@@ -777,21 +790,7 @@ mod tests {
         let mut step = planner.start();
         for _ in 0..10 {
             step = match step {
-                Step::Fetch(q) => {
-                    let mut page = PageSummary::default();
-                    for e in answer(
-                        &events,
-                        &q,
-                        &[],
-                        Quirks {
-                            cap: 10,
-                            ..Default::default()
-                        },
-                    ) {
-                        page.add(e.at, e.kind, &e.author);
-                    }
-                    planner.on_page(&page)
-                }
+                Step::Fetch(q) => planner.on_page(&page_of(&events, &q, 10)),
                 other => other,
             };
         }
@@ -812,18 +811,7 @@ mod tests {
         let mut step = planner.start();
         let mut last = u64::MAX;
         while let Step::Fetch(q) = step {
-            let mut page = PageSummary::default();
-            for e in answer(
-                &events,
-                &q,
-                &[],
-                Quirks {
-                    cap: 100,
-                    ..Default::default()
-                },
-            ) {
-                page.add(e.at, e.kind, &e.author);
-            }
+            let page = page_of(&events, &q, 100);
             step = planner.on_page(&page);
             if let Some(c) = planner.covered() {
                 assert!(c <= last);

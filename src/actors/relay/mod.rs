@@ -593,14 +593,7 @@ impl Cycle {
                 }
             }
         };
-        let keep = self.keep_progress(pages_rx, started, &keys);
-        let (read, kept) = futures::join!(read, keep);
-        let shortfalls = read?;
-        let outcome = kept?;
-        if !outcome.complete {
-            return Err(CycleError::Incomplete);
-        }
-        self.report(&key, &shortfalls);
+        let outcome = self.settle(read, pages_rx, started, &keys, &key).await?;
         // Progress first: a crash in between re-reads, it never skips.
         self.store.delete_cursor(&self.url, &keys.floor).await?;
         self.store.delete_cursor(&self.url, &keys.top).await?;
@@ -720,14 +713,7 @@ impl Cycle {
         };
         // Nothing is recorded (no page names a floor): this only awaits the commits.
         let keys = Backfill::keys(&repair_key);
-        let keep = self.keep_progress(pages_rx, now, &keys);
-        let (read, kept) = futures::join!(read, keep);
-        let shortfalls = read?;
-        let outcome = kept?;
-        if !outcome.complete {
-            return Err(CycleError::Incomplete);
-        }
-        self.report(&key, &shortfalls);
+        let outcome = self.settle(read, pages_rx, now, &keys, &key).await?;
         self.counters.repairs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .repair_found
@@ -759,6 +745,28 @@ impl Cycle {
             limit: CATCH_UP_MIN_HELD,
         };
         Ok(self.store.items(&query).await?.len() as i64 >= CATCH_UP_MIN_HELD)
+    }
+
+    /// Runs a window's `read` while awaiting its pages' commits in order (recording
+    /// progress where pages name a floor), then reports its shortfalls. Fails unless
+    /// every event read was committed.
+    async fn settle(
+        &self,
+        read: impl std::future::Future<Output = Result<Vec<Shortfall>, CycleError>>,
+        pages: mpsc::UnboundedReceiver<PageDone>,
+        top: u64,
+        keys: &BackfillKeys,
+        key: &str,
+    ) -> Result<AckOutcome, CycleError> {
+        let keep = self.keep_progress(pages, top, keys);
+        let (read, kept) = futures::join!(read, keep);
+        let shortfalls = read?;
+        let outcome = kept?;
+        if !outcome.complete {
+            return Err(CycleError::Incomplete);
+        }
+        self.report(key, &shortfalls);
+        Ok(outcome)
     }
 
     /// Counts and logs what a window could not read.
