@@ -204,11 +204,14 @@ fn a_restart_during_a_database_stall_loses_nothing(db: TestDb) {
 }
 
 /// A backfill that runs for several watchdog periods, making progress all along, is
-/// never restarted.
+/// never restarted; and one REQ whose answer streams for longer than the EOSE timeout
+/// is not cut off while frames keep coming.
 fn a_backfill_longer_than_the_watchdog_is_never_restarted(db: TestDb) {
     run(async {
         let data = data();
-        let relay = HostedRelay::start(data.relay_events(1), 100).await.unwrap();
+        let relay = HostedRelay::start(data.relay_events(1), 1_000_000)
+            .await
+            .unwrap();
         let direct = relay.url().await;
         let target = direct
             .trim_start_matches("ws://")
@@ -219,6 +222,10 @@ fn a_backfill_longer_than_the_watchdog_is_never_restarted(db: TestDb) {
         let url = proxy.route(&direct, &target);
         let mut s = settings(&db, vec![url.clone()]);
         s.interval.watchdog_secs = 1;
+        // One REQ answers everything, for about five seconds.
+        s.sync.page_limit = 10_000;
+        s.sync.eose_timeout_secs = 2;
+        s.sync.negentropy = Negentropy::Off;
         let started = Instant::now();
         let counters = sync_once(s).await;
         let took = started.elapsed();
@@ -226,7 +233,9 @@ fn a_backfill_longer_than_the_watchdog_is_never_restarted(db: TestDb) {
             took > Duration::from_secs(2),
             "the backfill took only {took:?}: it proves nothing"
         );
-        assert_eq!(Counters::get(&counters.relay(&url).restarts), 0);
+        let c = counters.relay(&url);
+        assert_eq!(Counters::get(&c.restarts), 0);
+        assert_eq!(Counters::get(&c.cycles_failed), 0, "a REQ was cut off");
         let want: Vec<Event> = data.relay_events(1).cloned().collect();
         assert_exact(&db, &want).await;
     });
