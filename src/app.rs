@@ -1,10 +1,14 @@
 //! The wiring: every actor spawned bottom-up with its mailbox capacity, and the ordered
 //! shutdown.
 
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, Supervisor, SyncArbiter};
+use tokio::sync::oneshot;
+
+use actix::{Actor, Addr, Arbiter, Recipient, Supervisor, SyncArbiter};
 
 use crate::actors::aggregator::messages::FlushNow;
 use crate::actors::aggregator::{apply_backlog, AggregatorActor};
@@ -16,13 +20,19 @@ use crate::actors::relay::RelayActor;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;
+use crate::actors::Ping;
 use crate::actors::{Pipeline, StorageHandle};
 use crate::config::Settings;
+use crate::http::Health;
 use crate::metrics::Counters;
 use crate::storage::{self, EventStore};
 
 pub struct App {
     relays: Vec<Arbiter>,
+    /// The operator endpoint's address and its stop signal.
+    http: Option<(SocketAddr, oneshot::Sender<()>)>,
+    probes: actix_rt::task::JoinHandle<()>,
+    pub health: Arc<Health>,
     storage: Vec<Addr<StorageActor>>,
     aggregator: Addr<AggregatorActor>,
     pub counters: Arc<Counters>,
@@ -34,6 +44,24 @@ impl App {
     /// Must run inside an actix System; migrations must have run.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
+        let counters = Arc::new(Counters::default());
+        let health = Arc::new(Health::new(
+            counters.clone(),
+            settings.max_held_events() as u64,
+        ));
+        // Bound first: a taken port is a start-up error, not a silent gap in monitoring.
+        let http = match settings.http.listen.as_str() {
+            "" => None,
+            listen => {
+                let listener = std::net::TcpListener::bind(listen)
+                    .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+                let addr = listener.local_addr()?;
+                let (stop, stopped) = oneshot::channel();
+                crate::http::spawn(listener, health.clone(), stopped)?;
+                tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+                Some((addr, stop))
+            }
+        };
         let store =
             storage::open(&settings.database.url, settings.database.max_connections).await?;
         let backlog = apply_backlog(&*store).await?;
@@ -43,7 +71,6 @@ impl App {
                 "applied aggregates left over by the last run"
             );
         }
-        let counters = Arc::new(Counters::default());
         let mailbox = &settings.mailbox;
 
         let aggregator = AggregatorActor::new(
@@ -77,6 +104,11 @@ impl App {
             Some(storage::Backend::Sqlite) => 1,
             _ => settings.storage.workers,
         };
+        let mut actors: Vec<(String, Recipient<Ping>)> = vec![
+            ("aggregator".into(), aggregator.clone().recipient()),
+            ("dedup".into(), dedup.clone().recipient()),
+            ("verify".into(), verify.clone().recipient()),
+        ];
         let storage: Vec<Addr<StorageActor>> = (0..workers)
             .map(|id| {
                 StorageActor::new(
@@ -116,6 +148,10 @@ impl App {
         };
         let supervisor =
             IntervalSupervisor::new(bounds, Duration::from_secs(i.watchdog_secs)).start();
+        actors.push(("interval".into(), supervisor.clone().recipient()));
+        for (n, worker) in storage.iter().enumerate() {
+            actors.push((format!("storage-{n}"), worker.clone().recipient()));
+        }
 
         // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
         // connection dies with the Arbiter that opened it, so they get a pool of their
@@ -140,6 +176,7 @@ impl App {
                 }
             };
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), actor);
+            actors.push((format!("relay {url}"), addr.clone().recipient()));
             supervisor.do_send(Watch {
                 relay: url.clone(),
                 addr,
@@ -147,13 +184,23 @@ impl App {
             });
             relays.push(arbiter);
         }
+        let probes = actix_rt::spawn(probe(health.clone(), store.clone(), actors));
+        health.started.store(true, Ordering::Relaxed);
         Ok(App {
             relays,
+            http,
+            probes,
+            health,
             storage,
             aggregator,
             counters,
             store,
         })
+    }
+
+    /// Where `/metrics`, `/livez` and `/readyz` are served, if they are.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _)| *addr)
     }
 
     /// Waits until every relay completed `cycles` sync cycles, or `timeout` passes.
@@ -175,6 +222,7 @@ impl App {
     /// Returns whether everything was committed within `timeout`.
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        self.health.started.store(false, Ordering::Relaxed);
         for arbiter in &self.relays {
             arbiter.stop();
         }
@@ -201,6 +249,10 @@ impl App {
                 Err(_) => break,
             }
         }
+        self.probes.abort();
+        if let Some((_, stop)) = self.http {
+            let _ = stop.send(());
+        }
         if !(drained && flushed) {
             tracing::warn!(
                 drained,
@@ -209,5 +261,31 @@ impl App {
             );
         }
         drained && flushed
+    }
+}
+
+/// Every second: whether the database takes writes, and which actors answer.
+async fn probe(
+    health: Arc<Health>,
+    store: Arc<dyn EventStore>,
+    actors: Vec<(String, Recipient<Ping>)>,
+) {
+    const WAIT: Duration = Duration::from_secs(2);
+    // Known from the start: one that never answers goes silent too.
+    for (name, _) in &actors {
+        health.alive(name);
+    }
+    loop {
+        let writes = tokio::time::timeout(WAIT, store.probe_write()).await;
+        let ok = matches!(writes, Ok(Ok(())));
+        if health.database.swap(ok, Ordering::Relaxed) != ok {
+            tracing::info!(taking_writes = ok, "database");
+        }
+        for (name, actor) in &actors {
+            if let Ok(Ok(())) = tokio::time::timeout(WAIT, actor.send(Ping)).await {
+                health.alive(name);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

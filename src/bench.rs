@@ -176,6 +176,7 @@ fn run_profile(
     settings.database.url = db.url.clone();
     settings.sync.live = args.mode == Mode::Live;
     settings.sync.eose_timeout_secs = 120;
+    settings.http.listen = String::new();
     if profile == Profile::Baseline {
         settings.baseline = true;
         settings.storage.workers = 1;

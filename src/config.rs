@@ -25,6 +25,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub shutdown: ShutdownSettings,
     pub auth: AuthSettings,
+    pub http: HttpSettings,
     /// The benchmark's yardstick, never read from files: the seed plan's original
     /// design (a database lookup instead of the LRU, aggregates updated inline).
     #[serde(skip)]
@@ -206,6 +207,22 @@ pub struct ShutdownSettings {
     pub timeout_secs: u64,
 }
 
+/// The operator's endpoint: `/metrics` (Prometheus text), `/livez`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `host:port` to listen on; empty turns the endpoint off.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
 /// NIP-42: the key the service authenticates to relays with, when they ask. The key
 /// itself never enters the settings (nor any log): it is read from the environment
 /// variable [`AUTH_KEY_ENV`] or from `secret_key_file`.
@@ -258,6 +275,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             shutdown: ShutdownSettings::default(),
             auth: AuthSettings::default(),
+            http: HttpSettings::default(),
             baseline: false,
         }
     }
@@ -410,6 +428,13 @@ impl Settings {
         let mut errors = Vec::new();
         if let Err(e) = self.auth.keys() {
             errors.push(e);
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            errors.push(format!(
+                "`http.listen` must be host:port (an IP address) or empty, got {:?}",
+                self.http.listen
+            ));
         }
         for (i, relay) in self.relays.iter().enumerate() {
             match url::Url::parse(relay) {

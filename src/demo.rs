@@ -22,6 +22,7 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         settings.relays.push(relay.url().await);
     }
     settings.sync.live = false;
+    settings.http.listen.clear();
     let held: usize = data.placement.iter().map(Vec::len).sum();
     println!(
         "relays: {} holding {held} events, {} unique",

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod dataset;
 pub mod demo;
+pub mod http;
 pub mod metrics;
 pub mod storage;
 pub mod sync;

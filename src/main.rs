@@ -79,6 +79,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Run) && settings.relays.is_empty() {
+        eprintln!("`relays` is empty: there is nothing to sync (set relays in the config file or NOSTR_SYNC__RELAYS)");
+        return ExitCode::from(2);
+    }
     if let Command::CheckConfig = cli.command {
         println!("configuration is valid");
         return ExitCode::SUCCESS;

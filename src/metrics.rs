@@ -41,10 +41,12 @@ impl Gauge {
     }
 }
 
-/// Receipt-to-commit latencies in buckets of 100 µs up to 10 s, plus the maximum.
+/// Receipt-to-commit latencies in buckets of 100 µs up to 10 s, plus the maximum and
+/// the sum.
 pub struct Histogram {
     buckets: Box<[AtomicU64]>,
     max_us: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 const BUCKET_US: u64 = 100;
@@ -55,6 +57,7 @@ impl Default for Histogram {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             max_us: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -71,6 +74,29 @@ impl Histogram {
         let bucket = ((us / BUCKET_US) as usize).min(BUCKETS - 1);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Sum of the recorded latencies, in seconds.
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Cumulative counts at each upper bound (seconds), Prometheus style; a bound that
+    /// falls inside a 100 µs bucket counts that bucket.
+    pub fn cumulative(&self, bounds_secs: &[f64]) -> Vec<(f64, u64)> {
+        let mut out = Vec::with_capacity(bounds_secs.len());
+        let mut seen = 0;
+        let mut next = 0;
+        for &bound in bounds_secs {
+            let last = ((bound * 1e6) as u64 / BUCKET_US).min(BUCKETS as u64) as usize;
+            while next < last {
+                seen += self.buckets[next].load(Ordering::Relaxed);
+                next += 1;
+            }
+            out.push((bound, seen));
+        }
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -108,6 +134,8 @@ pub struct RelayCounters {
     pub cycles_ok: AtomicU64,
     pub cycles_failed: AtomicU64,
     pub new_events: AtomicU64,
+    /// 1 while the relay is connected, as the last check saw it.
+    pub connected: AtomicU64,
     /// Restarts of the relay actor by the watchdog.
     pub restarts: AtomicU64,
     /// The `limit` REQs to this relay carry (config, NIP-11).

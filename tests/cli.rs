@@ -129,3 +129,14 @@ fn check_aggregates_finds_and_repairs_a_drifted_counter() {
         Some(0)
     );
 }
+
+/// `run` with no relays configured is a config error, not a service idling in silence.
+#[test]
+fn run_without_relays_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("x.db").display());
+    let out = nostr_sync(&url, &["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`relays`"), "{err}");
+}

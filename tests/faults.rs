@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::hostile::{Act, HostileRelay};
 use common::proxy::TcpProxy;
-use common::{run, settings, stored_ids, sync_once, Backend, TestDb, SYNC_TIMEOUT};
+use common::{
+    run, settings, stored_ids, sync_once, wait_for_status, Backend, TestDb, SYNC_TIMEOUT,
+};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::dataset::{Dataset, HostedRelay};
@@ -314,19 +316,33 @@ fn postgres_outage(db: TestDb) {
         s.database.url = proxy.route(&db.url, "127.0.0.1:5432");
         s.database.retry_min_ms = 50;
         s.database.retry_max_ms = 500;
+        s.http.listen = "127.0.0.1:0".into();
         s.validate().unwrap();
         let bound = s.max_held_events() as i64;
 
         let app = App::start(s).await.unwrap();
+        let http = app.http_addr().unwrap();
         for _ in 0..2 {
             let before = Counters::get(&app.counters.stored);
             while Counters::get(&app.counters.stored) < before + 2_000 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            assert!(wait_for_status(http, "/readyz", 200, Duration::from_secs(10)).await);
             proxy.cut();
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let cut = std::time::Instant::now();
+            assert!(
+                wait_for_status(http, "/readyz", 503, Duration::from_secs(10)).await,
+                "/readyz stayed 200 while the database was unreachable"
+            );
+            tokio::time::sleep(Duration::from_secs(3).saturating_sub(cut.elapsed())).await;
             proxy.restore();
+            assert!(
+                wait_for_status(http, "/readyz", 200, Duration::from_secs(20)).await,
+                "/readyz did not come back after the outage"
+            );
         }
+        // Actors answered throughout.
+        assert_eq!(common::http_get(http, "/livez").await.0, 200);
         assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
         let counters = app.counters.clone();
         assert!(app.shutdown(Duration::from_secs(30)).await);

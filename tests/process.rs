@@ -34,6 +34,7 @@ fn command(db_url: &str, relays: &[String]) -> Command {
     cmd.env("NOSTR_SYNC__DATABASE__URL", db_url)
         .env("NOSTR_SYNC__RELAYS", relays.join(","))
         .env("NOSTR_SYNC__SYNC__LIVE", "false")
+        .env("NOSTR_SYNC__HTTP__LISTEN", "")
         .env("NOSTR_SYNC__SHUTDOWN__TIMEOUT_SECS", "20")
         .env("NOSTR_SYNC__INTERVAL__IDLE_SECS", "1")
         .env("NOSTR_SYNC__INTERVAL__NORMAL_SECS", "1")

@@ -41,6 +41,33 @@ use self::storage::StorageActor;
 use self::verify::{Verify, VerifyActor};
 use crate::metrics::{Counters, RelayCounters};
 
+/// Health check: every actor answers (see `http::Health`); one that does not within
+/// `http::LIVE_WITHIN` fails `/livez`.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+/// Answers `Ping` for the given actors.
+macro_rules! answers_ping {
+    ($($actor:ty),* $(,)?) => {
+        $(
+            impl actix::Handler<$crate::actors::Ping> for $actor {
+                type Result = ();
+                fn handle(&mut self, _: $crate::actors::Ping, _: &mut Self::Context) {}
+            }
+        )*
+    };
+}
+
+answers_ping!(
+    aggregator::AggregatorActor,
+    dedup::DedupActor,
+    interval::IntervalSupervisor,
+    relay::RelayActor,
+    storage::StorageActor,
+    verify::VerifyActor,
+);
+
 /// One received event on its way to storage, with its REQ's commit guard.
 pub struct Item {
     pub event: Event,

@@ -120,6 +120,8 @@ pub fn settings(db: &TestDb, relays: Vec<String>) -> Settings {
         ..Default::default()
     };
     s.database.url = db.url.clone();
+    // Tests run side by side: no fixed port.
+    s.http.listen = String::new();
     s.sync.live = false;
     s.sync.eose_timeout_secs = 20;
     s.aggregates.flush_interval_ms = 50;
@@ -229,4 +231,28 @@ pub async fn lock_writes(db: &TestDb) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         let _ = release_tx.send(());
     })
+}
+
+/// GET `path` on the service's HTTP endpoint: status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Polls `path` until it answers `status`; false if it does not within `limit`.
+pub async fn wait_for_status(
+    addr: std::net::SocketAddr,
+    path: &str,
+    status: u16,
+    limit: Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if http_get(addr, path).await.0 == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

@@ -230,6 +230,9 @@ impl RelayActor {
                 .is_ok_and(|r| r.is_connected())
         };
         ctx.spawn(connected.into_actor(self).map(|connected, act, ctx| {
+            act.counters
+                .connected
+                .store(u64::from(connected), Ordering::Relaxed);
             if !connected && !act.cycle_running {
                 tracing::warn!(relay = %act.url, "connection lost, reconnecting");
                 ctx.notify(RunCycle);
@@ -295,6 +298,9 @@ impl Handler<RunCycle> for RelayActor {
                         CycleStats::Done { new_events }
                     }
                     Err(error) => {
+                        if matches!(error, CycleError::NotConnected | CycleError::ConnectionLost | CycleError::Relay(_)) {
+                            counters.connected.store(0, Ordering::Relaxed);
+                        }
                         act.failures += 1;
                         counters.cycles_failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(relay = %url, %error, failures = act.failures, "cycle failed");
@@ -419,7 +425,11 @@ impl Cycle {
             relay.try_connect(timeout).await?;
             self.read_information(timeout).await;
         }
-        if !relay.is_connected() {
+        let connected = relay.is_connected();
+        self.counters
+            .connected
+            .store(u64::from(connected), Ordering::Relaxed);
+        if !connected {
             return Err(CycleError::NotConnected);
         }
         self.counters.page_limit.store(

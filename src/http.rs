@@ -1,0 +1,429 @@
+//! The operator's endpoint (`[http] listen`): `/metrics` in Prometheus text format,
+//! `/livez` and `/readyz`. It runs on a thread of its own and only reads shared state
+//! (the counters, and a [`Health`] that the service updates every second), so a busy
+//! or stalled pipeline never delays a scrape.
+//!
+//! - `/readyz` is 200 once migrations ran and the pipeline started, while the database
+//!   takes writes (a probe every second) and at least one relay is connected; else 503
+//!   with the reasons.
+//! - `/livez` is 200 while every actor answers a `Ping` (asked every second) within
+//!   [`LIVE_WITHIN`]; else 503 naming the actors that stopped answering.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::{Counters, Reject, RelayCounters};
+
+/// An actor that has not answered for this long fails `/livez`.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the probes last saw.
+#[derive(Debug)]
+pub struct Health {
+    pub counters: Arc<Counters>,
+    /// Events the pipeline may hold at most (`Settings::max_held_events`).
+    pub max_held: u64,
+    /// Migrations ran and the pipeline is up.
+    pub started: AtomicBool,
+    /// The last write probe succeeded.
+    pub database: AtomicBool,
+    /// When each actor last answered a `Ping`.
+    answered: Mutex<BTreeMap<String, Instant>>,
+}
+
+impl Health {
+    pub fn new(counters: Arc<Counters>, max_held: u64) -> Self {
+        Self {
+            counters,
+            max_held,
+            started: AtomicBool::new(false),
+            database: AtomicBool::new(false),
+            answered: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn answered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Instant>> {
+        self.answered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `actor` answered just now.
+    pub fn alive(&self, actor: &str) {
+        self.answered().insert(actor.to_owned(), Instant::now());
+    }
+
+    /// The actors that have not answered within `within`.
+    pub fn silent(&self, within: Duration) -> Vec<String> {
+        self.answered()
+            .iter()
+            .filter(|(_, at)| at.elapsed() > within)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Why the service is not ready, if it is not.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.started.load(Ordering::Relaxed) {
+            why.push("starting");
+        }
+        if !self.database.load(Ordering::Relaxed) {
+            why.push("database not taking writes");
+        }
+        let relays = self
+            .counters
+            .relays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !relays
+            .values()
+            .any(|r| r.connected.load(Ordering::Relaxed) == 1)
+        {
+            why.push("no relay connected");
+        }
+        why
+    }
+}
+
+/// Starts serving on `listener` from a thread of its own until `stop` is dropped or
+/// sent to.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    health: Arc<Health>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = accept(listener, health) => {}
+                    _ = stop => {}
+                }
+            })
+        })?;
+    Ok(())
+}
+
+async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let health = health.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&req, &health)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn route<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(health),
+        ),
+        "/livez" => match health.silent(LIVE_WITHIN).as_slice() {
+            [] => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            silent => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not answering: {}\n", silent.join(", ")),
+            ),
+        },
+        "/readyz" => match health.not_ready().as_slice() {
+            [] => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            why => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {}\n", why.join(", ")),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+/// The metrics, in the Prometheus text format (OpenMetrics).
+pub fn render(health: &Health) -> String {
+    let mut registry = Registry::with_prefix("nostr_sync");
+    registry.register_collector(Box::new(Snapshot(health.counters.clone(), health.max_held)));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
+    }
+    out
+}
+
+/// Reads the service's counters at scrape time: the numbers tests, logs and `bench`
+/// use are the ones exported.
+#[derive(Debug)]
+struct Snapshot(Arc<Counters>, u64);
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+
+const REJECTS: [(Reject, &str); 8] = [
+    (Reject::InvalidJson, "invalid_json"),
+    (Reject::BadId, "bad_id"),
+    (Reject::BadSignature, "bad_signature"),
+    (Reject::TooLarge, "too_large"),
+    (Reject::TooManyTags, "too_many_tags"),
+    (Reject::FutureTimestamp, "future_timestamp"),
+    (Reject::UnknownSubscription, "unknown_subscription"),
+    (Reject::NulCharacter, "nul_character"),
+];
+
+type RelayField = fn(&RelayCounters) -> &std::sync::atomic::AtomicU64;
+
+/// Per-relay counters: name, help, field.
+const RELAY_COUNTERS: [(&str, &str, RelayField); 15] = [
+    ("relay_received", "EVENT frames received", |r| &r.received),
+    ("relay_notices", "NOTICE frames received", |r| &r.notices),
+    ("relay_new_events", "Events stored that were new", |r| {
+        &r.new_events
+    }),
+    ("relay_cycles_ok", "Sync cycles completed", |r| &r.cycles_ok),
+    ("relay_cycles_failed", "Sync cycles failed", |r| {
+        &r.cycles_failed
+    }),
+    (
+        "relay_windows_ok",
+        "Windows (filter, cycle) read completely",
+        |r| &r.windows_ok,
+    ),
+    (
+        "relay_windows_failed",
+        "Windows that failed (reason in the log)",
+        |r| &r.windows_failed,
+    ),
+    (
+        "relay_filters_refused",
+        "Filters the relay refused (CLOSED auth-required/restricted/blocked)",
+        |r| &r.filters_refused,
+    ),
+    (
+        "relay_shortfalls",
+        "Things a window could not read (logged at warn)",
+        |r| &r.shortfalls,
+    ),
+    (
+        "relay_reconciliations",
+        "NIP-77 reconciliations completed",
+        |r| &r.reconciliations,
+    ),
+    (
+        "relay_fetched_by_id",
+        "Events fetched by id after a reconciliation",
+        |r| &r.fetched_by_id,
+    ),
+    ("relay_repairs", "Repair passes completed", |r| &r.repairs),
+    (
+        "relay_repair_found",
+        "New events found by repair passes",
+        |r| &r.repair_found,
+    ),
+    (
+        "relay_restarts",
+        "Relay actor restarts by the watchdog",
+        |r| &r.restarts,
+    ),
+    (
+        "relay_progress",
+        "Batches of frames read and pages committed",
+        |r| &r.progress,
+    ),
+];
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.0;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "duplicates",
+                "Copies dropped as already stored or in flight",
+                get(&c.duplicates),
+            ),
+            (
+                "verified",
+                "Events whose id and signature were checked",
+                get(&c.verified),
+            ),
+            ("stored", "Events stored as new rows", get(&c.stored)),
+            (
+                "conflicts",
+                "Rows another writer had stored first",
+                get(&c.conflicts),
+            ),
+            (
+                "db_commits",
+                "Storage transactions committed",
+                get(&c.db_commits),
+            ),
+            (
+                "db_errors",
+                "Storage writes that failed and were retried",
+                get(&c.db_errors),
+            ),
+            (
+                "unstorable",
+                "Valid events the database refused (logged)",
+                get(&c.unstorable),
+            ),
+            (
+                "aggregated",
+                "Events whose aggregate deltas were committed",
+                get(&c.aggregated),
+            ),
+            (
+                "abandoned",
+                "In-flight ids released after their copy was dropped",
+                get(&c.abandoned),
+            ),
+            (
+                "received",
+                "EVENT frames received, all relays",
+                c.received(),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let counter = ConstCounter::new(v);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges: [(&str, &str, i64); 3] = [
+            (
+                "held_events",
+                "Events held between a socket and their commit",
+                c.held.get(),
+            ),
+            (
+                "held_events_peak",
+                "Most events held at once",
+                c.held.peak(),
+            ),
+            (
+                "held_events_bound",
+                "Most events the pipeline may hold",
+                self.1 as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let gauge = ConstGauge::new(v);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let mut latency = encoder.encode_descriptor(
+            "receipt_to_commit_seconds",
+            "From an event's frame leaving the socket to the commit of its row",
+            None,
+            MetricType::Histogram,
+        )?;
+        let buckets = c.latency.cumulative(&LATENCY_BOUNDS);
+        let count = buckets.last().map_or(0, |b| b.1);
+        latency.encode_histogram::<Vec<(String, String)>>(
+            c.latency.sum_secs(),
+            count,
+            &buckets,
+            None,
+        )?;
+
+        let relays: Vec<(String, Arc<RelayCounters>)> = {
+            let relays = c.relays.lock().unwrap_or_else(|e| e.into_inner());
+            relays.iter().map(|(u, r)| (u.clone(), r.clone())).collect()
+        };
+        for (name, help, field) in &RELAY_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (url, r) in &relays {
+                let labels = [("relay", url.as_str())];
+                ConstCounter::new(get(field(r))).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut rejected = encoder.encode_descriptor(
+            "relay_rejected",
+            "Events rejected before storage, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (url, r) in &relays {
+            for (reason, label) in REJECTS {
+                let labels = [("relay", url.as_str()), ("reason", label)];
+                ConstCounter::new(r.rejected(reason)).encode(rejected.encode_family(&labels)?)?;
+            }
+        }
+        let relay_gauges: [(&str, &str, RelayField); 2] = [
+            ("relay_connected", "1 while the relay is connected", |r| {
+                &r.connected
+            }),
+            (
+                "relay_page_limit",
+                "The limit REQs to the relay carry (config, NIP-11)",
+                |r| &r.page_limit,
+            ),
+        ];
+        for (name, help, field) in relay_gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (url, r) in &relays {
+                let labels = [("relay", url.as_str())];
+                ConstGauge::new(get(field(r)) as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
