@@ -375,8 +375,8 @@ impl Collector for Snapshot {
             None,
             MetricType::Histogram,
         )?;
-        let buckets = c.latency.cumulative(&LATENCY_BOUNDS);
-        let count = buckets.last().map_or(0, |b| b.1);
+        let buckets = c.latency.regrouped(&LATENCY_BOUNDS);
+        let count = buckets.iter().map(|b| b.1).sum();
         latency.encode_histogram::<Vec<(String, String)>>(
             c.latency.sum_secs(),
             count,

@@ -82,19 +82,19 @@ impl Histogram {
         self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 
-    /// Cumulative counts at each upper bound (seconds), Prometheus style; a bound that
-    /// falls inside a 100 µs bucket counts that bucket.
-    pub fn cumulative(&self, bounds_secs: &[f64]) -> Vec<(f64, u64)> {
+    /// Counts regrouped under coarser upper bounds (seconds, ascending, the last one
+    /// infinite): each bound's own count, not cumulative.
+    pub fn regrouped(&self, bounds_secs: &[f64]) -> Vec<(f64, u64)> {
         let mut out = Vec::with_capacity(bounds_secs.len());
-        let mut seen = 0;
         let mut next = 0;
         for &bound in bounds_secs {
             let last = ((bound * 1e6) as u64 / BUCKET_US).min(BUCKETS as u64) as usize;
+            let mut n = 0;
             while next < last {
-                seen += self.buckets[next].load(Ordering::Relaxed);
+                n += self.buckets[next].load(Ordering::Relaxed);
                 next += 1;
             }
-            out.push((bound, seen));
+            out.push((bound, n));
         }
         out
     }

@@ -58,6 +58,14 @@ fn metrics_move_and_agree_with_the_database(db: TestDb) {
             sample(&text, "nostr_sync_receipt_to_commit_seconds_count"),
             Some(rows)
         );
+        let every = "nostr_sync_receipt_to_commit_seconds_bucket{le=\"+Inf\"}";
+        let every = sample(&text, every).or_else(|| {
+            sample(
+                &text,
+                "nostr_sync_receipt_to_commit_seconds_bucket{le=\"inf\"}",
+            )
+        });
+        assert_eq!(every, Some(rows), "the last bucket counts every event");
         let received: f64 = urls
             .iter()
             .map(|u| {
