@@ -128,6 +128,9 @@ pub struct DatabaseSettings {
     /// Retry delay after a failed write: first delay, doubled up to `retry_max_ms`.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// `run` applies pending migrations at start (under an advisory lock on
+    /// PostgreSQL); false leaves them to `nostr-sync migrate` as a deployment step.
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -320,6 +323,7 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             retry_min_ms: 100,
             retry_max_ms: 10_000,
+            migrate_on_start: true,
         }
     }
 }
@@ -461,7 +465,7 @@ impl Settings {
         if crate::storage::Backend::of_url(&self.database.url).is_none() {
             errors.push(format!(
                 "`database.url` must start with sqlite:// or postgres://, got {:?}",
-                self.database.url
+                crate::storage::migrate::redacted(&self.database.url)
             ));
         }
         let mut positive = |key: &str, v: u64| {

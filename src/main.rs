@@ -16,11 +16,18 @@ use nostr_sync::storage::{self, migrate};
     about = "Keeps a SQL database in step with many Nostr relays"
 )]
 struct Cli {
-    /// Config file (TOML); see config/default.toml for every key.
-    #[arg(long, global = true)]
+    /// Config file (TOML); see config/default.toml for every key. Default: the file
+    /// in $NOSTR_SYNC_CONFIG, else /etc/nostr-sync/config.toml if it exists.
+    #[arg(long, global = true, env = "NOSTR_SYNC_CONFIG")]
     config: Option<PathBuf>,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "NOSTR_SYNC_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -40,11 +47,15 @@ enum Command {
     CheckConfig,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Sync in-process demo relays into the configured database and print the result.
+    /// Sync in-process demo relays into a fresh SQLite file in the temporary directory
+    /// (never the configured database) and print the result.
     Demo {
         /// Unique events to generate.
         #[arg(long, default_value_t = 3000)]
         events: usize,
+        /// Database to fill instead of a fresh temporary file.
+        #[arg(long)]
+        db: Option<String>,
     },
     /// Benchmark the pipeline against relays in a child process.
     Bench(nostr_sync::bench::BenchArgs),
@@ -72,7 +83,11 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let config = cli.config.clone().or_else(|| {
+        let system = PathBuf::from("/etc/nostr-sync/config.toml");
+        system.exists().then_some(system)
+    });
+    let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -87,12 +102,32 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    match migrate::run_pending(&settings.database.url) {
-        Ok(n) if n > 0 => tracing::info!(migrations = n, "database migrated"),
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("database.url: {e}");
-            return ExitCode::from(2);
+    let mut settings = settings;
+    if let Command::Demo { db, .. } = &cli.command {
+        settings.database.url = db.clone().unwrap_or_else(|| {
+            let file =
+                std::env::temp_dir().join(format!("nostr-sync-demo-{}.db", std::process::id()));
+            format!("sqlite://{}", file.display())
+        });
+        println!(
+            "demo database: {}",
+            migrate::redacted(&settings.database.url)
+        );
+    }
+    // Read-only commands never migrate; `run` does unless told not to.
+    let migrate = match &cli.command {
+        Command::Run => settings.database.migrate_on_start,
+        Command::Migrate | Command::Demo { .. } => true,
+        _ => false,
+    };
+    if migrate {
+        match migrate::run_pending(&settings.database.url) {
+            Ok(n) if n > 0 => tracing::info!(migrations = n, "database migrated"),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("database.url: {e}");
+                return ExitCode::from(2);
+            }
         }
     }
     let result = match cli.command {
@@ -101,7 +136,7 @@ fn main() -> ExitCode {
             exit_on_panic();
             actix_rt::System::new().block_on(run(settings))
         }
-        Command::Demo { events } => {
+        Command::Demo { events, .. } => {
             actix_rt::System::new().block_on(nostr_sync::demo::run(settings, events))
         }
         Command::CheckAggregates { repair } => {

@@ -64,6 +64,48 @@ fn an_unreachable_database_is_a_config_error() {
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }
 
+/// A password in `database.url` never reaches the output.
+#[test]
+fn a_database_password_is_never_printed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .arg("run")
+        .env(
+            "NOSTR_SYNC__DATABASE__URL",
+            "postgres://sync:hunter2@127.0.0.1:1/none",
+        )
+        .env("NOSTR_SYNC__RELAYS", "ws://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let all =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(all.contains("sync:***@127.0.0.1:1"), "{all}");
+}
+
+/// `demo` never writes into the configured database: without `--db` it fills a fresh
+/// temporary file.
+#[test]
+fn demo_leaves_the_configured_database_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let configured = dir.path().join("production.db");
+    let url = format!("sqlite://{}", configured.display());
+    let out = nostr_sync(&url, &["demo", "--events", "100"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!configured.exists(), "demo created the configured database");
+    let used = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("demo database: sqlite://"))
+        .expect("the demo names its database");
+    assert!(std::path::Path::new(used).exists());
+    let _ = std::fs::remove_file(used);
+}
+
 #[test]
 fn valid_config_passes() {
     let (code, stderr) = check_config("relays = [\"wss://relay.example.com\"]", &[]);
@@ -97,7 +139,7 @@ fn check_aggregates_finds_and_repairs_a_drifted_counter() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let url = format!("sqlite://{}", path.display());
-    let demo = nostr_sync(&url, &["demo", "--events", "400"]);
+    let demo = nostr_sync(&url, &["demo", "--events", "400", "--db", &url]);
     assert!(
         demo.status.success(),
         "{}",
@@ -139,4 +181,42 @@ fn run_without_relays_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`relays`"), "{err}");
+}
+
+/// Four instances started at once on an empty PostgreSQL database all come up: the
+/// migrations run once, under an advisory lock.
+#[test]
+fn four_instances_migrate_an_empty_postgres_database_at_once() {
+    use nostr_sync::storage::migrate;
+    let base = std::env::var("NOSTR_SYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let schema = format!("m_{:016x}", rand::random::<u64>());
+    if let Err(e) = migrate::execute(&base, &format!("CREATE SCHEMA {schema}")) {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{e}");
+        eprintln!("!!! SKIPPING PostgreSQL test: {e}");
+        return;
+    }
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+                .arg("migrate")
+                .env("NOSTR_SYNC__DATABASE__URL", &url)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let _ = migrate::execute(&base, &format!("DROP SCHEMA {schema} CASCADE"));
+    for out in outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -14,16 +14,32 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {}: {source}", redacted(url))]
     Connect {
         url: String,
         source: diesel::ConnectionError,
     },
     #[error("migration failed: {0}")]
     Run(String),
-    #[error("unsupported database url {0:?}: use postgres:// or sqlite://")]
+    #[error("unsupported database url {:?}: use postgres:// or sqlite://", redacted(.0))]
     Url(String),
 }
+
+/// `url` with its password, if any, replaced by `***`: for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+/// Key of the PostgreSQL advisory lock migrations take, so that instances started
+/// at once on an empty database migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x6e6f_7374_7273_796e; // "nostrsyn"
 
 /// Runs `sql` on a fresh PostgreSQL connection (schema set-up for tests and benchmarks).
 /// Must not be called from inside an async runtime.
@@ -50,10 +66,17 @@ pub fn run_pending(url: &str) -> Result<usize, MigrateError> {
         Some(Backend::Postgres) => {
             let mut conn =
                 AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(connect_err)?;
+            let run = |e: diesel::result::Error| MigrateError::Run(e.to_string());
+            // Held until this connection closes, whatever happens below.
+            conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                .map_err(run)?;
             let ran = conn
                 .run_pending_migrations(POSTGRES)
-                .map_err(|e| MigrateError::Run(e.to_string()))?;
-            Ok(ran.len())
+                .map_err(|e| MigrateError::Run(e.to_string()))?
+                .len();
+            conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                .map_err(run)?;
+            Ok(ran)
         }
         Some(Backend::Sqlite) => {
             let mut conn = SqliteConnection::establish(sqlite_path(url)).map_err(connect_err)?;
@@ -65,5 +88,29 @@ pub fn run_pending(url: &str) -> Result<usize, MigrateError> {
             Ok(ran.len())
         }
         None => Err(MigrateError::Url(url.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        let cases = [
+            (
+                "postgres://sync:s3cr3t@db.example:5432/nostr?sslmode=require",
+                "postgres://sync:***@db.example:5432/nostr?sslmode=require",
+            ),
+            (
+                "postgres://root@127.0.0.1/test",
+                "postgres://root@127.0.0.1/test",
+            ),
+            ("sqlite://nostr-sync.db", "sqlite://nostr-sync.db"),
+            ("not a url with password:x@", "<unparsable url>"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redacted(url), want);
+        }
     }
 }

@@ -150,7 +150,8 @@ pub async fn open(url: &str, max_connections: usize) -> StoreResult<Arc<dyn Even
             max_connections,
         )?)),
         None => Err(StoreError::Pool(format!(
-            "unsupported database url {url:?}: use postgres:// or sqlite://"
+            "unsupported database url {:?}: use postgres:// or sqlite://",
+            migrate::redacted(url)
         ))),
     }
 }
