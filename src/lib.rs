@@ -11,5 +11,6 @@ pub mod dataset;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod status;
 pub mod storage;
 pub mod sync;

@@ -62,6 +62,13 @@ enum Command {
     /// The benchmark's relay process.
     #[command(hide = true)]
     BenchRelays(nostr_sync::bench::RelayArgs),
+    /// Per relay and filter: cursor and lag, backfill progress, last success, failures
+    /// and last error; event counts and migrations. Reads the database only.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recount every aggregate from the stored events and compare with the stats table.
     CheckAggregates {
         /// Rewrite the stats table from the recount.
@@ -142,6 +149,9 @@ fn main() -> ExitCode {
         Command::CheckAggregates { repair } => {
             return actix_rt::System::new().block_on(check_aggregates(settings, repair));
         }
+        Command::Status { json } => {
+            return actix_rt::System::new().block_on(status(settings, json));
+        }
         Command::CheckConfig | Command::Bench(_) | Command::BenchRelays(_) => {
             unreachable!("handled above")
         }
@@ -216,6 +226,34 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "shutdown timed out after {timeout:?}: events received may not be committed"
     );
     Ok(())
+}
+
+async fn status(settings: Settings, json: bool) -> ExitCode {
+    let result = async {
+        let store = storage::open(&settings.database.url, 1).await?;
+        let overview = store.overview().await?;
+        let keys: Vec<String> = settings
+            .filters
+            .iter()
+            .map(nostr_sync::actors::relay::filter_key)
+            .collect();
+        let now = nostr_sdk::Timestamp::now().as_secs() as i64;
+        let report = nostr_sync::status::report(&settings.relays, &keys, &overview, now);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", nostr_sync::status::render(&report));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {

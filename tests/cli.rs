@@ -220,3 +220,85 @@ fn four_instances_migrate_an_empty_postgres_database_at_once() {
         );
     }
 }
+
+fn status_json(url: &str, relays: &str) -> serde_json::Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nostr-sync"));
+    cmd.args(["status", "--json"])
+        .env("NOSTR_SYNC__DATABASE__URL", url);
+    if !relays.is_empty() {
+        cmd.env("NOSTR_SYNC__RELAYS", relays);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `status` after a demo shows every demo relay synced; after a relay that refuses
+/// connections, its failures and last error.
+#[test]
+fn status_shows_progress_and_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("status.db").display());
+    let demo = nostr_sync(&url, &["demo", "--events", "300", "--db", &url]);
+    assert!(demo.status.success());
+    let s = status_json(&url, "");
+    let relays = s["relays"].as_array().unwrap();
+    assert_eq!(relays.len(), 3, "{s}");
+    for r in relays {
+        let f = &r["filters"][0];
+        assert_eq!(f["percent_done"], 100.0, "{s}");
+        assert!(f["cursor"].as_i64().is_some(), "{s}");
+        assert!(f["last_success"].as_i64().is_some(), "{s}");
+        assert_eq!(f["consecutive_failures"], 0, "{s}");
+    }
+    assert!(s["events"].as_i64().unwrap() >= 300);
+    assert_eq!(s["migrations"].as_array().unwrap().len(), 2);
+
+    // Nothing listens on port 1.
+    let refused = "ws://127.0.0.1:1";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
+        .arg("run")
+        .env("NOSTR_SYNC__DATABASE__URL", &url)
+        .env("NOSTR_SYNC__RELAYS", refused)
+        .env("NOSTR_SYNC__HTTP__LISTEN", "")
+        .env("NOSTR_SYNC__SYNC__BACKOFF_MIN_MS", "100")
+        .env("NOSTR_SYNC__SYNC__BACKOFF_MAX_MS", "200")
+        .env("RUST_LOG", "off")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let failures = loop {
+        let s = status_json(&url, refused);
+        let r = s["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["relay"] == refused)
+            .cloned()
+            .unwrap();
+        let n = r["filters"][0]["consecutive_failures"].as_i64().unwrap();
+        if n >= 2 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let f = &failures["filters"][0];
+    assert!(
+        f["consecutive_failures"].as_i64().unwrap() >= 2,
+        "{failures}"
+    );
+    assert!(
+        f["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failures}"
+    );
+    assert_eq!(f["last_success"], serde_json::Value::Null, "{failures}");
+    assert_eq!(failures["configured"], true);
+}

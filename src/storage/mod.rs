@@ -60,6 +60,41 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// One row of `relay_state`: how a relay's windows of one filter went.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, serde::Serialize)]
+pub struct RelayState {
+    pub relay: String,
+    pub filter: String,
+    pub last_success: Option<i64>,
+    pub last_failure: Option<i64>,
+    pub consecutive_failures: i64,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+}
+
+/// One applied migration (diesel's own table).
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Version {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub version: String,
+}
+
+pub(crate) const MIGRATIONS_QUERY: &str =
+    "SELECT version FROM __diesel_schema_migrations ORDER BY version";
+
+/// What the database says of itself, for `nostr-sync status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// `(relay, key, created_at)` of every cursor row (progress rows included).
+    pub cursors: Vec<(String, String, i64)>,
+    pub states: Vec<RelayState>,
+    pub events: i64,
+    /// Stored events whose aggregates are not yet applied.
+    pub unaggregated: i64,
+    /// Applied migrations, oldest first.
+    pub migrations: Vec<String>,
+}
+
 /// Which stored events a reconciliation (NIP-77) compares: those of a filter's kinds
 /// and authors (empty: any) dated within `[since, until]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +154,15 @@ pub trait EventStore: Send + Sync + 'static {
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     async fn count_events(&self) -> StoreResult<i64>;
+    /// Records how a window of `filter` on `relay` ended: `error` is `None` on success.
+    async fn record_window(
+        &self,
+        relay: &str,
+        filter: &str,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Cursors, relay states, counts and migrations; reads only.
+    async fn overview(&self) -> StoreResult<Overview>;
     /// `(id, created_at)` of the stored events `q` selects, newest first.
     async fn items(&self, q: &ItemQuery) -> StoreResult<Vec<(String, i64)>>;
 

@@ -11,7 +11,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use nostr_sdk::Event;
 
 use super::models::{tag_rows, EventRow, NewEvent, NewTag, StatsRow};
-use super::schema::{event_stats, event_tags, events, relay_cursors};
+use super::schema::{event_stats, event_tags, events, relay_cursors, relay_state};
 use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
 use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
 
@@ -166,6 +166,92 @@ impl EventStore for PgStore {
             query = query.filter(events::pubkey.eq_any(q.authors.clone()));
         }
         Ok(query.load(&mut conn).await?)
+    }
+
+    async fn record_window(
+        &self,
+        relay: &str,
+        filter: &str,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        let now = now_secs();
+        let insert = diesel::insert_into(relay_state::table);
+        let key = (relay_state::relay.eq(relay), relay_state::filter.eq(filter));
+        let conflict = (relay_state::relay, relay_state::filter);
+        match error {
+            None => {
+                insert
+                    .values((
+                        key,
+                        relay_state::last_success.eq(now),
+                        relay_state::updated_at.eq(now),
+                    ))
+                    .on_conflict(conflict)
+                    .do_update()
+                    .set((
+                        relay_state::last_success.eq(now),
+                        relay_state::consecutive_failures.eq(0),
+                        relay_state::updated_at.eq(now),
+                    ))
+                    .execute(&mut conn)
+                    .await?
+            }
+            Some(e) => {
+                insert
+                    .values((
+                        key,
+                        relay_state::last_failure.eq(now),
+                        relay_state::consecutive_failures.eq(1),
+                        relay_state::last_error.eq(e),
+                        relay_state::updated_at.eq(now),
+                    ))
+                    .on_conflict(conflict)
+                    .do_update()
+                    .set((
+                        relay_state::last_failure.eq(now),
+                        relay_state::consecutive_failures.eq(relay_state::consecutive_failures + 1),
+                        relay_state::last_error.eq(e),
+                        relay_state::updated_at.eq(now),
+                    ))
+                    .execute(&mut conn)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn overview(&self) -> StoreResult<super::Overview> {
+        let mut conn = self.conn().await?;
+        let cursors = relay_cursors::table
+            .select((
+                relay_cursors::relay,
+                relay_cursors::filter,
+                relay_cursors::created_at,
+            ))
+            .order((relay_cursors::relay, relay_cursors::filter))
+            .load(&mut conn)
+            .await?;
+        let states = relay_state::table
+            .order((relay_state::relay, relay_state::filter))
+            .load(&mut conn)
+            .await?;
+        let events = events::table.count().get_result(&mut conn).await?;
+        let unaggregated = events::table
+            .filter(events::aggregated.eq(false))
+            .count()
+            .get_result(&mut conn)
+            .await?;
+        let migrations: Vec<super::Version> = diesel::sql_query(super::MIGRATIONS_QUERY)
+            .load(&mut conn)
+            .await?;
+        Ok(super::Overview {
+            cursors,
+            states,
+            events,
+            unaggregated,
+            migrations: migrations.into_iter().map(|v| v.version).collect(),
+        })
     }
 
     async fn count_events(&self) -> StoreResult<i64> {

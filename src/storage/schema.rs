@@ -44,5 +44,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    relay_state (relay, filter) {
+        relay -> Text,
+        filter -> Text,
+        last_success -> Nullable<BigInt>,
+        last_failure -> Nullable<BigInt>,
+        consecutive_failures -> BigInt,
+        last_error -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
-diesel::allow_tables_to_appear_in_same_query!(events, event_tags, event_stats, relay_cursors);
+diesel::allow_tables_to_appear_in_same_query!(
+    events,
+    event_tags,
+    event_stats,
+    relay_cursors,
+    relay_state
+);

@@ -415,9 +415,47 @@ enum CycleError {
     Store(#[from] crate::storage::StoreError),
 }
 
+impl CycleError {
+    /// The connection failed, not one filter's window.
+    fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            CycleError::NotConnected
+                | CycleError::ConnectionLost
+                | CycleError::Relay(_)
+                | CycleError::Client(_)
+        )
+    }
+}
+
 impl Cycle {
     /// Returns how many events were new rows.
+    /// Syncs every filter; what happened is kept in `relay_state` for `status`.
     async fn run(self) -> Result<u64, CycleError> {
+        let result = self.sync_filters().await;
+        if let Err(e) = &result {
+            if e.is_connection() {
+                for f in &self.settings.filters {
+                    self.record(&filter_key(f), Some(e)).await;
+                }
+            }
+        }
+        result
+    }
+
+    /// Records how a window ended (best effort: `status` is not worth a failed cycle).
+    async fn record(&self, key: &str, error: Option<&CycleError>) {
+        let error = error.map(|e| e.to_string());
+        if let Err(e) = self
+            .store
+            .record_window(&self.url, key, error.as_deref())
+            .await
+        {
+            tracing::debug!(relay = %self.url, error = %e, "cannot record the window's outcome");
+        }
+    }
+
+    async fn sync_filters(&self) -> Result<u64, CycleError> {
         let sync = &self.settings.sync;
         let relay = self.client.relay(self.url.as_str()).await?;
         if !relay.is_connected() {
@@ -472,8 +510,12 @@ impl Cycle {
             };
             let Some(error) = error else {
                 self.counters.windows_ok.fetch_add(1, Ordering::Relaxed);
+                self.record(&key, None).await;
                 continue;
             };
+            if !error.is_connection() {
+                self.record(&key, Some(&error)).await;
+            }
             // One filter's failure never stops the others; a lost connection does.
             match &error {
                 CycleError::Closed(message) => match Closed::of(message) {
@@ -489,10 +531,7 @@ impl Cycle {
                     }
                     Closed::Failed => {}
                 },
-                CycleError::NotConnected
-                | CycleError::ConnectionLost
-                | CycleError::Relay(_)
-                | CycleError::Client(_) => return Err(error),
+                e if e.is_connection() => return Err(error),
                 _ => {}
             }
             tracing::warn!(relay = %self.url, filter = %key, %error, "window failed; the next cycle reads it again");
