@@ -69,7 +69,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One event's aggregates (reactions, replies, reposts, zaps and their amount).
+    Stats {
+        /// The event: 64 hex digits, note1… or nevent1….
+        event: String,
+    },
     /// Recount every aggregate from the stored events and compare with the stats table.
+    /// `--repair` rewrites the table: stop the service first, or its flushes race it.
     CheckAggregates {
         /// Rewrite the stats table from the recount.
         #[arg(long)]
@@ -152,6 +158,9 @@ fn main() -> ExitCode {
         Command::Status { json } => {
             return actix_rt::System::new().block_on(status(settings, json));
         }
+        Command::Stats { event } => {
+            return actix_rt::System::new().block_on(stats(settings, &event));
+        }
         Command::CheckConfig | Command::Bench(_) | Command::BenchRelays(_) => {
             unreachable!("handled above")
         }
@@ -228,6 +237,39 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn stats(settings: Settings, event: &str) -> ExitCode {
+    use nostr_sdk::nips::nip19::{FromBech32, Nip19Event};
+    let id = nostr_sdk::EventId::parse(event)
+        .ok()
+        .or_else(|| Nip19Event::from_bech32(event).ok().map(|e| e.event_id));
+    let Some(id) = id else {
+        eprintln!("{event:?} is not an event id (64 hex digits, note1… or nevent1…)");
+        return ExitCode::from(2);
+    };
+    let result = async {
+        let store = storage::open(&settings.database.url, 1).await?;
+        let stats = store.stats_of(&id.to_hex()).await?;
+        anyhow::Ok(stats)
+    }
+    .await;
+    match result {
+        Ok(s) => {
+            let s = s.unwrap_or_default();
+            println!("event     {}", id.to_hex());
+            println!("reactions {}", s.reactions);
+            println!("replies   {}", s.replies);
+            println!("reposts   {}", s.reposts);
+            println!("zaps      {}", s.zaps);
+            println!("zap msats {}", s.zap_msats);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn status(settings: Settings, json: bool) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 1).await?;
@@ -277,6 +319,9 @@ async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
         }
         println!("{} targets recounted, {diffs} differ", recount.len());
         if diffs > 0 && repair {
+            println!(
+                "rewriting the stats table: the service must be stopped, or its flushes race this"
+            );
             store.replace_stats(&recount).await?;
             println!("stats table rewritten from the recount");
             return Ok::<_, anyhow::Error>(0);

@@ -302,3 +302,49 @@ fn status_shows_progress_and_failures() {
     assert_eq!(f["last_success"], serde_json::Value::Null, "{failures}");
     assert_eq!(failures["configured"], true);
 }
+
+/// `stats` prints one event's aggregates, by hex id or note1/nevent1.
+#[test]
+fn stats_prints_one_events_aggregates() {
+    use diesel::prelude::*;
+    use nostr_sdk::nips::nip19::ToBech32;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(nostr_sync(&url, &["demo", "--events", "300", "--db", &url])
+        .status
+        .success());
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        event_id: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        reactions: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        replies: i64,
+    }
+    let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    let row: Row = diesel::sql_query(
+        "SELECT event_id, reactions, replies FROM event_stats ORDER BY reactions + replies DESC LIMIT 1",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    let id = nostr_sdk::EventId::from_hex(&row.event_id).unwrap();
+    for arg in [row.event_id.clone(), id.to_bech32().unwrap()] {
+        let out = nostr_sync(&url, &["stats", &arg]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{arg}: {text}");
+        assert!(
+            text.contains(&format!("reactions {}", row.reactions)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("replies   {}", row.replies)),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        nostr_sync(&url, &["stats", "nonsense"]).status.code(),
+        Some(2)
+    );
+}

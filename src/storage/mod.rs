@@ -154,6 +154,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     async fn count_events(&self) -> StoreResult<i64>;
+    /// The aggregates of one event (`None`: nothing counts toward it).
+    async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>>;
     /// Records how a window of `filter` on `relay` ended: `error` is `None` on success.
     async fn record_window(
         &self,
@@ -226,19 +228,23 @@ pub(crate) fn rows_to_events(rows: Vec<(i64, models::EventRow)>) -> StoreResult<
 pub(crate) const PROBE_WRITE: &str =
     "UPDATE events SET aggregated = aggregated WHERE seq = (SELECT max(seq) FROM events)";
 
+/// Pages through the events and sums as it goes: memory grows with the number of
+/// targets, not of events.
 pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, StatsDelta>> {
-    let mut all = Vec::new();
+    let mut sums: HashMap<String, StatsDelta> = HashMap::new();
     let mut after = 0;
     loop {
         let page = store.events_after(after, 5_000).await?;
         let Some((last, _)) = page.last() else { break };
         after = *last;
-        all.extend(
-            page.iter()
-                .filter_map(|(_, e)| crate::actors::aggregator::deltas::contribution(e)),
-        );
+        for c in page
+            .iter()
+            .filter_map(|(_, e)| crate::actors::aggregator::deltas::contribution(e))
+        {
+            sums.entry(c.target).or_default().add(&c.delta);
+        }
     }
-    Ok(crate::actors::aggregator::deltas::sum_by_target(&all))
+    Ok(sums)
 }
 
 /// Sums `items` per target and drops those whose source row was not claimed.

@@ -254,6 +254,17 @@ impl EventStore for PgStore {
         })
     }
 
+    async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {
+        let mut conn = self.conn().await?;
+        let row: Option<StatsRow> = event_stats::table
+            .filter(event_stats::event_id.eq(event_id))
+            .select(StatsRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(row.map(|r| r.delta()))
+    }
+
     async fn count_events(&self) -> StoreResult<i64> {
         let mut conn = self.conn().await?;
         Ok(events::table.count().get_result(&mut conn).await?)

@@ -324,6 +324,20 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {
+        let event_id = event_id.to_owned();
+        let row: Option<StatsRow> = self
+            .run(move |conn| {
+                event_stats::table
+                    .filter(event_stats::event_id.eq(event_id))
+                    .select(StatsRow::as_select())
+                    .first(conn)
+                    .optional()
+            })
+            .await?;
+        Ok(row.map(|r| r.delta()))
+    }
+
     async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
         let (relay, filter) = (relay.to_owned(), filter.to_owned());
         self.run(move |conn| {
