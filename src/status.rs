@@ -142,8 +142,8 @@ fn filter_since(key: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
-fn time(t: Option<i64>) -> String {
+/// Unix time as `YYYY-MM-DD HH:MM:SS UTC` ("never" for `None`).
+pub fn time(t: Option<i64>) -> String {
     let Some(t) = t else { return "never".into() };
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);

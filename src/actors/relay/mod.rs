@@ -383,6 +383,9 @@ struct Cycle {
     auth: bool,
 }
 
+/// How often a long window logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// Events of a window we must already hold for a catch-up to reconcile rather than page.
 const CATCH_UP_MIN_HELD: i64 = 20_000;
 
@@ -642,7 +645,9 @@ impl Cycle {
                 }
             }
         };
-        let outcome = self.settle(read, pages_rx, started, &keys, &key).await?;
+        let outcome = self
+            .settle(read, pages_rx, (since, started), &keys, &key)
+            .await?;
         // Progress first: a crash in between re-reads, it never skips.
         self.store.delete_cursor(&self.url, &keys.floor).await?;
         self.store.delete_cursor(&self.url, &keys.top).await?;
@@ -762,7 +767,9 @@ impl Cycle {
         };
         // Nothing is recorded (no page names a floor): this only awaits the commits.
         let keys = Backfill::keys(&repair_key);
-        let outcome = self.settle(read, pages_rx, now, &keys, &key).await?;
+        let outcome = self
+            .settle(read, pages_rx, (f.since, now), &keys, &key)
+            .await?;
         self.counters.repairs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .repair_found
@@ -803,11 +810,11 @@ impl Cycle {
         &self,
         read: impl std::future::Future<Output = Result<Vec<Shortfall>, CycleError>>,
         pages: mpsc::UnboundedReceiver<PageDone>,
-        top: u64,
+        window: (u64, u64),
         keys: &BackfillKeys,
         key: &str,
     ) -> Result<AckOutcome, CycleError> {
-        let keep = self.keep_progress(pages, top, keys);
+        let keep = self.keep_progress(pages, window, keys);
         let (read, kept) = futures::join!(read, keep);
         let shortfalls = read?;
         let outcome = kept?;
@@ -838,7 +845,7 @@ impl Cycle {
     async fn keep_progress(
         &self,
         mut pages: mpsc::UnboundedReceiver<PageDone>,
-        started: u64,
+        (since, started): (u64, u64),
         keys: &BackfillKeys,
     ) -> Result<AckOutcome, CycleError> {
         let mut outcome = AckOutcome {
@@ -846,6 +853,8 @@ impl Cycle {
             new_rows: 0,
         };
         let mut top_saved = false;
+        let began = Instant::now();
+        let mut logged = began;
         while let Some(page) = pages.recv().await {
             if let Some(done) = page.done {
                 match done.await {
@@ -869,8 +878,30 @@ impl Cycle {
                 .save_cursor(&self.url, &keys.floor, floor as i64)
                 .await?;
             self.counters.progress.fetch_add(1, Ordering::Relaxed);
+            if logged.elapsed() >= PROGRESS_EVERY {
+                logged = Instant::now();
+                self.log_progress(since, floor, started, outcome.new_rows, began.elapsed());
+            }
         }
         Ok(outcome)
+    }
+
+    /// A long window's progress line: what it covers, how fast, and how long to go.
+    fn log_progress(&self, since: u64, floor: u64, top: u64, stored: u64, took: Duration) {
+        let secs = took.as_secs_f64().max(0.001);
+        let covered = top.saturating_sub(floor) as f64;
+        let eta = (covered > 0.0)
+            .then(|| floor.saturating_sub(since) as f64 * secs / covered)
+            .map(|s| Duration::from_secs(s as u64));
+        tracing::info!(
+            relay = %self.url,
+            from = %crate::status::time(Some(floor as i64)),
+            to = %crate::status::time(Some(top as i64)),
+            stored,
+            per_sec = (stored as f64 / secs).round(),
+            eta = ?eta,
+            "backfill progress"
+        );
     }
 
     /// One REQ, read until EOSE; its events are claimed from `root`, and their ids
