@@ -27,11 +27,17 @@ use crate::http::Health;
 use crate::metrics::Counters;
 use crate::storage::{self, EventStore};
 
+/// Set once shutdown begins: a panic while actors are being torn down (diesel-async's
+/// SQLite wrapper panics when a call is dropped unfinished on a single-threaded
+/// runtime) must not turn a clean stop into an internal-error exit.
+pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub struct App {
     relays: Vec<Arbiter>,
     /// The operator endpoint's address and its stop signal.
     http: Option<(SocketAddr, oneshot::Sender<()>)>,
     probes: actix_rt::task::JoinHandle<()>,
+    stop_probes: Arc<std::sync::atomic::AtomicBool>,
     pub health: Arc<Health>,
     storage: Vec<Addr<StorageActor>>,
     aggregator: Addr<AggregatorActor>,
@@ -184,12 +190,19 @@ impl App {
             });
             relays.push(arbiter);
         }
-        let probes = actix_rt::spawn(probe(health.clone(), store.clone(), actors));
+        let stop_probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probes = actix_rt::spawn(probe(
+            health.clone(),
+            store.clone(),
+            actors,
+            stop_probes.clone(),
+        ));
         health.started.store(true, Ordering::Relaxed);
         Ok(App {
             relays,
             http,
             probes,
+            stop_probes,
             health,
             storage,
             aggregator,
@@ -222,6 +235,7 @@ impl App {
     /// Returns whether everything was committed within `timeout`.
     pub async fn shutdown(self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        SHUTTING_DOWN.store(true, Ordering::Relaxed);
         self.health.started.store(false, Ordering::Relaxed);
         for arbiter in &self.relays {
             arbiter.stop();
@@ -249,7 +263,9 @@ impl App {
                 Err(_) => break,
             }
         }
-        self.probes.abort();
+        // The probes finish what they started (see `probe`); waiting is bounded.
+        self.stop_probes.store(true, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.probes).await;
         if let Some((_, stop)) = self.http {
             let _ = stop.send(());
         }
@@ -264,20 +280,38 @@ impl App {
     }
 }
 
-/// Every second: whether the database takes writes, and which actors answer.
+/// Every second, until `stop`: whether the database takes writes, and which actors
+/// answer. A database call is never cancelled (diesel-async's SQLite wrapper blocks in
+/// place when one is dropped unfinished, which panics on actix's single-threaded
+/// runtime): a probe slower than `WAIT` marks the database down and is left to finish.
 async fn probe(
     health: Arc<Health>,
     store: Arc<dyn EventStore>,
     actors: Vec<(String, Recipient<Ping>)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     const WAIT: Duration = Duration::from_secs(2);
     // Known from the start: one that never answers goes silent too.
     for (name, _) in &actors {
         health.alive(name);
     }
-    loop {
-        let writes = tokio::time::timeout(WAIT, store.probe_write()).await;
-        let ok = matches!(writes, Ok(Ok(())));
+    let mut pending: Option<actix_rt::task::JoinHandle<bool>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut handle = match pending.take() {
+            Some(h) => h,
+            None => {
+                let store = store.clone();
+                actix_rt::spawn(async move { store.probe_write().await.is_ok() })
+            }
+        };
+        // Dropping the timeout drops only our wait, not the probe.
+        let ok = match tokio::time::timeout(WAIT, &mut handle).await {
+            Ok(done) => done.unwrap_or(false),
+            Err(_) => {
+                pending = Some(handle);
+                false
+            }
+        };
         if health.database.swap(ok, Ordering::Relaxed) != ok {
             tracing::info!(taking_writes = ok, "database");
         }
@@ -287,5 +321,8 @@ async fn probe(
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if let Some(probe) = pending {
+        let _ = probe.await;
     }
 }

@@ -176,6 +176,10 @@ fn exit_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);
+        if nostr_sync::app::SHUTTING_DOWN.load(std::sync::atomic::Ordering::Relaxed) {
+            // Tearing down: what was not committed is re-read at the next start anyway.
+            return;
+        }
         tracing::error!(%info, "internal error: exiting so that the service manager restarts the service");
         std::process::exit(i32::from(PANIC_EXIT));
     }));

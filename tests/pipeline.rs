@@ -168,9 +168,11 @@ fn forged_events_are_rejected_and_never_stored(db: TestDb) {
 
         // Each orphan forgery is counted; a forged copy is counted when it reached
         // verification before its genuine event was stored, or skipped as a duplicate.
+        // Paging reads each page's oldest second again (more events may share it), so
+        // a forgery dated there is received, and counted, once more.
         for reason in [Reject::BadSignature, Reject::BadId] {
             let n = counters.rejected_by(reason);
-            assert!((30..=50).contains(&n), "{reason:?}: {n}");
+            assert!((30..=55).contains(&n), "{reason:?}: {n}");
         }
         let store = storage::open(&db.url, 2).await.unwrap();
         let stored: Vec<Event> = store
