@@ -369,6 +369,34 @@ impl Collector for Snapshot {
             let gauge = ConstGauge::new(v);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        let t = &c.timings;
+        let histograms = [
+            (
+                "storage_commit_seconds",
+                "Seconds per storage transaction",
+                &t.commit_seconds,
+            ),
+            (
+                "storage_batch_events",
+                "Events per storage transaction",
+                &t.batch_events,
+            ),
+            (
+                "aggregate_flush_seconds",
+                "Seconds per aggregate flush",
+                &t.flush_seconds,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            h.0.encode(encoder.encode_descriptor(name, help, None, h.0.metric_type())?)?;
+        }
+        let pending = ConstGauge::new(get(&c.pending_deltas) as i64);
+        pending.encode(encoder.encode_descriptor(
+            "aggregate_pending_deltas",
+            "Aggregate deltas waiting for the next flush",
+            None,
+            pending.metric_type(),
+        )?)?;
         let mut latency = encoder.encode_descriptor(
             "receipt_to_commit_seconds",
             "From an event's frame leaving the socket to the commit of its row",
@@ -423,6 +451,34 @@ impl Collector for Snapshot {
                 let labels = [("relay", url.as_str())];
                 ConstGauge::new(get(field(r)) as i64).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut lag = encoder.encode_descriptor(
+            "relay_cursor_lag_seconds",
+            "Now minus the relay's oldest cursor (absent before its first complete window)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (url, r) in &relays {
+            let cursor = get(&r.cursor);
+            if cursor > 0 {
+                let labels = [("relay", url.as_str())];
+                ConstGauge::new(now.saturating_sub(cursor) as i64)
+                    .encode(lag.encode_family(&labels)?)?;
+            }
+        }
+        let mut interval = encoder.encode_descriptor(
+            "relay_poll_interval_seconds",
+            "The polling interval the supervisor chose last",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (url, r) in &relays {
+            let labels = [("relay", url.as_str())];
+            ConstGauge::new(get(&r.interval_ms) as f64 / 1000.0)
+                .encode(interval.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -136,6 +136,11 @@ pub struct RelayCounters {
     pub new_events: AtomicU64,
     /// 1 while the relay is connected, as the last check saw it.
     pub connected: AtomicU64,
+    /// Every filter is synced up to here: the start of the last complete cycle (unix
+    /// time; 0 before the first).
+    pub cursor: AtomicU64,
+    /// The polling interval the supervisor last chose, in milliseconds.
+    pub interval_ms: AtomicU64,
     /// Restarts of the relay actor by the watchdog.
     pub restarts: AtomicU64,
     /// The `limit` REQs to this relay carry (config, NIP-11).
@@ -175,6 +180,46 @@ impl RelayCounters {
     }
 }
 
+/// A Prometheus histogram (prometheus-client) with fixed upper bounds.
+#[derive(Debug)]
+pub struct Buckets(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Buckets {
+    fn new(bounds: &[f64]) -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            bounds.iter().copied(),
+        ))
+    }
+
+    pub fn observe(&self, v: f64) {
+        self.0.observe(v);
+    }
+}
+
+/// Storage and aggregation timings, exported as histograms.
+#[derive(Debug)]
+pub struct Timings {
+    /// Seconds per storage transaction (events and tags of one batch).
+    pub commit_seconds: Buckets,
+    /// Events per storage transaction.
+    pub batch_events: Buckets,
+    /// Seconds per aggregate flush.
+    pub flush_seconds: Buckets,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        let secs = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        Self {
+            commit_seconds: Buckets::new(&secs),
+            batch_events: Buckets::new(&[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+            flush_seconds: Buckets::new(&secs),
+        }
+    }
+}
+
 /// Pipeline-wide counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -194,6 +239,9 @@ pub struct Counters {
     pub abandoned: AtomicU64,
     /// From an event's frame leaving the socket to the commit of its row.
     pub latency: Histogram,
+    pub timings: Timings,
+    /// Aggregate deltas waiting for the next flush.
+    pub pending_deltas: AtomicU64,
     pub relays: std::sync::Mutex<BTreeMap<String, Arc<RelayCounters>>>,
 }
 

@@ -81,7 +81,16 @@ fn metrics_move_and_agree_with_the_database(db: TestDb) {
             assert_eq!(sample(&text, &connected), Some(1.0), "{u}");
             let limit = format!("nostr_sync_relay_page_limit{{relay=\"{u}\"}}");
             assert_eq!(sample(&text, &limit), Some(500.0), "{u}");
+            let lag = format!("nostr_sync_relay_cursor_lag_seconds{{relay=\"{u}\"}}");
+            assert!(sample(&text, &lag).is_some_and(|l| l < 60.0), "{u}");
         }
+        let commits = sample(&text, "nostr_sync_storage_commit_seconds_count").unwrap();
+        assert_eq!(sample(&text, "nostr_sync_db_commits_total"), Some(commits));
+        assert_eq!(
+            sample(&text, "nostr_sync_storage_batch_events_sum"),
+            Some(rows),
+            "every stored event went through one commit"
+        );
         assert_eq!(http_get(http, "/readyz").await.0, 200);
         assert_eq!(http_get(http, "/livez").await.0, 200);
         assert_eq!(http_get(http, "/nothing").await.0, 404);

@@ -52,6 +52,7 @@ impl AggregatorActor {
         let batch = std::mem::take(&mut self.pending);
         self.flushing = true;
         let store = self.store.clone();
+        let began = std::time::Instant::now();
         async move {
             let result = if batch.is_empty() {
                 Ok(0)
@@ -61,8 +62,12 @@ impl AggregatorActor {
             (batch, result)
         }
         .into_actor(self)
-        .map(|(batch, result), act, _| {
+        .map(move |(batch, result), act, _| {
             act.flushing = false;
+            act.counters
+                .timings
+                .flush_seconds
+                .observe(began.elapsed().as_secs_f64());
             match result {
                 Ok(applied) => {
                     act.counters
@@ -74,6 +79,9 @@ impl AggregatorActor {
                     act.pending.splice(0..0, batch);
                 }
             }
+            act.counters
+                .pending_deltas
+                .store(act.pending.len() as u64, Ordering::Relaxed);
             act.pending.len()
         })
     }
@@ -98,6 +106,9 @@ impl Handler<Contribute> for AggregatorActor {
 
     fn handle(&mut self, Contribute(items): Contribute, _: &mut Self::Context) {
         self.pending.extend(items);
+        self.counters
+            .pending_deltas
+            .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 }
 

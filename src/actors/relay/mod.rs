@@ -285,12 +285,15 @@ impl Handler<RunCycle> for RelayActor {
         let supervisor = self.supervisor.clone();
         let url = self.url.clone();
         let counters = self.counters.clone();
+        let cycle_started = Timestamp::now().as_secs();
         let fut = async move { cycle.run().await }
             .into_actor(self)
             .then(move |result, act, _| {
                 act.cycle_running = false;
                 let stats = match result {
                     Ok(new_events) => {
+                        // Every filter is synced up to the cycle's start.
+                        counters.cursor.store(cycle_started, Ordering::Relaxed);
                         act.failures = 0;
                         counters.cycles_ok.fetch_add(1, Ordering::Relaxed);
                         counters.new_events.fetch_add(new_events, Ordering::Relaxed);
@@ -312,8 +315,11 @@ impl Handler<RunCycle> for RelayActor {
                 async move { supervisor.send(CycleDone { relay: url, stats }).await }
                     .into_actor(act)
             })
-            .map(|next, _, ctx| {
+            .map(|next, act, ctx| {
                 let next = next.unwrap_or(Duration::from_secs(30));
+                act.counters
+                    .interval_ms
+                    .store(next.as_millis() as u64, Ordering::Relaxed);
                 ctx.run_later(next, |_, ctx| ctx.notify(RunCycle));
             });
         ctx.spawn(fut);

@@ -256,6 +256,7 @@ impl Writer {
             events.push(item.event);
             guards.push((item.ack, item.received, item.in_flight));
         }
+        let began = Instant::now();
         let new = match self.store.insert_events(&events).await {
             Ok(new) => new,
             Err(e) => {
@@ -273,6 +274,11 @@ impl Writer {
             }
         };
         let counters = &self.counters;
+        let timings = &counters.timings;
+        timings
+            .commit_seconds
+            .observe(began.elapsed().as_secs_f64());
+        timings.batch_events.observe(events.len() as f64);
         let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
         counters.db_commits.fetch_add(1, Ordering::Relaxed);
         counters.stored.fetch_add(fresh, Ordering::Relaxed);
