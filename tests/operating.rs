@@ -97,3 +97,74 @@ fn metrics_move_and_agree_with_the_database(db: TestDb) {
         assert!(app.shutdown(Duration::from_secs(30)).await);
     });
 }
+
+/// Whether the connection at `url` is encrypted, as the server sees it.
+fn encrypted(url: &str) -> Result<bool, String> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    let mut pg =
+        nostr_sync::storage::migrate::PgBlocking::connect(url).map_err(|e| e.to_string())?;
+    let row: Ssl = diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .get_result(&mut pg.conn)
+        .map_err(|e| e.to_string())?;
+    Ok(row.ssl)
+}
+
+/// PostgreSQL over TLS, against the local server with SSL on (its self-signed
+/// certificate, CN=localhost): `require` encrypts, `verify-full` checks the chain and the
+/// name, `verify-ca` the chain only; and the whole pipeline syncs over `require`.
+#[test]
+fn postgres_over_tls() {
+    let Some(db) = TestDb::new(common::Backend::Postgres) else {
+        return;
+    };
+    let base = common::pg_base_url();
+    let with = |params: &str| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}{params}")
+    };
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    assert_eq!(encrypted(&base), Ok(false), "plain by default");
+    assert_eq!(encrypted(&with("sslmode=require")), Ok(true));
+    let localhost = with(&format!("sslmode=verify-full&sslrootcert={cert}")).replacen(
+        "127.0.0.1",
+        "localhost",
+        1,
+    );
+    assert_eq!(encrypted(&localhost), Ok(true));
+    let wrong_name = with(&format!("sslmode=verify-full&sslrootcert={cert}"));
+    assert!(
+        encrypted(&wrong_name).is_err(),
+        "the name 127.0.0.1 is not on the certificate"
+    );
+    assert_eq!(
+        encrypted(&with(&format!("sslmode=verify-ca&sslrootcert={cert}"))),
+        Ok(true)
+    );
+    assert!(
+        encrypted(&with("sslmode=verify-ca")).is_err(),
+        "a self-signed certificate is not under the public roots"
+    );
+
+    // Migrations connect the same way (none is pending here).
+    let tls_url = format!("{}&sslmode=require", db.url);
+    assert_eq!(
+        nostr_sync::storage::migrate::run_pending(&tls_url).map_err(|e| e.to_string()),
+        Ok(0)
+    );
+
+    run(async {
+        let data = Dataset::generate(500, 1, 0.0, 32);
+        let relay = HostedRelay::start(data.relay_events(0), 500).await.unwrap();
+        let mut s = settings(&db, vec![relay.url().await]);
+        s.database.url = tls_url;
+        let counters = common::sync_once(s).await;
+        assert_eq!(nostr_sync::metrics::Counters::get(&counters.stored), 500);
+        let store = storage::open(&db.url, 1).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap(), 500);
+    });
+}

@@ -41,17 +41,43 @@ pub fn redacted(url: &str) -> String {
 /// at once on an empty database migrate one after the other.
 const MIGRATION_LOCK: i64 = 0x6e6f_7374_7273_796e; // "nostrsyn"
 
+/// A blocking PostgreSQL connection, over TLS where the URL's `sslmode` asks for it.
+/// Fields drop in order: the connection, then the runtime that drives it.
+pub struct PgBlocking {
+    pub conn: AsyncConnectionWrapper<AsyncPgConnection>,
+    _driver: tokio::runtime::Runtime,
+}
+
+impl PgBlocking {
+    /// Must not be called from inside an async runtime.
+    pub fn connect(url: &str) -> Result<PgBlocking, MigrateError> {
+        let connect_err = |source| MigrateError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        // The connection's I/O runs on this runtime's worker while the wrapper blocks
+        // on each query from its own.
+        let driver = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| connect_err(diesel::ConnectionError::BadConnection(e.to_string())))?;
+        let conn = driver
+            .block_on(super::tls::connect(url))
+            .map_err(connect_err)?;
+        Ok(PgBlocking {
+            conn: AsyncConnectionWrapper::from(conn),
+            _driver: driver,
+        })
+    }
+}
+
 /// Runs `sql` on a fresh PostgreSQL connection (schema set-up for tests and benchmarks).
 /// Must not be called from inside an async runtime.
 pub fn execute(url: &str, sql: &str) -> Result<(), MigrateError> {
-    let mut conn =
-        AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(|source| {
-            MigrateError::Connect {
-                url: url.to_owned(),
-                source,
-            }
-        })?;
-    conn.batch_execute(sql)
+    let mut pg = PgBlocking::connect(url)?;
+    pg.conn
+        .batch_execute(sql)
         .map_err(|e| MigrateError::Run(e.to_string()))
 }
 
@@ -64,8 +90,8 @@ pub fn run_pending(url: &str) -> Result<usize, MigrateError> {
     };
     match Backend::of_url(url) {
         Some(Backend::Postgres) => {
-            let mut conn =
-                AsyncConnectionWrapper::<AsyncPgConnection>::establish(url).map_err(connect_err)?;
+            let mut pg = PgBlocking::connect(url)?;
+            let conn = &mut pg.conn;
             let run = |e: diesel::result::Error| MigrateError::Run(e.to_string());
             // Held until this connection closes, whatever happens below.
             conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))

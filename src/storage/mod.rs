@@ -36,6 +36,7 @@ pub mod models;
 mod postgres;
 pub mod schema;
 pub(crate) mod sqlite;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;

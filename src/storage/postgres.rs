@@ -24,7 +24,10 @@ pub struct PgStore {
 
 impl PgStore {
     pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let mut config = diesel_async::pooled_connection::ManagerConfig::default();
+        config.custom_setup = Box::new(|url| Box::pin(super::tls::connect(url)));
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)
             .max_size(max_connections)
             .build()
