@@ -168,3 +168,131 @@ fn postgres_over_tls() {
         assert_eq!(store.count_events().await.unwrap(), 500);
     });
 }
+
+both_backends!(docs_queries_run_on_both_backends);
+
+/// The SQL blocks of `docs/schema.md`, in order.
+fn doc_queries() -> Vec<String> {
+    let doc = include_str!("../docs/schema.md");
+    doc.split("```sql")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().trim().to_owned())
+        .collect()
+}
+
+mod rows {
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text};
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Top {
+        #[diesel(sql_type = Text)]
+        pub id: String,
+        #[diesel(sql_type = BigInt)]
+        pub reactions: i64,
+        #[diesel(sql_type = BigInt)]
+        pub replies: i64,
+        #[diesel(sql_type = BigInt)]
+        pub reposts: i64,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Referencing {
+        #[diesel(sql_type = Text)]
+        pub id: String,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct Zaps {
+        #[diesel(sql_type = BigInt)]
+        pub zaps: i64,
+        #[diesel(sql_type = BigInt)]
+        pub msats: i64,
+    }
+}
+
+/// Runs `sql` on the test database, whichever backend it is.
+fn query<
+    T: diesel::QueryableByName<diesel::pg::Pg>
+        + diesel::QueryableByName<diesel::sqlite::Sqlite>
+        + 'static,
+>(
+    db: &TestDb,
+    sql: &str,
+) -> Vec<T> {
+    use diesel::prelude::*;
+    match db.backend {
+        common::Backend::Sqlite => {
+            let mut c = diesel::SqliteConnection::establish(storage::sqlite_path(&db.url)).unwrap();
+            diesel::sql_query(sql).load(&mut c).unwrap()
+        }
+        common::Backend::Postgres => {
+            let mut pg = nostr_sync::storage::migrate::PgBlocking::connect(&db.url).unwrap();
+            diesel::sql_query(sql).load(&mut pg.conn).unwrap()
+        }
+    }
+}
+
+/// The example queries of `docs/schema.md` run on a synced database, and answer what
+/// the NIP rules (the test oracle) say they should.
+fn docs_queries_run_on_both_backends(db: TestDb) {
+    let data = Dataset::generate(1_500, 1, 0.0, 33);
+    run(async {
+        let relay = HostedRelay::start(data.relay_events(0), 500).await.unwrap();
+        common::sync_once(settings(&db, vec![relay.url().await])).await;
+    });
+    let expected = common::oracle::expected_stats(&data.events);
+    let queries = doc_queries();
+    assert_eq!(queries.len(), 3);
+
+    let top: Vec<rows::Top> = query(&db, &queries[0]);
+    let score = |id: &str| {
+        expected
+            .get(id)
+            .map_or(0, |s| s.reactions + s.replies + s.reposts)
+    };
+    let newest = data
+        .events
+        .iter()
+        .map(|e| e.created_at.as_secs())
+        .max()
+        .unwrap();
+    let best = data
+        .events
+        .iter()
+        .filter(|e| {
+            e.kind == nostr_sdk::Kind::TextNote && e.created_at.as_secs() + 86_400 >= newest
+        })
+        .map(|e| score(&e.id.to_hex()))
+        .max()
+        .unwrap();
+    assert!(!top.is_empty() && top.len() <= 20);
+    assert_eq!(top[0].reactions + top[0].replies + top[0].reposts, best);
+    for t in &top {
+        assert_eq!(t.reactions + t.replies + t.reposts, score(&t.id), "{t:?}");
+    }
+
+    let (note, replies) = expected
+        .iter()
+        .max_by_key(|(id, s)| (s.replies, (*id).clone()))
+        .map(|(id, s)| (id.clone(), s.replies))
+        .unwrap();
+    let referencing: Vec<rows::Referencing> = query(&db, &queries[1].replace(":note", &note));
+    assert!(referencing.len() as i64 >= replies && replies > 0);
+
+    let mut by_author: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    for e in &data.events {
+        if let Some(s) = expected.get(&e.id.to_hex()) {
+            let a = by_author.entry(e.pubkey.to_hex()).or_default();
+            a.0 += s.zaps;
+            a.1 += s.zap_msats;
+        }
+    }
+    let (author, (zaps, msats)) = by_author
+        .into_iter()
+        .max_by_key(|(a, t)| (t.1, a.clone()))
+        .unwrap();
+    let got: Vec<rows::Zaps> = query(&db, &queries[2].replace(":author", &author));
+    assert_eq!((got[0].zaps, got[0].msats), (zaps, msats));
+    assert!(msats > 0);
+}
