@@ -279,6 +279,13 @@ fn docs_queries_run_on_both_backends(db: TestDb) {
         .unwrap();
     let referencing: Vec<rows::Referencing> = query(&db, &queries[1].replace(":note", &note));
     assert!(referencing.len() as i64 >= replies && replies > 0);
+    for r in &referencing {
+        let e = data.events.iter().find(|e| e.id.to_hex() == r.id).unwrap();
+        assert!(
+            e.tags.iter().any(|t| t.as_slice().get(1) == Some(&note)),
+            "{r:?}"
+        );
+    }
 
     let mut by_author: std::collections::HashMap<String, (i64, i64)> = Default::default();
     for e in &data.events {
