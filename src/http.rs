@@ -215,7 +215,7 @@ const LATENCY_BOUNDS: [f64; 14] = [
     f64::INFINITY,
 ];
 
-const REJECTS: [(Reject, &str); 8] = [
+const REJECTS: [(Reject, &str); 10] = [
     (Reject::InvalidJson, "invalid_json"),
     (Reject::BadId, "bad_id"),
     (Reject::BadSignature, "bad_signature"),
@@ -224,6 +224,8 @@ const REJECTS: [(Reject, &str); 8] = [
     (Reject::FutureTimestamp, "future_timestamp"),
     (Reject::UnknownSubscription, "unknown_subscription"),
     (Reject::NulCharacter, "nul_character"),
+    (Reject::Ephemeral, "ephemeral"),
+    (Reject::Expired, "expired"),
 ];
 
 type RelayField = fn(&RelayCounters) -> &std::sync::atomic::AtomicU64;

@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod nostr;
 pub mod status;
 pub mod storage;
 pub mod sync;

@@ -17,6 +17,10 @@ pub enum Reject {
     UnknownSubscription,
     /// Content or a tag holds U+0000, which PostgreSQL text cannot store.
     NulCharacter,
+    /// Valid, but ephemeral (kinds 20000–29999): never stored.
+    Ephemeral,
+    /// Valid, but its NIP-40 expiration has passed.
+    Expired,
 }
 
 /// A level that also remembers its peak.
@@ -177,7 +181,7 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct RelayCounters {
     pub received: AtomicU64,
-    pub rejected: [AtomicU64; 8],
+    pub rejected: [AtomicU64; 10],
     pub notices: AtomicU64,
     pub cycles_ok: AtomicU64,
     pub cycles_failed: AtomicU64,

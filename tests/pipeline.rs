@@ -13,6 +13,68 @@ use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
 
+/// Ephemeral events (NIP-01) and events whose NIP-40 expiration has passed are
+/// counted and never stored, whether backfilled or live; an event expiring later is.
+fn ephemeral_and_expired_events_are_not_stored(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(200, 1, 0.0, 34);
+        let keys = Keys::generate();
+        let now = Timestamp::now().as_secs();
+        let sign = |b: EventBuilder| b.sign_with_keys(&keys).unwrap();
+        let expiring = |at: u64, i: usize| {
+            sign(
+                EventBuilder::text_note(format!("expiring {i}"))
+                    .tag(Tag::parse(["expiration", &at.to_string()]).unwrap()),
+            )
+        };
+        let ephemeral: Vec<Event> = (0..30)
+            .map(|i| sign(EventBuilder::new(Kind::from(20_001), format!("typing {i}"))))
+            .collect();
+        let expired: Vec<Event> = (0..20).map(|i| expiring(now - 60, i)).collect();
+        let later: Vec<Event> = (0..10).map(|i| expiring(now + 86_400, 100 + i)).collect();
+        // nostr-relay-builder keeps neither ephemeral nor expired events, as relays
+        // should not: a scripted relay serves those.
+        let relay = HostedRelay::start(data.events.iter().chain(&later), 500)
+            .await
+            .unwrap();
+        let careless = common::hostile::HostileRelay::start(
+            ephemeral.iter().chain(&expired).cloned().collect(),
+            vec![],
+            0,
+        )
+        .await;
+        let mut s = settings(&db, vec![relay.url().await, careless.url.clone()]);
+        s.sync.live = true;
+        let app = App::start(s).await.unwrap();
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        // Live: an ephemeral event, then a note to wait for.
+        let live_ephemeral = sign(EventBuilder::new(Kind::from(20_002), "live typing"));
+        let live_note = sign(EventBuilder::text_note("live note"));
+        relay.publish(&live_ephemeral).await.unwrap();
+        relay.publish(&live_note).await.unwrap();
+        let want = 200 + 10 + 1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while Counters::get(&app.counters.stored) < want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let counters = app.counters.clone();
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+        let (ephemeral_seen, expired_seen) = (
+            counters.rejected_by(Reject::Ephemeral),
+            counters.rejected_by(Reject::Expired),
+        );
+        eprintln!("skipped: {ephemeral_seen} ephemeral, {expired_seen} expired");
+        assert!(ephemeral_seen >= 31, "{ephemeral_seen}");
+        assert!(expired_seen >= 20, "{expired_seen}");
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let ids: HashSet<EventId> = stored_ids(&*store).await.into_iter().collect();
+        let mut expected: HashSet<EventId> = data.events.iter().map(|e| e.id).collect();
+        expected.extend(later.iter().map(|e| e.id));
+        expected.insert(live_note.id);
+        assert_eq!(ids, expected);
+    });
+}
+
 /// 100,000 events on one relay, signed once per run.
 fn hundred_thousand() -> &'static Dataset {
     static DATA: std::sync::OnceLock<Dataset> = std::sync::OnceLock::new();
@@ -57,6 +119,7 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
 }
 
 both_backends!(
+    ephemeral_and_expired_events_are_not_stored,
     negentropy_catch_up_transfers_only_what_is_missing,
     overlapping_relays_store_each_event_once,
     forged_events_are_rejected_and_never_stored,

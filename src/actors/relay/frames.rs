@@ -19,6 +19,13 @@ pub enum Frame {
         sub: String,
         event: Box<Event>,
     },
+    /// A valid-looking event that is not to be stored (ephemeral, expired): it still
+    /// takes its place in its page.
+    Skipped {
+        sub: String,
+        event: Box<Event>,
+        reason: Reject,
+    },
     /// An EVENT frame refused before verification; `sub` when it could be read.
     Rejected {
         sub: Option<String>,
@@ -72,12 +79,20 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
             } else {
                 None
             };
-            match reason {
-                Some(reason) => Frame::Rejected {
+            match (reason, crate::nostr::admit(&event, now)) {
+                (Some(reason), _) => Frame::Rejected {
                     sub: Some(sub),
                     reason,
                 },
-                None => Frame::Event {
+                (None, Err(skip)) => Frame::Skipped {
+                    sub,
+                    event: Box::new(event),
+                    reason: match skip {
+                        crate::nostr::Skip::Ephemeral => Reject::Ephemeral,
+                        crate::nostr::Skip::Expired => Reject::Expired,
+                    },
+                },
+                (None, Ok(())) => Frame::Event {
                     sub,
                     event: Box::new(event),
                 },

@@ -1056,6 +1056,11 @@ fn classify_frames(
                     _ => counters.reject(Reject::UnknownSubscription),
                 }
             }
+            Frame::Skipped { sub, event, reason } => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                counters.reject(reason);
+                subs.on_event(&sub, Some(&event), false);
+            }
             Frame::Rejected { sub, reason } => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 counters.reject(reason);
