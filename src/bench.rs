@@ -410,8 +410,8 @@ fn print_table(reports: &[Report]) {
 /// The cached event file for `n` events, signing them first if needed.
 fn cached_events(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("events-{n}.jsonl"));
-    let stats_path = dir.join(format!("events-{n}.stats.json"));
+    let path = dir.join(format!("events-v2-{n}.jsonl"));
+    let stats_path = dir.join(format!("events-v2-{n}.stats.json"));
     if path.exists() && stats_path.exists() {
         return Ok(path);
     }
@@ -448,7 +448,7 @@ fn to_json_stats(stats: &HashMap<String, StatsDelta>) -> HashMap<&str, [i64; 5]>
 }
 
 fn load_expected_stats(dir: &Path, n: usize) -> anyhow::Result<HashMap<String, StatsDelta>> {
-    let text = std::fs::read_to_string(dir.join(format!("events-{n}.stats.json")))?;
+    let text = std::fs::read_to_string(dir.join(format!("events-v2-{n}.stats.json")))?;
     let raw: HashMap<String, [i64; 5]> = serde_json::from_str(&text)?;
     Ok(raw
         .into_iter()

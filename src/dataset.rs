@@ -63,7 +63,9 @@ pub fn sign_events(n: usize, seed: u64) -> Vec<Event> {
 pub struct EventMaker {
     rng: StdRng,
     authors: Vec<Keys>,
-    notes: Vec<EventId>,
+    /// Notes made so far, with their authors.
+    notes: Vec<(EventId, PublicKey)>,
+    zapper: Zapper,
     /// Profiles and contact lists are replaceable: one each per author, so that every
     /// event made is one a relay keeps.
     replaceable: BTreeSet<(usize, u16)>,
@@ -79,6 +81,7 @@ impl EventMaker {
             rng: StdRng::seed_from_u64(seed),
             authors: (0..authors.max(1)).map(|_| Keys::generate()).collect(),
             notes: Vec::new(),
+            zapper: Zapper::new(seed),
             replaceable: BTreeSet::new(),
             ids: HashSet::new(),
             made: 0,
@@ -117,15 +120,17 @@ impl EventMaker {
         }
         let builder = match (roll, target) {
             (0..40, _) | (_, None) => EventBuilder::text_note(content),
-            (40..58, Some(t)) => EventBuilder::text_note(content)
+            (40..58, Some((t, _))) => EventBuilder::text_note(content)
                 .tag(Tag::parse(["e", &t.to_hex(), "", "reply"]).expect("tag")),
-            (58..80, Some(t)) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
-            (80..87, Some(t)) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
+            (58..80, Some((t, _))) => EventBuilder::new(Kind::Reaction, "+").tag(Tag::event(t)),
+            (80..87, Some((t, _))) => EventBuilder::new(Kind::Repost, "").tag(Tag::event(t)),
             (87..95, Some(t)) => {
-                let sats: u64 = rng.random_range(1..5_000);
-                EventBuilder::new(Kind::ZapReceipt, "")
-                    .tag(Tag::event(t))
-                    .tag(Tag::parse(["bolt11", &format!("lnbc{}n1pjqq", sats * 10)]).expect("tag"))
+                // A valid receipt (NIP-57): published by the zapper, not the sender.
+                let msats = rng.random_range(1..5_000u64) * 1_000;
+                self.made += 1;
+                return self
+                    .zapper
+                    .receipt(&self.authors[author], t, msats, created_at);
             }
             (95..98, _) => EventBuilder::metadata(
                 &Metadata::new()
@@ -144,10 +149,76 @@ impl EventMaker {
             .sign_with_keys(&self.authors[author])
             .expect("signing with local keys");
         if event.kind == Kind::TextNote {
-            self.notes.push(event.id);
+            self.notes.push((event.id, event.pubkey));
         }
         self.made += 1;
         event
+    }
+}
+
+/// What it takes to make valid zap receipts (NIP-57): the zapper service's Nostr key and
+/// its Lightning node's key.
+pub struct Zapper {
+    pub keys: Keys,
+    node: bitcoin::secp256k1::SecretKey,
+}
+
+impl Zapper {
+    pub fn new(seed: u64) -> Self {
+        let mut bytes = [7u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Self {
+            keys: Keys::generate(),
+            node: bitcoin::secp256k1::SecretKey::from_slice(&bytes).expect("a valid key"),
+        }
+    }
+
+    /// A zap request by `sender` for `msats` to `target` (an event and its author), and
+    /// the receipt of its payment: an invoice signed by the node that commits to the
+    /// request, published by the zapper.
+    pub fn receipt(
+        &self,
+        sender: &Keys,
+        target: (EventId, PublicKey),
+        msats: u64,
+        created_at: Timestamp,
+    ) -> Event {
+        let request = EventBuilder::new(Kind::ZapRequest, "")
+            .tag(Tag::public_key(target.1))
+            .tag(Tag::event(target.0))
+            .tag(Tag::parse(["amount", &msats.to_string()]).expect("tag"))
+            .custom_created_at(created_at)
+            .sign_with_keys(sender)
+            .expect("signing with local keys")
+            .as_json();
+        let invoice = self.invoice(&request, msats, created_at);
+        EventBuilder::new(Kind::ZapReceipt, "")
+            .tag(Tag::public_key(target.1))
+            .tag(Tag::event(target.0))
+            .tag(Tag::parse(["bolt11", &invoice]).expect("tag"))
+            .tag(Tag::parse(["description", &request]).expect("tag"))
+            .custom_created_at(created_at)
+            .sign_with_keys(&self.keys)
+            .expect("signing with local keys")
+    }
+
+    /// A BOLT-11 invoice for `msats` whose description hash commits to `description`.
+    pub fn invoice(&self, description: &str, msats: u64, created_at: Timestamp) -> String {
+        use bitcoin::hashes::{sha256, Hash};
+        use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        let hash = sha256::Hash::hash(description.as_bytes());
+        let payment = sha256::Hash::hash(&created_at.as_secs().to_le_bytes());
+        InvoiceBuilder::new(Currency::Bitcoin)
+            .description_hash(hash)
+            .amount_milli_satoshis(msats)
+            .payment_hash(payment)
+            .payment_secret(PaymentSecret([42u8; 32]))
+            .duration_since_epoch(std::time::Duration::from_secs(created_at.as_secs()))
+            .min_final_cltv_expiry_delta(144)
+            .build_signed(|m| secp.sign_ecdsa_recoverable(m, &self.node))
+            .expect("a well-formed invoice")
+            .to_string()
     }
 }
 

@@ -425,6 +425,17 @@ impl Collector for Snapshot {
                 ConstCounter::new(get(field(r))).encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut zaps = encoder.encode_descriptor(
+            "zap_receipts_rejected",
+            "Zap receipts stored but not counted (NIP-57), by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in crate::nostr::zap::ZapReject::ALL {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(get(&c.zap_rejects[reason as usize]))
+                .encode(zaps.encode_family(&labels)?)?;
+        }
         let mut rejected = encoder.encode_descriptor(
             "relay_rejected",
             "Events rejected before storage, by reason",

@@ -289,6 +289,8 @@ pub struct Counters {
     pub aggregated: AtomicU64,
     /// In-flight ids released because their copy was dropped uncommitted (a restart).
     pub abandoned: AtomicU64,
+    /// Zap receipts stored but not counted, by `nostr::zap::ZapReject` (its order).
+    pub zap_rejects: [AtomicU64; 8],
     /// From an event's frame leaving the socket to the commit of its row.
     pub latency: Histogram,
     pub timings: Timings,
@@ -328,6 +330,13 @@ impl Counters {
             .filter(|r| r.cycles_ok.load(Ordering::Relaxed) >= n)
             .count();
         (done, relays.len())
+    }
+
+    pub fn zaps_rejected(&self) -> u64 {
+        self.zap_rejects
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn get(c: &AtomicU64) -> u64 {

@@ -3,6 +3,8 @@
 
 use nostr_sdk::Event;
 
+pub mod zap;
+
 /// Why a valid event is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use nostr_sdk::{Event, Kind, TagKind};
+use nostr_sdk::{Event, Kind};
 
 /// What one stored event contributes to the stats of the event it points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,13 +67,8 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
             },
         ),
         Kind::ZapReceipt => {
-            let msats = event
-                .tags
-                .iter()
-                .find(|t| t.kind() == TagKind::custom("bolt11"))
-                .and_then(|t| t.content())
-                .and_then(bolt11_msats)
-                .unwrap_or(0);
+            // Only a receipt that holds together counts (see `nostr::zap`).
+            let msats = crate::nostr::zap::amount(event).ok()?;
             (
                 last_e_tag(event)?,
                 StatsDelta {
@@ -139,81 +134,10 @@ fn reply_target(event: &Event) -> Option<String> {
 /// Every bitcoin there will ever be, in millisatoshis: no invoice can be for more.
 pub const MAX_MSATS: i64 = 21_000_000 * 100_000_000_000;
 
-/// The amount of a BOLT11 invoice in millisatoshis, from its human-readable part
-/// (`lnbc2500u1...` is 2500 µBTC). `None` for invoices without an amount, malformed
-/// ones (anything not ASCII among them), and amounts above [`MAX_MSATS`].
-pub fn bolt11_msats(invoice: &str) -> Option<i64> {
-    let lower = invoice.trim().to_ascii_lowercase();
-    if !lower.is_ascii() {
-        return None;
-    }
-    let hrp = lower.get(..lower.rfind('1')?)?;
-    let rest = hrp.strip_prefix("ln")?;
-    // Currency prefix: letters up to the first digit (bc, tb, tbs, bcrt, sb).
-    let amount = rest.get(rest.find(|c: char| c.is_ascii_digit())?..)?;
-    let (digits, multiplier) = match amount.as_bytes().last()? {
-        c if c.is_ascii_digit() => (amount, None),
-        c => (amount.get(..amount.len() - 1)?, Some(*c)),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: i64 = digits.parse().ok()?;
-    // 1 BTC = 100_000_000_000 msat.
-    let msats = match multiplier {
-        None => n.checked_mul(100_000_000_000),
-        Some(b'm') => n.checked_mul(100_000_000),
-        Some(b'u') => n.checked_mul(100_000),
-        Some(b'n') => n.checked_mul(100),
-        Some(b'p') if n % 10 == 0 => Some(n / 10),
-        _ => None,
-    }?;
-    (msats <= MAX_MSATS).then_some(msats)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use nostr_sdk::{EventBuilder, Keys, Tag};
-
-    #[test]
-    fn bolt11_amounts() {
-        let cases = [
-            ("lnbc2500u1pvjluezpp5", Some(250_000_000)),
-            ("lnbc1m1xyz", Some(100_000_000)),
-            ("lnbc10n1abc", Some(1_000)),
-            ("lnbc20p1abc", Some(2)),
-            ("lnbc15p1abc", None),
-            ("lntb5u1abc", Some(500_000)),
-            ("lnbcrt3m1abc", Some(300_000_000)),
-            ("lnbc1pvjluez", None),
-            ("not an invoice", None),
-            ("LNBC2U1ABC", Some(200_000)),
-            // Non-ASCII where the multiplier or digits would be: once a panic.
-            ("lnbc5é1pvjluez", None),
-            ("lnbcé1", None),
-            ("lné1", None),
-            ("lnbc1é", None),
-            ("lnbc21000000001", None),
-            ("lnbc210000001", Some(MAX_MSATS)),
-            ("lnbc92233720368547758071", None),
-        ];
-        for (invoice, want) in cases {
-            assert_eq!(bolt11_msats(invoice), want, "{invoice}");
-        }
-    }
-
-    proptest::proptest! {
-        /// No string, however malformed, panics the parser or yields an impossible amount.
-        #[test]
-        fn bolt11_never_panics(s in "\\PC*", prefix in "(ln|LN)(bc|tb|bcrt)?[0-9]{0,22}[munpé€]?1?") {
-            for invoice in [s.clone(), format!("{prefix}{s}")] {
-                if let Some(m) = bolt11_msats(&invoice) {
-                    proptest::prop_assert!((0..=MAX_MSATS).contains(&m));
-                }
-            }
-        }
-    }
 
     proptest::proptest! {
         /// Any tags on any counted kind: a contribution or none, never a panic.
@@ -288,12 +212,28 @@ mod tests {
         assert_eq!((r.target.as_str(), r.delta.reactions), (B, 1));
         let r = contribution(&note(vec![vec!["e", A], vec!["e", B]], Kind::Repost)).unwrap();
         assert_eq!((r.target.as_str(), r.delta.reposts), (A, 1));
-        let z = contribution(&note(
+        // A receipt whose invoice does not hold together counts nothing (`nostr::zap`).
+        assert!(contribution(&note(
             vec![vec!["e", A], vec!["bolt11", "lnbc21u1xyz"]],
             Kind::ZapReceipt,
         ))
+        .is_none());
+        let zapper = crate::dataset::Zapper::new(3);
+        let target = (
+            nostr_sdk::EventId::from_hex(A).unwrap(),
+            Keys::generate().public_key(),
+        );
+        let z = contribution(&zapper.receipt(
+            &Keys::generate(),
+            target,
+            2_100_000,
+            nostr_sdk::Timestamp::from(1_700_000_000),
+        ))
         .unwrap();
-        assert_eq!((z.delta.zaps, z.delta.zap_msats), (1, 2_100_000));
+        assert_eq!(
+            (z.target.as_str(), z.delta.zaps, z.delta.zap_msats),
+            (A, 1, 2_100_000)
+        );
         assert!(contribution(&note(vec![vec!["e", A]], Kind::Metadata)).is_none());
     }
 }

@@ -290,7 +290,14 @@ impl Writer {
             .zip(&new)
             .filter_map(|(e, seq)| {
                 let seq = (*seq)?;
-                contribution(e).map(|contribution| Sourced { seq, contribution })
+                let c = contribution(e);
+                if c.is_none() && e.kind == nostr_sdk::Kind::ZapReceipt {
+                    if let Err(why) = crate::nostr::zap::amount(e) {
+                        tracing::debug!(id = %e.id, reason = why.label(), "zap receipt does not count");
+                        counters.zap_rejects[why as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                c.map(|contribution| Sourced { seq, contribution })
             })
             .collect();
         if self.inline_aggregates && !contributions.is_empty() {

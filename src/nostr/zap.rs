@@ -1,0 +1,211 @@
+//! Zap receipts (NIP-57, appendix F). A receipt counts only when it holds together:
+//! its `bolt11` invoice decodes with a valid checksum and signature and an amount of at
+//! most 21 million BTC; its `description` is a kind-9734 zap request with a valid id and
+//! signature; the invoice's description hash is the SHA-256 of that description; the
+//! request's `amount`, when given, is the invoice's; and the receipt's `p` and `e` tags
+//! are the request's. Anything else is a valid event that adds nothing.
+
+use std::str::FromStr;
+
+use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
+use nostr_sdk::{Event, JsonUtil, Kind};
+
+use crate::actors::aggregator::deltas::MAX_MSATS;
+
+/// Why a zap receipt counts nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZapReject {
+    NoInvoice,
+    BadInvoice,
+    NoAmount,
+    TooLarge,
+    /// No description, or not a signed kind-9734 event.
+    BadRequest,
+    /// The invoice does not commit to the description.
+    HashMismatch,
+    AmountMismatch,
+    /// The receipt's `p` or `e` tag differs from the request's.
+    TagMismatch,
+}
+
+impl ZapReject {
+    pub const ALL: [ZapReject; 8] = [
+        ZapReject::NoInvoice,
+        ZapReject::BadInvoice,
+        ZapReject::NoAmount,
+        ZapReject::TooLarge,
+        ZapReject::BadRequest,
+        ZapReject::HashMismatch,
+        ZapReject::AmountMismatch,
+        ZapReject::TagMismatch,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ZapReject::NoInvoice => "no_invoice",
+            ZapReject::BadInvoice => "bad_invoice",
+            ZapReject::NoAmount => "no_amount",
+            ZapReject::TooLarge => "too_large",
+            ZapReject::BadRequest => "bad_request",
+            ZapReject::HashMismatch => "hash_mismatch",
+            ZapReject::AmountMismatch => "amount_mismatch",
+            ZapReject::TagMismatch => "tag_mismatch",
+        }
+    }
+}
+
+fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
+    event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .find(|t| t.len() >= 2 && t[0] == name)
+        .map(|t| t[1].as_str())
+}
+
+/// The amount a zap receipt counts for, in millisatoshis.
+pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
+    let bolt11 = tag(receipt, "bolt11").ok_or(ZapReject::NoInvoice)?;
+    // The decoder wants ASCII; anything else is not an invoice.
+    if !bolt11.is_ascii() {
+        return Err(ZapReject::BadInvoice);
+    }
+    let invoice = Bolt11Invoice::from_str(bolt11.trim()).map_err(|_| ZapReject::BadInvoice)?;
+    let msats = invoice.amount_milli_satoshis().ok_or(ZapReject::NoAmount)?;
+    let msats = i64::try_from(msats)
+        .ok()
+        .filter(|m| *m <= MAX_MSATS)
+        .ok_or(ZapReject::TooLarge)?;
+    let description = tag(receipt, "description").ok_or(ZapReject::BadRequest)?;
+    let request = Event::from_json(description).map_err(|_| ZapReject::BadRequest)?;
+    if request.kind != Kind::ZapRequest || request.verify().is_err() {
+        return Err(ZapReject::BadRequest);
+    }
+    use bitcoin::hashes::{sha256, Hash};
+    let committed = match invoice.description() {
+        Bolt11InvoiceDescriptionRef::Hash(h) => h.0 == sha256::Hash::hash(description.as_bytes()),
+        Bolt11InvoiceDescriptionRef::Direct(_) => false,
+    };
+    if !committed {
+        return Err(ZapReject::HashMismatch);
+    }
+    if let Some(asked) = tag(&request, "amount") {
+        if asked.trim().parse::<i64>().ok() != Some(msats) {
+            return Err(ZapReject::AmountMismatch);
+        }
+    }
+    if tag(receipt, "p") != tag(&request, "p") || tag(receipt, "e") != tag(&request, "e") {
+        return Err(ZapReject::TagMismatch);
+    }
+    Ok(msats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::Zapper;
+    use nostr_sdk::{EventBuilder, EventId, Keys, Tag, Timestamp};
+
+    /// A receipt with these parts (a field `None` is left out).
+    fn receipt(zapper: &Zapper, p: &str, bolt11: Option<&str>, description: Option<&str>) -> Event {
+        let mut b = EventBuilder::new(Kind::ZapReceipt, "")
+            .tag(Tag::parse(["p", p]).unwrap())
+            .tag(Tag::parse(["e", &"ab".repeat(32)]).unwrap());
+        if let Some(i) = bolt11 {
+            b = b.tag(Tag::parse(["bolt11", i]).unwrap());
+        }
+        if let Some(d) = description {
+            b = b.tag(Tag::parse(["description", d]).unwrap());
+        }
+        b.sign_with_keys(&zapper.keys).unwrap()
+    }
+
+    #[test]
+    fn receipts_count_only_when_they_hold_together() {
+        let zapper = Zapper::new(1);
+        let sender = Keys::generate();
+        let recipient = Keys::generate().public_key();
+        let target = (EventId::from_hex(&"ab".repeat(32)).unwrap(), recipient);
+        let t = Timestamp::from(1_700_000_000);
+        let good = zapper.receipt(&sender, target, 21_000, t);
+        assert_eq!(amount(&good), Ok(21_000));
+
+        let request = |msats: &str| {
+            EventBuilder::new(Kind::ZapRequest, "")
+                .tag(Tag::public_key(recipient))
+                .tag(Tag::event(target.0))
+                .tag(Tag::parse(["amount", msats]).unwrap())
+                .sign_with_keys(&sender)
+                .unwrap()
+                .as_json()
+        };
+        let p = recipient.to_hex();
+        let req = request("21000");
+        let inv = zapper.invoice(&req, 21_000, t);
+        let other_inv = zapper.invoice("something else", 21_000, t);
+        let req_5 = request("5000");
+        let inv_for_5 = zapper.invoice(&req_5, 21_000, t);
+        let truncated = &inv[..inv.len() - 5];
+        let unsigned = req.replace("\"sig\":\"", "\"sig\":\"00");
+        let cases: Vec<(Event, Result<i64, ZapReject>)> = vec![
+            (receipt(&zapper, &p, Some(&inv), Some(&req)), Ok(21_000)),
+            (
+                receipt(&zapper, &p, None, Some(&req)),
+                Err(ZapReject::NoInvoice),
+            ),
+            (
+                receipt(&zapper, &p, Some("lnbc5\u{e9}1pvjluez"), Some(&req)),
+                Err(ZapReject::BadInvoice),
+            ),
+            (
+                receipt(&zapper, &p, Some(truncated), Some(&req)),
+                Err(ZapReject::BadInvoice),
+            ),
+            (
+                receipt(&zapper, &p, Some("lnbc210000001pvjluez"), Some(&req)),
+                Err(ZapReject::BadInvoice),
+            ),
+            (
+                receipt(&zapper, &p, Some(&inv), None),
+                Err(ZapReject::BadRequest),
+            ),
+            (
+                receipt(&zapper, &p, Some(&inv), Some("{}")),
+                Err(ZapReject::BadRequest),
+            ),
+            (
+                receipt(&zapper, &p, Some(&inv), Some(&unsigned)),
+                Err(ZapReject::BadRequest),
+            ),
+            (
+                receipt(&zapper, &p, Some(&other_inv), Some(&req)),
+                Err(ZapReject::HashMismatch),
+            ),
+            (
+                receipt(&zapper, &p, Some(&inv_for_5), Some(&req_5)),
+                Err(ZapReject::AmountMismatch),
+            ),
+            (
+                receipt(
+                    &zapper,
+                    &Keys::generate().public_key().to_hex(),
+                    Some(&inv),
+                    Some(&req),
+                ),
+                Err(ZapReject::TagMismatch),
+            ),
+        ];
+        for (i, (event, want)) in cases.into_iter().enumerate() {
+            assert_eq!(amount(&event), want, "case {i}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string as an invoice: a verdict, never a panic.
+        #[test]
+        fn any_invoice_string_is_judged(s in "(ln|LN)?\\\\PC{0,120}") {
+            let zapper = Zapper::new(2);
+            let _ = amount(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
+        }
+    }
+}
