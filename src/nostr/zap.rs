@@ -63,8 +63,31 @@ fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
         .map(|t| t[1].as_str())
 }
 
+/// Verdicts of the receipts seen last. Checking one costs two signature checks (the
+/// invoice's and the request's), and storage asks twice per receipt (whether it is to be
+/// aggregated, and what it adds); an id fixes the whole event, so a verdict holds.
+static VERDICTS: std::sync::Mutex<
+    Option<lru::LruCache<nostr_sdk::EventId, Result<i64, ZapReject>>>,
+> = std::sync::Mutex::new(None);
+
 /// The amount a zap receipt counts for, in millisatoshis.
 pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
+    let lock = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(verdict) = lock().as_mut().and_then(|c| c.get(&receipt.id).copied()) {
+        return verdict;
+    }
+    let verdict = judge(receipt);
+    lock()
+        .get_or_insert_with(|| {
+            lru::LruCache::new(
+                std::num::NonZeroUsize::new(4_096).unwrap_or(std::num::NonZeroUsize::MIN),
+            )
+        })
+        .put(receipt.id, verdict);
+    verdict
+}
+
+fn judge(receipt: &Event) -> Result<i64, ZapReject> {
     let bolt11 = tag(receipt, "bolt11").ok_or(ZapReject::NoInvoice)?;
     // The decoder wants ASCII; anything else is not an invoice.
     if !bolt11.is_ascii() {

@@ -47,7 +47,14 @@ impl Handler<Verify> for VerifyActor {
         };
         for item in items {
             match check(&self.secp, &item.event) {
-                None => out.valid.push(item),
+                None => {
+                    // Judged here, on every core, rather than on the storage thread,
+                    // which finds the verdict remembered.
+                    if item.event.kind == nostr_sdk::Kind::ZapReceipt {
+                        let _ = crate::nostr::zap::amount(&item.event);
+                    }
+                    out.valid.push(item)
+                }
                 Some(reason) => out.invalid.push((item, reason)),
             }
         }
