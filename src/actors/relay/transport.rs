@@ -42,11 +42,26 @@ impl TapTransport {
     }
 }
 
+/// The message type of a frame (`["EOSE", ...]` is `EOSE`), if it looks like a message.
+fn label(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('[')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    Some(&rest[..rest.find('"')?])
+}
+
 /// Whether a frame is an EVENT message, which only the relay actor handles.
 pub fn is_event_frame(text: &str) -> bool {
-    text.trim_start()
-        .strip_prefix('[')
-        .is_some_and(|rest| rest.trim_start().starts_with("\"EVENT\""))
+    label(text) == Some("EVENT")
+}
+
+/// Whether the SDK should see a frame: the messages it manages the connection with.
+/// EVENT frames are ours alone, and garbage is counted by the relay actor; the SDK
+/// would log an ERROR line for every garbage frame a hostile relay sends.
+pub fn is_sdk_frame(text: &str) -> bool {
+    matches!(
+        label(text),
+        Some("EOSE" | "CLOSED" | "NOTICE" | "OK" | "AUTH" | "COUNT" | "NEG-MSG" | "NEG-ERR")
+    )
 }
 
 impl WebSocketTransport for TapTransport {
@@ -74,7 +89,7 @@ impl WebSocketTransport for TapTransport {
                 async move {
                     match msg {
                         Ok(Message::Text(text)) => {
-                            let pass = (!is_event_frame(&text)).then(|| text.clone());
+                            let pass = is_sdk_frame(&text).then(|| text.clone());
                             if frames.send(text).await.is_err() {
                                 return Some(Err(TransportError::backend(ReaderGone)));
                             }
@@ -140,5 +155,20 @@ mod tests {
         assert!(is_event_frame(" [ \"EVENT\", \"s\", {}]"));
         assert!(!is_event_frame(r#"["EOSE","s"]"#));
         assert!(!is_event_frame(r#"["NOTICE","EVENT"]"#));
+        assert!(!is_event_frame("[\"EV"));
+        for (frame, sdk) in [
+            (r#"["EOSE","s"]"#, true),
+            (r#" [ "CLOSED","s","auth-required: x"]"#, true),
+            (r#"["AUTH","challenge"]"#, true),
+            (r#"["NEG-MSG","s","00"]"#, true),
+            (r#"["OK","00",true,""]"#, true),
+            (r#"["EVENT","s",{}]"#, false),
+            ("not json", false),
+            ("[]", false),
+            (r#"["EVENTUALLY"]"#, false),
+            ("[\"\u{e9}", false),
+        ] {
+            assert_eq!(is_sdk_frame(frame), sdk, "{frame}");
+        }
     }
 }
