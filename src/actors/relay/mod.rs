@@ -17,6 +17,7 @@
 //! to the `IntervalSupervisor`, which answers when to run the next; it also restarts
 //! this actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
 
+mod detached;
 pub mod frames;
 pub mod messages;
 pub mod nip11;
@@ -122,6 +123,8 @@ impl RelayActor {
         auth: Option<Keys>,
     ) -> Self {
         let counters = pipeline.counters.relay(&url);
+        // Calls a restart may interrupt must not be cancelled (see `detached`).
+        let store: Arc<dyn EventStore> = Arc::new(detached::Detached(store));
         let known = Known {
             configured_limit: settings
                 .sync

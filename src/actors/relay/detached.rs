@@ -1,0 +1,127 @@
+//! The store as relay actors use it: every call runs as a task of its own on the
+//! actor's Arbiter, and the actor only awaits its result. A watchdog restart drops the
+//! actor's futures mid-call; dropping a call's own future would cancel it, which
+//! diesel-async's SQLite wrapper cannot take on a single-threaded runtime (it panics).
+//! A dropped wait leaves the call to finish on its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nostr_sdk::Event;
+
+use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
+use crate::storage::{EventStore, ItemQuery, Overview, StoreError, StoreResult};
+
+pub struct Detached(pub Arc<dyn EventStore>);
+
+/// Runs `call` on the store as a task of its own and awaits it.
+async fn detached<T, F, Fut>(store: &Arc<dyn EventStore>, call: F) -> StoreResult<T>
+where
+    T: 'static,
+    F: FnOnce(Arc<dyn EventStore>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>> + 'static,
+{
+    actix_rt::spawn(call(store.clone()))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Pool(format!("store call did not finish: {e}"))))
+}
+
+#[async_trait]
+impl EventStore for Detached {
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<Option<i64>>> {
+        let events = events.to_vec();
+        detached(&self.0, |s| async move { s.insert_events(&events).await }).await
+    }
+
+    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        detached(&self.0, |s| async move { s.event_exists(&id).await }).await
+    }
+
+    async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
+        let items = items.to_vec();
+        detached(
+            &self.0,
+            |s| async move { s.apply_contributions(&items).await },
+        )
+        .await
+    }
+
+    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        detached(&self.0, |s| async move { s.unaggregated(limit).await }).await
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        detached(&self.0, |s| async move {
+            s.events_after(after_seq, limit).await
+        })
+        .await
+    }
+
+    async fn count_events(&self) -> StoreResult<i64> {
+        detached(&self.0, |s| async move { s.count_events().await }).await
+    }
+
+    async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {
+        let id = event_id.to_owned();
+        detached(&self.0, |s| async move { s.stats_of(&id).await }).await
+    }
+
+    async fn record_window(
+        &self,
+        relay: &str,
+        filter: &str,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        let error = error.map(str::to_owned);
+        detached(&self.0, |s| async move {
+            s.record_window(&relay, &filter, error.as_deref()).await
+        })
+        .await
+    }
+
+    async fn overview(&self) -> StoreResult<Overview> {
+        detached(&self.0, |s| async move { s.overview().await }).await
+    }
+
+    async fn items(&self, q: &ItemQuery) -> StoreResult<Vec<(String, i64)>> {
+        let q = q.clone();
+        detached(&self.0, |s| async move { s.items(&q).await }).await
+    }
+
+    async fn probe_write(&self) -> StoreResult<()> {
+        detached(&self.0, |s| async move { s.probe_write().await }).await
+    }
+
+    async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>> {
+        detached(&self.0, |s| async move { s.stats().await }).await
+    }
+
+    async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {
+        let stats = stats.clone();
+        detached(&self.0, |s| async move { s.replace_stats(&stats).await }).await
+    }
+
+    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        detached(&self.0, |s| async move { s.cursor(&relay, &filter).await }).await
+    }
+
+    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        detached(&self.0, |s| async move {
+            s.save_cursor(&relay, &filter, created_at).await
+        })
+        .await
+    }
+
+    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
+        let (relay, filter) = (relay.to_owned(), filter.to_owned());
+        detached(&self.0, |s| async move {
+            s.delete_cursor(&relay, &filter).await
+        })
+        .await
+    }
+}
