@@ -448,50 +448,44 @@ impl Collector for Snapshot {
                 ConstCounter::new(r.rejected(reason)).encode(rejected.encode_family(&labels)?)?;
             }
         }
-        let relay_gauges: [(&str, &str, RelayField); 2] = [
-            ("relay_connected", "1 while the relay is connected", |r| {
-                &r.connected
-            }),
-            (
-                "relay_page_limit",
-                "The limit REQs to the relay carry (config, NIP-11)",
-                |r| &r.page_limit,
-            ),
-        ];
-        for (name, help, field) in relay_gauges {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (url, r) in &relays {
-                let labels = [("relay", url.as_str())];
-                ConstGauge::new(get(field(r)) as i64).encode(family.encode_family(&labels)?)?;
-            }
-        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut lag = encoder.encode_descriptor(
-            "relay_cursor_lag_seconds",
-            "Now minus the relay's oldest cursor (absent before its first complete window)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (url, r) in &relays {
-            let cursor = get(&r.cursor);
-            if cursor > 0 {
-                let labels = [("relay", url.as_str())];
-                ConstGauge::new(now.saturating_sub(cursor) as i64)
-                    .encode(lag.encode_family(&labels)?)?;
+        // Per-relay gauges; `None` leaves a relay out (no lag before its first cycle).
+        type RelayGauge = fn(&RelayCounters, u64) -> Option<f64>;
+        let relay_gauges: [(&str, &str, RelayGauge); 4] = [
+            (
+                "relay_connected",
+                "1 while the relay is connected",
+                |r, _| Some(r.connected.load(Ordering::Relaxed) as f64),
+            ),
+            (
+                "relay_page_limit",
+                "The limit REQs to the relay carry (config, NIP-11)",
+                |r, _| Some(r.page_limit.load(Ordering::Relaxed) as f64),
+            ),
+            (
+                "relay_cursor_lag_seconds",
+                "Now minus the start of the relay's last complete cycle",
+                |r, now| {
+                    let cursor = r.cursor.load(Ordering::Relaxed);
+                    (cursor > 0).then(|| now.saturating_sub(cursor) as f64)
+                },
+            ),
+            (
+                "relay_poll_interval_seconds",
+                "The polling interval the supervisor chose last",
+                |r, _| Some(r.interval_ms.load(Ordering::Relaxed) as f64 / 1000.0),
+            ),
+        ];
+        for (name, help, value) in relay_gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (url, r) in &relays {
+                if let Some(v) = value(r, now) {
+                    let labels = [("relay", url.as_str())];
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                }
             }
-        }
-        let mut interval = encoder.encode_descriptor(
-            "relay_poll_interval_seconds",
-            "The polling interval the supervisor chose last",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (url, r) in &relays {
-            let labels = [("relay", url.as_str())];
-            ConstGauge::new(get(&r.interval_ms) as f64 / 1000.0)
-                .encode(interval.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -221,6 +221,7 @@ impl Planner {
     }
 
     /// REQs planned so far.
+    #[cfg(test)]
     pub fn requests(&self) -> usize {
         self.reqs
     }

@@ -68,7 +68,8 @@ pub struct Known {
     pub configured_limit: usize,
     /// The largest page it answered with.
     pub largest: AtomicUsize,
-    /// Whether it reconciles (NIP-77): `reconcile::{UNKNOWN, WORKS, REFUSED}`.
+    /// Whether it reconciles (NIP-77): 0 not known yet, `reconcile::{WORKS, REFUSED,
+    /// TRYING}`.
     pub negentropy: AtomicU8,
     /// Filters it refused: filter key → when to ask again.
     refused: Mutex<HashMap<String, Instant>>,
@@ -304,7 +305,7 @@ impl Handler<RunCycle> for RelayActor {
                         CycleStats::Done { new_events }
                     }
                     Err(error) => {
-                        if matches!(error, CycleError::NotConnected | CycleError::ConnectionLost | CycleError::Relay(_)) {
+                        if error.is_connection() {
                             counters.connected.store(0, Ordering::Relaxed);
                         }
                         act.failures += 1;
@@ -441,8 +442,8 @@ impl CycleError {
 }
 
 impl Cycle {
-    /// Returns how many events were new rows.
-    /// Syncs every filter; what happened is kept in `relay_state` for `status`.
+    /// Syncs every filter and returns how many events were new rows; what happened is
+    /// kept in `relay_state` for `status`.
     async fn run(self) -> Result<u64, CycleError> {
         let result = self.sync_filters().await;
         if let Err(e) = &result {
@@ -500,7 +501,7 @@ impl Cycle {
             let error = loop {
                 tries += 1;
                 let synced = match self.sync_filter(&relay, filter).await {
-                    Ok(n) => self.repair_if_due(&relay, filter).await.map(|()| n),
+                    Ok((n, top)) => self.repair_if_due(&relay, filter, top).await.map(|()| n),
                     Err(e) => Err(e),
                 };
                 match synced {
@@ -563,7 +564,14 @@ impl Cycle {
                 let max = info.max_limit.unwrap_or(0);
                 let before = self.known.max_limit.swap(max, Ordering::Relaxed);
                 if before != max {
-                    tracing::info!(relay = %self.url, max_limit = ?info.max_limit, page_limit = self.known.page_limit(self.settings.sync.page_limit), "relay information (NIP-11)");
+                    tracing::info!(
+                        relay = %self.url,
+                        max_limit = ?info.max_limit,
+                        page_limit = self.known.page_limit(self.settings.sync.page_limit),
+                        auth_required = info.auth_required,
+                        nips = ?info.nips,
+                        "relay information (NIP-11)"
+                    );
                 }
             }
             Err(error) => {
@@ -598,7 +606,12 @@ impl Cycle {
     /// Syncs one filter: everything from the cursor (less the overlap) to now, newest
     /// first. Progress is recorded page by page (see `Backfill`), so an interrupted
     /// cycle is not read again from the top.
-    async fn sync_filter(&self, relay: &Relay, f: &FilterSettings) -> Result<u64, CycleError> {
+    /// Returns the new rows and the cursor saved (the window's top).
+    async fn sync_filter(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+    ) -> Result<(u64, u64), CycleError> {
         let sync = &self.settings.sync;
         let key = filter_key(f);
         let cursor = self.store.cursor(&self.url, &key).await?;
@@ -663,7 +676,7 @@ impl Cycle {
         self.store
             .save_cursor(&self.url, &key, started as i64)
             .await?;
-        Ok(outcome.new_rows)
+        Ok((outcome.new_rows, started))
     }
 
     /// Reads `[since, until]` (`until` `None`: up to now) as the paging planner says,
@@ -733,16 +746,19 @@ impl Cycle {
     /// The repair pass, when due: reads the filter's whole synced range again (by
     /// reconciliation, else by paging) to find events that arrived with old
     /// timestamps. The time of the last pass is kept next to the cursor.
-    async fn repair_if_due(&self, relay: &Relay, f: &FilterSettings) -> Result<(), CycleError> {
+    /// `top` is the filter's cursor, just saved.
+    async fn repair_if_due(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        top: u64,
+    ) -> Result<(), CycleError> {
         let sync = &self.settings.sync;
         let key = filter_key(f);
         let interval = if self.negentropy_usable() {
             sync.repair_interval_secs
         } else {
             sync.repair_paging_interval_secs
-        };
-        let Some(top) = self.store.cursor(&self.url, &key).await? else {
-            return Ok(());
         };
         let repair_key = format!("{key}#repair");
         let now = Timestamp::now().as_secs();
@@ -758,7 +774,6 @@ impl Cycle {
             Some(last) if now < (last as u64).saturating_add(interval) => return Ok(()),
             Some(_) => {}
         }
-        let top = top as u64;
         tracing::info!(relay = %self.url, filter = %key, "repair pass");
         let (pages_tx, pages_rx) = mpsc::unbounded_channel();
         let read = async {
