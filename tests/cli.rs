@@ -1,5 +1,7 @@
 //! The built binary: config errors give one message per problem and exit status 2.
 
+mod common;
+
 use std::process::Command;
 
 fn check_config(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
@@ -188,8 +190,7 @@ fn run_without_relays_exits_2() {
 #[test]
 fn four_instances_migrate_an_empty_postgres_database_at_once() {
     use nostr_sync::storage::migrate;
-    let base = std::env::var("NOSTR_SYNC_TEST_PG")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let base = common::pg_base_url();
     let schema = format!("m_{:016x}", rand::random::<u64>());
     if let Err(e) = migrate::execute(&base, &format!("CREATE SCHEMA {schema}")) {
         assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{e}");

@@ -58,13 +58,7 @@ async fn assert_exact(db: &TestDb, want: &[Event]) {
 fn clamped_relays_lose_nothing(db: TestDb) {
     run(async {
         let data = data();
-        let mut urls = Vec::new();
-        let mut relays = Vec::new();
-        for (r, cap) in [100, 1, 1_000_000].into_iter().enumerate() {
-            let relay = HostedRelay::start(data.relay_events(r), cap).await.unwrap();
-            urls.push(relay.url().await);
-            relays.push(relay);
-        }
+        let (_relays, urls) = common::host(data, &[100, 1, 1_000_000]).await;
         let mut s = settings(&db, urls.clone());
         s.sync.negentropy = Negentropy::Off;
         let counters = sync_once(s).await;

@@ -311,13 +311,7 @@ fn a_live_subscription_comes_back_after_the_connection_drops(db: TestDb) {
 fn postgres_outage(db: TestDb) {
     run(async {
         let data = Dataset::generate(20_000, 3, 0.5, 24);
-        let mut relays = Vec::new();
-        let mut urls = Vec::new();
-        for r in 0..3 {
-            let hosted = HostedRelay::start(data.relay_events(r), 500).await.unwrap();
-            urls.push(hosted.url().await);
-            relays.push(hosted);
-        }
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let proxy = TcpProxy::start("127.0.0.1:5432".into()).await;
         let mut s = settings(&db, urls);
         s.database.url = proxy.route(&db.url, "127.0.0.1:5432");

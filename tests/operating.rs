@@ -21,13 +21,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 fn metrics_move_and_agree_with_the_database(db: TestDb) {
     run(async {
         let data = Dataset::generate(3_000, 2, 0.5, 31);
-        let mut relays = Vec::new();
-        let mut urls = Vec::new();
-        for r in 0..2 {
-            let relay = HostedRelay::start(data.relay_events(r), 100).await.unwrap();
-            urls.push(relay.url().await);
-            relays.push(relay);
-        }
+        let (_relays, urls) = common::host(&data, &[100]).await;
         let mut s = settings(&db, urls.clone());
         s.http.listen = "127.0.0.1:0".into();
         let app = App::start(s).await.unwrap();

@@ -130,18 +130,6 @@ both_backends!(
     an_interrupted_sync_resumes_where_it_stopped,
 );
 
-async fn hosted(data: &Dataset, max_limit: usize) -> Vec<HostedRelay> {
-    let mut relays = Vec::new();
-    for r in 0..data.placement.len() {
-        relays.push(
-            HostedRelay::start(data.relay_events(r), max_limit)
-                .await
-                .unwrap(),
-        );
-    }
-    relays
-}
-
 /// `n` events on one relay capped at `max_limit` per REQ, and settings syncing it.
 async fn one_relay(
     db: &TestDb,
@@ -157,19 +145,11 @@ async fn one_relay(
     (data, relay, s)
 }
 
-async fn urls(relays: &[HostedRelay]) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in relays {
-        out.push(r.url().await);
-    }
-    out
-}
-
 fn overlapping_relays_store_each_event_once(db: TestDb) {
     run(async {
         let data = Dataset::generate(1_500, 3, 0.5, 1);
-        let relays = hosted(&data, 500).await;
-        let counters = sync_once(settings(&db, urls(&relays).await)).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
+        let counters = sync_once(settings(&db, urls)).await;
 
         let store = storage::open(&db.url, 2).await.unwrap();
         let ids = stored_ids(&*store).await;
@@ -257,8 +237,8 @@ fn forged_events_are_rejected_and_never_stored(db: TestDb) {
 fn restart_resumes_without_gaps_or_double_counts(db: TestDb) {
     run(async {
         let data = Dataset::generate(1_000, 2, 0.5, 3);
-        let relays = hosted(&data, 500).await;
-        let s = settings(&db, urls(&relays).await);
+        let (relays, urls) = common::host(&data, &[500]).await;
+        let s = settings(&db, urls);
         sync_once(s.clone()).await;
 
         // New events arrive on both relays while the syncer is down: replies,

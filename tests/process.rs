@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{lock_writes, run, stored_ids, Backend, TestDb};
-use nostr_sync::dataset::{Dataset, HostedRelay};
+use nostr_sync::dataset::Dataset;
 use nostr_sync::storage;
 use rand::{Rng, SeedableRng};
 
@@ -76,19 +76,6 @@ fn check_aggregates(db: &TestDb) -> (Option<i32>, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
-}
-
-async fn hosted(data: &Dataset, max_limit: usize) -> (Vec<HostedRelay>, Vec<String>) {
-    let mut relays = Vec::new();
-    let mut urls = Vec::new();
-    for r in 0..data.placement.len() {
-        let hosted = HostedRelay::start(data.relay_events(r), max_limit)
-            .await
-            .unwrap();
-        urls.push(hosted.url().await);
-        relays.push(hosted);
-    }
-    (relays, urls)
 }
 
 /// Every event of `data` stored exactly once, and the aggregates audited clean.
@@ -165,7 +152,7 @@ async fn wait_for_count(store: &dyn storage::EventStore, at_least: i64, timeout:
 fn a_panicking_storage_worker_exits_and_a_restart_completes(db: TestDb) {
     run(async {
         let data = Dataset::generate(6_000, 2, 0.5, 12);
-        let (_relays, urls) = hosted(&data, 500).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let mut child = command(&db.url, &urls)
             .env(
@@ -192,7 +179,7 @@ fn a_panicking_storage_worker_exits_and_a_restart_completes(db: TestDb) {
 fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
     run(async {
         let data = Dataset::generate(20_000, 3, 0.5, 11);
-        let (_relays, urls) = hosted(&data, 500).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
 
         let child = start(&db, &urls);
@@ -214,7 +201,7 @@ fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
 fn sigkill_at_random_moments_loses_and_doubles_nothing(db: TestDb) {
     run(async {
         let data = Dataset::generate(30_000, 3, 0.5, 31);
-        let (_relays, urls) = hosted(&data, 500).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let seed: u64 = rand::random();
         eprintln!("kill delays from seed {seed}");
@@ -239,7 +226,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing(db: TestDb) {
 fn a_second_signal_exits_at_once(db: TestDb) {
     run(async {
         let data = Dataset::generate(20_000, 1, 0.0, 32);
-        let (_relays, urls) = hosted(&data, 500).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let mut child = command(&db.url, &urls)
             .env("NOSTR_SYNC__SHUTDOWN__TIMEOUT_SECS", "120")
@@ -282,7 +269,7 @@ fn memory_stays_bounded_under_a_stalled_database(db: TestDb) {
     run(async {
         // One REQ returns all 100,000 events (about 200 MiB if they were all held).
         let data = Dataset::generate(100_000, 1, 0.0, 33);
-        let (_relays, urls) = hosted(&data, 100_000).await;
+        let (_relays, urls) = common::host(&data, &[100_000]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let child = command(&db.url, &urls)
             .env("NOSTR_SYNC__SYNC__PAGE_LIMIT", "100000")
@@ -327,7 +314,7 @@ fn memory_stays_bounded_under_a_stalled_database(db: TestDb) {
 fn two_instances(db: TestDb) {
     run(async {
         let data = Dataset::generate(20_000, 4, 0.5, 34);
-        let (_relays, urls) = hosted(&data, 500).await;
+        let (_relays, urls) = common::host(&data, &[500]).await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let both = vec![start(&db, &urls[0..3]), start(&db, &urls[1..4])];
         finish(&db, &*store, both, &data).await;
