@@ -46,6 +46,13 @@ fn metrics_move_and_agree_with_the_database(db: TestDb) {
         let (_, text) = http_get(http, "/metrics").await;
         let store = storage::open(&db.url, 2).await.unwrap();
         let rows = store.count_events().await.unwrap() as f64;
+        // What `status` reads: each relay's window recorded as a success.
+        let overview = store.overview().await.unwrap();
+        for u in &urls {
+            let state = overview.states.iter().find(|s| &s.relay == u).unwrap();
+            assert!(state.last_success.is_some(), "{state:?}");
+            assert_eq!(state.consecutive_failures, 0, "{state:?}");
+        }
         assert_eq!(rows, data.events.len() as f64);
         assert_eq!(sample(&text, "nostr_sync_stored_total"), Some(rows));
         assert_eq!(

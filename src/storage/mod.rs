@@ -31,6 +31,47 @@ macro_rules! add_excluded_stats {
 }
 pub(crate) use add_excluded_stats;
 
+/// The upsert that records how a window ended, for both backends: one statement whose
+/// inserted row holds only what this outcome sets (the other columns NULL), merged
+/// into the stored row column by column.
+macro_rules! record_window_upsert {
+    ($relay:expr, $filter:expr, $error:expr, $now:expr) => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::{BigInt, Nullable, Text};
+        use $crate::storage::schema::relay_state as rs;
+        let (ok, now): (bool, i64) = ($error.is_none(), $now);
+        diesel::insert_into(rs::table)
+            .values((
+                rs::relay.eq($relay),
+                rs::filter.eq($filter),
+                rs::last_success.eq(ok.then_some(now)),
+                rs::last_failure.eq((!ok).then_some(now)),
+                rs::consecutive_failures.eq(i64::from(!ok)),
+                rs::last_error.eq($error),
+                rs::updated_at.eq(now),
+            ))
+            .on_conflict((rs::relay, rs::filter))
+            .do_update()
+            .set((
+                rs::last_success.eq(sql::<Nullable<BigInt>>(
+                    "COALESCE(excluded.last_success, relay_state.last_success)",
+                )),
+                rs::last_failure.eq(sql::<Nullable<BigInt>>(
+                    "COALESCE(excluded.last_failure, relay_state.last_failure)",
+                )),
+                rs::consecutive_failures.eq(sql::<BigInt>(
+                    "CASE WHEN excluded.consecutive_failures = 0 THEN 0 \
+                     ELSE relay_state.consecutive_failures + 1 END",
+                )),
+                rs::last_error.eq(sql::<Nullable<Text>>(
+                    "COALESCE(excluded.last_error, relay_state.last_error)",
+                )),
+                rs::updated_at.eq(now),
+            ))
+    }};
+}
+pub(crate) use record_window_upsert;
+
 pub mod migrate;
 pub mod models;
 mod postgres;

@@ -178,49 +178,9 @@ impl EventStore for PgStore {
         error: Option<&str>,
     ) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        let now = now_secs();
-        let insert = diesel::insert_into(relay_state::table);
-        let key = (relay_state::relay.eq(relay), relay_state::filter.eq(filter));
-        let conflict = (relay_state::relay, relay_state::filter);
-        match error {
-            None => {
-                insert
-                    .values((
-                        key,
-                        relay_state::last_success.eq(now),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .on_conflict(conflict)
-                    .do_update()
-                    .set((
-                        relay_state::last_success.eq(now),
-                        relay_state::consecutive_failures.eq(0),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .execute(&mut conn)
-                    .await?
-            }
-            Some(e) => {
-                insert
-                    .values((
-                        key,
-                        relay_state::last_failure.eq(now),
-                        relay_state::consecutive_failures.eq(1),
-                        relay_state::last_error.eq(e),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .on_conflict(conflict)
-                    .do_update()
-                    .set((
-                        relay_state::last_failure.eq(now),
-                        relay_state::consecutive_failures.eq(relay_state::consecutive_failures + 1),
-                        relay_state::last_error.eq(e),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .execute(&mut conn)
-                    .await?
-            }
-        };
+        super::record_window_upsert!(relay, filter, error, now_secs())
+            .execute(&mut conn)
+            .await?;
         Ok(())
     }
 

@@ -251,43 +251,7 @@ impl EventStore for SqliteStore {
         let (relay, filter) = (relay.to_owned(), filter.to_owned());
         let error = error.map(str::to_owned);
         self.run(move |conn| {
-            let now = now_secs();
-            let insert = diesel::insert_into(relay_state::table);
-            let key = (relay_state::relay.eq(relay), relay_state::filter.eq(filter));
-            let conflict = (relay_state::relay, relay_state::filter);
-            match error {
-                None => insert
-                    .values((
-                        key,
-                        relay_state::last_success.eq(now),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .on_conflict(conflict)
-                    .do_update()
-                    .set((
-                        relay_state::last_success.eq(now),
-                        relay_state::consecutive_failures.eq(0),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .execute(conn),
-                Some(e) => insert
-                    .values((
-                        key,
-                        relay_state::last_failure.eq(now),
-                        relay_state::consecutive_failures.eq(1),
-                        relay_state::last_error.eq(e.clone()),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .on_conflict(conflict)
-                    .do_update()
-                    .set((
-                        relay_state::last_failure.eq(now),
-                        relay_state::consecutive_failures.eq(relay_state::consecutive_failures + 1),
-                        relay_state::last_error.eq(e),
-                        relay_state::updated_at.eq(now),
-                    ))
-                    .execute(conn),
-            }
+            super::record_window_upsert!(relay, filter, error, now_secs()).execute(conn)
         })
         .await?;
         Ok(())
