@@ -28,6 +28,9 @@ both_backends!(
     backdated_events_are_found_by_repaging,
     a_restart_during_a_database_stall_loses_nothing,
     a_backfill_longer_than_the_watchdog_is_never_restarted,
+    a_filter_refused_for_auth_leaves_the_others,
+    auth_required_relays_are_synced_with_a_key,
+    a_relay_refusing_negentropy_is_paged_and_remembered,
 );
 
 /// 9,000 events over a day, on three relays, none shared: signed once per run.
@@ -237,11 +240,7 @@ fn a_backfill_longer_than_the_watchdog_is_never_restarted(db: TestDb) {
 
 /// `auth-required:` on the first filter, without a key: that filter is refused on this
 /// relay (counted, not retried each cycle) and the second filter still syncs.
-#[test]
-fn a_filter_refused_for_auth_leaves_the_others() {
-    let Some(db) = TestDb::new(common::Backend::Sqlite) else {
-        return;
-    };
+fn a_filter_refused_for_auth_leaves_the_others(db: TestDb) {
     run(async {
         let events: Vec<Event> = data().relay_events(2).take(50).cloned().collect();
         let hostile = HostileRelay::start(
@@ -276,11 +275,7 @@ fn a_filter_refused_for_auth_leaves_the_others() {
 
 /// A relay that requires NIP-42 for every read: with a key configured, the sync
 /// authenticates and completes; without one, every filter is refused and counted.
-#[test]
-fn auth_required_relays_are_synced_with_a_key() {
-    let Some(db) = TestDb::new(common::Backend::Sqlite) else {
-        return;
-    };
+fn auth_required_relays_are_synced_with_a_key(db: TestDb) {
     run(async {
         let events: Vec<Event> = data().relay_events(2).take(300).cloned().collect();
         let relay = HostedRelay::start_with_auth(&events, 500).await.unwrap();
@@ -364,17 +359,15 @@ fn backdated_events_are_found_by_repaging(db: TestDb) {
 /// Relays that do not do NIP-77 answer NEG-OPEN (here, the repair pass's) with a
 /// NOTICE, a CLOSED, or nothing: each still syncs and repairs completely by paging,
 /// and the refusal is remembered (one NEG-OPEN over several cycles and repairs).
-#[test]
-fn a_relay_refusing_negentropy_is_paged_and_remembered() {
+fn a_relay_refusing_negentropy_is_paged_and_remembered(db: TestDb) {
     let answers = [
         vec![r#"["NOTICE","ERROR: bad msg: unknown cmd NEG-OPEN"]"#.to_owned()],
         vec![r#"["CLOSED","{sub}","error: unknown message"]"#.to_owned()],
         vec![],
     ];
     for answer in answers {
-        let Some(db) = TestDb::new(common::Backend::Sqlite) else {
-            return;
-        };
+        // A database of the same backend for each answer.
+        let db = TestDb::new(db.backend).unwrap();
         run(async {
             let events: Vec<Event> = data().relay_events(2).take(200).cloned().collect();
             let hostile = HostileRelay::start(events.clone(), vec![], 0).await;
