@@ -68,6 +68,7 @@ impl App {
                 Some((addr, stop))
             }
         };
+        crate::nostr::zap::trust_only(settings.aggregates.zap_signer_keys());
         let store =
             storage::open(&settings.database.url, settings.database.max_connections).await?;
         let backlog = apply_backlog(&*store).await?;
@@ -84,6 +85,7 @@ impl App {
             counters.clone(),
             settings.flush_interval(),
             mailbox.aggregator,
+            Duration::from_secs(settings.retention.expiry_check_secs),
         )
         .start();
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)

@@ -15,11 +15,11 @@ use anyhow::{bail, ensure, Context};
 use nostr_sdk::{Event, JsonUtil, Timestamp};
 use serde::Serialize;
 
-use crate::actors::aggregator::deltas::StatsDelta;
 use crate::app::App;
 use crate::config::Settings;
 use crate::dataset::{expected_stats, place, sign_events, EventMaker, HostedRelay};
 use crate::metrics::Counters;
+use crate::nostr::aggregate::StatsDelta;
 use crate::storage::{self, migrate, Backend};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]

@@ -20,6 +20,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub verify: VerifySettings,
     pub aggregates: AggregateSettings,
+    pub retention: RetentionSettings,
     pub interval: IntervalSettings,
     pub mailbox: MailboxSettings,
     pub limits: LimitSettings,
@@ -160,6 +161,35 @@ pub struct VerifySettings {
 pub struct AggregateSettings {
     /// How often accumulated aggregate deltas are committed.
     pub flush_interval_ms: u64,
+    /// Pubkeys (hex or npub) of the zapper services whose receipts count; empty: any
+    /// receipt that holds together (NIP-57 appendix F) counts.
+    pub zap_signers: Vec<String>,
+}
+
+impl AggregateSettings {
+    /// `zap_signers` as keys; `validate` has refused any that does not parse.
+    pub fn zap_signer_keys(&self) -> Vec<nostr_sdk::PublicKey> {
+        self.zap_signers
+            .iter()
+            .filter_map(|k| nostr_sdk::PublicKey::parse(k.trim()).ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How often stored events whose NIP-40 expiration has passed are removed (and
+    /// their aggregate contributions retracted); 0: never.
+    pub expiry_check_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            expiry_check_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +303,7 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             verify: VerifySettings::default(),
             aggregates: AggregateSettings::default(),
+            retention: RetentionSettings::default(),
             interval: IntervalSettings::default(),
             mailbox: MailboxSettings::default(),
             limits: LimitSettings::default(),
@@ -346,6 +377,7 @@ impl Default for AggregateSettings {
     fn default() -> Self {
         Self {
             flush_interval_ms: 200,
+            zap_signers: Vec::new(),
         }
     }
 }
@@ -460,6 +492,13 @@ impl Settings {
                         "`filters[{i}].authors` holds {a:?}, not a hex pubkey"
                     ));
                 }
+            }
+        }
+        for (i, k) in self.aggregates.zap_signers.iter().enumerate() {
+            if nostr_sdk::PublicKey::parse(k.trim()).is_err() {
+                errors.push(format!(
+                    "`aggregates.zap_signers[{i}]` holds {k:?}, not a pubkey (hex or npub)"
+                ));
             }
         }
         if crate::storage::Backend::of_url(&self.database.url).is_none() {

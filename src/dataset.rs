@@ -10,7 +10,7 @@ use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
 use nostr_relay_builder::prelude::*;
 
-use crate::actors::aggregator::deltas::{contribution, sum_by_target, StatsDelta};
+use crate::nostr::aggregate::{contribution, sum_by_target, StatsDelta};
 
 /// A generated data set: unique events and, per relay, the indices it holds.
 pub struct Dataset {
@@ -37,6 +37,24 @@ impl Dataset {
     }
 }
 
+/// NIP-09 deletions, dated now, of every `every`-th reaction, reply and repost of
+/// `events`, each signed by the author of what it deletes (whose keys are in `authors`).
+pub fn deletions(events: &[Event], authors: &[Keys], every: usize) -> Vec<Event> {
+    let keys: HashMap<PublicKey, &Keys> = authors.iter().map(|k| (k.public_key(), k)).collect();
+    events
+        .iter()
+        .filter(|e| contribution(e).is_some() && e.kind != Kind::ZapReceipt)
+        .step_by(every.max(1))
+        .filter_map(|e| {
+            let author = keys.get(&e.pubkey)?;
+            EventBuilder::new(Kind::EventDeletion, "")
+                .tag(Tag::event(e.id))
+                .sign_with_keys(author)
+                .ok()
+        })
+        .collect()
+}
+
 /// The aggregates a recount of `events` gives.
 pub fn expected_stats(events: &[Event]) -> HashMap<String, StatsDelta> {
     let items: Vec<_> = events.iter().filter_map(contribution).collect();
@@ -46,15 +64,21 @@ pub fn expected_stats(events: &[Event]) -> HashMap<String, StatsDelta> {
 /// `n` freshly signed events from `n / 20` authors (5 to 500), dated over the past
 /// day in order.
 pub fn sign_events(n: usize, seed: u64) -> Vec<Event> {
+    sign_events_by(n, seed).0
+}
+
+/// As `sign_events`, with the authors' keys.
+pub fn sign_events_by(n: usize, seed: u64) -> (Vec<Event>, Vec<Keys>) {
     let mut maker = EventMaker::new((n / 20).clamp(5, 500), seed);
     let base = Timestamp::now().as_secs() - 86_400;
-    (0..n)
+    let events = (0..n)
         .map(|i| {
             maker.next(Timestamp::from(
                 base + (i as u64 * 86_000 / n.max(1) as u64),
             ))
         })
-        .collect()
+        .collect();
+    (events, maker.authors)
 }
 
 /// Makes a realistic mix: notes, replies, reactions, reposts, zap receipts with bolt11

@@ -12,7 +12,12 @@ pub const RELAYS: usize = 3;
 
 pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     println!("generating and signing {events} events for {RELAYS} relays...");
-    let data = Dataset::generate(events, RELAYS, 0.4, rand::random());
+    let seed = rand::random();
+    let (signed, authors) = crate::dataset::sign_events_by(events, seed);
+    let data = Dataset {
+        placement: crate::dataset::place(signed.len(), RELAYS, 0.4, seed),
+        events: signed,
+    };
     let mut relays = Vec::new();
     for r in 0..RELAYS {
         relays.push(HostedRelay::start(data.relay_events(r), 500).await?);
@@ -35,15 +40,13 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         .count_events()
         .await?;
     let started = Instant::now();
+    let second = settings.clone();
     let app = App::start(settings).await?;
     let synced = app.wait_for_cycles(1, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
     let store = app.store.clone();
     let counters = app.counters.clone();
     app.shutdown(Duration::from_secs(30)).await;
-    for hosted in relays {
-        hosted.relay.shutdown();
-    }
     anyhow::ensure!(synced, "relays did not finish their first cycle");
 
     let after = store.count_events().await?;
@@ -97,5 +100,77 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         }
     );
     anyhow::ensure!(mismatched == 0, "aggregates differ from the recount");
+
+    // NIP-09: authors delete every tenth of their reactions, replies and reposts; the
+    // deletions reach one relay, and the next sync retracts what the events counted.
+    let deletions = crate::dataset::deletions(&data.events, &authors, 10);
+    println!(
+        "\naggregate totals before deletions: {}",
+        totals(&store.stats().await?)
+    );
+    for d in &deletions {
+        relays[0].publish(d).await?;
+    }
+    let app = App::start(second).await?;
+    let synced = app.wait_for_cycles(1, Duration::from_secs(300)).await;
+    let counters = app.counters.clone();
+    app.shutdown(Duration::from_secs(30)).await;
+    for hosted in relays {
+        hosted.relay.shutdown();
+    }
+    anyhow::ensure!(synced, "relays did not finish their second cycle");
+    let stats = store.stats().await?;
+    println!(
+        "{} deletions by the events' authors synced: {} events removed, {} contributions retracted",
+        deletions.len(),
+        Counters::get(&counters.deleted),
+        Counters::get(&counters.retracted)
+    );
+    println!("aggregate totals after deletions : {}", totals(&stats));
+    let deleted: std::collections::HashSet<String> = deletions
+        .iter()
+        .flat_map(|d| crate::nostr::deletion(d).map(|d| d.ids).unwrap_or_default())
+        .collect();
+    let remaining: Vec<_> = data
+        .events
+        .iter()
+        .filter(|e| !deleted.contains(&e.id.to_hex()))
+        .cloned()
+        .collect();
+    let expected = crate::dataset::expected_stats(&remaining);
+    let mismatched = expected
+        .iter()
+        .filter(|(id, d)| stats.get(*id) != Some(d))
+        .count()
+        + stats
+            .iter()
+            .filter(|(id, d)| !expected.contains_key(*id) && **d != Default::default())
+            .count();
+    println!(
+        "aggregates checked against a recount without the deleted events: {}",
+        if mismatched == 0 {
+            "all equal".to_string()
+        } else {
+            format!("{mismatched} differ")
+        }
+    );
+    anyhow::ensure!(
+        mismatched == 0,
+        "aggregates differ from the recount after deletions"
+    );
     Ok(())
+}
+
+/// Sums of every aggregate row.
+fn totals(
+    stats: &std::collections::HashMap<String, crate::nostr::aggregate::StatsDelta>,
+) -> String {
+    let mut sum = crate::nostr::aggregate::StatsDelta::default();
+    for d in stats.values() {
+        sum.add(d);
+    }
+    format!(
+        "{} reactions, {} replies, {} reposts, {} zaps ({} msats)",
+        sum.reactions, sum.replies, sum.reposts, sum.zaps, sum.zap_msats
+    )
 }

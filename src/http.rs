@@ -293,7 +293,7 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "duplicates",
                 "Copies dropped as already stored or in flight",
@@ -334,6 +334,31 @@ impl Collector for Snapshot {
                 "abandoned",
                 "In-flight ids released after their copy was dropped",
                 get(&c.abandoned),
+            ),
+            (
+                "versions_superseded",
+                "Replaceable or addressable versions not stored or removed: a newer one is kept",
+                get(&c.superseded),
+            ),
+            (
+                "events_deleted",
+                "Events not stored or removed because their author deleted them (NIP-09)",
+                get(&c.deleted),
+            ),
+            (
+                "events_expired",
+                "Stored events removed once their NIP-40 expiration passed",
+                get(&c.expired_purged),
+            ),
+            (
+                "aggregate_retractions_queued",
+                "Contributions of removed events queued for subtraction",
+                get(&c.retractions_queued),
+            ),
+            (
+                "aggregate_retractions",
+                "Contributions of removed events subtracted from the aggregates",
+                get(&c.retracted),
             ),
             (
                 "received",

@@ -289,8 +289,19 @@ pub struct Counters {
     pub aggregated: AtomicU64,
     /// In-flight ids released because their copy was dropped uncommitted (a restart).
     pub abandoned: AtomicU64,
+    /// Versions not stored, or removed, because a newer version of their address is
+    /// kept (NIP-01).
+    pub superseded: AtomicU64,
+    /// Events not stored, or removed, because their author deleted them (NIP-09).
+    pub deleted: AtomicU64,
+    /// Stored events removed because they expired (NIP-40).
+    pub expired_purged: AtomicU64,
+    /// Removed events whose aggregate contributions were queued for subtraction, and
+    /// those subtracted so far.
+    pub retractions_queued: AtomicU64,
+    pub retracted: AtomicU64,
     /// Zap receipts stored but not counted, by `nostr::zap::ZapReject` (its order).
-    pub zap_rejects: [AtomicU64; 8],
+    pub zap_rejects: [AtomicU64; crate::nostr::zap::ZapReject::ALL.len()],
     /// From an event's frame leaving the socket to the commit of its row.
     pub latency: Histogram,
     pub timings: Timings,

@@ -18,6 +18,7 @@ both_backends!(
     a_panicking_storage_worker_exits_and_a_restart_completes,
     sigterm_commits_and_a_restart_completes_the_sync,
     sigkill_at_random_moments_loses_and_doubles_nothing,
+    sigkill_between_a_deletion_and_its_flush_is_recounted_exactly,
     a_second_signal_exits_at_once,
     memory_stays_bounded_under_a_stalled_database,
 );
@@ -220,6 +221,121 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing(db: TestDb) {
         // The kills may have left nothing to do: let this run start before stopping it.
         tokio::time::sleep(Duration::from_secs(1)).await;
         finish(&db, &*store, vec![child], &data).await;
+    });
+}
+
+/// Waits at most `limit` for `done` to hold of the store.
+async fn wait_until<F, Fut>(limit: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Reactions and a reply are stored and counted; then their deletions are committed by
+/// a service whose aggregate flush never comes, and it is killed (SIGKILL). The next
+/// start subtracts what the deleted events had counted, once: the aggregates equal a
+/// recount and the NIP-09 oracle.
+fn sigkill_between_a_deletion_and_its_flush_is_recounted_exactly(db: TestDb) {
+    use nostr_sdk::prelude::*;
+    run(async {
+        let (a, b, c) = (Keys::generate(), Keys::generate(), Keys::generate());
+        let note = EventBuilder::text_note("note").sign_with_keys(&a).unwrap();
+        let react = |k: &Keys| {
+            EventBuilder::new(Kind::Reaction, "+")
+                .tag(Tag::event(note.id))
+                .sign_with_keys(k)
+                .unwrap()
+        };
+        let (r1, r2) = (react(&b), react(&c));
+        let reply = EventBuilder::text_note("reply")
+            .tag(Tag::parse(["e", &note.id.to_hex(), "", "reply"]).unwrap())
+            .sign_with_keys(&c)
+            .unwrap();
+        let delete = |k: &Keys, e: &Event| {
+            EventBuilder::new(Kind::EventDeletion, "")
+                .tag(Tag::event(e.id))
+                .sign_with_keys(k)
+                .unwrap()
+        };
+        let history = vec![note.clone(), r1.clone(), r2, reply.clone()];
+        let deletions = vec![delete(&b, &r1), delete(&c, &reply)];
+        let first = nostr_sync::dataset::HostedRelay::start(&history, 500)
+            .await
+            .unwrap();
+        let second = nostr_sync::dataset::HostedRelay::start(&deletions, 500)
+            .await
+            .unwrap();
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let stats = || {
+            let store = store.clone();
+            async move {
+                store
+                    .stats_of(&note.id.to_hex())
+                    .await
+                    .unwrap()
+                    .unwrap_or_default()
+            }
+        };
+
+        let child = start(&db, &[first.url().await]);
+        let counted = wait_until(Duration::from_secs(60), || async {
+            let s = stats().await;
+            (s.reactions, s.replies) == (2, 1)
+        })
+        .await;
+        assert_eq!(terminate(child).await.0, Some(0));
+        assert!(counted, "the history was not counted: {:?}", stats().await);
+
+        let mut child = command(&db.url, &[second.url().await])
+            .env("NOSTR_SYNC__AGGREGATES__FLUSH_INTERVAL_MS", "3600000")
+            .arg("run")
+            .spawn()
+            .unwrap();
+        let deleted = wait_until(Duration::from_secs(60), || async {
+            store.count_events().await.unwrap() == 4
+                && !stored_ids(&*store).await.contains(&reply.id)
+                && !stored_ids(&*store).await.contains(&r1.id)
+        })
+        .await;
+        signal(&child, "-KILL");
+        exit_code(&mut child, Duration::from_secs(10)).await;
+        assert!(deleted, "the deletions were not committed");
+        let left = stats().await;
+        assert_eq!(
+            (left.reactions, left.replies),
+            (2, 1),
+            "a flush ran before the kill"
+        );
+
+        let child = start(&db, &[second.url().await]);
+        let recounted = wait_until(Duration::from_secs(60), || async {
+            let s = stats().await;
+            (s.reactions, s.replies) == (1, 0)
+        })
+        .await;
+        assert_eq!(terminate(child).await.0, Some(0));
+        assert!(
+            recounted,
+            "aggregates after the restart: {:?}",
+            stats().await
+        );
+        let (code, out) = check_aggregates(&db);
+        assert_eq!(code, Some(0), "check-aggregates found differences:\n{out}");
+        let all: Vec<Event> = history.into_iter().chain(deletions).collect();
+        let kept = common::oracle::kept(&all, Timestamp::now().as_secs());
+        assert_eq!(kept.len(), 4, "note, one reaction, two deletions");
+        let mut stored = store.stats().await.unwrap();
+        stored.retain(|_, d| *d != Default::default());
+        assert_eq!(stored, common::oracle::expected_stats(&kept));
     });
 }
 

@@ -3,6 +3,7 @@
 
 use nostr_sdk::Event;
 
+pub mod aggregate;
 pub mod zap;
 
 /// Why a valid event is not stored.
@@ -35,10 +36,199 @@ pub fn expiration(event: &Event) -> Option<u64> {
         .and_then(|t| t[1].trim().parse().ok())
 }
 
+/// Whether versions of `kind` replace each other per pubkey (NIP-01: 0, 3, 10000–19999).
+pub fn is_replaceable(kind: u16) -> bool {
+    kind == 0 || kind == 3 || (10_000..20_000).contains(&kind)
+}
+
+/// Whether versions of `kind` replace each other per pubkey and `d` tag (30000–39999).
+pub fn is_addressable(kind: u16) -> bool {
+    (30_000..40_000).contains(&kind)
+}
+
+/// The key under which versions of `event` replace each other, as an `a` tag writes it:
+/// `kind:pubkey:d`, with `d` the first `d` tag's value ("" without one, and always ""
+/// for replaceable kinds). `None` for every other kind.
+pub fn address(event: &Event) -> Option<String> {
+    let kind = event.kind.as_u16();
+    let d = if is_replaceable(kind) {
+        ""
+    } else if is_addressable(kind) {
+        event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .find(|t| t.len() >= 2 && t[0] == "d")
+            .map_or("", |t| t[1].as_str())
+    } else {
+        return None;
+    };
+    Some(format!("{kind}:{}:{d}", event.pubkey.to_hex()))
+}
+
+/// Whether version `a` replaces version `b` of one address: it is newer, or as old
+/// with the lower id (NIP-01). `(created_at, id)`, ids as lowercase hex.
+pub fn replaces(a: (i64, &str), b: (i64, &str)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// What a kind-5 deletion request (NIP-09) removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletion {
+    /// Ids of its `e` tags (lowercase hex); only events with the deletion's pubkey go.
+    pub ids: Vec<String>,
+    /// Addresses of its `a` tags whose pubkey is the deletion's own: their versions
+    /// dated up to `until` go.
+    pub addresses: Vec<String>,
+    /// The deletion's `created_at`.
+    pub until: i64,
+}
+
+/// The targets of `event` if it is a deletion request. An `a` tag naming another
+/// author's address, or a kind that has no versions, deletes nothing.
+pub fn deletion(event: &Event) -> Option<Deletion> {
+    if event.kind.as_u16() != 5 {
+        return None;
+    }
+    let author = event.pubkey.to_hex();
+    let mut out = Deletion {
+        until: event.created_at.as_secs() as i64,
+        ..Default::default()
+    };
+    for t in event.tags.iter().map(|t| t.as_slice()) {
+        match t {
+            [name, id, ..] if name == "e" && is_hex_id(id) => out.ids.push(id.to_ascii_lowercase()),
+            [name, coordinate, ..] if name == "a" => {
+                let mut parts = coordinate.splitn(3, ':');
+                let (Some(kind), Some(pubkey), Some(d)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Ok(kind) = kind.parse::<u16>() else {
+                    continue;
+                };
+                if pubkey.eq_ignore_ascii_case(&author)
+                    && (is_replaceable(kind) && d.is_empty() || is_addressable(kind))
+                {
+                    out.addresses.push(format!("{kind}:{author}:{d}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.ids.sort();
+    out.ids.dedup();
+    out.addresses.sort();
+    out.addresses.dedup();
+    Some(out)
+}
+
+/// Whether `s` is a 32-byte id in hex.
+pub fn is_hex_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use nostr_sdk::{EventBuilder, Keys, Kind, Tag};
+
+    fn signed(keys: &Keys, kind: u16, created_at: u64, tags: Vec<Vec<&str>>) -> Event {
+        EventBuilder::new(Kind::from(kind), "x")
+            .tags(tags.into_iter().map(|t| Tag::parse(t).unwrap()))
+            .custom_created_at(nostr_sdk::Timestamp::from(created_at))
+            .sign_with_keys(keys)
+            .unwrap()
+    }
+
+    /// NIP-01: "for kind n such that 10000 <= n < 20000 || n == 0 || n == 3, events
+    /// are replaceable ... for kind n such that 30000 <= n < 40000, events are
+    /// addressable by their kind, pubkey and d tag value".
+    #[test]
+    fn addresses_follow_nip01() {
+        let keys = Keys::generate();
+        let pk = keys.public_key().to_hex();
+        type Case<'a> = (u16, Vec<Vec<&'a str>>, Option<String>);
+        let cases: Vec<Case> = vec![
+            (0, vec![], Some(format!("0:{pk}:"))),
+            (3, vec![vec!["d", "ignored"]], Some(format!("3:{pk}:"))),
+            (10_002, vec![], Some(format!("10002:{pk}:"))),
+            (19_999, vec![], Some(format!("19999:{pk}:"))),
+            (1, vec![], None),
+            (2, vec![], None),
+            (20_000, vec![], None),
+            (29_999, vec![], None),
+            (30_023, vec![], Some(format!("30023:{pk}:"))),
+            (30_023, vec![vec!["d"]], Some(format!("30023:{pk}:"))),
+            (
+                30_023,
+                vec![vec!["d", "a:b"], vec!["d", "second"]],
+                Some(format!("30023:{pk}:a:b")),
+            ),
+            (39_999, vec![vec!["d", ""]], Some(format!("39999:{pk}:"))),
+            (40_000, vec![vec!["d", "x"]], None),
+        ];
+        for (kind, tags, want) in cases {
+            let got = address(&signed(&keys, kind, 1, tags.clone()));
+            assert_eq!(got, want, "kind {kind} {tags:?}");
+        }
+    }
+
+    /// "In case of replaceable events with the same timestamp, the event with the
+    /// lowest id (first in lexical order) should be retained".
+    #[test]
+    fn newer_or_lower_id_replaces() {
+        let cases = [
+            ((2, "b"), (1, "a"), true),
+            ((1, "a"), (2, "b"), false),
+            ((1, "a"), (1, "b"), true),
+            ((1, "b"), (1, "a"), false),
+            ((1, "a"), (1, "a"), false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(replaces(a, b), want, "{a:?} over {b:?}");
+        }
+    }
+
+    /// NIP-09: `e` tags name events, `a` tags name addresses whose versions up to the
+    /// deletion's `created_at` go; only the author's own events are deleted.
+    #[test]
+    fn deletions_follow_nip09() {
+        let keys = Keys::generate();
+        let pk = keys.public_key().to_hex();
+        let other = Keys::generate().public_key().to_hex();
+        let id = "A".repeat(64);
+        let own = format!("30023:{pk}:post");
+        let foreign = format!("30023:{other}:post");
+        let replaceable = format!("0:{}:", pk.to_uppercase());
+        let note = format!("1:{pk}:");
+        let d = signed(
+            &keys,
+            5,
+            1_000,
+            vec![
+                vec!["e", &id],
+                vec!["e", &id],
+                vec!["e", "short"],
+                vec!["a", &own],
+                vec!["a", &foreign],
+                vec!["a", &replaceable],
+                vec!["a", &note],
+                vec!["a", "garbage"],
+                vec!["k", "1"],
+            ],
+        );
+        assert_eq!(
+            deletion(&d),
+            Some(Deletion {
+                ids: vec!["a".repeat(64)],
+                addresses: vec![format!("0:{pk}:"), own],
+                until: 1_000,
+            })
+        );
+        assert_eq!(deletion(&signed(&keys, 1, 1, vec![vec!["e", &id]])), None);
+    }
 
     #[test]
     fn ephemeral_and_expired_events_are_skipped() {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
 use nostr_sdk::{Event, JsonUtil, Kind};
 
-use crate::actors::aggregator::deltas::MAX_MSATS;
+use crate::nostr::aggregate::MAX_MSATS;
 
 /// Why a zap receipt counts nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +26,12 @@ pub enum ZapReject {
     AmountMismatch,
     /// The receipt's `p` or `e` tag differs from the request's.
     TagMismatch,
+    /// `aggregates.zap_signers` is set and does not hold the receipt's pubkey.
+    UnknownSigner,
 }
 
 impl ZapReject {
-    pub const ALL: [ZapReject; 8] = [
+    pub const ALL: [ZapReject; 9] = [
         ZapReject::NoInvoice,
         ZapReject::BadInvoice,
         ZapReject::NoAmount,
@@ -38,6 +40,7 @@ impl ZapReject {
         ZapReject::HashMismatch,
         ZapReject::AmountMismatch,
         ZapReject::TagMismatch,
+        ZapReject::UnknownSigner,
     ];
 
     pub fn label(self) -> &'static str {
@@ -50,6 +53,7 @@ impl ZapReject {
             ZapReject::HashMismatch => "hash_mismatch",
             ZapReject::AmountMismatch => "amount_mismatch",
             ZapReject::TagMismatch => "tag_mismatch",
+            ZapReject::UnknownSigner => "unknown_signer",
         }
     }
 }
@@ -70,8 +74,24 @@ static VERDICTS: std::sync::Mutex<
     Option<lru::LruCache<nostr_sdk::EventId, Result<i64, ZapReject>>>,
 > = std::sync::Mutex::new(None);
 
+/// The zapper services whose receipts count (`aggregates.zap_signers`); empty: any.
+static SIGNERS: std::sync::RwLock<Vec<nostr_sdk::PublicKey>> = std::sync::RwLock::new(Vec::new());
+
+/// Counts, from now on, only receipts signed by one of `signers` (none: any signer).
+/// Set once at start from the configuration; changing it later changes what a recount
+/// finds, so `check-aggregates --repair` follows a change.
+pub fn trust_only(signers: Vec<nostr_sdk::PublicKey>) {
+    *SIGNERS.write().unwrap_or_else(|e| e.into_inner()) = signers;
+}
+
 /// The amount a zap receipt counts for, in millisatoshis.
 pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
+    {
+        let signers = SIGNERS.read().unwrap_or_else(|e| e.into_inner());
+        if !signers.is_empty() && !signers.contains(&receipt.pubkey) {
+            return Err(ZapReject::UnknownSigner);
+        }
+    }
     let lock = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(verdict) = lock().as_mut().and_then(|c| c.get(&receipt.id).copied()) {
         return verdict;

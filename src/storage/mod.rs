@@ -5,18 +5,21 @@
 //! claims events from the aggregation watermark and adds their deltas in the same
 //! transaction, so each stored event is counted exactly once whatever crashes.
 
-/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters,
-/// saturating at `i64::MAX` so no sum of claimed amounts can overflow (PostgreSQL would
-/// refuse the write forever; SQLite would turn the column into a float). Deltas are
-/// never negative.
+/// The upsert's `SET`: adds the excluded (new) row's signed deltas to the stored
+/// counters. A sum saturates at `i64::MAX`, so no sum of claimed amounts can overflow
+/// (PostgreSQL would refuse the write forever; SQLite would turn the column into a
+/// float); a retraction stops at 0. The nested `CASE`s keep every intermediate in range.
 macro_rules! add_excluded_stats {
     () => {{
         use diesel::dsl::sql;
         use diesel::sql_types::BigInt;
         let add = |c: &str| {
             sql::<BigInt>(&format!(
-                "CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
-                 THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END"
+                "CASE WHEN excluded.{c} >= 0 THEN \
+                   CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
+                   THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END \
+                 ELSE CASE WHEN event_stats.{c} + excluded.{c} < 0 \
+                   THEN 0 ELSE event_stats.{c} + excluded.{c} END END"
             ))
         };
         use $crate::storage::schema::event_stats::dsl::*;
@@ -72,6 +75,7 @@ macro_rules! record_window_upsert {
 }
 pub(crate) use record_window_upsert;
 
+pub mod batch;
 pub mod migrate;
 pub mod models;
 mod postgres;
@@ -85,8 +89,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nostr_sdk::Event;
 
-use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
+use crate::nostr::aggregate::{Sourced, StatsDelta};
 
+pub use batch::Removals;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -137,6 +142,23 @@ pub struct Overview {
     pub migrations: Vec<String>,
 }
 
+/// What `EventStore::insert_events` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Per input event: its new row, or `None` (already stored, superseded, deleted).
+    pub rows: Vec<Option<i64>>,
+    pub removals: Removals,
+}
+
+/// What `EventStore::purge` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub expired: u64,
+    /// Events a tombstone names, stored meanwhile by another instance.
+    pub deleted: u64,
+    pub retractions: u64,
+}
+
 /// Which stored events a reconciliation (NIP-77) compares: those of a filter's kinds
 /// and authors (empty: any) dated within `[since, until]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,9 +199,18 @@ pub fn sqlite_path(url: &str) -> &str {
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Inserts `events` (`ON CONFLICT DO NOTHING`) with their tags in one transaction;
-    /// returns, in input order, the row (`seq`) of each event that was new.
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<Option<i64>>>;
+    /// Writes `events` in one transaction under the rules of `batch` (versions,
+    /// deletions); returns, in input order, the row (`seq`) of each event that was
+    /// stored, and what else changed.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written>;
+
+    /// Subtracts up to `limit` queued retractions from the aggregates, claiming them in
+    /// the same transaction (so each is applied once); returns how many it applied.
+    async fn apply_retractions(&self, limit: i64) -> StoreResult<usize>;
+
+    /// Removes the events expired at `now` (NIP-40), and any event a tombstone names
+    /// that a concurrent writer stored (two instances); queues their retractions.
+    async fn purge(&self, now: i64) -> StoreResult<Purged>;
 
     /// Whether an event with this id is stored (the baseline profile's dedup).
     async fn event_exists(&self, id: &str) -> StoreResult<bool>;
@@ -281,7 +312,7 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
         after = *last;
         for c in page
             .iter()
-            .filter_map(|(_, e)| crate::actors::aggregator::deltas::contribution(e))
+            .filter_map(|(_, e)| crate::nostr::aggregate::contribution(e))
         {
             sums.entry(c.target).or_default().add(&c.delta);
         }
@@ -289,12 +320,37 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
     Ok(sums)
 }
 
+/// The stored events a deletion tombstone names (left by a writer that ran beside the
+/// deletion's), for `EventStore::purge`.
+pub(crate) const TOMBSTONED: &str = "kind <> 5 AND (EXISTS (SELECT 1 FROM deleted_events d \
+     WHERE d.id = events.id AND d.pubkey = events.pubkey) OR (address IS NOT NULL AND \
+     EXISTS (SELECT 1 FROM deleted_addresses a WHERE a.address = events.address \
+     AND events.created_at <= a.until)))";
+
+/// The conditional upsert's `WHERE`: the offered version replaces the head (NIP-01).
+pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.created_at \
+     OR (excluded.created_at = replaceable_heads.created_at AND excluded.id < replaceable_heads.id)";
+
+/// Sums retractions per target, in a fixed order (see `claimed_deltas`).
+pub(crate) fn retraction_sums(claimed: Vec<models::NewRetraction>) -> Vec<models::StatsRow> {
+    let mut sums: HashMap<String, StatsDelta> = HashMap::new();
+    for r in &claimed {
+        sums.entry(r.target.clone()).or_default().add(&r.delta());
+    }
+    let mut rows: Vec<_> = sums
+        .into_iter()
+        .map(|(id, d)| models::StatsRow::new(id, &d))
+        .collect();
+    rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    rows
+}
+
 /// Sums `items` per target and drops those whose source row was not claimed.
 pub(crate) fn claimed_deltas(
     items: &[Sourced],
     claimed: &std::collections::HashSet<i64>,
 ) -> Vec<models::StatsRow> {
-    let sums = crate::actors::aggregator::deltas::sum_by_target(
+    let sums = crate::nostr::aggregate::sum_by_target(
         items
             .iter()
             .filter(|s| claimed.contains(&s.seq))

@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
-use super::schema::{event_stats, event_tags, events};
-use crate::actors::aggregator::deltas::{contribution, StatsDelta};
+use super::schema::{event_stats, event_tags, events, retractions};
+use crate::nostr::aggregate::{contribution, StatsDelta};
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = events)]
@@ -21,6 +21,10 @@ pub struct NewEvent {
     /// Events that count toward no aggregate are born aggregated, so the
     /// watermark only ever holds events with a pending contribution.
     pub aggregated: bool,
+    /// `nostr::address`: set for replaceable and addressable events.
+    pub address: Option<String>,
+    /// `nostr::expiration` (NIP-40), when the event has one.
+    pub expires_at: Option<i64>,
 }
 
 impl NewEvent {
@@ -35,6 +39,8 @@ impl NewEvent {
             sig: event.sig.to_string(),
             first_seen,
             aggregated: contribution(event).is_none(),
+            address: crate::nostr::address(event),
+            expires_at: crate::nostr::expiration(event).and_then(|t| i64::try_from(t).ok()),
         }
     }
 }
@@ -117,6 +123,42 @@ impl StatsRow {
     pub fn new(event_id: String, d: &StatsDelta) -> Self {
         Self {
             event_id,
+            reactions: d.reactions,
+            replies: d.replies,
+            reposts: d.reposts,
+            zaps: d.zaps,
+            zap_msats: d.zap_msats,
+        }
+    }
+
+    pub fn delta(&self) -> StatsDelta {
+        StatsDelta {
+            reactions: self.reactions,
+            replies: self.replies,
+            reposts: self.reposts,
+            zaps: self.zaps,
+            zap_msats: self.zap_msats,
+        }
+    }
+}
+
+/// What a removed event had counted, waiting in `retractions` to be subtracted
+/// (negative amounts).
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+#[diesel(table_name = retractions)]
+pub struct NewRetraction {
+    pub target: String,
+    pub reactions: i64,
+    pub replies: i64,
+    pub reposts: i64,
+    pub zaps: i64,
+    pub zap_msats: i64,
+}
+
+impl NewRetraction {
+    pub fn new(target: String, d: &StatsDelta) -> Self {
+        Self {
+            target,
             reactions: d.reactions,
             replies: d.replies,
             reposts: d.reposts,

@@ -10,10 +10,20 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use nostr_sdk::Event;
 
-use super::models::{tag_rows, EventRow, NewEvent, NewTag, StatsRow};
-use super::schema::{event_stats, event_tags, events, relay_cursors, relay_state};
-use super::{claimed_deltas, now_secs, rows_to_events, EventStore, StoreError, StoreResult};
-use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
+use diesel::dsl::sql;
+
+use diesel::sql_types::Bool;
+
+use super::batch::{newest_per_address, Prepared, Removals};
+use super::models::{tag_rows, EventRow, NewEvent, NewRetraction, NewTag, StatsRow};
+use super::schema::{
+    deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
+    replaceable_heads, retractions,
+};
+use super::{
+    claimed_deltas, now_secs, rows_to_events, EventStore, Purged, StoreError, StoreResult, Written,
+};
+use crate::nostr::aggregate::{Sourced, StatsDelta};
 
 /// PostgreSQL allows 65,535 bind parameters per statement; events have 9 columns.
 const ROWS_PER_STATEMENT: usize = 5_000;
@@ -45,16 +55,160 @@ impl PgStore {
 
 #[async_trait]
 impl EventStore for PgStore {
-    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Vec<Option<i64>>> {
-        let now = now_secs();
-        let rows: Vec<NewEvent> = batch.iter().map(|e| NewEvent::from_event(e, now)).collect();
+    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
+        let prep = Prepared::new(batch, now_secs());
         let mut conn = self.conn().await?;
-        let inserted: Vec<(i64, String)> = conn
+        let (inserted, removals) = conn
             .transaction(async |conn| {
+                let mut removals = Removals::default();
+                let mut removed: Vec<(bool, EventRow)> = Vec::new();
+                // 1. Deletion requests: tombstones, and the stored events they name.
+                for (author, d) in &prep.deletions {
+                    let tombstones: Vec<_> = d
+                        .ids
+                        .iter()
+                        .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
+                        .collect();
+                    diesel::insert_into(deleted_events::table)
+                        .values(&tombstones)
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    let mut gone: Vec<(bool, EventRow)> = diesel::delete(
+                        events::table
+                            .filter(events::id.eq_any(&d.ids))
+                            .filter(events::pubkey.eq(author))
+                            .filter(events::kind.ne(5)),
+                    )
+                    .returning((events::aggregated, EventRow::as_select()))
+                    .get_results(conn)
+                    .await?;
+                    for address in &d.addresses {
+                        let upsert = diesel::insert_into(deleted_addresses::table)
+                            .values((
+                                deleted_addresses::address.eq(address),
+                                deleted_addresses::until.eq(d.until),
+                            ))
+                            .on_conflict(deleted_addresses::address)
+                            .do_update()
+                            .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
+                        diesel::query_dsl::methods::FilterDsl::filter(
+                            upsert,
+                            deleted_addresses::until.lt(excluded(deleted_addresses::until)),
+                        )
+                        .execute(conn)
+                        .await?;
+                        gone.extend(
+                            diesel::delete(
+                                events::table
+                                    .filter(events::address.eq(address))
+                                    .filter(events::created_at.le(d.until)),
+                            )
+                            .returning((events::aggregated, EventRow::as_select()))
+                            .get_results::<(bool, EventRow)>(conn)
+                            .await?,
+                        );
+                    }
+                    removals.deleted += gone.len() as u64;
+                    removed.append(&mut gone);
+                }
+                // 2. Events that tombstones keep out.
+                let ids = prep.ids();
+                let addresses = prep.addresses();
+                let mut named: Vec<(String, String)> = Vec::new();
+                for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                    named.extend(
+                        deleted_events::table
+                            .filter(deleted_events::id.eq_any(chunk))
+                            .load::<(String, String)>(conn)
+                            .await?,
+                    );
+                }
+                let mut ended: Vec<(String, i64)> = Vec::new();
+                for chunk in addresses.chunks(ROWS_PER_STATEMENT) {
+                    ended.extend(
+                        deleted_addresses::table
+                            .filter(deleted_addresses::address.eq_any(chunk))
+                            .load::<(String, i64)>(conn)
+                            .await?,
+                    );
+                }
+                let mut keep: Vec<bool> = prep.blocked(&named, &ended).iter().map(|b| !b).collect();
+                removals.deleted += keep.iter().filter(|k| !**k).count() as u64;
+                // 3. Versions: the batch's newest per address, offered to the heads.
+                // A deleted version is offered too: it still replaces older ones.
+                let best = newest_per_address(&prep.rows);
+                for (i, row) in prep.rows.iter().enumerate() {
+                    if keep[i] && row.address.is_some() && !best.values().any(|b| *b == i) {
+                        keep[i] = false;
+                        removals.superseded += 1;
+                    }
+                }
+                let offers: Vec<_> = best
+                    .iter()
+                    .map(|(address, i)| {
+                        (
+                            replaceable_heads::address.eq(address),
+                            replaceable_heads::created_at.eq(prep.rows[*i].created_at),
+                            replaceable_heads::id.eq(&prep.rows[*i].id),
+                        )
+                    })
+                    .collect();
+                let mut won: HashSet<String> = HashSet::new();
+                for chunk in offers.chunks(ROWS_PER_STATEMENT) {
+                    let upsert = diesel::insert_into(replaceable_heads::table)
+                        .values(chunk)
+                        .on_conflict(replaceable_heads::address)
+                        .do_update()
+                        .set((
+                            replaceable_heads::created_at
+                                .eq(excluded(replaceable_heads::created_at)),
+                            replaceable_heads::id.eq(excluded(replaceable_heads::id)),
+                        ));
+                    won.extend(
+                        diesel::query_dsl::methods::FilterDsl::filter(
+                            upsert,
+                            sql::<Bool>(super::REPLACES_HEAD),
+                        )
+                        .returning(replaceable_heads::address)
+                        .get_results::<String>(conn)
+                        .await?,
+                    );
+                }
+                let mut winners: Vec<(&String, &String)> = Vec::new();
+                for (address, i) in &best {
+                    if won.contains(address) {
+                        winners.push((address, &prep.rows[*i].id));
+                    } else if keep[*i] {
+                        keep[*i] = false;
+                        removals.superseded += 1;
+                    }
+                }
+                for chunk in winners.chunks(ROWS_PER_STATEMENT) {
+                    let (addresses, ids): (Vec<&String>, Vec<&String>) =
+                        chunk.iter().copied().unzip();
+                    let mut gone: Vec<(bool, EventRow)> = diesel::delete(
+                        events::table
+                            .filter(events::address.eq_any(addresses))
+                            .filter(events::id.ne_all(ids)),
+                    )
+                    .returning((events::aggregated, EventRow::as_select()))
+                    .get_results(conn)
+                    .await?;
+                    removals.superseded += gone.len() as u64;
+                    removed.append(&mut gone);
+                }
+                // 4. The rest.
+                let rows: Vec<&NewEvent> = prep
+                    .rows
+                    .iter()
+                    .zip(&keep)
+                    .filter_map(|(r, k)| k.then_some(r))
+                    .collect();
                 let mut inserted = Vec::new();
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
-                        .values(chunk)
+                        .values(chunk.iter().copied().cloned().collect::<Vec<NewEvent>>())
                         .on_conflict(events::id)
                         .do_nothing()
                         .returning((events::seq, events::id))
@@ -76,14 +230,92 @@ impl EventStore for PgStore {
                         .execute(conn)
                         .await?;
                 }
-                Ok::<_, diesel::result::Error>(inserted)
+                // 5. What the removed events had counted.
+                let retractions = super::batch::retractions(removed);
+                for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(retractions::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                removals.retractions = retractions.len() as u64;
+                Ok::<_, diesel::result::Error>((inserted, removals))
             })
             .await?;
         let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
-        Ok(batch
-            .iter()
-            .map(|e| new.get(&e.id.to_hex()).copied())
-            .collect())
+        Ok(Written {
+            rows: prep.rows.iter().map(|r| new.get(&r.id).copied()).collect(),
+            removals,
+        })
+    }
+
+    async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {
+        let mut conn = self.conn().await?;
+        // Read first: an empty queue (the usual case) costs no write transaction.
+        let oldest: Vec<i64> = retractions::table
+            .select(retractions::seq)
+            .order(retractions::seq)
+            .limit(limit)
+            .load(&mut conn)
+            .await?;
+        if oldest.is_empty() {
+            return Ok(0);
+        }
+        let applied = conn
+            .transaction(async |conn| {
+                let claimed: Vec<NewRetraction> =
+                    diesel::delete(retractions::table.filter(retractions::seq.eq_any(oldest)))
+                        .returning(NewRetraction::as_select())
+                        .get_results(conn)
+                        .await?;
+                let n = claimed.len();
+                for chunk in super::retraction_sums(claimed).chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(event_stats::table)
+                        .values(chunk)
+                        .on_conflict(event_stats::event_id)
+                        .do_update()
+                        .set(super::add_excluded_stats!())
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(n)
+            })
+            .await?;
+        Ok(applied)
+    }
+
+    async fn purge(&self, now: i64) -> StoreResult<Purged> {
+        let mut conn = self.conn().await?;
+        let purged = conn
+            .transaction(async |conn| {
+                let expired: Vec<(bool, EventRow)> =
+                    diesel::delete(events::table.filter(events::expires_at.le(now)))
+                        .returning((events::aggregated, EventRow::as_select()))
+                        .get_results(conn)
+                        .await?;
+                let tombstoned: Vec<(bool, EventRow)> =
+                    diesel::delete(events::table.filter(sql::<Bool>(super::TOMBSTONED)))
+                        .returning((events::aggregated, EventRow::as_select()))
+                        .get_results(conn)
+                        .await?;
+                let mut purged = Purged {
+                    expired: expired.len() as u64,
+                    deleted: tombstoned.len() as u64,
+                    retractions: 0,
+                };
+                let retractions =
+                    super::batch::retractions(expired.into_iter().chain(tombstoned).collect());
+                for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(retractions::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                purged.retractions = retractions.len() as u64;
+                Ok::<_, diesel::result::Error>(purged)
+            })
+            .await?;
+        Ok(purged)
     }
 
     async fn event_exists(&self, id: &str) -> StoreResult<bool> {

@@ -13,6 +13,8 @@ diesel::table! {
         sig -> Text,
         first_seen -> BigInt,
         aggregated -> Bool,
+        address -> Nullable<Text>,
+        expires_at -> Nullable<BigInt>,
     }
 }
 
@@ -56,11 +58,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    replaceable_heads (address) {
+        address -> Text,
+        created_at -> BigInt,
+        id -> Text,
+    }
+}
+
+diesel::table! {
+    deleted_events (id, pubkey) {
+        id -> Text,
+        pubkey -> Text,
+    }
+}
+
+diesel::table! {
+    deleted_addresses (address) {
+        address -> Text,
+        until -> BigInt,
+    }
+}
+
+diesel::table! {
+    retractions (seq) {
+        seq -> BigInt,
+        target -> Text,
+        reactions -> BigInt,
+        replies -> BigInt,
+        reposts -> BigInt,
+        zaps -> BigInt,
+        zap_msats -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
 diesel::allow_tables_to_appear_in_same_query!(
     events,
     event_tags,
     event_stats,
     relay_cursors,
-    relay_state
+    relay_state,
+    replaceable_heads,
+    deleted_events,
+    deleted_addresses,
+    retractions
 );

@@ -6,7 +6,8 @@
 //! - NIP-10: a note (kind 1) replies to the `e` tag marked `reply`; with only a `root`
 //!   marker, to the root; unmarked `e` tags are positional and the last is the parent;
 //!   `mention` tags never make a reply.
-//! - NIP-18: a repost (kind 6) or generic repost (kind 16) counts for its `e` tag.
+//! - NIP-18: a repost (kind 6) or generic repost (kind 16) counts for its `e` tag; a
+//!   generic repost with only an `a` tag counts for that address (`kind:pubkey:d`).
 //! - NIP-57: a zap receipt (kind 9735) counts for its last `e` tag with its invoice's
 //!   amount, only when it holds together (see `zap_msats`); otherwise it counts
 //!   nothing. Sums never wrap.
@@ -14,7 +15,7 @@
 use std::collections::HashMap;
 
 use nostr_sdk::Event;
-use nostr_sync::actors::aggregator::deltas::StatsDelta;
+use nostr_sync::nostr::aggregate::StatsDelta;
 
 fn e_values(event: &Event) -> Vec<(String, Option<String>)> {
     event
@@ -80,7 +81,19 @@ fn target(event: &Event) -> Option<(String, StatsDelta)> {
                 ..one
             },
         )),
-        6 | 16 => Some((tags.first()?.0.clone(), StatsDelta { reposts: 1, ..one })),
+        6 => Some((tags.first()?.0.clone(), StatsDelta { reposts: 1, ..one })),
+        16 => {
+            let target = match tags.first() {
+                Some((id, _)) => id.clone(),
+                None => event
+                    .tags
+                    .iter()
+                    .map(|t| t.as_slice())
+                    .filter(|t| t.len() > 1 && t[0] == "a")
+                    .find_map(|t| coordinate(&t[1]))?,
+            };
+            Some((target, StatsDelta { reposts: 1, ..one }))
+        }
         1 => {
             let marked = |m: &str| tags.iter().find(|(_, mark)| mark.as_deref() == Some(m));
             let parent = marked("reply").or_else(|| marked("root")).or_else(|| {
@@ -120,5 +133,112 @@ pub fn expected_stats<'a>(
             s.zap_msats = s.zap_msats.saturating_add(d.zap_msats);
         }
     }
+    out
+}
+
+/// `kind:pubkey:d` of an `a` tag's value, when it names a replaceable (d empty) or
+/// addressable event: NIP-01's coordinate.
+fn coordinate(value: &str) -> Option<String> {
+    let mut parts = value.splitn(3, ':');
+    let kind: u32 = parts.next()?.parse().ok()?;
+    let pubkey = parts.next()?;
+    let d = parts.next()?;
+    let replaceable = kind == 0 || kind == 3 || (10_000..20_000).contains(&kind);
+    let addressable = (30_000..40_000).contains(&kind);
+    let hex = pubkey.len() == 64 && pubkey.chars().all(|c| c.is_ascii_hexdigit());
+    ((replaceable && d.is_empty() || addressable) && hex)
+        .then(|| format!("{kind}:{}:{d}", pubkey.to_lowercase()))
+}
+
+/// NIP-01's key for versions of one event: `kind:pubkey:d`, or `None` for kinds that
+/// do not replace each other.
+fn version_key(event: &Event) -> Option<String> {
+    let kind = u32::from(event.kind.as_u16());
+    let pubkey = event.pubkey.to_hex();
+    if kind == 0 || kind == 3 || (10_000..20_000).contains(&kind) {
+        return Some(format!("{kind}:{pubkey}:"));
+    }
+    if (30_000..40_000).contains(&kind) {
+        let d = event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .find(|t| t.len() > 1 && t[0] == "d")
+            .map(|t| t[1].clone())
+            .unwrap_or_default();
+        return Some(format!("{kind}:{pubkey}:{d}"));
+    }
+    None
+}
+
+/// What a relay that follows the NIPs keeps of `events` at unix time `now`:
+///
+/// - NIP-01: ephemeral kinds (20000–29999) are not kept; of the versions of one
+///   replaceable or addressable event only the newest is, the lowest id on a tie.
+/// - NIP-40: an event whose `expiration` is at or before `now` is not kept.
+/// - NIP-09: a kind 5 removes the events its `e` tags name and, through `a` tags, the
+///   versions of that address dated up to its own `created_at`, in both cases only the
+///   events of its own author; a kind 5 is never removed.
+pub fn kept(events: &[Event], now: u64) -> Vec<Event> {
+    let expired = |e: &Event| {
+        e.tags
+            .iter()
+            .map(|t| t.as_slice())
+            .find(|t| t.len() > 1 && t[0] == "expiration")
+            .and_then(|t| t[1].trim().parse::<u64>().ok())
+            .is_some_and(|at| at <= now)
+    };
+    let mut unique: HashMap<nostr_sdk::EventId, &Event> = HashMap::new();
+    for e in events {
+        let kind = e.kind.as_u16();
+        if !(20_000..30_000).contains(&kind) && !expired(e) {
+            unique.insert(e.id, e);
+        }
+    }
+    // Versions: newest per key, lowest id on a tie.
+    let mut newest: HashMap<String, &Event> = HashMap::new();
+    for e in unique.values() {
+        if let Some(key) = version_key(e) {
+            let held = newest.entry(key).or_insert(e);
+            let better = e.created_at > held.created_at
+                || (e.created_at == held.created_at && e.id.to_hex() < held.id.to_hex());
+            if better {
+                *held = e;
+            }
+        }
+    }
+    // Deletions by their authors.
+    let mut gone_ids: std::collections::HashSet<(String, String)> = Default::default();
+    let mut gone_until: HashMap<String, u64> = HashMap::new();
+    for d in unique.values().filter(|e| e.kind.as_u16() == 5) {
+        let author = d.pubkey.to_hex();
+        for t in d.tags.iter().map(|t| t.as_slice()).filter(|t| t.len() > 1) {
+            if t[0] == "e" {
+                gone_ids.insert((t[1].to_lowercase(), author.clone()));
+            } else if t[0] == "a" {
+                if let Some(c) = coordinate(&t[1]).filter(|c| c.split(':').nth(1) == Some(&author))
+                {
+                    let until = gone_until.entry(c).or_default();
+                    *until = (*until).max(d.created_at.as_secs());
+                }
+            }
+        }
+    }
+    let mut out: Vec<Event> = unique
+        .values()
+        .filter(|e| match version_key(e) {
+            Some(key) => newest.get(&key).is_some_and(|n| n.id == e.id),
+            None => true,
+        })
+        .filter(|e| {
+            e.kind.as_u16() == 5
+                || !(gone_ids.contains(&(e.id.to_hex(), e.pubkey.to_hex()))
+                    || version_key(e)
+                        .and_then(|k| gone_until.get(&k))
+                        .is_some_and(|until| e.created_at.as_secs() <= *until))
+        })
+        .map(|e| (*e).clone())
+        .collect();
+    out.sort_by_key(|e| e.id);
     out
 }

@@ -2,7 +2,7 @@
 
 use actix::Message;
 
-use super::deltas::Sourced;
+use crate::nostr::aggregate::Sourced;
 
 /// Contributions of newly stored events.
 #[derive(Message)]
@@ -14,3 +14,9 @@ pub struct Contribute(pub Vec<Sourced>);
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct FlushNow;
+
+/// A storage write queued retractions (removed events that had counted): the next
+/// flush subtracts them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retracted;

@@ -3,11 +3,17 @@
 //! source events as aggregated, so storing an event never waits for its aggregates and
 //! each event is counted once even across crashes (start-up applies what a crash left).
 //!
-//! In: `Contribute` from storage actors (mailbox `mailbox.aggregator`), `FlushNow` at
-//! shutdown. Out: upserts `n = n + delta` into `event_stats`. While a flush runs the
-//! mailbox stays shut, so a slow database slows storage rather than growing memory.
+//! Removals go the same way: a write that removes counted events (deletions, replaced
+//! versions) queues their negated contributions in `retractions` in its own
+//! transaction, and the flush claims and subtracts them in one transaction of its own.
+//! Every `retention.expiry_check_secs` it also purges expired events (NIP-40), which
+//! queues their retractions the same way.
+//!
+//! In: `Contribute` from storage actors (mailbox `mailbox.aggregator`), `Retracted`,
+//! `FlushNow` at shutdown. Out: upserts `n = n + delta` into `event_stats`. While a
+//! flush runs the mailbox stays shut, so a slow database slows storage rather than
+//! growing memory.
 
-pub mod deltas;
 pub mod messages;
 
 use std::sync::atomic::Ordering;
@@ -16,9 +22,9 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 
-use self::deltas::Sourced;
-use self::messages::{Contribute, FlushNow};
+use self::messages::{Contribute, FlushNow, Retracted};
 use crate::metrics::Counters;
+use crate::nostr::aggregate::Sourced;
 use crate::storage::EventStore;
 
 pub struct AggregatorActor {
@@ -26,9 +32,17 @@ pub struct AggregatorActor {
     counters: Arc<Counters>,
     interval: Duration,
     mailbox: usize,
+    /// How often expired events are purged (zero: never).
+    expiry_check: Duration,
     pending: Vec<Sourced>,
+    /// Retractions may be queued in the database.
+    retracting: bool,
     flushing: bool,
+    purging: bool,
 }
+
+/// Retractions claimed per transaction.
+const RETRACTIONS_PER_FLUSH: i64 = 5_000;
 
 impl AggregatorActor {
     pub fn new(
@@ -36,21 +50,59 @@ impl AggregatorActor {
         counters: Arc<Counters>,
         interval: Duration,
         mailbox: usize,
+        expiry_check: Duration,
     ) -> Self {
         Self {
             store,
             counters,
             interval,
             mailbox,
+            expiry_check,
             pending: Vec::new(),
+            retracting: false,
             flushing: false,
+            purging: false,
         }
+    }
+
+    /// Removes expired events; what they counted is retracted at the next flush.
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        if self.purging {
+            return;
+        }
+        self.purging = true;
+        let store = self.store.clone();
+        let now = crate::storage::now_secs();
+        ctx.spawn(
+            async move { store.purge(now).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.purging = false;
+                    match result {
+                        Ok(p) => {
+                            let c = &act.counters;
+                            c.expired_purged.fetch_add(p.expired, Ordering::Relaxed);
+                            c.deleted.fetch_add(p.deleted, Ordering::Relaxed);
+                            c.retractions_queued
+                                .fetch_add(p.retractions, Ordering::Relaxed);
+                            if p.expired + p.deleted > 0 {
+                                tracing::info!(expired = p.expired, deleted = p.deleted, "purged");
+                            }
+                            act.retracting |= p.retractions > 0;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "purge of expired events failed, will retry")
+                        }
+                    }
+                }),
+        );
     }
 
     /// A future that commits what is pending and puts it back if the commit fails.
     fn flush(&mut self) -> impl actix::ActorFuture<Self, Output = usize> + 'static {
         let batch = std::mem::take(&mut self.pending);
         self.flushing = true;
+        let retracting = std::mem::take(&mut self.retracting);
         let store = self.store.clone();
         let began = std::time::Instant::now();
         async move {
@@ -59,11 +111,25 @@ impl AggregatorActor {
             } else {
                 store.apply_contributions(&batch).await
             };
-            (batch, result)
+            let retracted = if retracting {
+                retract_all(store.as_ref()).await
+            } else {
+                Ok(0)
+            };
+            (batch, result, retracted)
         }
         .into_actor(self)
-        .map(move |(batch, result), act, _| {
+        .map(move |(batch, result, retracted), act, _| {
             act.flushing = false;
+            match retracted {
+                Ok(n) => {
+                    act.counters.retracted.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "retraction flush failed, will retry");
+                    act.retracting = true;
+                }
+            }
             act.counters
                 .timings
                 .flush_seconds
@@ -93,11 +159,36 @@ impl Actor for AggregatorActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
         ctx.run_interval(self.interval, |act, ctx| {
-            if !act.pending.is_empty() && !act.flushing {
+            if (!act.pending.is_empty() || act.retracting) && !act.flushing {
                 let flush = act.flush().map(|_, _, _| ());
                 ctx.wait(flush);
             }
         });
+        if !self.expiry_check.is_zero() {
+            // At once too: events that expired while the service was down.
+            self.purge(ctx);
+            ctx.run_interval(self.expiry_check, |act, ctx| act.purge(ctx));
+        }
+    }
+}
+
+impl Handler<Retracted> for AggregatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retracted, _: &mut Self::Context) {
+        self.retracting = true;
+    }
+}
+
+/// Applies queued retractions until none is left; returns how many.
+async fn retract_all(store: &dyn EventStore) -> Result<u64, crate::storage::StoreError> {
+    let mut applied = 0;
+    loop {
+        let n = store.apply_retractions(RETRACTIONS_PER_FLUSH).await?;
+        applied += n as u64;
+        if (n as i64) < RETRACTIONS_PER_FLUSH {
+            return Ok(applied);
+        }
     }
 }
 
@@ -116,13 +207,22 @@ impl Handler<FlushNow> for AggregatorActor {
     type Result = AtomicResponse<Self, usize>;
 
     fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
+        self.retracting = true;
         AtomicResponse::new(Box::pin(self.flush()))
     }
 }
 
-/// Applies the contributions of committed events that no flush claimed (a crash
-/// between a commit and its flush). Runs at start-up, before the pipeline.
+/// What a crash left between a commit and its flush, applied at start-up before the
+/// pipeline runs: the contributions of committed events that no flush claimed are
+/// added, then queued retractions subtracted. Returns how many it applied. (Expired
+/// events are purged by the aggregator as soon as it starts: a purge writes, and
+/// start-up must not wait for a database that takes no writes yet.)
 pub async fn apply_backlog(store: &dyn EventStore) -> Result<u64, crate::storage::StoreError> {
+    let applied = apply_unaggregated(store).await?;
+    Ok(applied + retract_all(store).await?)
+}
+
+async fn apply_unaggregated(store: &dyn EventStore) -> Result<u64, crate::storage::StoreError> {
     let mut applied = 0;
     loop {
         let events = store.unaggregated(5_000).await?;
@@ -132,7 +232,7 @@ pub async fn apply_backlog(store: &dyn EventStore) -> Result<u64, crate::storage
         let items: Vec<Sourced> = events
             .iter()
             .filter_map(|(seq, e)| {
-                deltas::contribution(e).map(|contribution| Sourced {
+                crate::nostr::aggregate::contribution(e).map(|contribution| Sourced {
                     seq: *seq,
                     contribution,
                 })

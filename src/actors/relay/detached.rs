@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nostr_sdk::Event;
 
-use crate::actors::aggregator::deltas::{Sourced, StatsDelta};
-use crate::storage::{EventStore, ItemQuery, Overview, StoreError, StoreResult};
+use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::storage::{EventStore, ItemQuery, Overview, Purged, StoreError, StoreResult, Written};
 
 pub struct Detached(pub Arc<dyn EventStore>);
 
@@ -29,9 +29,17 @@ where
 
 #[async_trait]
 impl EventStore for Detached {
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Vec<Option<i64>>> {
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written> {
         let events = events.to_vec();
         detached(&self.0, |s| async move { s.insert_events(&events).await }).await
+    }
+
+    async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {
+        detached(&self.0, |s| async move { s.apply_retractions(limit).await }).await
+    }
+
+    async fn purge(&self, now: i64) -> StoreResult<Purged> {
+        detached(&self.0, |s| async move { s.purge(now).await }).await
     }
 
     async fn event_exists(&self, id: &str) -> StoreResult<bool> {

@@ -33,13 +33,13 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use self::messages::{IsIdle, StoreBatch};
 use crate::actors::ack::Pending;
-use crate::actors::aggregator::deltas::{contribution, Sourced};
-use crate::actors::aggregator::messages::Contribute;
+use crate::actors::aggregator::messages::{Contribute, Retracted};
 use crate::actors::aggregator::AggregatorActor;
 use crate::actors::dedup::messages::{Committed, Release};
 use crate::actors::dedup::{DedupActor, InFlight};
 use crate::actors::Item;
 use crate::metrics::Counters;
+use crate::nostr::aggregate::{contribution, Sourced};
 use crate::storage::{EventStore, StoreError};
 
 /// How a storage actor batches its writes.
@@ -257,8 +257,8 @@ impl Writer {
             guards.push((item.ack, item.received, item.in_flight));
         }
         let began = Instant::now();
-        let new = match self.store.insert_events(&events).await {
-            Ok(new) => new,
+        let (new, removals) = match self.store.insert_events(&events).await {
+            Ok(written) => (written.rows, written.removals),
             Err(e) => {
                 let batch = events
                     .into_iter()
@@ -282,9 +282,23 @@ impl Writer {
         let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
         counters.db_commits.fetch_add(1, Ordering::Relaxed);
         counters.stored.fetch_add(fresh, Ordering::Relaxed);
+        let kept_out = removals.superseded + removals.deleted;
+        counters.conflicts.fetch_add(
+            (events.len() as u64 - fresh).saturating_sub(kept_out),
+            Ordering::Relaxed,
+        );
         counters
-            .conflicts
-            .fetch_add(events.len() as u64 - fresh, Ordering::Relaxed);
+            .superseded
+            .fetch_add(removals.superseded, Ordering::Relaxed);
+        counters
+            .deleted
+            .fetch_add(removals.deleted, Ordering::Relaxed);
+        if removals.retractions > 0 {
+            counters
+                .retractions_queued
+                .fetch_add(removals.retractions, Ordering::Relaxed);
+            self.aggregator.do_send(Retracted);
+        }
         let contributions: Vec<Sourced> = events
             .iter()
             .zip(&new)

@@ -1,10 +1,12 @@
-//! Pure aggregation rules: which stored event counts toward which target, and how much.
-//! No actix types here, so the rules are unit-tested and shared by the actor, start-up
-//! recovery and `check-aggregates`.
+//! Aggregation rules: which stored event counts toward which target, and how much.
+//! Shared by the storage actors, start-up recovery, removals (deletions, expiry) and
+//! `check-aggregates`, so all of them count the same.
 
 use std::collections::HashMap;
 
 use nostr_sdk::{Event, Kind};
+
+use super::is_hex_id;
 
 /// What one stored event contributes to the stats of the event it points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,6 +20,17 @@ pub struct StatsDelta {
 
 impl StatsDelta {
     /// Adds `other`, saturating: sums never wrap, whatever amounts events claim.
+    /// The same amounts taken away: what removing a counted event retracts.
+    pub fn negated(&self) -> StatsDelta {
+        StatsDelta {
+            reactions: -self.reactions,
+            replies: -self.replies,
+            reposts: -self.reposts,
+            zaps: -self.zaps,
+            zap_msats: -self.zap_msats,
+        }
+    }
+
     pub fn add(&mut self, other: &StatsDelta) {
         self.reactions = self.reactions.saturating_add(other.reactions);
         self.replies = self.replies.saturating_add(other.replies);
@@ -27,7 +40,8 @@ impl StatsDelta {
     }
 }
 
-/// One event's contribution: `target` is the event whose row in `event_stats` changes.
+/// One event's contribution: `target` is the row of `event_stats` that changes: an
+/// event id, or for a kind-16 repost of an address (`a` tag only), that address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution {
     pub target: String,
@@ -59,8 +73,17 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
                 ..Default::default()
             },
         ),
-        Kind::Repost | Kind::GenericRepost => (
+        Kind::Repost => (
             first_e_tag(event)?,
+            StatsDelta {
+                reposts: 1,
+                ..Default::default()
+            },
+        ),
+        // NIP-18: a generic repost names an event, or an address (`a`) when it reposts
+        // a replaceable or addressable event; the address stands for its newest version.
+        Kind::GenericRepost => (
+            first_e_tag(event).or_else(|| first_a_tag(event))?,
             StatsDelta {
                 reposts: 1,
                 ..Default::default()
@@ -102,8 +125,24 @@ fn e_tags(event: &Event) -> impl Iterator<Item = &[String]> {
         .filter(|t| t.len() >= 2 && t[0] == "e" && is_hex_id(&t[1]))
 }
 
-fn is_hex_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+/// The first `a` tag naming a replaceable or addressable event, as `nostr::address`
+/// writes it.
+fn first_a_tag(event: &Event) -> Option<String> {
+    event
+        .tags
+        .iter()
+        .map(|t| t.as_slice())
+        .filter(|t| t.len() >= 2 && t[0] == "a")
+        .find_map(|t| {
+            let mut parts = t[1].splitn(3, ':');
+            let kind: u16 = parts.next()?.parse().ok()?;
+            let pubkey = parts.next()?;
+            let d = parts.next()?;
+            let versioned =
+                (super::is_replaceable(kind) && d.is_empty()) || super::is_addressable(kind);
+            (versioned && is_hex_id(pubkey))
+                .then(|| format!("{kind}:{}:{d}", pubkey.to_ascii_lowercase()))
+        })
 }
 
 fn first_e_tag(event: &Event) -> Option<String> {
@@ -212,6 +251,27 @@ mod tests {
         assert_eq!((r.target.as_str(), r.delta.reactions), (B, 1));
         let r = contribution(&note(vec![vec!["e", A], vec!["e", B]], Kind::Repost)).unwrap();
         assert_eq!((r.target.as_str(), r.delta.reposts), (A, 1));
+        // Kind 16: an `e` tag wins; with only an `a` tag, the address counts.
+        let address = format!("30023:{A}:post");
+        let tags = vec![vec!["a", address.as_str()], vec!["e", B]];
+        let r = contribution(&note(tags, Kind::GenericRepost)).unwrap();
+        assert_eq!((r.target.as_str(), r.delta.reposts), (B, 1));
+        let upper = format!("30023:{}:post", A.to_uppercase());
+        let replaceable_with_d = format!("0:{A}:d");
+        let note_address = format!("1:{A}:");
+        for (tag, want) in [
+            (upper.as_str(), Some(address.as_str())),
+            (note_address.as_str(), None),
+            (replaceable_with_d.as_str(), None),
+            ("30023:short:x", None),
+            ("garbage", None),
+        ] {
+            let r = contribution(&note(vec![vec!["a", tag]], Kind::GenericRepost));
+            assert_eq!(r.map(|c| c.target).as_deref(), want, "{tag}");
+        }
+        let replaceable = format!("10002:{A}:");
+        let r = contribution(&note(vec![vec!["a", &replaceable]], Kind::GenericRepost));
+        assert_eq!(r.map(|c| c.target), Some(replaceable));
         // A receipt whose invoice does not hold together counts nothing (`nostr::zap`).
         assert!(contribution(&note(
             vec![vec!["e", A], vec!["bolt11", "lnbc21u1xyz"]],

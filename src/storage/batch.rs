@@ -1,0 +1,220 @@
+//! What a batch of verified events does to the database under the Nostr rules of
+//! `crate::nostr` (versions, deletions, expiry), decided without the database: both
+//! backends run the same steps with these helpers, in one transaction per batch.
+//!
+//! 1. Each deletion request in the batch records its tombstones (`deleted_events`,
+//!    `deleted_addresses`) and removes the stored events they name.
+//! 2. Events that a tombstone names are not stored ([`Prepared::blocked`]).
+//! 3. Of the versions of one address, the newest in the batch ([`newest_per_address`])
+//!    is offered to `replaceable_heads` with a conditional upsert; only a version that
+//!    becomes the head is stored (unless a tombstone names it), and the older version
+//!    it replaces is removed. A deleted version is offered too, so that an older one
+//!    arriving later does not come back: what is kept never depends on arrival order.
+//! 4. The rest is inserted (`ON CONFLICT DO NOTHING` on the id).
+//! 5. What removed events had counted is queued in `retractions` ([`retractions`]),
+//!    for the aggregator's flush to subtract.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use nostr_sdk::Event;
+
+use super::models::{EventRow, NewEvent, NewRetraction};
+use crate::nostr::{self, aggregate, Deletion};
+
+/// A batch, ready for the steps above.
+pub(crate) struct Prepared {
+    /// One row per event of the batch, in its order.
+    pub rows: Vec<NewEvent>,
+    /// `(author, what it deletes)` of each deletion request in the batch.
+    pub deletions: Vec<(String, Deletion)>,
+}
+
+/// What a batch did besides storing its new rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removals {
+    /// Versions not stored, or removed, because a newer version of their address is kept.
+    pub superseded: u64,
+    /// Events not stored, or removed, because their author deleted them.
+    pub deleted: u64,
+    /// Removed events whose aggregate contributions now wait in `retractions`.
+    pub retractions: u64,
+}
+
+impl Removals {
+    pub fn add(&mut self, other: Removals) {
+        self.superseded += other.superseded;
+        self.deleted += other.deleted;
+        self.retractions += other.retractions;
+    }
+}
+
+impl Prepared {
+    pub fn new(batch: &[Event], first_seen: i64) -> Self {
+        Self {
+            rows: batch
+                .iter()
+                .map(|e| NewEvent::from_event(e, first_seen))
+                .collect(),
+            deletions: batch
+                .iter()
+                .filter_map(|e| nostr::deletion(e).map(|d| (e.pubkey.to_hex(), d)))
+                .collect(),
+        }
+    }
+
+    /// Ids of the batch, for the tombstone lookup.
+    pub fn ids(&self) -> Vec<String> {
+        self.rows.iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// Addresses of the batch, for the tombstone lookup.
+    pub fn addresses(&self) -> Vec<String> {
+        let set: HashSet<&String> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.address.as_ref())
+            .collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// Which rows the tombstones found (`(id, author)` of `deleted_events` and
+    /// `(address, until)` of `deleted_addresses`) keep out. A deletion request is never
+    /// deleted (NIP-09: deleting one has no effect).
+    pub fn blocked(&self, ids: &[(String, String)], addresses: &[(String, i64)]) -> Vec<bool> {
+        let ids: HashSet<(&str, &str)> =
+            ids.iter().map(|(i, p)| (i.as_str(), p.as_str())).collect();
+        let addresses: HashMap<&str, i64> =
+            addresses.iter().map(|(a, u)| (a.as_str(), *u)).collect();
+        self.rows
+            .iter()
+            .map(|r| {
+                r.kind != 5
+                    && (ids.contains(&(r.id.as_str(), r.pubkey.as_str()))
+                        || r.address
+                            .as_deref()
+                            .and_then(|a| addresses.get(a))
+                            .is_some_and(|until| r.created_at <= *until))
+            })
+            .collect()
+    }
+}
+
+/// The index of the version that wins each address within the batch (NIP-01:
+/// newest, then lowest id), ordered by address so that concurrent transactions take
+/// the heads' row locks in one order.
+pub(crate) fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
+    let mut best: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Some(address) = &row.address else {
+            continue;
+        };
+        best.entry(address.clone())
+            .and_modify(|b| {
+                let held = &rows[*b];
+                if nostr::replaces((row.created_at, &row.id), (held.created_at, &held.id)) {
+                    *b = i;
+                }
+            })
+            .or_insert(i);
+    }
+    best
+}
+
+/// What removed rows had counted, to be subtracted: rows whose contribution was
+/// applied (`aggregated`) and counts toward something. A row not yet aggregated needs
+/// nothing: its pending contribution can no longer be claimed.
+pub(crate) fn retractions(removed: Vec<(bool, EventRow)>) -> Vec<NewRetraction> {
+    let mut out = Vec::new();
+    for (aggregated, row) in removed {
+        if !aggregated {
+            continue;
+        }
+        let id = row.id.clone();
+        match row.into_event() {
+            Ok(event) => out.extend(
+                aggregate::contribution(&event)
+                    .map(|c| NewRetraction::new(c.target, &c.delta.negated())),
+            ),
+            // Rows are written from verified events, so this cannot happen; were it to,
+            // failing the batch would only fail it again forever.
+            Err(e) => {
+                tracing::error!(%id, error = %e, "removed row does not parse; what it counted stays")
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nostr_sdk::{EventBuilder, Keys, Kind, Tag, Timestamp};
+
+    fn version(keys: &Keys, kind: u16, d: &str, at: u64) -> Event {
+        EventBuilder::new(Kind::from(kind), format!("{at}"))
+            .tag(Tag::parse(["d", d]).unwrap())
+            .custom_created_at(Timestamp::from(at))
+            .sign_with_keys(keys)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_newest_version_of_each_address_wins_in_a_batch() {
+        let (a, b) = (Keys::generate(), Keys::generate());
+        let batch = vec![
+            version(&a, 0, "", 10),
+            version(&a, 0, "", 30),
+            version(&a, 0, "", 20),
+            version(&b, 0, "", 5),
+            version(&a, 30_023, "x", 7),
+            version(&a, 30_023, "y", 8),
+            version(&a, 1, "", 99),
+        ];
+        let p = Prepared::new(&batch, 0);
+        let best = newest_per_address(&p.rows);
+        let mut winners: Vec<usize> = best.values().copied().collect();
+        winners.sort();
+        assert_eq!(winners, vec![1, 3, 4, 5]);
+        // On equal `created_at`, the lower id.
+        let tie = vec![version(&a, 0, "", 10), version(&a, 0, "x", 10)];
+        let p = Prepared::new(&tie, 0);
+        let lower = usize::from(p.rows[1].id < p.rows[0].id);
+        assert_eq!(
+            newest_per_address(&p.rows)
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![lower]
+        );
+    }
+
+    #[test]
+    fn tombstones_block_their_authors_events_only() {
+        let (a, b) = (Keys::generate(), Keys::generate());
+        let note = EventBuilder::text_note("n").sign_with_keys(&a).unwrap();
+        let deletion = EventBuilder::new(Kind::EventDeletion, "")
+            .tag(Tag::parse(["e", &note.id.to_hex()]).unwrap())
+            .sign_with_keys(&a)
+            .unwrap();
+        let batch = vec![
+            note.clone(),
+            version(&a, 30_023, "x", 7),
+            version(&a, 30_023, "x", 9),
+            deletion.clone(),
+        ];
+        let p = Prepared::new(&batch, 0);
+        assert_eq!(p.deletions.len(), 1);
+        let address = p.rows[1].address.clone().unwrap();
+        let by_author = vec![(note.id.to_hex(), a.public_key().to_hex())];
+        let by_other = vec![(note.id.to_hex(), b.public_key().to_hex())];
+        let up_to_8 = vec![(address, 8)];
+        assert_eq!(
+            p.blocked(&by_author, &up_to_8),
+            vec![true, true, false, false]
+        );
+        assert_eq!(p.blocked(&by_other, &[]), vec![false; 4]);
+        // A deletion request is never blocked, even when a tombstone names it.
+        let self_named = vec![(deletion.id.to_hex(), a.public_key().to_hex())];
+        assert_eq!(p.blocked(&self_named, &[]), vec![false; 4]);
+    }
+}
