@@ -455,3 +455,134 @@ fn two_instances_keep_one_version(db: TestDb) {
         assert_faithful(&db, &events).await;
     });
 }
+
+#[test]
+fn an_upgrade_applies_the_rules_to_stored_events_sqlite() {
+    if let Some(db) = TestDb::unmigrated(common::Backend::Sqlite) {
+        an_upgrade_applies_the_rules_to_stored_events(db);
+    }
+}
+
+#[test]
+fn an_upgrade_applies_the_rules_to_stored_events_postgres() {
+    if let Some(db) = TestDb::unmigrated(common::Backend::Postgres) {
+        an_upgrade_applies_the_rules_to_stored_events(db);
+    }
+}
+
+/// The first migration of this issue.
+const FAITHFUL: &str = "2026-11-28-100000";
+
+/// A database filled by the previous release (every version kept, deletions stored
+/// beside their targets and counted, an expired event) is
+/// migrated: afterwards, and after the start-up purge and backlog, it holds what the
+/// oracle keeps, with matching aggregates.
+fn an_upgrade_applies_the_rules_to_stored_events(db: TestDb) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(match db.backend {
+        common::Backend::Sqlite => "migrations/sqlite",
+        common::Backend::Postgres => "migrations/postgres",
+    });
+    let mut previous: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.as_str() < FAITHFUL)
+        .collect();
+    previous.sort();
+    // The previous release's schema, recorded the way diesel records what it ran.
+    db.execute(
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    );
+    for name in &previous {
+        db.execute(&std::fs::read_to_string(dir.join(name).join("up.sql")).unwrap());
+        let version: String = name[..17].chars().filter(char::is_ascii_digit).collect();
+        db.execute(&format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')"
+        ));
+    }
+
+    let t = base();
+    let (a, b) = (Keys::generate(), Keys::generate());
+    let note = sign(&a, 1, t, "note", vec![]);
+    let reaction = sign(&b, 7, t + 1, "+", vec![tag(&["e", &note.id.to_hex()])]);
+    let events = vec![
+        sign(&a, 0, t, "profile 1", vec![]),
+        sign(&a, 0, t + 10, "profile 2", vec![]),
+        sign(&a, 30_023, t, "x 1", vec![tag(&["d", "x"])]),
+        sign(
+            &a,
+            30_023,
+            t + 10,
+            "x 2",
+            vec![tag(&["title", "t"]), tag(&["d", "x"])],
+        ),
+        sign(&a, 30_023, t + 20, "y 1", vec![tag(&["d", "y"])]),
+        note.clone(),
+        reaction.clone(),
+        sign(&b, 5, t + 2, "", vec![tag(&["e", &reaction.id.to_hex()])]),
+        sign(
+            &a,
+            5,
+            t + 15,
+            "",
+            vec![tag(&["a", &format!("30023:{}:x", a.public_key().to_hex())])],
+        ),
+        sign(
+            &a,
+            1,
+            t,
+            "gone",
+            vec![tag(&["expiration", &(t + 5).to_string()])],
+        ),
+    ];
+    // Rows as the previous release wrote them: everything stored, the reaction counted.
+    for (seq, e) in events.iter().enumerate() {
+        let counts = e.kind == Kind::Reaction;
+        db.execute(&format!(
+            "INSERT INTO events (seq, id, pubkey, created_at, kind, tags, content, sig, first_seen, aggregated) \
+             VALUES ({}, '{}', '{}', {}, {}, '{}', '{}', '{}', {}, {})",
+            seq + 1,
+            e.id,
+            e.pubkey,
+            e.created_at.as_secs(),
+            e.kind.as_u16(),
+            serde_json::to_string(&e.tags).unwrap().replace('\'', "''"),
+            e.content,
+            e.sig,
+            t,
+            if counts { "TRUE" } else { "FALSE" },
+        ));
+    }
+    db.execute(&format!(
+        "INSERT INTO event_stats (event_id, reactions, replies, reposts, zaps, zap_msats) \
+         VALUES ('{}', 1, 0, 0, 0, 0)",
+        note.id
+    ));
+
+    storage::migrate::run_pending(&db.url).unwrap();
+    run(async {
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let purged = store
+            .purge(Timestamp::now().as_secs() as i64)
+            .await
+            .unwrap();
+        // The expired note; the deleted reaction and the deleted address's version.
+        assert_eq!(
+            (purged.expired, purged.deleted, purged.retractions),
+            (1, 2, 1)
+        );
+        nostr_sync::actors::aggregator::apply_backlog(&*store)
+            .await
+            .unwrap();
+        assert_faithful(&db, &events).await;
+        // What the next events meet: the heads and tombstones the migration filled.
+        let stale = sign(&a, 0, t + 5, "profile 0", vec![]);
+        let redelivered = reaction.clone();
+        let written = store.insert_events(&[stale, redelivered]).await.unwrap();
+        assert_eq!(written.rows, vec![None, None]);
+        assert_eq!(
+            (written.removals.superseded, written.removals.deleted),
+            (1, 1)
+        );
+    });
+}

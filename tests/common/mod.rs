@@ -42,6 +42,13 @@ impl TestDb {
     /// A fresh, migrated database; `None` when PostgreSQL is unreachable outside CI
     /// (the test then skips, saying so). With `CI=true` an unreachable server fails.
     pub fn new(backend: Backend) -> Option<TestDb> {
+        let db = Self::unmigrated(backend)?;
+        migrate::run_pending(&db.url).expect("migrations");
+        Some(db)
+    }
+
+    /// As `new`, with no table at all.
+    pub fn unmigrated(backend: Backend) -> Option<TestDb> {
         let db = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
@@ -79,7 +86,6 @@ impl TestDb {
                 }
             }
         };
-        migrate::run_pending(&db.url).expect("migrations");
         Some(db)
     }
 }
