@@ -164,11 +164,11 @@ impl App {
         // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
         // connection dies with the Arbiter that opened it, so they get a pool of their
         // own rather than leaving dead connections in the writers' pool at shutdown.
-        let cursors =
-            storage::open(&settings.database.url, settings.relays.len().clamp(1, 4)).await?;
-        let auth = settings.auth.keys().map_err(|e| anyhow::anyhow!(e))?;
+        let urls = settings.relay_urls();
+        let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
         let mut relays = Vec::new();
-        for url in &settings.relays {
+        for url in &urls {
+            let auth = settings.auth_for(url).map_err(|e| anyhow::anyhow!(e))?;
             let arbiter = Arbiter::new();
             let actor = {
                 let (url, settings, pipeline, store, supervisor) = (
@@ -178,7 +178,6 @@ impl App {
                     cursors.clone(),
                     supervisor.clone(),
                 );
-                let auth = auth.clone();
                 move |_: &mut _| {
                     RelayActor::new(url, settings, pipeline, store, supervisor, auth.clone())
                 }

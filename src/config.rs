@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Relay websocket URLs (ws:// or wss://), one `RelayActor` each.
     pub relays: Vec<String>,
+    /// Relays with settings of their own (`[[relay]]`), beside the plain list.
+    pub relay: Vec<RelaySettings>,
     /// REQ filters; each is synced separately with a cursor of its own per relay.
     pub filters: Vec<FilterSettings>,
     pub sync: SyncSettings,
@@ -38,10 +40,108 @@ pub struct Settings {
 pub struct FilterSettings {
     /// Event kinds; empty means every kind.
     pub kinds: Vec<u16>,
-    /// Author pubkeys (hex); empty means every author.
+    /// Author pubkeys (hex); empty means every author. A list longer than
+    /// `sync.max_authors_per_req` is synced as several filters.
     pub authors: Vec<String>,
+    /// Tag filters (NIP-01 `#e`, `#p`, `#t`, `#a`, `#d`); empty means any.
+    #[serde(rename = "#e")]
+    pub e: Vec<String>,
+    #[serde(rename = "#p")]
+    pub p: Vec<String>,
+    #[serde(rename = "#t")]
+    pub t: Vec<String>,
+    #[serde(rename = "#a")]
+    pub a: Vec<String>,
+    #[serde(rename = "#d")]
+    pub d: Vec<String>,
     /// Unix time before which nothing is synced.
     pub since: u64,
+    /// Unix time after which nothing is synced; 0: no end (and new events are followed
+    /// live). A filter with an end is done once synced up to it.
+    pub until: u64,
+}
+
+impl FilterSettings {
+    /// The tag filters that are set, by letter.
+    pub fn tags(&self) -> Vec<(char, &[String])> {
+        [
+            ('e', &self.e),
+            ('p', &self.p),
+            ('t', &self.t),
+            ('a', &self.a),
+            ('d', &self.d),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(c, v)| (c, v.as_slice()))
+        .collect()
+    }
+
+    /// This filter as REQs may carry it: one filter per `max_authors` authors.
+    pub fn split(&self, max_authors: usize) -> Vec<FilterSettings> {
+        if self.authors.len() <= max_authors.max(1) {
+            return vec![self.clone()];
+        }
+        self.authors
+            .chunks(max_authors.max(1))
+            .map(|chunk| FilterSettings {
+                authors: chunk.to_vec(),
+                ..self.clone()
+            })
+            .collect()
+    }
+}
+
+impl FilterSettings {
+    /// What is wrong with this filter, each naming its key (`key` is where it is).
+    fn problems(&self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let hex =
+            |v: &str| v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        for a in &self.authors {
+            if nostr_sdk::PublicKey::from_hex(a).is_err() {
+                out.push(format!("`{key}.authors` holds {a:?}, not a hex pubkey"));
+            }
+        }
+        // NIP-01: `#e` and `#p` values are lowercase hex ids and pubkeys.
+        for (name, values) in [("#e", &self.e), ("#p", &self.p)] {
+            for v in values {
+                if !hex(v) {
+                    out.push(format!(
+                        "`{key}.{name}` holds {v:?}, not 64 lowercase hex digits"
+                    ));
+                }
+            }
+        }
+        for v in &self.a {
+            if crate::nostr::parse_address(v).is_none() {
+                out.push(format!(
+                    "`{key}.#a` holds {v:?}, not an address kind:pubkey:d"
+                ));
+            }
+        }
+        if self.until > 0 && self.until < self.since {
+            out.push(format!(
+                "`{key}.until` ({}) must not be below `{key}.since` ({})",
+                self.until, self.since
+            ));
+        }
+        out
+    }
+}
+
+/// A relay with settings of its own (`[[relay]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    pub url: String,
+    /// Its own filters; empty: the global `filters`.
+    pub filters: Vec<FilterSettings>,
+    /// Its `limit`, overriding `sync.page_limit` and NIP-11 (0: those).
+    pub page_limit: usize,
+    /// NIP-42 key for this relay (nsec or hex, or the path of a file holding one),
+    /// overriding `[auth]`.
+    pub auth_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +156,8 @@ pub struct SyncSettings {
     pub page_limit: usize,
     /// Per-relay `limit`, overriding `page_limit` and NIP-11.
     pub relay_page_limits: Vec<RelayPageLimit>,
+    /// Most authors in one REQ filter; longer author lists are split.
+    pub max_authors_per_req: usize,
     /// Most REQs for one window of one filter; beyond, the window fails (the relay
     /// cannot be paged).
     pub max_reqs_per_window: usize,
@@ -269,6 +371,27 @@ pub struct AuthSettings {
 /// Environment variable that may hold the NIP-42 secret key (nsec or hex).
 pub const AUTH_KEY_ENV: &str = "NOSTR_SYNC_AUTH_KEY";
 
+impl RelaySettings {
+    /// `auth_key` as a key: the value itself, or what the file it names holds.
+    fn keys(&self, i: usize) -> Result<Option<nostr_sdk::Keys>, String> {
+        let value = self.auth_key.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(keys) = nostr_sdk::Keys::parse(value) {
+            return Ok(Some(keys));
+        }
+        let held = std::fs::read_to_string(value).map_err(|_| {
+            format!(
+                "`relay[{i}].auth_key` is neither a secret key (nsec or hex) nor a readable file"
+            )
+        })?;
+        nostr_sdk::Keys::parse(held.trim()).map(Some).map_err(|_| {
+            format!("`relay[{i}].auth_key` names a file that does not hold a secret key")
+        })
+    }
+}
+
 impl AuthSettings {
     /// The key to authenticate with, if one is configured.
     pub fn keys(&self) -> Result<Option<nostr_sdk::Keys>, String> {
@@ -296,6 +419,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             relays: Vec::new(),
+            relay: Vec::new(),
             filters: vec![FilterSettings::default()],
             sync: SyncSettings::default(),
             database: DatabaseSettings::default(),
@@ -322,6 +446,7 @@ impl Default for SyncSettings {
             overlap_secs: 600,
             page_limit: 500,
             relay_page_limits: Vec::new(),
+            max_authors_per_req: 256,
             max_reqs_per_window: 100_000,
             eose_timeout_secs: 30,
             refused_retry_secs: 3_600,
@@ -472,33 +597,49 @@ impl Settings {
                 self.http.listen
             ));
         }
-        for (i, relay) in self.relays.iter().enumerate() {
+        let relay_tables = self.relay.iter().map(|r| &r.url);
+        for (key, relay) in self
+            .relays
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("relays[{i}]"), r))
+            .chain(
+                relay_tables
+                    .enumerate()
+                    .map(|(i, r)| (format!("relay[{i}].url"), r)),
+            )
+        {
             match url::Url::parse(relay) {
                 Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
                 Ok(u) => errors.push(format!(
-                    "`relays[{i}]` must be a ws:// or wss:// url, got {relay:?} (scheme {:?})",
+                    "`{key}` must be a ws:// or wss:// url, got {relay:?} (scheme {:?})",
                     u.scheme()
                 )),
-                Err(e) => errors.push(format!("`relays[{i}]` is not a url: {relay:?} ({e})")),
+                Err(e) => errors.push(format!("`{key}` is not a url: {relay:?} ({e})")),
             }
         }
         if self.filters.is_empty() {
             errors.push("`filters` must hold at least one filter".into());
         }
-        for (i, f) in self.filters.iter().enumerate() {
-            for a in &f.authors {
-                if nostr_sdk::PublicKey::from_hex(a).is_err() {
-                    errors.push(format!(
-                        "`filters[{i}].authors` holds {a:?}, not a hex pubkey"
-                    ));
-                }
-            }
+        let own = self.relay.iter().enumerate().flat_map(|(r, relay)| {
+            relay
+                .filters
+                .iter()
+                .enumerate()
+                .map(move |(i, f)| (format!("relay[{r}].filters[{i}]"), f))
+        });
+        for (key, f) in self
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("filters[{i}]"), f))
+            .chain(own)
+        {
+            errors.extend(f.problems(&key));
         }
-        for (i, k) in self.aggregates.zap_signers.iter().enumerate() {
-            if nostr_sdk::PublicKey::parse(k.trim()).is_err() {
-                errors.push(format!(
-                    "`aggregates.zap_signers[{i}]` holds {k:?}, not a pubkey (hex or npub)"
-                ));
+        for (i, r) in self.relay.iter().enumerate() {
+            if let Err(e) = r.keys(i) {
+                errors.push(e);
             }
         }
         if crate::storage::Backend::of_url(&self.database.url).is_none() {
@@ -516,6 +657,10 @@ impl Settings {
         positive(
             "sync.max_reqs_per_window",
             self.sync.max_reqs_per_window as u64,
+        );
+        positive(
+            "sync.max_authors_per_req",
+            self.sync.max_authors_per_req as u64,
         );
         for (i, r) in self.sync.relay_page_limits.iter().enumerate() {
             positive(
@@ -596,6 +741,60 @@ impl Settings {
         }
     }
 
+    /// Every relay to sync: the plain list, then `[[relay]]` tables not in it.
+    pub fn relay_urls(&self) -> Vec<String> {
+        let mut urls = self.relays.clone();
+        for r in &self.relay {
+            if !urls.contains(&r.url) {
+                urls.push(r.url.clone());
+            }
+        }
+        urls
+    }
+
+    fn relay_table(&self, url: &str) -> Option<&RelaySettings> {
+        self.relay.iter().find(|r| r.url == url)
+    }
+
+    /// The filters synced from `url`, each as REQs may carry it (author lists split).
+    pub fn filters_for(&self, url: &str) -> Vec<FilterSettings> {
+        let own = self.relay_table(url).map(|r| &r.filters);
+        let filters = match own {
+            Some(f) if !f.is_empty() => f,
+            _ => &self.filters,
+        };
+        filters
+            .iter()
+            .flat_map(|f| f.split(self.sync.max_authors_per_req))
+            .collect()
+    }
+
+    /// The `limit` configured for `url` (0: none; NIP-11 and `sync.page_limit` decide).
+    pub fn page_limit_for(&self, url: &str) -> usize {
+        match self.relay_table(url) {
+            Some(r) if r.page_limit > 0 => r.page_limit,
+            _ => self
+                .sync
+                .relay_page_limits
+                .iter()
+                .find(|r| r.url == url)
+                .map_or(0, |r| r.page_limit),
+        }
+    }
+
+    /// The NIP-42 key for `url`: its `[[relay]]` key, else `[auth]`'s.
+    pub fn auth_for(&self, url: &str) -> Result<Option<nostr_sdk::Keys>, String> {
+        if let Some((i, r)) = self
+            .relay
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.url == url && !r.auth_key.trim().is_empty())
+        {
+            return r.keys(i);
+        }
+        self.auth.keys()
+    }
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.aggregates.flush_interval_ms)
     }
@@ -645,5 +844,77 @@ mod tests {
             assert!(joined.contains(key), "{key} missing from {joined}");
         }
         assert_eq!(err.len(), 4, "{joined}");
+    }
+
+    const PK: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+    #[test]
+    fn relay_tables_and_filters_are_read_and_checked() {
+        let text = format!(
+            r##"
+            relays = ["wss://one.example"]
+            [[filters]]
+            kinds = [1]
+            "#t" = ["nostr"]
+            [[relay]]
+            url = "wss://two.example"
+            page_limit = 100
+            auth_key = "{}"
+            [[relay.filters]]
+            authors = ["{PK}", "{PK}", "{PK}"]
+            "#e" = ["{}"]
+            until = 10
+            [sync]
+            max_authors_per_req = 2
+            "##,
+            "1".repeat(64),
+            "ab".repeat(32)
+        );
+        let s: Settings = toml::from_str(&text).unwrap();
+        s.validate().unwrap();
+        assert_eq!(
+            s.relay_urls(),
+            vec!["wss://one.example", "wss://two.example"]
+        );
+        let one = s.filters_for("wss://one.example");
+        assert_eq!((one.len(), one[0].tags().len()), (1, 1));
+        let two = s.filters_for("wss://two.example");
+        let sizes: Vec<usize> = two.iter().map(|f| f.authors.len()).collect();
+        assert_eq!(sizes, vec![2, 1], "three authors, two per REQ");
+        assert!(two.iter().all(|f| f.until == 10 && f.e.len() == 1));
+        assert_eq!(s.page_limit_for("wss://two.example"), 100);
+        assert_eq!(s.page_limit_for("wss://one.example"), 0);
+        assert!(s.auth_for("wss://two.example").unwrap().is_some());
+    }
+
+    #[test]
+    fn bad_filters_name_their_keys() {
+        let mut s = Settings::default();
+        s.filters[0].e = vec!["not hex".into()];
+        s.filters[0].a = vec!["1:x:y".into()];
+        s.filters[0].since = 10;
+        s.filters[0].until = 5;
+        s.relay.push(RelaySettings {
+            url: "https://nope".into(),
+            filters: vec![FilterSettings {
+                p: vec![PK.to_uppercase()],
+                ..Default::default()
+            }],
+            auth_key: "/no/such/key".into(),
+            ..Default::default()
+        });
+        s.sync.max_authors_per_req = 0;
+        let err = s.validate().unwrap_err().0.join("\n");
+        for key in [
+            "filters[0].#e",
+            "filters[0].#a",
+            "filters[0].until",
+            "relay[0].url",
+            "relay[0].filters[0].#p",
+            "relay[0].auth_key",
+            "sync.max_authors_per_req",
+        ] {
+            assert!(err.contains(&format!("`{key}")), "{key} missing from {err}");
+        }
     }
 }

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Command::Run) && settings.relays.is_empty() {
+    if matches!(cli.command, Command::Run) && settings.relay_urls().is_empty() {
         eprintln!("`relays` is empty: there is nothing to sync (set relays in the config file or NOSTR_SYNC__RELAYS)");
         return ExitCode::from(2);
     }
@@ -278,13 +278,20 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 1).await?;
         let overview = store.overview().await?;
-        let keys: Vec<String> = settings
-            .filters
-            .iter()
-            .map(nostr_sync::actors::relay::filter_key)
+        let configured: Vec<(String, Vec<String>)> = settings
+            .relay_urls()
+            .into_iter()
+            .map(|url| {
+                let keys = settings
+                    .filters_for(&url)
+                    .iter()
+                    .map(nostr_sync::actors::relay::filter_key)
+                    .collect();
+                (url, keys)
+            })
             .collect();
         let now = nostr_sdk::Timestamp::now().as_secs() as i64;
-        let report = nostr_sync::status::report(&settings.relays, &keys, &overview, now);
+        let report = nostr_sync::status::report(&configured, &overview, now);
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

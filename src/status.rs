@@ -45,10 +45,10 @@ pub struct FilterStatus {
 }
 
 /// The report for `configured` relays and filter keys at unix time `now`.
-pub fn report(configured: &[String], filter_keys: &[String], o: &Overview, now: i64) -> Status {
+pub fn report(configured: &[(String, Vec<String>)], o: &Overview, now: i64) -> Status {
     // relay -> filter key -> status
     let mut relays: BTreeMap<String, BTreeMap<String, FilterStatus>> = BTreeMap::new();
-    for relay in configured {
+    for (relay, filter_keys) in configured {
         let filters = relays.entry(relay.clone()).or_default();
         for key in filter_keys {
             filters.entry(key.clone()).or_insert_with(|| FilterStatus {
@@ -108,7 +108,7 @@ pub fn report(configured: &[String], filter_keys: &[String], o: &Overview, now: 
         relays: relays
             .into_iter()
             .map(|(relay, filters)| RelayStatus {
-                configured: configured.contains(&relay),
+                configured: configured.iter().any(|(url, _)| *url == relay),
                 relay,
                 filters: filters.into_values().collect(),
             })
@@ -242,12 +242,11 @@ mod tests {
             unaggregated: 2,
             migrations: vec!["1".into()],
         };
-        let s = report(
-            &["wss://a".into(), "wss://b".into()],
-            std::slice::from_ref(&key),
-            &o,
-            6_000,
-        );
+        let configured = [
+            ("wss://a".to_owned(), vec![key.clone()]),
+            ("wss://b".to_owned(), vec![key.clone()]),
+        ];
+        let s = report(&configured, &o, 6_000);
         assert_eq!(s.relays.len(), 3);
         let a = &s.relays[0].filters[0];
         assert_eq!(

@@ -21,6 +21,7 @@ both_backends!(
     versions_deletions_and_zaps_end_as_the_nips_say,
     an_event_expiring_while_stored_is_purged,
     an_ephemeral_event_on_a_live_subscription_is_not_stored,
+    configured_filters_select_what_they_say,
 );
 
 #[test]
@@ -583,6 +584,99 @@ fn an_upgrade_applies_the_rules_to_stored_events(db: TestDb) {
         assert_eq!(
             (written.removals.superseded, written.removals.deleted),
             (1, 1)
+        );
+    });
+}
+
+/// Per-relay filters (`[[relay]]`) with tag filters, `until`, and an author list split
+/// across REQs: what is stored is what the filters select (written here from NIP-01's
+/// filter rules), nothing missing.
+fn configured_filters_select_what_they_say(db: TestDb) {
+    run(async {
+        let t = base();
+        let authors: Vec<Keys> = (0..5).map(|_| Keys::generate()).collect();
+        let stranger = Keys::generate();
+        let mut events = Vec::new();
+        for (n, keys) in authors.iter().chain([&stranger]).enumerate() {
+            for i in 0..6u64 {
+                let topic = if i % 2 == 0 { "nostr" } else { "other" };
+                let at = t + 100 * i + n as u64;
+                events.push(sign(
+                    keys,
+                    1,
+                    at,
+                    &format!("{n} {i}"),
+                    vec![tag(&["t", topic])],
+                ));
+            }
+        }
+        let target = events[0].clone();
+        for (n, keys) in authors.iter().enumerate() {
+            let e = if n % 2 == 0 { &target } else { &events[7] };
+            events.push(sign(
+                keys,
+                7,
+                t + 50,
+                "+",
+                vec![tag(&["e", &e.id.to_hex()])],
+            ));
+        }
+        let until = t + 300;
+        let notes = HostedRelay::start(&events, 500).await.unwrap();
+        let reactions = HostedRelay::start(&events, 500).await.unwrap();
+        let mut s = settings(&db, vec![]);
+        s.sync.max_authors_per_req = 2;
+        let hex: Vec<String> = authors.iter().map(|k| k.public_key().to_hex()).collect();
+        s.relay.push(nostr_sync::config::RelaySettings {
+            url: notes.url().await,
+            filters: vec![nostr_sync::config::FilterSettings {
+                kinds: vec![1],
+                authors: hex.clone(),
+                t: vec!["nostr".into()],
+                until,
+                ..Default::default()
+            }],
+            page_limit: 2,
+            ..Default::default()
+        });
+        s.relay.push(nostr_sync::config::RelaySettings {
+            url: reactions.url().await,
+            filters: vec![nostr_sync::config::FilterSettings {
+                kinds: vec![7],
+                e: vec![target.id.to_hex()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        sync_once(s).await;
+        // NIP-01: every condition of a filter holds; a tag filter matches an event
+        // with one of the values in that tag; `until` is inclusive.
+        let has = |e: &Event, name: &str, value: &str| {
+            e.tags
+                .iter()
+                .map(|t| t.as_slice())
+                .any(|t| t.len() > 1 && t[0] == name && t[1] == value)
+        };
+        let want: HashSet<EventId> = events
+            .iter()
+            .filter(|e| {
+                let note = e.kind == Kind::TextNote
+                    && hex.contains(&e.pubkey.to_hex())
+                    && has(e, "t", "nostr")
+                    && e.created_at.as_secs() <= until;
+                let reaction = e.kind == Kind::Reaction && has(e, "e", &target.id.to_hex());
+                note || reaction
+            })
+            .map(|e| e.id)
+            .collect();
+        let store = storage::open(&db.url, 1).await.unwrap();
+        let got: HashSet<EventId> = stored_ids(&*store).await.into_iter().collect();
+        assert_eq!(got, want);
+        let states = store.overview().await.unwrap().states;
+        assert_eq!(
+            states.len(),
+            4,
+            "three REQ filters for five authors, one for reactions"
         );
     });
 }

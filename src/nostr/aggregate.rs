@@ -133,16 +133,7 @@ fn first_a_tag(event: &Event) -> Option<String> {
         .iter()
         .map(|t| t.as_slice())
         .filter(|t| t.len() >= 2 && t[0] == "a")
-        .find_map(|t| {
-            let mut parts = t[1].splitn(3, ':');
-            let kind: u16 = parts.next()?.parse().ok()?;
-            let pubkey = parts.next()?;
-            let d = parts.next()?;
-            let versioned =
-                (super::is_replaceable(kind) && d.is_empty()) || super::is_addressable(kind);
-            (versioned && is_hex_id(pubkey))
-                .then(|| format!("{kind}:{}:{d}", pubkey.to_ascii_lowercase()))
-        })
+        .find_map(|t| super::parse_address(&t[1]))
 }
 
 fn first_e_tag(event: &Event) -> Option<String> {

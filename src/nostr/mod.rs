@@ -66,6 +66,17 @@ pub fn address(event: &Event) -> Option<String> {
     Some(format!("{kind}:{}:{d}", event.pubkey.to_hex()))
 }
 
+/// An `a` tag's value (`kind:pubkey:d`) as `address` writes it, when it names a
+/// replaceable (with `d` empty) or addressable event; `None` otherwise.
+pub fn parse_address(value: &str) -> Option<String> {
+    let mut parts = value.splitn(3, ':');
+    let kind: u16 = parts.next()?.parse().ok()?;
+    let pubkey = parts.next()?;
+    let d = parts.next()?;
+    let versioned = (is_replaceable(kind) && d.is_empty()) || is_addressable(kind);
+    (versioned && is_hex_id(pubkey)).then(|| format!("{kind}:{}:{d}", pubkey.to_ascii_lowercase()))
+}
+
 /// Whether version `a` replaces version `b` of one address: it is newer, or as old
 /// with the lower id (NIP-01). `(created_at, id)`, ids as lowercase hex.
 pub fn replaces(a: (i64, &str), b: (i64, &str)) -> bool {

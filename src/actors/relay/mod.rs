@@ -102,6 +102,8 @@ pub struct RelayActor {
     url: String,
     known: Arc<Known>,
     settings: Arc<Settings>,
+    /// This relay's filters (`Settings::filters_for`).
+    filters: Arc<Vec<FilterSettings>>,
     pipeline: Pipeline,
     store: Arc<dyn EventStore>,
     supervisor: Addr<IntervalSupervisor>,
@@ -127,16 +129,12 @@ impl RelayActor {
         // Calls a restart may interrupt must not be cancelled (see `detached`).
         let store: Arc<dyn EventStore> = Arc::new(detached::Detached(store));
         let known = Known {
-            configured_limit: settings
-                .sync
-                .relay_page_limits
-                .iter()
-                .find(|r| r.url == url)
-                .map_or(0, |r| r.page_limit),
+            configured_limit: settings.page_limit_for(&url),
             ..Default::default()
         };
         Self {
             known: Arc::new(known),
+            filters: Arc::new(settings.filters_for(&url)),
             url,
             settings,
             pipeline,
@@ -278,6 +276,7 @@ impl Handler<RunCycle> for RelayActor {
         let cycle = Cycle {
             url: self.url.clone(),
             settings: self.settings.clone(),
+            filters: self.filters.clone(),
             client,
             subs: self.subs.clone(),
             store: self.store.clone(),
@@ -383,6 +382,7 @@ struct PageDone {
 struct Cycle {
     url: String,
     settings: Arc<Settings>,
+    filters: Arc<Vec<FilterSettings>>,
     client: Client,
     subs: Arc<SubTable>,
     store: Arc<dyn EventStore>,
@@ -448,7 +448,7 @@ impl Cycle {
         let result = self.sync_filters().await;
         if let Err(e) = &result {
             if e.is_connection() {
-                for f in &self.settings.filters {
+                for f in self.filters.iter() {
                     self.record(&filter_key(f), Some(e)).await;
                 }
             }
@@ -492,7 +492,7 @@ impl Cycle {
         }
         let mut new = 0;
         let mut failed = None;
-        for filter in &self.settings.filters {
+        for filter in self.filters.iter() {
             let key = filter_key(filter);
             if self.known.refused_until(&key).is_some() {
                 continue;
@@ -590,7 +590,13 @@ impl Cycle {
         {
             return Ok(());
         }
-        for (i, f) in self.settings.filters.iter().enumerate() {
+        // A filter with an end follows nothing new.
+        for (i, f) in self
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.until == 0)
+        {
             let id = SubscriptionId::new(format!("live-{i}"));
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
@@ -619,7 +625,13 @@ impl Cycle {
             .map(|c| (c as u64).saturating_sub(sync.overlap_secs))
             .unwrap_or(0)
             .max(f.since);
-        let started = Timestamp::now().as_secs();
+        let now = Timestamp::now().as_secs();
+        // A filter with an end is read up to it, and is done once synced that far.
+        if f.until > 0 && cursor.is_some_and(|c| c as u64 >= f.until) {
+            return Ok((0, f.until));
+        }
+        let started = if f.until > 0 { now.min(f.until) } else { now };
+        let upper = (f.until > 0).then_some(started);
         let keys = Backfill::keys(&key);
         let resume = Backfill::load(&*self.store, &self.url, &keys)
             .await?
@@ -633,7 +645,7 @@ impl Cycle {
                     // covered range has a gap above `b.top`, so nothing is recorded.
                     let newer = b.top.saturating_sub(sync.overlap_secs).max(since);
                     let mut shortfalls = self
-                        .read_range(relay, f, newer, None, &pages, false)
+                        .read_range(relay, f, newer, upper, &pages, false)
                         .await?;
                     let _ = pages.send(PageDone {
                         done: None,
@@ -663,7 +675,7 @@ impl Cycle {
                             return Ok(shortfalls);
                         }
                     }
-                    self.read_range(relay, f, since, None, &pages, true).await
+                    self.read_range(relay, f, since, upper, &pages, true).await
                 }
             }
         };
@@ -1002,6 +1014,11 @@ fn to_filter(f: &FilterSettings) -> Filter {
     if !f.kinds.is_empty() {
         filter = filter.kinds(f.kinds.iter().map(|k| Kind::from(*k)));
     }
+    for (letter, values) in f.tags() {
+        if let Ok(tag) = SingleLetterTag::from_char(letter) {
+            filter = filter.custom_tags(tag, values.iter().cloned());
+        }
+    }
     let authors: Vec<PublicKey> = f
         .authors
         .iter()
@@ -1013,13 +1030,24 @@ fn to_filter(f: &FilterSettings) -> Filter {
     filter
 }
 
-/// The cursor key of a filter: what it selects, without the moving window.
+/// The cursor key of a filter: what it selects, without the moving window. Tag
+/// filters and `until` appear only when set, so keys of filters without them stay
+/// those earlier versions saved.
 pub fn filter_key(f: &FilterSettings) -> String {
     let mut kinds = f.kinds.clone();
     kinds.sort_unstable();
     let mut authors = f.authors.clone();
     authors.sort();
-    serde_json::json!({ "kinds": kinds, "authors": authors, "since": f.since }).to_string()
+    let mut key = serde_json::json!({ "kinds": kinds, "authors": authors, "since": f.since });
+    for (letter, values) in f.tags() {
+        let mut values = values.to_vec();
+        values.sort();
+        key[format!("#{letter}")] = serde_json::json!(values);
+    }
+    if f.until > 0 {
+        key["until"] = serde_json::json!(f.until);
+    }
+    key.to_string()
 }
 
 /// Batches of one relay in verification at once.
