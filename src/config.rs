@@ -574,6 +574,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("relays")
+                .with_list_parse_key("aggregates.zap_signers")
                 .try_parsing(true),
         );
         let settings: Settings = builder
@@ -904,6 +905,7 @@ mod tests {
             ..Default::default()
         });
         s.sync.max_authors_per_req = 0;
+        s.aggregates.zap_signers = vec![PK.into(), "nope".into()];
         let err = s.validate().unwrap_err().0.join("\n");
         for key in [
             "filters[0].#e",
@@ -913,6 +915,7 @@ mod tests {
             "relay[0].filters[0].#p",
             "relay[0].auth_key",
             "sync.max_authors_per_req",
+            "aggregates.zap_signers[1]",
         ] {
             assert!(err.contains(&format!("`{key}")), "{key} missing from {err}");
         }
