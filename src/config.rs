@@ -643,6 +643,13 @@ impl Settings {
                 errors.push(e);
             }
         }
+        for (i, k) in self.aggregates.zap_signers.iter().enumerate() {
+            if nostr_sdk::PublicKey::parse(k.trim()).is_err() {
+                errors.push(format!(
+                    "`aggregates.zap_signers[{i}]` holds {k:?}, not a pubkey (hex or npub)"
+                ));
+            }
+        }
         if crate::storage::Backend::of_url(&self.database.url).is_none() {
             errors.push(format!(
                 "`database.url` must start with sqlite:// or postgres://, got {:?}",
