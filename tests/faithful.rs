@@ -577,7 +577,7 @@ fn an_upgrade_applies_the_rules_to_stored_events(db: TestDb) {
             .unwrap();
         assert_faithful(&db, &events).await;
         // What the next events meet: the heads and tombstones the migration filled.
-        let stale = sign(&a, 0, t + 5, "profile 0", vec![]);
+        let stale = sign(&a, 30_023, t + 5, "y 0", vec![tag(&["d", "y"])]);
         let redelivered = reaction.clone();
         let written = store.insert_events(&[stale, redelivered]).await.unwrap();
         assert_eq!(written.rows, vec![None, None]);

@@ -41,8 +41,9 @@ impl StatsDelta {
 }
 
 /// One event's contribution: `target` is the row of `event_stats` that changes: an
-/// event id, or for a kind-16 repost of an address (`a` tag only), that address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// event id, or for a kind-16 repost of an address (`a` tag only), that address. The
+/// default (no target, nothing to add) only claims a row that counts nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Contribution {
     pub target: String,
     pub delta: StatsDelta,

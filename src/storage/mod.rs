@@ -34,6 +34,32 @@ macro_rules! add_excluded_stats {
 }
 pub(crate) use add_excluded_stats;
 
+/// The `UPDATE` that subtracts a summed retraction (`models::StatsRow` with negative
+/// amounts) from a target's row, stopping at 0. A target without a row never counted
+/// anything, and is left alone. The amounts are integers formatted into the statement.
+macro_rules! retract_stats {
+    ($row:expr) => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::BigInt;
+        use $crate::storage::schema::event_stats::dsl::*;
+        let sub = |c: &str, d: i64| {
+            let d = d.max(-i64::MAX);
+            sql::<BigInt>(&format!(
+                "CASE WHEN {c} + ({d}) < 0 THEN 0 ELSE {c} + ({d}) END"
+            ))
+        };
+        let row = &$row;
+        diesel::update(event_stats.filter(event_id.eq(row.event_id.clone()))).set((
+            reactions.eq(sub("reactions", row.reactions)),
+            replies.eq(sub("replies", row.replies)),
+            reposts.eq(sub("reposts", row.reposts)),
+            zaps.eq(sub("zaps", row.zaps)),
+            zap_msats.eq(sub("zap_msats", row.zap_msats)),
+        ))
+    }};
+}
+pub(crate) use retract_stats;
+
 /// The upsert that records how a window ended, for both backends: one statement whose
 /// inserted row holds only what this outcome sets (the other columns NULL), merged
 /// into the stored row column by column.
@@ -249,7 +275,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// The whole stats table.
     async fn stats(&self) -> StoreResult<HashMap<String, StatsDelta>>;
 
-    /// Replaces the stats table with `stats` (`check-aggregates --repair`).
+    /// Replaces the stats table with `stats` (`check-aggregates --repair`, a recount of
+    /// the stored events), and marks everything applied: no contribution waits, no
+    /// retraction is queued.
     async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()>;
 
     /// The last committed `created_at` synced from `relay` for `filter`.
@@ -353,7 +381,7 @@ pub(crate) fn claimed_deltas(
     let sums = crate::nostr::aggregate::sum_by_target(
         items
             .iter()
-            .filter(|s| claimed.contains(&s.seq))
+            .filter(|s| claimed.contains(&s.seq) && !s.contribution.target.is_empty())
             .map(|s| &s.contribution),
     );
     let mut rows: Vec<_> = sums

@@ -269,14 +269,8 @@ impl EventStore for PgStore {
                         .get_results(conn)
                         .await?;
                 let n = claimed.len();
-                for chunk in super::retraction_sums(claimed).chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(event_stats::table)
-                        .values(chunk)
-                        .on_conflict(event_stats::event_id)
-                        .do_update()
-                        .set(super::add_excluded_stats!())
-                        .execute(conn)
-                        .await?;
+                for row in super::retraction_sums(claimed) {
+                    super::retract_stats!(row).execute(conn).await?;
                 }
                 Ok::<_, diesel::result::Error>(n)
             })
@@ -493,6 +487,13 @@ impl EventStore for PgStore {
         let mut conn = self.conn().await?;
         conn.transaction(async |conn| {
             diesel::delete(event_stats::table).execute(conn).await?;
+            // The recount holds every stored event and none removed: nothing is left
+            // to add or to subtract.
+            diesel::delete(retractions::table).execute(conn).await?;
+            diesel::update(events::table.filter(events::aggregated.eq(false)))
+                .set(events::aggregated.eq(true))
+                .execute(conn)
+                .await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 diesel::insert_into(event_stats::table)
                     .values(chunk)

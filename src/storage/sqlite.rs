@@ -296,12 +296,7 @@ impl EventStore for SqliteStore {
                         .get_results(conn)?;
                 let n = claimed.len();
                 for row in super::retraction_sums(claimed) {
-                    diesel::insert_into(event_stats::table)
-                        .values(&row)
-                        .on_conflict(event_stats::event_id)
-                        .do_update()
-                        .set(super::add_excluded_stats!())
-                        .execute(conn)?;
+                    super::retract_stats!(row).execute(conn)?;
                 }
                 Ok(n)
             })
@@ -442,6 +437,12 @@ impl EventStore for SqliteStore {
         self.run(move |conn| {
             conn.immediate_transaction(|conn| {
                 diesel::delete(event_stats::table).execute(conn)?;
+                // The recount holds every stored event and none removed: nothing is
+                // left to add or to subtract.
+                diesel::delete(retractions::table).execute(conn)?;
+                diesel::update(events::table.filter(events::aggregated.eq(false)))
+                    .set(events::aggregated.eq(true))
+                    .execute(conn)?;
                 for row in &rows {
                     diesel::insert_into(event_stats::table)
                         .values(row)

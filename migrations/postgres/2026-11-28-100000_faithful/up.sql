@@ -44,16 +44,22 @@ CREATE TABLE retractions (
 -- Events stored by earlier versions: their addresses and expiry, from their tags.
 UPDATE events SET address = kind || ':' || pubkey || ':'
 WHERE kind IN (0, 3) OR kind BETWEEN 10000 AND 19999;
+-- (json, not jsonb: tags are stored as written, and jsonb refuses some valid JSON.)
 UPDATE events SET address = kind || ':' || pubkey || ':' || COALESCE((
-    SELECT t ->> 1 FROM jsonb_array_elements(events.tags::jsonb) WITH ORDINALITY AS x (t, n)
-    WHERE t ->> 0 = 'd' AND jsonb_array_length(t) >= 2 ORDER BY n LIMIT 1), '')
+    SELECT t ->> 1 FROM json_array_elements(events.tags::json) WITH ORDINALITY AS x (t, n)
+    WHERE t ->> 0 = 'd' AND json_array_length(t) >= 2 ORDER BY n LIMIT 1), '')
 WHERE kind BETWEEN 30000 AND 39999;
 UPDATE events SET expires_at = (
-    SELECT trim(t ->> 1)::BIGINT FROM jsonb_array_elements(events.tags::jsonb) WITH ORDINALITY AS x (t, n)
-    WHERE t ->> 0 = 'expiration' AND jsonb_array_length(t) >= 2 ORDER BY n LIMIT 1)
-WHERE tags LIKE '%"expiration"%' AND (
-    SELECT trim(t ->> 1) ~ '^[0-9]{1,18}$' FROM jsonb_array_elements(events.tags::jsonb) WITH ORDINALITY AS x (t, n)
-    WHERE t ->> 0 = 'expiration' AND jsonb_array_length(t) >= 2 ORDER BY n LIMIT 1);
+    SELECT CASE WHEN trim(t ->> 1) ~ '^[0-9]{1,18}$' THEN trim(t ->> 1)::BIGINT END
+    FROM json_array_elements(events.tags::json) WITH ORDINALITY AS x (t, n)
+    WHERE t ->> 0 = 'expiration' AND json_array_length(t) >= 2 ORDER BY n LIMIT 1)
+WHERE tags LIKE '%"expiration"%';
+-- A generic repost of an address only counted nothing before; it counts now: leave it
+-- to the start-up backlog, like any event whose contribution is not applied yet.
+UPDATE events SET aggregated = FALSE
+WHERE kind = 16 AND tags LIKE '%["a",%' AND NOT EXISTS (
+    SELECT 1 FROM json_array_elements(events.tags::json) AS t
+    WHERE t ->> 0 = 'e' AND json_array_length(t) >= 2 AND t ->> 1 ~ '^[0-9a-fA-F]{64}$');
 -- Superseded versions go (none of these kinds counts toward an aggregate).
 INSERT INTO replaceable_heads (address, created_at, id)
 SELECT DISTINCT ON (address) address, created_at, id FROM events
@@ -63,10 +69,16 @@ AND NOT EXISTS (SELECT 1 FROM replaceable_heads h WHERE h.address = e.address AN
 -- Stored deletions become tombstones; the start-up sweep removes their targets and
 -- retracts what those counted.
 INSERT INTO deleted_events (id, pubkey)
-SELECT DISTINCT lower(t ->> 1), e.pubkey FROM events e, jsonb_array_elements(e.tags::jsonb) AS t
-WHERE e.kind = 5 AND t ->> 0 = 'e' AND jsonb_array_length(t) >= 2 AND t ->> 1 ~ '^[0-9a-fA-F]{64}$';
+SELECT DISTINCT lower(t ->> 1), e.pubkey FROM events e, json_array_elements(e.tags::json) AS t
+WHERE e.kind = 5 AND t ->> 0 = 'e' AND json_array_length(t) >= 2 AND t ->> 1 ~ '^[0-9a-fA-F]{64}$';
 INSERT INTO deleted_addresses (address, until)
-SELECT t ->> 1, max(e.created_at) FROM events e, jsonb_array_elements(e.tags::jsonb) AS t
-WHERE e.kind = 5 AND t ->> 0 = 'a' AND jsonb_array_length(t) >= 2
-AND split_part(t ->> 1, ':', 2) = e.pubkey AND split_part(t ->> 1, ':', 1) ~ '^[1-9][0-9]{0,4}$'
-GROUP BY t ->> 1;
+SELECT a.address, max(a.created_at) FROM (
+    SELECT split_part(t ->> 1, ':', 1)::INTEGER || ':' || e.pubkey || ':'
+        || substr(t ->> 1, length(split_part(t ->> 1, ':', 1)) + 67) AS address, e.created_at
+    FROM events e, json_array_elements(e.tags::json) AS t
+    WHERE e.kind = 5 AND t ->> 0 = 'a' AND json_array_length(t) >= 2
+    AND lower(split_part(t ->> 1, ':', 2)) = e.pubkey
+    AND split_part(t ->> 1, ':', 1) ~ '^[0-9]{1,5}$'
+    AND split_part(t ->> 1, ':', 1)::INTEGER BETWEEN 0 AND 65535
+    AND substr(t ->> 1, length(split_part(t ->> 1, ':', 1)) + 66, 1) = ':') AS a
+GROUP BY a.address;

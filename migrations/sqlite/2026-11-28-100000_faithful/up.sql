@@ -50,11 +50,21 @@ UPDATE events SET address = kind || ':' || pubkey || ':' || COALESCE((
     ORDER BY key LIMIT 1), '')
 WHERE kind BETWEEN 30000 AND 39999;
 UPDATE events SET expires_at = (
-    SELECT CAST(trim(json_extract(value, '$[1]')) AS INTEGER) FROM json_each(events.tags)
+    SELECT CASE WHEN trim(json_extract(value, '$[1]')) NOT GLOB '*[^0-9]*'
+        AND length(trim(json_extract(value, '$[1]'))) BETWEEN 1 AND 18
+        THEN CAST(trim(json_extract(value, '$[1]')) AS INTEGER) END
+    FROM json_each(events.tags)
     WHERE json_extract(value, '$[0]') = 'expiration' AND json_array_length(value) >= 2
     ORDER BY key LIMIT 1)
 WHERE tags LIKE '%"expiration"%';
-UPDATE events SET expires_at = NULL WHERE expires_at IS NOT NULL AND expires_at <= 0;
+-- A generic repost of an address only counted nothing before; it counts now: leave it
+-- to the start-up backlog, like any event whose contribution is not applied yet.
+UPDATE events SET aggregated = 0
+WHERE kind = 16 AND tags LIKE '%["a",%' AND NOT EXISTS (
+    SELECT 1 FROM json_each(events.tags) AS t
+    WHERE json_extract(t.value, '$[0]') = 'e' AND json_array_length(t.value) >= 2
+    AND length(json_extract(t.value, '$[1]')) = 64
+    AND json_extract(t.value, '$[1]') NOT GLOB '*[^0-9a-fA-F]*');
 -- Superseded versions go (none of these kinds counts toward an aggregate).
 INSERT INTO replaceable_heads (address, created_at, id)
 SELECT address, created_at, id FROM (
@@ -71,7 +81,13 @@ SELECT lower(json_extract(t.value, '$[1]')), e.pubkey FROM events e, json_each(e
 WHERE e.kind = 5 AND json_extract(t.value, '$[0]') = 'e' AND json_array_length(t.value) >= 2
 AND length(json_extract(t.value, '$[1]')) = 64;
 INSERT INTO deleted_addresses (address, until)
-SELECT json_extract(t.value, '$[1]'), max(e.created_at) FROM events e, json_each(e.tags) AS t
-WHERE e.kind = 5 AND json_extract(t.value, '$[0]') = 'a' AND json_array_length(t.value) >= 2
-AND substr(json_extract(t.value, '$[1]'), instr(json_extract(t.value, '$[1]'), ':') + 1, 65) = e.pubkey || ':'
-GROUP BY json_extract(t.value, '$[1]');
+SELECT address, max(created_at) FROM (
+    SELECT CAST(substr(v, 1, instr(v, ':') - 1) AS INTEGER) || ':' || e.pubkey || ':'
+        || substr(v, instr(v, ':') + 66) AS address, e.created_at AS created_at
+    FROM events e, (SELECT json_extract(value, '$[1]') AS v, json_extract(value, '$[0]') AS name,
+                    json_array_length(value) AS n, events.seq AS seq
+                    FROM events, json_each(events.tags) WHERE events.kind = 5) AS t
+    WHERE e.seq = t.seq AND t.name = 'a' AND t.n >= 2
+    AND instr(v, ':') BETWEEN 2 AND 6 AND substr(v, 1, instr(v, ':') - 1) NOT GLOB '*[^0-9]*'
+    AND lower(substr(v, instr(v, ':') + 1, 65)) = e.pubkey || ':')
+GROUP BY address;

@@ -65,14 +65,22 @@ impl AggregatorActor {
         }
     }
 
-    /// Removes expired events; what they counted is retracted at the next flush.
-    fn purge(&mut self, ctx: &mut Context<Self>) {
+    /// Removes expired events (with `expiry`) and any event a tombstone names; what
+    /// they counted is retracted at the next flush, as are retractions another
+    /// instance left queued.
+    fn purge(&mut self, ctx: &mut Context<Self>, expiry: bool) {
         if self.purging {
             return;
         }
         self.purging = true;
+        self.retracting = true;
         let store = self.store.clone();
-        let now = crate::storage::now_secs();
+        // `expires_at <= 0` holds for no event: the tombstone sweep alone.
+        let now = if expiry {
+            crate::storage::now_secs()
+        } else {
+            0
+        };
         ctx.spawn(
             async move { store.purge(now).await }
                 .into_actor(self)
@@ -164,10 +172,12 @@ impl Actor for AggregatorActor {
                 ctx.wait(flush);
             }
         });
-        if !self.expiry_check.is_zero() {
-            // At once too: events that expired while the service was down.
-            self.purge(ctx);
-            ctx.run_interval(self.expiry_check, |act, ctx| act.purge(ctx));
+        // At once: events that expired while the service was down, and targets of
+        // tombstones a migration or a concurrent instance left.
+        let expiry = !self.expiry_check.is_zero();
+        self.purge(ctx, expiry);
+        if expiry {
+            ctx.run_interval(self.expiry_check, |act, ctx| act.purge(ctx, true));
         }
     }
 }
@@ -229,24 +239,15 @@ async fn apply_unaggregated(store: &dyn EventStore) -> Result<u64, crate::storag
         if events.is_empty() {
             return Ok(applied);
         }
+        // A row whose contribution the rules no longer give (`aggregates.zap_signers`
+        // changed) is claimed with nothing to add, so that it leaves the backlog.
         let items: Vec<Sourced> = events
             .iter()
-            .filter_map(|(seq, e)| {
-                crate::nostr::aggregate::contribution(e).map(|contribution| Sourced {
-                    seq: *seq,
-                    contribution,
-                })
+            .map(|(seq, e)| Sourced {
+                seq: *seq,
+                contribution: crate::nostr::aggregate::contribution(e).unwrap_or_default(),
             })
             .collect();
         applied += store.apply_contributions(&items).await? as u64;
-        if items.len() < events.len() {
-            // Cannot happen for rows this version wrote; guards against a loop on rows
-            // whose contribution rules changed.
-            tracing::warn!(
-                rows = events.len() - items.len(),
-                "unaggregated events without a contribution"
-            );
-            return Ok(applied);
-        }
     }
 }

@@ -583,8 +583,12 @@ impl Cycle {
     /// Opens the live subscription unless it is open; the SDK re-sends it after a
     /// reconnect, and the polling cycles fill whatever the gap held.
     async fn ensure_live(&self, relay: &Relay) -> Result<(), CycleError> {
+        // A filter with an end follows nothing new: the first open-ended one tells.
+        let Some(first) = self.filters.iter().position(|f| f.until == 0) else {
+            return Ok(());
+        };
         if relay
-            .subscription(&SubscriptionId::new("live-0"))
+            .subscription(&SubscriptionId::new(format!("live-{first}")))
             .await
             .is_some()
         {
