@@ -111,6 +111,11 @@ pub struct Report {
     /// CPU time of the relay process over the same run: on this machine the relays
     /// and the syncer share two cores.
     pub relays_cpu_s: f64,
+    /// The syncer's CPU per unique event and per event received, in microseconds.
+    /// The cost of a duplicate copy is the difference of two runs: (cpu at overlap 1.0
+    /// minus cpu at overlap 0) / the duplicates of the first.
+    pub cpu_us_per_unique: f64,
+    pub cpu_us_per_received: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
 }
@@ -249,6 +254,8 @@ fn run_profile(
         peak_rss_mb,
         cpu_s,
         relays_cpu_s,
+        cpu_us_per_unique: cpu_s * 1e6 / stored.max(1) as f64,
+        cpu_us_per_received: cpu_s * 1e6 / counters.received().max(1) as f64,
         speedup: None,
     })
 }
@@ -376,13 +383,13 @@ async fn progress<F: std::future::Future<Output = bool>>(
 
 fn print_table(reports: &[Report]) {
     println!(
-        "\n{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>11} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6} {:>8}",
+        "\n{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>10} {:>11} {:>7} {:>7} {:>8} {:>9} {:>7} {:>6} {:>8} {:>9}",
         "profile", "db", "mode", "relays", "unique", "received", "dups", "elapsed", "unique/s", "received/s",
-        "p50 ms", "p99 ms", "commits", "commits/s", "rss MB", "cpu s", "relays s"
+        "p50 ms", "p99 ms", "commits", "commits/s", "rss MB", "cpu s", "relays s", "µs/unique"
     );
     for r in reports {
         println!(
-            "{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8.2} {:>10.0} {:>11.0} {:>7.1} {:>7.1} {:>8} {:>9.1} {:>7.1} {:>6.1} {:>8.1}",
+            "{:<9} {:<8} {:<8} {:>6} {:>9} {:>9} {:>9} {:>8.2} {:>10.0} {:>11.0} {:>7.1} {:>7.1} {:>8} {:>9.1} {:>7.1} {:>6.1} {:>8.1} {:>9.1}",
             format!("{:?}", r.profile).to_lowercase(),
             r.db,
             format!("{:?}", r.mode).to_lowercase(),
@@ -399,7 +406,8 @@ fn print_table(reports: &[Report]) {
             r.db_commits_per_s,
             r.peak_rss_mb,
             r.cpu_s,
-            r.relays_cpu_s
+            r.relays_cpu_s,
+            r.cpu_us_per_unique
         );
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {

@@ -56,7 +56,8 @@ impl PgStore {
 #[async_trait]
 impl EventStore for PgStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let prep = Prepared::new(batch, now_secs());
+        let mut prep = Prepared::new(batch, now_secs());
+        let ids = prep.ids();
         let mut conn = self.conn().await?;
         let (inserted, removals) = conn
             .transaction(async |conn| {
@@ -113,7 +114,6 @@ impl EventStore for PgStore {
                     removed.append(&mut gone);
                 }
                 // 2. Events that tombstones keep out.
-                let ids = prep.ids();
                 let addresses = prep.addresses();
                 let mut named: Vec<(String, String)> = Vec::new();
                 for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -199,16 +199,16 @@ impl EventStore for PgStore {
                     removed.append(&mut gone);
                 }
                 // 4. The rest.
-                let rows: Vec<&NewEvent> = prep
-                    .rows
-                    .iter()
+                // Moved, not copied: the rows are not needed after this.
+                let rows: Vec<NewEvent> = std::mem::take(&mut prep.rows)
+                    .into_iter()
                     .zip(&keep)
                     .filter_map(|(r, k)| k.then_some(r))
                     .collect();
                 let mut inserted = Vec::new();
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
-                        .values(chunk.iter().copied().cloned().collect::<Vec<NewEvent>>())
+                        .values(chunk)
                         .on_conflict(events::id)
                         .do_nothing()
                         .returning((events::seq, events::id))
@@ -244,7 +244,7 @@ impl EventStore for PgStore {
             .await?;
         let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
         Ok(Written {
-            rows: prep.rows.iter().map(|r| new.get(&r.id).copied()).collect(),
+            rows: ids.iter().map(|id| new.get(id).copied()).collect(),
             removals,
         })
     }

@@ -85,9 +85,10 @@ impl SqliteStore {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let prep = Prepared::new(batch, now_secs());
+        let mut prep = Prepared::new(batch, now_secs());
+        let ids = prep.ids();
         let tag_rows: Vec<Vec<NewTag>> = batch.iter().map(|e| tag_rows(0, e)).collect();
-        let (inserted, removals, prep) = self
+        let (inserted, removals, ids) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut removals = Removals::default();
@@ -143,7 +144,6 @@ impl EventStore for SqliteStore {
                         removed.append(&mut gone);
                     }
                     // 2. Events that tombstones keep out.
-                    let ids = prep.ids();
                     let addresses = prep.addresses();
                     let mut named: Vec<(String, String)> = Vec::new();
                     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -227,16 +227,16 @@ impl EventStore for SqliteStore {
                         removed.append(&mut gone);
                     }
                     // 4. The rest.
-                    let rows: Vec<&NewEvent> = prep
-                        .rows
-                        .iter()
+                    // Moved, not copied: the rows are not needed after this.
+                    let rows: Vec<NewEvent> = std::mem::take(&mut prep.rows)
+                        .into_iter()
                         .zip(&keep)
                         .filter_map(|(r, k)| k.then_some(r))
                         .collect();
                     let mut inserted = Vec::new();
                     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                         let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
-                            .values(chunk.iter().copied().cloned().collect::<Vec<NewEvent>>())
+                            .values(chunk)
                             .on_conflict(events::id)
                             .do_nothing()
                             .returning((events::seq, events::id))
@@ -246,8 +246,8 @@ impl EventStore for SqliteStore {
                     let by_id: HashMap<&str, i64> =
                         inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
                     let mut tags = Vec::new();
-                    for (row, mut rows) in prep.rows.iter().zip(tag_rows) {
-                        if let Some(seq) = by_id.get(row.id.as_str()) {
+                    for (id, mut rows) in ids.iter().zip(tag_rows) {
+                        if let Some(seq) = by_id.get(id.as_str()) {
                             rows.iter_mut().for_each(|t| t.event_seq = *seq);
                             tags.append(&mut rows);
                         }
@@ -268,12 +268,12 @@ impl EventStore for SqliteStore {
                     removals.retractions = retractions.len() as u64;
                     Ok::<_, diesel::result::Error>((inserted, removals))
                 })
-                .map(|(i, r)| (i, r, prep))
+                .map(|(i, r)| (i, r, ids))
             })
             .await?;
         let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
         Ok(Written {
-            rows: prep.rows.iter().map(|r| new.get(&r.id).copied()).collect(),
+            rows: ids.iter().map(|id| new.get(id).copied()).collect(),
             removals,
         })
     }
