@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
-use super::schema::{event_stats, event_tags, events, retractions};
+use super::schema::{event_stats, event_tags, events, replaceable_heads, retractions};
 use crate::nostr::aggregate::{contribution, StatsDelta};
 
 #[derive(Debug, Clone, Insertable)]
@@ -176,4 +176,14 @@ impl NewRetraction {
             zap_msats: self.zap_msats,
         }
     }
+}
+
+/// A version offered as the head of its address.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = replaceable_heads)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewHead<'a> {
+    pub address: &'a str,
+    pub created_at: i64,
+    pub id: &'a str,
 }

@@ -15,7 +15,7 @@ use diesel::dsl::sql;
 use diesel::sql_types::Bool;
 
 use super::batch::{newest_per_address, Prepared, Removals};
-use super::models::{tag_rows, EventRow, NewEvent, NewRetraction, NewTag, StatsRow};
+use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
 use super::schema::{
     deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
     replaceable_heads, retractions,
@@ -146,12 +146,10 @@ impl EventStore for PgStore {
                 }
                 let offers: Vec<_> = best
                     .iter()
-                    .map(|(address, i)| {
-                        (
-                            replaceable_heads::address.eq(address),
-                            replaceable_heads::created_at.eq(prep.rows[*i].created_at),
-                            replaceable_heads::id.eq(&prep.rows[*i].id),
-                        )
+                    .map(|(address, i)| NewHead {
+                        address,
+                        created_at: prep.rows[*i].created_at,
+                        id: &prep.rows[*i].id,
                     })
                     .collect();
                 let mut won: HashSet<String> = HashSet::new();

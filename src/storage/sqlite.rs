@@ -21,7 +21,7 @@ use diesel::dsl::sql;
 use diesel::sql_types::Bool;
 
 use super::batch::{newest_per_address, Prepared, Removals};
-use super::models::{tag_rows, EventRow, NewEvent, NewRetraction, NewTag, StatsRow};
+use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
 use super::schema::{
     deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
     replaceable_heads, retractions,
@@ -175,16 +175,14 @@ impl EventStore for SqliteStore {
                     }
                     let offers: Vec<_> = best
                         .iter()
-                        .map(|(address, i)| {
-                            (
-                                replaceable_heads::address.eq(address),
-                                replaceable_heads::created_at.eq(prep.rows[*i].created_at),
-                                replaceable_heads::id.eq(&prep.rows[*i].id),
-                            )
+                        .map(|(address, i)| NewHead {
+                            address,
+                            created_at: prep.rows[*i].created_at,
+                            id: &prep.rows[*i].id,
                         })
                         .collect();
                     let mut won: HashSet<String> = HashSet::new();
-                    // One statement per offer: SQLite's batch insert takes only structs.
+                    // One statement per offer: diesel has no multi-row upsert for SQLite.
                     for offer in &offers {
                         let upsert = diesel::insert_into(replaceable_heads::table)
                             .values(offer)
