@@ -359,18 +359,13 @@ pub(crate) const TOMBSTONED: &str = "kind <> 5 AND (EXISTS (SELECT 1 FROM delete
 pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.created_at \
      OR (excluded.created_at = replaceable_heads.created_at AND excluded.id < replaceable_heads.id)";
 
-/// Sums retractions per target, in a fixed order (see `claimed_deltas`).
+/// Sums retractions per target.
 pub(crate) fn retraction_sums(claimed: Vec<models::NewRetraction>) -> Vec<models::StatsRow> {
     let mut sums: HashMap<String, StatsDelta> = HashMap::new();
     for r in &claimed {
         sums.entry(r.target.clone()).or_default().add(&r.delta());
     }
-    let mut rows: Vec<_> = sums
-        .into_iter()
-        .map(|(id, d)| models::StatsRow::new(id, &d))
-        .collect();
-    rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-    rows
+    ordered_rows(sums)
 }
 
 /// Sums `items` per target and drops those whose source row was not claimed.
@@ -378,17 +373,21 @@ pub(crate) fn claimed_deltas(
     items: &[Sourced],
     claimed: &std::collections::HashSet<i64>,
 ) -> Vec<models::StatsRow> {
-    let sums = crate::nostr::aggregate::sum_by_target(
+    ordered_rows(crate::nostr::aggregate::sum_by_target(
         items
             .iter()
             .filter(|s| claimed.contains(&s.seq) && !s.contribution.target.is_empty())
             .map(|s| &s.contribution),
-    );
+    ))
+}
+
+/// Stats rows ordered by target: a fixed order keeps concurrent upserts from
+/// deadlocking each other.
+fn ordered_rows(sums: HashMap<String, StatsDelta>) -> Vec<models::StatsRow> {
     let mut rows: Vec<_> = sums
         .into_iter()
         .map(|(id, d)| models::StatsRow::new(id, &d))
         .collect();
-    // A fixed order keeps concurrent upserts from deadlocking each other.
     rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     rows
 }
