@@ -131,6 +131,25 @@ pub enum StoreError {
     Corrupt { id: String, reason: String },
 }
 
+impl StoreError {
+    /// Whether the same write may well succeed as it is: PostgreSQL aborted it to break
+    /// a deadlock or a serialization conflict with a concurrent transaction (two
+    /// instances, or a removal beside the aggregator's claim). Such a batch is retried
+    /// whole, never taken apart as if one of its events were unstorable.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Query(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => {
+                true
+            }
+            StoreError::Query(Error::DatabaseError(_, info)) => {
+                info.message().contains("deadlock detected")
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One row of `relay_state`: how a relay's windows of one filter went.
@@ -390,4 +409,36 @@ fn ordered_rows(sums: HashMap<String, StatsDelta>) -> Vec<models::StatsRow> {
         .collect();
     rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    #[test]
+    fn aborted_transactions_are_transient_and_refusals_are_not() {
+        let db = |kind, message: &str| {
+            StoreError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+        };
+        let cases = [
+            (db(DatabaseErrorKind::Unknown, "deadlock detected"), true),
+            (
+                db(
+                    DatabaseErrorKind::SerializationFailure,
+                    "could not serialize",
+                ),
+                true,
+            ),
+            (db(DatabaseErrorKind::Unknown, "value too long"), false),
+            (
+                db(DatabaseErrorKind::UniqueViolation, "duplicate key"),
+                false,
+            ),
+            (StoreError::Pool("refused".into()), false),
+        ];
+        for (error, transient) in cases {
+            assert_eq!(error.is_transient(), transient, "{error}");
+        }
+    }
 }

@@ -163,7 +163,9 @@ impl StorageActor {
             let mut batches = batches.into_iter();
             while let Some(batch) = batches.next() {
                 let result = match writer.write(batch).await {
-                    Err((failed, _)) if writer.store.probe_write().await.is_ok() => {
+                    Err((failed, e))
+                        if !e.is_transient() && writer.store.probe_write().await.is_ok() =>
+                    {
                         writer.isolate(failed).await
                     }
                     other => other,
@@ -355,6 +357,12 @@ impl Writer {
             let Err((failed, error)) = result else {
                 continue;
             };
+            if error.is_transient() {
+                // Aborted by a concurrent transaction: the whole rest is retried.
+                let mut rest = failed;
+                rest.extend(todo.into_iter().flatten());
+                return Err((rest, error));
+            }
             if !lone {
                 todo.extend(halves(failed));
             } else if self.store.probe_write().await.is_err() {
