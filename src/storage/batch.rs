@@ -40,14 +40,6 @@ pub struct Removals {
     pub retractions: u64,
 }
 
-impl Removals {
-    pub fn add(&mut self, other: Removals) {
-        self.superseded += other.superseded;
-        self.deleted += other.deleted;
-        self.retractions += other.retractions;
-    }
-}
-
 impl Prepared {
     pub fn new(batch: &[Event], first_seen: i64) -> Self {
         Self {
