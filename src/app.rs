@@ -96,7 +96,10 @@ impl App {
         }
         let dedup = dedup.start();
         let verify_threads = settings.verify_threads();
-        let verify = SyncArbiter::start(verify_threads, VerifyActor::default);
+        let verify = {
+            let counters = counters.clone();
+            SyncArbiter::start(verify_threads, move || VerifyActor::new(counters.clone()))
+        };
         let perf = &settings.sync.performance;
         let policy = WritePolicy {
             batch_size: perf.batch_size,

@@ -83,6 +83,18 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct Stages {
+    /// Relay actors parsing and classifying frames.
+    pub parse_s: f64,
+    /// Verifier threads: ids, signatures, zap receipts.
+    pub verify_s: f64,
+    /// Storage transactions, from the write call to its commit.
+    pub store_s: f64,
+    /// Aggregate flushes.
+    pub aggregate_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p95: f64,
@@ -116,6 +128,9 @@ pub struct Report {
     /// minus cpu at overlap 0) / the duplicates of the first.
     pub cpu_us_per_unique: f64,
     pub cpu_us_per_received: f64,
+    /// Seconds spent inside each stage, summed over the threads that run it (wall time
+    /// on those threads: on a busy machine it includes time waiting for a core).
+    pub stages: Stages,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
 }
@@ -256,6 +271,12 @@ fn run_profile(
         relays_cpu_s,
         cpu_us_per_unique: cpu_s * 1e6 / stored.max(1) as f64,
         cpu_us_per_received: cpu_s * 1e6 / counters.received().max(1) as f64,
+        stages: Stages {
+            parse_s: counters.timings.parse_seconds.sum(),
+            verify_s: counters.timings.verify_seconds.sum(),
+            store_s: counters.timings.commit_seconds.sum(),
+            aggregate_s: counters.timings.flush_seconds.sum(),
+        },
         speedup: None,
     })
 }
@@ -408,6 +429,17 @@ fn print_table(reports: &[Report]) {
             r.cpu_s,
             r.relays_cpu_s,
             r.cpu_us_per_unique
+        );
+    }
+    for r in reports {
+        let s = &r.stages;
+        println!(
+            "stages ({}): parse {:.1} s, verify {:.1} s, store {:.1} s, aggregate {:.1} s",
+            format!("{:?}", r.profile).to_lowercase(),
+            s.parse_s,
+            s.verify_s,
+            s.store_s,
+            s.aggregate_s
         );
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {

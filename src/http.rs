@@ -413,6 +413,16 @@ impl Collector for Snapshot {
                 "Seconds per aggregate flush",
                 &t.flush_seconds,
             ),
+            (
+                "verify_batch_seconds",
+                "Seconds a verifier thread spent on a batch (ids, signatures, zap receipts)",
+                &t.verify_seconds,
+            ),
+            (
+                "parse_batch_seconds",
+                "Seconds a relay actor spent parsing and classifying a batch of frames",
+                &t.parse_seconds,
+            ),
         ];
         for (name, help, h) in histograms {
             h.0.encode(encoder.encode_descriptor(name, help, None, h.0.metric_type())?)?;

@@ -232,19 +232,31 @@ impl RelayCounters {
     }
 }
 
-/// A Prometheus histogram (prometheus-client) with fixed upper bounds.
+/// A Prometheus histogram (prometheus-client) with fixed upper bounds, and the sum of
+/// what it observed in millionths (for `bench`'s per-stage times).
 #[derive(Debug)]
-pub struct Buckets(pub prometheus_client::metrics::histogram::Histogram);
+pub struct Buckets(
+    pub prometheus_client::metrics::histogram::Histogram,
+    AtomicU64,
+);
 
 impl Buckets {
     fn new(bounds: &[f64]) -> Self {
-        Self(prometheus_client::metrics::histogram::Histogram::new(
-            bounds.iter().copied(),
-        ))
+        Self(
+            prometheus_client::metrics::histogram::Histogram::new(bounds.iter().copied()),
+            AtomicU64::new(0),
+        )
     }
 
     pub fn observe(&self, v: f64) {
         self.0.observe(v);
+        self.1
+            .fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
+    }
+
+    /// The sum of everything observed.
+    pub fn sum(&self) -> f64 {
+        self.1.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -257,6 +269,10 @@ pub struct Timings {
     pub batch_events: Buckets,
     /// Seconds per aggregate flush.
     pub flush_seconds: Buckets,
+    /// Seconds the verifier threads spent on each batch (ids, signatures, zap receipts).
+    pub verify_seconds: Buckets,
+    /// Seconds relay actors spent parsing and classifying each batch of frames.
+    pub parse_seconds: Buckets,
 }
 
 impl Default for Timings {
@@ -268,6 +284,8 @@ impl Default for Timings {
             commit_seconds: Buckets::new(&secs),
             batch_events: Buckets::new(&[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
             flush_seconds: Buckets::new(&secs),
+            verify_seconds: Buckets::new(&secs),
+            parse_seconds: Buckets::new(&secs),
         }
     }
 }

@@ -1072,7 +1072,13 @@ async fn ingest(
     let read = async {
         let mut frames = Vec::with_capacity(max_batch);
         while rx.recv_many(&mut frames, max_batch).await > 0 {
+            let began = std::time::Instant::now();
             let items = classify_frames(frames.drain(..), &subs, &counters, &limits);
+            pipeline
+                .counters
+                .timings
+                .parse_seconds
+                .observe(began.elapsed().as_secs_f64());
             if !items.is_empty() && batches.send(items).await.is_err() {
                 break;
             }

@@ -25,13 +25,15 @@ pub struct VerifyActor {
     secp: Secp256k1<VerifyOnly>,
     /// Where each event's canonical form is written to be hashed, reused.
     buf: Vec<u8>,
+    counters: std::sync::Arc<crate::metrics::Counters>,
 }
 
-impl Default for VerifyActor {
-    fn default() -> Self {
+impl VerifyActor {
+    pub fn new(counters: std::sync::Arc<crate::metrics::Counters>) -> Self {
         Self {
             secp: Secp256k1::verification_only(),
             buf: Vec::with_capacity(4096),
+            counters,
         }
     }
 }
@@ -44,6 +46,7 @@ impl Handler<Verify> for VerifyActor {
     type Result = actix::MessageResult<Verify>;
 
     fn handle(&mut self, Verify(items): Verify, _: &mut Self::Context) -> Self::Result {
+        let began = std::time::Instant::now();
         let mut out = Verified {
             valid: Vec::with_capacity(items.len()),
             invalid: Vec::new(),
@@ -61,6 +64,10 @@ impl Handler<Verify> for VerifyActor {
                 Some(reason) => out.invalid.push((item, reason)),
             }
         }
+        self.counters
+            .timings
+            .verify_seconds
+            .observe(began.elapsed().as_secs_f64());
         actix::MessageResult(out)
     }
 }
