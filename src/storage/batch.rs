@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nostr_sdk::Event;
 
-use super::models::{EventRow, NewEvent, NewRetraction};
+use super::models::{EventRow, NewEvent, NewHead, NewRetraction};
 use crate::nostr::{self, aggregate, Deletion};
 
 /// A batch, ready for the steps above.
@@ -69,10 +69,87 @@ impl Prepared {
         set.into_iter().cloned().collect()
     }
 
-    /// Which rows the tombstones found (`(id, author)` of `deleted_events` and
-    /// `(address, until)` of `deleted_addresses`) keep out. A deletion request is never
-    /// deleted (NIP-09: deleting one has no effect).
-    pub fn blocked(&self, ids: &[(String, String)], addresses: &[(String, i64)]) -> Vec<bool> {
+    /// Step 2: per row, whether it is still to be stored once the tombstones found
+    /// (`(id, author)` of `deleted_events`, `(address, until)` of `deleted_addresses`)
+    /// keep theirs out; those count as deleted.
+    pub fn keep(
+        &self,
+        ids: &[(String, String)],
+        addresses: &[(String, i64)],
+        removals: &mut Removals,
+    ) -> Vec<bool> {
+        let keep: Vec<bool> = self.blocked(ids, addresses).iter().map(|b| !b).collect();
+        removals.deleted += keep.iter().filter(|k| !**k).count() as u64;
+        keep
+    }
+
+    /// Step 3, before the database: the rows offered to `replaceable_heads`, the
+    /// batch's newest version of each address in address order (a deleted version is
+    /// offered too: it still replaces older ones). A kept row that loses within the
+    /// batch is superseded.
+    pub fn offers(&self, keep: &mut [bool], removals: &mut Removals) -> Vec<usize> {
+        let offered: Vec<usize> = newest_per_address(&self.rows).into_values().collect();
+        let mut best = vec![false; self.rows.len()];
+        offered.iter().for_each(|i| best[*i] = true);
+        for (i, row) in self.rows.iter().enumerate() {
+            if keep[i] && row.address.is_some() && !best[i] {
+                keep[i] = false;
+                removals.superseded += 1;
+            }
+        }
+        offered
+    }
+
+    /// The head rows of `offered`.
+    pub fn heads(&self, offered: &[usize]) -> Vec<NewHead<'_>> {
+        offered
+            .iter()
+            .map(|i| {
+                let row = &self.rows[*i];
+                NewHead {
+                    address: row.address.as_deref().unwrap_or_default(),
+                    created_at: row.created_at,
+                    id: &row.id,
+                }
+            })
+            .collect()
+    }
+
+    /// Step 3, after the upsert: `(address, id)` of the offers that became heads (their
+    /// older versions are to be removed); an offer that lost is superseded.
+    pub fn winners(
+        &self,
+        offered: &[usize],
+        won: &HashSet<String>,
+        keep: &mut [bool],
+        removals: &mut Removals,
+    ) -> Vec<(&str, &str)> {
+        let mut winners = Vec::new();
+        for &i in offered {
+            let row = &self.rows[i];
+            let address = row.address.as_deref().unwrap_or_default();
+            if won.contains(address) {
+                winners.push((address, row.id.as_str()));
+            } else if keep[i] {
+                keep[i] = false;
+                removals.superseded += 1;
+            }
+        }
+        winners
+    }
+
+    /// Step 4: the rows to insert, moved out (nothing needs them afterwards).
+    pub fn take_kept(&mut self, keep: &[bool]) -> Vec<NewEvent> {
+        std::mem::take(&mut self.rows)
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(r, k)| k.then_some(r))
+            .collect()
+    }
+
+    /// Which rows the tombstones found keep out. A deletion request is never deleted
+    /// (NIP-09: deleting one has no effect).
+    fn blocked(&self, ids: &[(String, String)], addresses: &[(String, i64)]) -> Vec<bool> {
         let ids: HashSet<(&str, &str)> =
             ids.iter().map(|(i, p)| (i.as_str(), p.as_str())).collect();
         let addresses: HashMap<&str, i64> =
@@ -94,7 +171,7 @@ impl Prepared {
 /// The index of the version that wins each address within the batch (NIP-01:
 /// newest, then lowest id), ordered by address so that concurrent transactions take
 /// the heads' row locks in one order.
-pub(crate) fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
+fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
     let mut best: BTreeMap<String, usize> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
         let Some(address) = &row.address else {

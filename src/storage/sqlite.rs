@@ -20,8 +20,8 @@ use diesel::dsl::sql;
 
 use diesel::sql_types::Bool;
 
-use super::batch::{newest_per_address, Prepared, Removals};
-use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
+use super::batch::{Prepared, Removals};
+use super::models::{tag_rows, EventRow, NewRetraction, NewTag, StatsRow};
 use super::schema::{
     deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
     replaceable_heads, retractions,
@@ -161,26 +161,10 @@ impl EventStore for SqliteStore {
                                 .load::<(String, i64)>(conn)?,
                         );
                     }
-                    let mut keep: Vec<bool> =
-                        prep.blocked(&named, &ended).iter().map(|b| !b).collect();
-                    removals.deleted += keep.iter().filter(|k| !**k).count() as u64;
+                    let mut keep = prep.keep(&named, &ended, &mut removals);
                     // 3. Versions: the batch's newest per address, offered to the heads.
-                    // A deleted version is offered too: it still replaces older ones.
-                    let best = newest_per_address(&prep.rows);
-                    for (i, row) in prep.rows.iter().enumerate() {
-                        if keep[i] && row.address.is_some() && !best.values().any(|b| *b == i) {
-                            keep[i] = false;
-                            removals.superseded += 1;
-                        }
-                    }
-                    let offers: Vec<_> = best
-                        .iter()
-                        .map(|(address, i)| NewHead {
-                            address,
-                            created_at: prep.rows[*i].created_at,
-                            id: &prep.rows[*i].id,
-                        })
-                        .collect();
+                    let offered = prep.offers(&mut keep, &mut removals);
+                    let offers = prep.heads(&offered);
                     let mut won: HashSet<String> = HashSet::new();
                     // One statement per offer: diesel has no multi-row upsert for SQLite.
                     for offer in &offers {
@@ -202,17 +186,9 @@ impl EventStore for SqliteStore {
                             .get_results::<String>(conn)?,
                         );
                     }
-                    let mut winners: Vec<(&String, &String)> = Vec::new();
-                    for (address, i) in &best {
-                        if won.contains(address) {
-                            winners.push((address, &prep.rows[*i].id));
-                        } else if keep[*i] {
-                            keep[*i] = false;
-                            removals.superseded += 1;
-                        }
-                    }
+                    let winners = prep.winners(&offered, &won, &mut keep, &mut removals);
                     for chunk in winners.chunks(ROWS_PER_STATEMENT) {
-                        let (addresses, ids): (Vec<&String>, Vec<&String>) =
+                        let (addresses, ids): (Vec<&str>, Vec<&str>) =
                             chunk.iter().copied().unzip();
                         let mut gone: Vec<(bool, EventRow)> = diesel::delete(
                             events::table
@@ -225,12 +201,7 @@ impl EventStore for SqliteStore {
                         removed.append(&mut gone);
                     }
                     // 4. The rest.
-                    // Moved, not copied: the rows are not needed after this.
-                    let rows: Vec<NewEvent> = std::mem::take(&mut prep.rows)
-                        .into_iter()
-                        .zip(&keep)
-                        .filter_map(|(r, k)| k.then_some(r))
-                        .collect();
+                    let rows = prep.take_kept(&keep);
                     let mut inserted = Vec::new();
                     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                         let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
