@@ -79,12 +79,14 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
             } else {
                 None
             };
-            match (reason, crate::nostr::admit(&event, now)) {
-                (Some(reason), _) => Frame::Rejected {
+            if let Some(reason) = reason {
+                return Frame::Rejected {
                     sub: Some(sub),
                     reason,
-                },
-                (None, Err(skip)) => Frame::Skipped {
+                };
+            }
+            match crate::nostr::admit(&event, now) {
+                Err(skip) => Frame::Skipped {
                     sub,
                     event: Box::new(event),
                     reason: match skip {
@@ -92,7 +94,7 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
                         crate::nostr::Skip::Expired => Reject::Expired,
                     },
                 },
-                (None, Ok(())) => Frame::Event {
+                Ok(()) => Frame::Event {
                     sub,
                     event: Box::new(event),
                 },

@@ -445,15 +445,23 @@ impl Cycle {
     /// Syncs every filter and returns how many events were new rows; what happened is
     /// kept in `relay_state` for `status`.
     async fn run(self) -> Result<u64, CycleError> {
-        let result = self.sync_filters().await;
-        if let Err(e) = &result {
-            if e.is_connection() {
-                for f in self.filters.iter() {
-                    self.record(&filter_key(f), Some(e)).await;
-                }
+        match self.connect().await {
+            Ok(relay) => self.sync_filters(&relay).await,
+            Err(e) => {
+                // No window was tried: each filter's state says why.
+                self.record_all(self.filters.iter(), &e).await;
+                Err(e)
             }
         }
-        result
+    }
+
+    /// Records `error` for each of `filters` (a lost connection ends them all).
+    async fn record_all(&self, filters: impl Iterator<Item = &FilterSettings>, error: &CycleError) {
+        if error.is_connection() {
+            for f in filters {
+                self.record(&filter_key(f), Some(error)).await;
+            }
+        }
     }
 
     /// Records how a window ended (best effort: `status` is not worth a failed cycle).
@@ -468,7 +476,8 @@ impl Cycle {
         }
     }
 
-    async fn sync_filters(&self) -> Result<u64, CycleError> {
+    /// The relay, connected, with its NIP-11 limits read and live subscriptions open.
+    async fn connect(&self) -> Result<Relay, CycleError> {
         let sync = &self.settings.sync;
         let relay = self.client.relay(self.url.as_str()).await?;
         if !relay.is_connected() {
@@ -490,9 +499,13 @@ impl Cycle {
         if sync.live {
             self.ensure_live(&relay).await?;
         }
+        Ok(relay)
+    }
+
+    async fn sync_filters(&self, relay: &Relay) -> Result<u64, CycleError> {
         let mut new = 0;
         let mut failed = None;
-        for filter in self.filters.iter() {
+        for (i, filter) in self.filters.iter().enumerate() {
             let key = filter_key(filter);
             if self.known.refused_until(&key).is_some() {
                 continue;
@@ -500,8 +513,8 @@ impl Cycle {
             let mut tries = 0;
             let error = loop {
                 tries += 1;
-                let synced = match self.sync_filter(&relay, filter).await {
-                    Ok((n, top)) => self.repair_if_due(&relay, filter, top).await.map(|()| n),
+                let synced = match self.sync_filter(relay, filter).await {
+                    Ok((n, top)) => self.repair_if_due(relay, filter, top).await.map(|()| n),
                     Err(e) => Err(e),
                 };
                 match synced {
@@ -544,7 +557,12 @@ impl Cycle {
                     }
                     Closed::Failed => {}
                 },
-                e if e.is_connection() => return Err(error),
+                e if e.is_connection() => {
+                    // This filter and those not reached; the ones before keep their
+                    // outcome of this cycle.
+                    self.record_all(self.filters[i..].iter(), &error).await;
+                    return Err(error);
+                }
                 _ => {}
             }
             tracing::warn!(relay = %self.url, filter = %key, %error, "window failed; the next cycle reads it again");
