@@ -19,7 +19,6 @@ pub struct StatsDelta {
 }
 
 impl StatsDelta {
-    /// Adds `other`, saturating: sums never wrap, whatever amounts events claim.
     /// The same amounts taken away: what removing a counted event retracts.
     pub fn negated(&self) -> StatsDelta {
         StatsDelta {
@@ -31,6 +30,7 @@ impl StatsDelta {
         }
     }
 
+    /// Adds `other`, saturating: sums never wrap, whatever amounts events claim.
     pub fn add(&mut self, other: &StatsDelta) {
         self.reactions = self.reactions.saturating_add(other.reactions);
         self.replies = self.replies.saturating_add(other.replies);

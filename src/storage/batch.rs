@@ -38,6 +38,9 @@ pub struct Removals {
     pub deleted: u64,
     /// Removed events whose aggregate contributions now wait in `retractions`.
     pub retractions: u64,
+    /// Events of the batch the rules kept out (counted in `superseded` or `deleted`
+    /// too): with the new rows, the rest of the batch was stored already.
+    pub kept_out: u64,
 }
 
 impl Prepared {
@@ -79,7 +82,9 @@ impl Prepared {
         removals: &mut Removals,
     ) -> Vec<bool> {
         let keep: Vec<bool> = self.blocked(ids, addresses).iter().map(|b| !b).collect();
-        removals.deleted += keep.iter().filter(|k| !**k).count() as u64;
+        let blocked = keep.iter().filter(|k| !**k).count() as u64;
+        removals.deleted += blocked;
+        removals.kept_out += blocked;
         keep
     }
 
@@ -95,6 +100,7 @@ impl Prepared {
             if keep[i] && row.address.is_some() && !best[i] {
                 keep[i] = false;
                 removals.superseded += 1;
+                removals.kept_out += 1;
             }
         }
         offered
@@ -133,6 +139,7 @@ impl Prepared {
             } else if keep[i] {
                 keep[i] = false;
                 removals.superseded += 1;
+                removals.kept_out += 1;
             }
         }
         winners

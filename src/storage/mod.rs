@@ -5,21 +5,18 @@
 //! claims events from the aggregation watermark and adds their deltas in the same
 //! transaction, so each stored event is counted exactly once whatever crashes.
 
-/// The upsert's `SET`: adds the excluded (new) row's signed deltas to the stored
-/// counters. A sum saturates at `i64::MAX`, so no sum of claimed amounts can overflow
-/// (PostgreSQL would refuse the write forever; SQLite would turn the column into a
-/// float); a retraction stops at 0. The nested `CASE`s keep every intermediate in range.
+/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters,
+/// saturating at `i64::MAX` so no sum of claimed amounts can overflow (PostgreSQL would
+/// refuse the write forever; SQLite would turn the column into a float). Deltas are
+/// never negative: retractions go through `retract_stats!`.
 macro_rules! add_excluded_stats {
     () => {{
         use diesel::dsl::sql;
         use diesel::sql_types::BigInt;
         let add = |c: &str| {
             sql::<BigInt>(&format!(
-                "CASE WHEN excluded.{c} >= 0 THEN \
-                   CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
-                   THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END \
-                 ELSE CASE WHEN event_stats.{c} + excluded.{c} < 0 \
-                   THEN 0 ELSE event_stats.{c} + excluded.{c} END END"
+                "CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
+                 THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END"
             ))
         };
         use $crate::storage::schema::event_stats::dsl::*;
@@ -115,7 +112,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nostr_sdk::Event;
 
-use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::aggregate::{Contribution, Sourced, StatsDelta};
 
 pub use batch::Removals;
 pub use postgres::PgStore;
@@ -380,11 +377,14 @@ pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.
 
 /// Sums retractions per target.
 pub(crate) fn retraction_sums(claimed: Vec<models::NewRetraction>) -> Vec<models::StatsRow> {
-    let mut sums: HashMap<String, StatsDelta> = HashMap::new();
-    for r in &claimed {
-        sums.entry(r.target.clone()).or_default().add(&r.delta());
-    }
-    ordered_rows(sums)
+    let retracted: Vec<Contribution> = claimed
+        .into_iter()
+        .map(|r| Contribution {
+            delta: r.delta(),
+            target: r.target,
+        })
+        .collect();
+    ordered_rows(crate::nostr::aggregate::sum_by_target(&retracted))
 }
 
 /// Sums `items` per target and drops those whose source row was not claimed.

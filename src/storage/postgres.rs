@@ -59,7 +59,7 @@ impl EventStore for PgStore {
         let mut prep = Prepared::new(batch, now_secs());
         let ids = prep.ids();
         let mut conn = self.conn().await?;
-        let (inserted, removals) = conn
+        let (rows, removals) = conn
             .transaction(async |conn| {
                 let mut removals = Removals::default();
                 let mut removed: Vec<(bool, EventRow)> = Vec::new();
@@ -187,9 +187,14 @@ impl EventStore for PgStore {
                 }
                 let by_id: HashMap<&str, i64> =
                     inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+                let rows: Vec<Option<i64>> = ids
+                    .iter()
+                    .map(|id| by_id.get(id.as_str()).copied())
+                    .collect();
                 let tags: Vec<NewTag> = batch
                     .iter()
-                    .filter_map(|e| by_id.get(e.id.to_hex().as_str()).map(|s| tag_rows(*s, e)))
+                    .zip(&rows)
+                    .filter_map(|(e, seq)| seq.map(|s| tag_rows(s, e)))
                     .flatten()
                     .collect();
                 for chunk in tags.chunks(3 * ROWS_PER_STATEMENT) {
@@ -208,14 +213,10 @@ impl EventStore for PgStore {
                         .await?;
                 }
                 removals.retractions = retractions.len() as u64;
-                Ok::<_, diesel::result::Error>((inserted, removals))
+                Ok::<_, diesel::result::Error>((rows, removals))
             })
             .await?;
-        let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
-        Ok(Written {
-            rows: ids.iter().map(|id| new.get(id).copied()).collect(),
-            removals,
-        })
+        Ok(Written { rows, removals })
     }
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {

@@ -88,7 +88,7 @@ impl EventStore for SqliteStore {
         let mut prep = Prepared::new(batch, now_secs());
         let ids = prep.ids();
         let tag_rows: Vec<Vec<NewTag>> = batch.iter().map(|e| tag_rows(0, e)).collect();
-        let (inserted, removals, ids) = self
+        let (rows, removals) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
                     let mut removals = Removals::default();
@@ -214,11 +214,15 @@ impl EventStore for SqliteStore {
                     }
                     let by_id: HashMap<&str, i64> =
                         inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+                    let rows: Vec<Option<i64>> = ids
+                        .iter()
+                        .map(|id| by_id.get(id.as_str()).copied())
+                        .collect();
                     let mut tags = Vec::new();
-                    for (id, mut rows) in ids.iter().zip(tag_rows) {
-                        if let Some(seq) = by_id.get(id.as_str()) {
-                            rows.iter_mut().for_each(|t| t.event_seq = *seq);
-                            tags.append(&mut rows);
+                    for (seq, mut event_tags) in rows.iter().zip(tag_rows) {
+                        if let Some(seq) = seq {
+                            event_tags.iter_mut().for_each(|t| t.event_seq = *seq);
+                            tags.append(&mut event_tags);
                         }
                     }
                     for chunk in tags.chunks(3 * ROWS_PER_STATEMENT) {
@@ -235,16 +239,11 @@ impl EventStore for SqliteStore {
                             .execute(conn)?;
                     }
                     removals.retractions = retractions.len() as u64;
-                    Ok::<_, diesel::result::Error>((inserted, removals))
+                    Ok::<_, diesel::result::Error>((rows, removals))
                 })
-                .map(|(i, r)| (i, r, ids))
             })
             .await?;
-        let new: HashMap<String, i64> = inserted.into_iter().map(|(seq, id)| (id, seq)).collect();
-        Ok(Written {
-            rows: ids.iter().map(|id| new.get(id).copied()).collect(),
-            removals,
-        })
+        Ok(Written { rows, removals })
     }
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {

@@ -284,9 +284,8 @@ impl Writer {
         let fresh = new.iter().filter(|n| n.is_some()).count() as u64;
         counters.db_commits.fetch_add(1, Ordering::Relaxed);
         counters.stored.fetch_add(fresh, Ordering::Relaxed);
-        let kept_out = removals.superseded + removals.deleted;
         counters.conflicts.fetch_add(
-            (events.len() as u64 - fresh).saturating_sub(kept_out),
+            (events.len() as u64).saturating_sub(fresh + removals.kept_out),
             Ordering::Relaxed,
         );
         counters
