@@ -215,19 +215,6 @@ const LATENCY_BOUNDS: [f64; 14] = [
     f64::INFINITY,
 ];
 
-const REJECTS: [(Reject, &str); 10] = [
-    (Reject::InvalidJson, "invalid_json"),
-    (Reject::BadId, "bad_id"),
-    (Reject::BadSignature, "bad_signature"),
-    (Reject::TooLarge, "too_large"),
-    (Reject::TooManyTags, "too_many_tags"),
-    (Reject::FutureTimestamp, "future_timestamp"),
-    (Reject::UnknownSubscription, "unknown_subscription"),
-    (Reject::NulCharacter, "nul_character"),
-    (Reject::Ephemeral, "ephemeral"),
-    (Reject::Expired, "expired"),
-];
-
 type RelayField = fn(&RelayCounters) -> &std::sync::atomic::AtomicU64;
 
 /// Per-relay counters: name, help, field.
@@ -478,8 +465,8 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         for (url, r) in &relays {
-            for (reason, label) in REJECTS {
-                let labels = [("relay", url.as_str()), ("reason", label)];
+            for reason in Reject::ALL {
+                let labels = [("relay", url.as_str()), ("reason", reason.label())];
                 ConstCounter::new(r.rejected(reason)).encode(rejected.encode_family(&labels)?)?;
             }
         }

@@ -23,6 +23,38 @@ pub enum Reject {
     Expired,
 }
 
+impl Reject {
+    /// Every reason, in declaration order (the index of its counter).
+    pub const ALL: [Reject; 10] = [
+        Reject::InvalidJson,
+        Reject::BadId,
+        Reject::BadSignature,
+        Reject::TooLarge,
+        Reject::TooManyTags,
+        Reject::FutureTimestamp,
+        Reject::UnknownSubscription,
+        Reject::NulCharacter,
+        Reject::Ephemeral,
+        Reject::Expired,
+    ];
+
+    /// The `reason` label on `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::InvalidJson => "invalid_json",
+            Reject::BadId => "bad_id",
+            Reject::BadSignature => "bad_signature",
+            Reject::TooLarge => "too_large",
+            Reject::TooManyTags => "too_many_tags",
+            Reject::FutureTimestamp => "future_timestamp",
+            Reject::UnknownSubscription => "unknown_subscription",
+            Reject::NulCharacter => "nul_character",
+            Reject::Ephemeral => "ephemeral",
+            Reject::Expired => "expired",
+        }
+    }
+}
+
 /// A level that also remembers its peak.
 #[derive(Debug, Default)]
 pub struct Gauge {
@@ -181,7 +213,7 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct RelayCounters {
     pub received: AtomicU64,
-    pub rejected: [AtomicU64; 10],
+    pub rejected: [AtomicU64; Reject::ALL.len()],
     pub notices: AtomicU64,
     pub cycles_ok: AtomicU64,
     pub cycles_failed: AtomicU64,
