@@ -319,8 +319,16 @@ async fn probe(
         if health.database.swap(ok, Ordering::Relaxed) != ok {
             tracing::info!(taking_writes = ok, "database");
         }
-        for (name, actor) in &actors {
-            if let Ok(Ok(())) = tokio::time::timeout(WAIT, actor.send(Ping)).await {
+        // All at once: a few silent actors must not delay the others' answers past
+        // the window /livez allows.
+        let answers = futures::future::join_all(
+            actors
+                .iter()
+                .map(|(_, actor)| tokio::time::timeout(WAIT, actor.send(Ping))),
+        )
+        .await;
+        for ((name, _), answer) in actors.iter().zip(answers) {
+            if let Ok(Ok(())) = answer {
                 health.alive(name);
             }
         }
