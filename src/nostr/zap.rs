@@ -7,7 +7,9 @@
 
 use std::str::FromStr;
 
-use lightning_invoice::{Bolt11Invoice, Bolt11InvoiceDescriptionRef};
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{Message, SECP256K1};
+use lightning_invoice::{RawTaggedField, SignedRawBolt11Invoice, TaggedField};
 use nostr_sdk::{Event, JsonUtil, Kind};
 
 use crate::nostr::aggregate::MAX_MSATS;
@@ -113,8 +115,8 @@ fn judge(receipt: &Event) -> Result<i64, ZapReject> {
     if !bolt11.is_ascii() {
         return Err(ZapReject::BadInvoice);
     }
-    let invoice = Bolt11Invoice::from_str(bolt11.trim()).map_err(|_| ZapReject::BadInvoice)?;
-    let msats = invoice.amount_milli_satoshis().ok_or(ZapReject::NoAmount)?;
+    let invoice = Invoice::decode(bolt11.trim()).ok_or(ZapReject::BadInvoice)?;
+    let msats = invoice.msats.ok_or(ZapReject::NoAmount)?;
     let msats = i64::try_from(msats)
         .ok()
         .filter(|m| *m <= MAX_MSATS)
@@ -124,12 +126,7 @@ fn judge(receipt: &Event) -> Result<i64, ZapReject> {
     if request.kind != Kind::ZapRequest || request.verify().is_err() {
         return Err(ZapReject::BadRequest);
     }
-    use bitcoin::hashes::{sha256, Hash};
-    let committed = match invoice.description() {
-        Bolt11InvoiceDescriptionRef::Hash(h) => h.0 == sha256::Hash::hash(description.as_bytes()),
-        Bolt11InvoiceDescriptionRef::Direct(_) => false,
-    };
-    if !committed {
+    if invoice.description_hash != Some(sha256::Hash::hash(description.as_bytes())) {
         return Err(ZapReject::HashMismatch);
     }
     if let Some(asked) = tag(&request, "amount") {
@@ -141,6 +138,68 @@ fn judge(receipt: &Event) -> Result<i64, ZapReject> {
         return Err(ZapReject::TagMismatch);
     }
     Ok(msats)
+}
+
+/// What a receipt's check needs of its BOLT 11 invoice.
+struct Invoice {
+    msats: Option<u64>,
+    /// The `h` field; `None` when the invoice carries its description in clear (`d`).
+    description_hash: Option<sha256::Hash>,
+}
+
+impl Invoice {
+    /// Decodes `bolt11` exactly as `Bolt11Invoice::from_str` accepts it: a valid
+    /// checksum; one payment hash, one description (`d` or `h`) and one payment secret;
+    /// feature bits that support payment secrets and require nothing unknown; an amount
+    /// in whole millisatoshis; and a signature from which the signing node's key is
+    /// recovered (and that verifies against the `n` field's key, when there is one).
+    /// `from_str` checks the signature with two recoveries and a verification, each on a
+    /// new secp256k1 context; this takes one recovery on the shared context.
+    fn decode(bolt11: &str) -> Option<Invoice> {
+        let signed = SignedRawBolt11Invoice::from_str(bolt11).ok()?;
+        let raw = signed.raw_invoice();
+        let fields = || {
+            raw.data.tagged_fields.iter().filter_map(|f| match f {
+                RawTaggedField::KnownSemantics(f) => Some(f),
+                RawTaggedField::UnknownSemantics(_) => None,
+            })
+        };
+        let one = |want: fn(&TaggedField) -> bool| fields().filter(|f| want(f)).count() == 1;
+        let features_ok = match fields().find(|f| matches!(f, TaggedField::Features(_))) {
+            Some(TaggedField::Features(f)) => {
+                !f.requires_unknown_bits() && f.supports_payment_secret()
+            }
+            _ => false,
+        };
+        let pico = raw.amount_pico_btc();
+        if !one(|f| matches!(f, TaggedField::PaymentHash(_)))
+            || !one(|f| {
+                matches!(
+                    f,
+                    TaggedField::Description(_) | TaggedField::DescriptionHash(_)
+                )
+            })
+            || !one(|f| matches!(f, TaggedField::PaymentSecret(_)))
+            || !features_ok
+            || pico.is_some_and(|p| p % 10 != 0)
+        {
+            return None;
+        }
+        let digest = Message::from_digest(*signed.signable_hash());
+        let recovered = SECP256K1
+            .recover_ecdsa(&digest, &signed.signature().0)
+            .ok()?;
+        if let Some(stated) = raw.payee_pub_key() {
+            let sig = signed.signature().0.to_standard();
+            if stated.0 != recovered && SECP256K1.verify_ecdsa(&digest, &sig, &stated.0).is_err() {
+                return None;
+            }
+        }
+        Some(Invoice {
+            msats: pico.map(|p| p / 10),
+            description_hash: raw.description_hash().map(|h| h.0),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -250,5 +309,84 @@ mod tests {
             let zapper = Zapper::new(2);
             let _ = amount(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
         }
+    }
+
+    /// `Invoice::decode` accepts what `Bolt11Invoice::from_str` accepts, with the same
+    /// amount, on invoices that differ in each checked part.
+    #[test]
+    fn decode_agrees_with_the_full_invoice_parser() {
+        use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+        use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret};
+        let secp = Secp256k1::new();
+        let node = SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let other = SecretKey::from_slice(&[9u8; 32]).unwrap();
+        let node_pk = PublicKey::from_secret_key(&secp, &node);
+        let hash = sha256::Hash::hash(b"request");
+        let base = || {
+            InvoiceBuilder::new(Currency::Bitcoin)
+                .amount_milli_satoshis(21_000)
+                .payment_hash(sha256::Hash::hash(b"payment"))
+                .duration_since_epoch(std::time::Duration::from_secs(1_700_000_000))
+                .min_final_cltv_expiry_delta(144)
+        };
+        let signed = |raw: lightning_invoice::RawBolt11Invoice, key: &SecretKey| {
+            raw.sign::<_, ()>(|m| Ok(secp.sign_ecdsa_recoverable(m, key)))
+                .unwrap()
+                .to_string()
+        };
+        let with_secret = || {
+            base()
+                .description_hash(hash)
+                .payment_secret(PaymentSecret([1; 32]))
+        };
+        let valid = signed(with_secret().build_raw().unwrap(), &node);
+        let cases = [
+            ("valid", valid.clone()),
+            (
+                "stated key, signed by it",
+                signed(
+                    with_secret().payee_pub_key(node_pk).build_raw().unwrap(),
+                    &node,
+                ),
+            ),
+            (
+                "stated key, signed by another",
+                signed(
+                    with_secret().payee_pub_key(node_pk).build_raw().unwrap(),
+                    &other,
+                ),
+            ),
+            (
+                "no payment secret",
+                signed(base().description_hash(hash).build_raw().unwrap(), &node),
+            ),
+            (
+                "description in clear",
+                signed(
+                    base()
+                        .description("request".into())
+                        .payment_secret(PaymentSecret([1; 32]))
+                        .build_raw()
+                        .unwrap(),
+                    &node,
+                ),
+            ),
+            ("truncated", valid[..valid.len() - 3].to_string()),
+            ("signature altered", {
+                // Flip one character of the signature and fix nothing else: bad checksum.
+                let mut v = valid.clone().into_bytes();
+                let i = v.len() - 20;
+                v[i] = if v[i] == b'q' { b'p' } else { b'q' };
+                String::from_utf8(v).unwrap()
+            }),
+        ];
+        for (name, invoice) in cases {
+            let want = Bolt11Invoice::from_str(&invoice)
+                .ok()
+                .map(|i| i.amount_milli_satoshis());
+            let got = Invoice::decode(&invoice).map(|i| i.msats);
+            assert_eq!(got, want, "{name}");
+        }
+        assert!(Invoice::decode(&valid).is_some(), "the valid case is valid");
     }
 }
