@@ -49,6 +49,13 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
             reason: Reject::TooLarge,
         };
     }
+    // EVENT frames, nearly all of them, are read straight into the event; the generic
+    // parser goes through a `serde_json::Value` first.
+    if raw.trim_start().starts_with("[\"EVENT\"") {
+        if let Ok(EventFrame("EVENT", sub, event)) = serde_json::from_str::<EventFrame>(raw) {
+            return event_frame(raw, sub.into_owned(), event, limits, now);
+        }
+    }
     let message = match RelayMessage::from_json(raw) {
         Ok(m) => m,
         Err(_) => {
@@ -62,44 +69,13 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
         RelayMessage::Event {
             subscription_id,
             event,
-        } => {
-            let sub = subscription_id.as_str().to_owned();
-            let event = event.into_owned();
-            // The event's JSON is the frame minus `["EVENT","<sub>",` and `]`: no need
-            // to serialize it again to measure it.
-            let event_bytes = raw.trim().len().saturating_sub(sub.len() + 13);
-            let reason = if event.tags.len() > limits.max_tags {
-                Some(Reject::TooManyTags)
-            } else if event.created_at.as_secs() > now.saturating_add(limits.max_future_secs) {
-                Some(Reject::FutureTimestamp)
-            } else if event_bytes > limits.max_event_bytes {
-                Some(Reject::TooLarge)
-            } else if has_nul(&event) {
-                Some(Reject::NulCharacter)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                return Frame::Rejected {
-                    sub: Some(sub),
-                    reason,
-                };
-            }
-            match crate::nostr::admit(&event, now) {
-                Err(skip) => Frame::Skipped {
-                    sub,
-                    event: Box::new(event),
-                    reason: match skip {
-                        crate::nostr::Skip::Ephemeral => Reject::Ephemeral,
-                        crate::nostr::Skip::Expired => Reject::Expired,
-                    },
-                },
-                Ok(()) => Frame::Event {
-                    sub,
-                    event: Box::new(event),
-                },
-            }
-        }
+        } => event_frame(
+            raw,
+            subscription_id.as_str().to_owned(),
+            event.into_owned(),
+            limits,
+            now,
+        ),
         RelayMessage::EndOfStoredEvents(sub) => Frame::Eose(sub.as_str().to_owned()),
         RelayMessage::Closed {
             subscription_id,
@@ -110,6 +86,48 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
         },
         RelayMessage::Notice(message) => Frame::Notice(message.into_owned()),
         _ => Frame::Other,
+    }
+}
+
+/// `["EVENT", <sub>, <event>]`.
+#[derive(serde::Deserialize)]
+struct EventFrame<'a>(&'a str, #[serde(borrow)] std::borrow::Cow<'a, str>, Event);
+
+/// The checks of an EVENT frame `raw` that carried `event` for `sub`.
+fn event_frame(raw: &str, sub: String, event: Event, limits: &Limits, now: u64) -> Frame {
+    // The event's JSON is the frame minus `["EVENT","<sub>",` and `]`: no need
+    // to serialize it again to measure it.
+    let event_bytes = raw.trim().len().saturating_sub(sub.len() + 13);
+    let reason = if event.tags.len() > limits.max_tags {
+        Some(Reject::TooManyTags)
+    } else if event.created_at.as_secs() > now.saturating_add(limits.max_future_secs) {
+        Some(Reject::FutureTimestamp)
+    } else if event_bytes > limits.max_event_bytes {
+        Some(Reject::TooLarge)
+    } else if has_nul(&event) {
+        Some(Reject::NulCharacter)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Frame::Rejected {
+            sub: Some(sub),
+            reason,
+        };
+    }
+    match crate::nostr::admit(&event, now) {
+        Err(skip) => Frame::Skipped {
+            sub,
+            event: Box::new(event),
+            reason: match skip {
+                crate::nostr::Skip::Ephemeral => Reject::Ephemeral,
+                crate::nostr::Skip::Expired => Reject::Expired,
+            },
+        },
+        Ok(()) => Frame::Event {
+            sub,
+            event: Box::new(event),
+        },
     }
 }
 
@@ -179,6 +197,45 @@ mod tests {
             classify(r#"["NOTICE","hello"]"#, &LIMITS, now),
             Frame::Notice(_)
         ));
+    }
+
+    /// The direct EVENT reader gives what `RelayMessage::from_json` gives, whatever the
+    /// spacing, escapes in the subscription id, key order of the event or trailing elements.
+    #[test]
+    fn direct_event_reading_matches_the_generic_parser() {
+        let event = EventBuilder::text_note("a \"quoted\" note\n")
+            .tag(Tag::hashtag("x"))
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let json = event.as_json();
+        let mut reordered: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&json).unwrap();
+        let content = reordered.remove("content").unwrap();
+        reordered.insert("content".into(), content);
+        let reordered = serde_json::Value::Object(reordered).to_string();
+        let frames = [
+            format!(r#"["EVENT","s1",{json}]"#),
+            format!(" [ \"EVENT\" , \"s\\u0031\" ,\n{json} ] "),
+            format!(r#"["EVENT","s1",{reordered}]"#),
+            // A fourth element: not read directly; the generic parser ignores it.
+            format!(r#"["EVENT","s1",{json},1]"#),
+        ];
+        let now = event.created_at.as_secs();
+        for raw in &frames {
+            let Frame::Event { sub, event: got } = classify(raw, &LIMITS, now) else {
+                panic!("not read: {raw}");
+            };
+            let RelayMessage::Event {
+                subscription_id,
+                event: want,
+            } = RelayMessage::from_json(raw).unwrap()
+            else {
+                panic!("the generic parser disagrees: {raw}");
+            };
+            assert_eq!(sub, subscription_id.as_str(), "{raw}");
+            assert_eq!(*got, *want, "{raw}");
+            assert_eq!(got.content, event.content);
+        }
     }
 
     proptest::proptest! {
