@@ -20,14 +20,15 @@ pub enum Seen {
 
 pub struct SeenCache<W> {
     committed: LruCache<EventId, ()>,
-    in_flight: HashMap<EventId, Vec<W>>,
+    /// foldhash, as the LRU's map: SipHash cost more than the rest of a lookup.
+    in_flight: HashMap<EventId, Vec<W>, foldhash::fast::RandomState>,
 }
 
 impl<W> SeenCache<W> {
     pub fn new(capacity: NonZeroUsize) -> Self {
         Self {
             committed: LruCache::new(capacity),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
         }
     }
 

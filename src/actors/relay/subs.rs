@@ -33,7 +33,7 @@ struct Sub {
 }
 
 pub struct SubTable {
-    subs: Mutex<HashMap<String, Sub>>,
+    subs: Mutex<HashMap<String, Sub, foldhash::fast::RandomState>>,
     /// When the connection last brought any frame.
     last_any: Mutex<Instant>,
 }
@@ -48,7 +48,7 @@ impl Default for SubTable {
 }
 
 impl SubTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sub>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sub, foldhash::fast::RandomState>> {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
