@@ -55,6 +55,9 @@ static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
 /// How often a live relay's connection is checked between cycles.
 const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
+/// Slots of the SDK's notification channels (pool and relay): control messages only.
+const SDK_NOTIFICATIONS: usize = 256;
+
 fn next_sub_id(prefix: &str) -> String {
     format!("{prefix}-{}", SUB_SEQ.fetch_add(1, Ordering::Relaxed))
 }
@@ -165,9 +168,16 @@ impl Actor for RelayActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
         // The SDK answers a relay's AUTH challenge (NIP-42) when it has a signer.
+        // Events never reach the SDK (see `transport`), so its notification channels
+        // carry only the few control messages; at their default of 4,096 slots of about
+        // 1 kB each they held some 6 MB per relay.
         let builder = Client::builder()
             .websocket_transport(TapTransport::new(tx))
-            .opts(ClientOptions::new().automatic_authentication(self.auth.is_some()));
+            .opts(
+                ClientOptions::new()
+                    .automatic_authentication(self.auth.is_some())
+                    .pool(RelayPoolOptions::new().notification_channel_size(SDK_NOTIFICATIONS)),
+            );
         let client = match self.auth.clone() {
             Some(keys) => builder.signer(keys).build(),
             None => builder.build(),
@@ -180,7 +190,8 @@ impl Actor for RelayActor {
             // Backpressure can hold the socket read for a long time; a missed pong
             // must not count as a dead connection then.
             .ping(false)
-            .reconnect(false);
+            .reconnect(false)
+            .notification_channel_size(SDK_NOTIFICATIONS);
         let url = self.url.clone();
         ctx.wait(
             async move {
