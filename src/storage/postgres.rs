@@ -25,8 +25,10 @@ use super::{
 };
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 
-/// PostgreSQL allows 65,535 bind parameters per statement; events have 9 columns.
-const ROWS_PER_STATEMENT: usize = 5_000;
+/// Rows per statement. PostgreSQL allows 65,535 bind parameters (events have 11
+/// columns), but each connection keeps a send buffer as large as the largest message it
+/// sent: 2,000 events in one statement held some 6 MB per pooled connection.
+const ROWS_PER_STATEMENT: usize = 500;
 
 pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
