@@ -52,7 +52,7 @@ impl Prepared {
                 .collect(),
             deletions: batch
                 .iter()
-                .filter_map(|e| nostr::deletion(e).map(|d| (e.pubkey.to_hex(), d)))
+                .filter_map(|e| nostr::deletion(e).map(|d| (nostr::hex(e.pubkey.as_bytes()), d)))
                 .collect(),
         }
     }

@@ -30,13 +30,13 @@ pub struct NewEvent {
 impl NewEvent {
     pub fn from_event(event: &Event, first_seen: i64) -> Self {
         Self {
-            id: event.id.to_hex(),
-            pubkey: event.pubkey.to_hex(),
+            id: crate::nostr::hex(event.id.as_bytes()),
+            pubkey: crate::nostr::hex(event.pubkey.as_bytes()),
             created_at: event.created_at.as_secs() as i64,
             kind: i32::from(event.kind.as_u16()),
             tags: serde_json::to_string(&event.tags).unwrap_or_else(|_| "[]".into()),
             content: event.content.clone(),
-            sig: event.sig.to_string(),
+            sig: crate::nostr::hex(&event.sig.serialize()),
             first_seen,
             aggregated: contribution(event).is_none(),
             address: crate::nostr::address(event),

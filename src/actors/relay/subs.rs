@@ -96,7 +96,7 @@ impl SubTable {
                 sub.end
                     .summary
                     .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
-                        e.pubkey.to_hex()
+                        crate::nostr::hex(e.pubkey.as_bytes())
                     });
                 if sub.collect_ids {
                     sub.end.ids.push(e.id);
