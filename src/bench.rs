@@ -333,7 +333,7 @@ async fn sync(
             let elapsed = started.elapsed();
             ensure!(done, "relays did not finish their first cycle");
             // The generated aggregates are loaded once the peak RSS is read: at a
-            // million events they take some 40 MB while being parsed.
+            // million events they took some 80 MB of peak RSS.
             let expected = Expected {
                 count: total,
                 stats: None,
