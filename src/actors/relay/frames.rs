@@ -51,7 +51,7 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
     }
     // EVENT frames, nearly all of them, are read straight into the event; the generic
     // parser goes through a `serde_json::Value` first.
-    if raw.trim_start().starts_with("[\"EVENT\"") {
+    if super::transport::is_event_frame(raw) {
         if let Ok(EventFrame("EVENT", sub, event)) = serde_json::from_str::<EventFrame>(raw) {
             return event_frame(raw, sub.into_owned(), event, limits, now);
         }
