@@ -32,8 +32,11 @@ struct Sub {
     collect_ids: bool,
 }
 
+/// Open subscriptions by id, hashed with foldhash (looked up for every frame).
+type Subs = HashMap<String, Sub, foldhash::fast::RandomState>;
+
 pub struct SubTable {
-    subs: Mutex<HashMap<String, Sub, foldhash::fast::RandomState>>,
+    subs: Mutex<Subs>,
     /// When the connection last brought any frame.
     last_any: Mutex<Instant>,
 }
@@ -48,7 +51,7 @@ impl Default for SubTable {
 }
 
 impl SubTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sub, foldhash::fast::RandomState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subs> {
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
