@@ -265,7 +265,9 @@ impl RelayCounters {
 }
 
 /// A Prometheus histogram (prometheus-client) with fixed upper bounds, and the sum of
-/// what it observed in millionths (for `bench`'s per-stage times).
+/// what it observed in millionths (for `bench`'s per-stage times). The histogram keeps
+/// its own sum, but prometheus-client 0.24 reads it back only with its `test-util`
+/// feature.
 #[derive(Debug)]
 pub struct Buckets(
     pub prometheus_client::metrics::histogram::Histogram,
