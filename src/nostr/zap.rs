@@ -372,8 +372,7 @@ mod tests {
                 ),
             ),
             ("truncated", valid[..valid.len() - 3].to_string()),
-            ("signature altered", {
-                // Flip one character of the signature and fix nothing else: bad checksum.
+            ("one character of the signature altered: bad checksum", {
                 let mut v = valid.clone().into_bytes();
                 let i = v.len() - 20;
                 v[i] = if v[i] == b'q' { b'p' } else { b'q' };
