@@ -71,7 +71,7 @@ impl App {
         crate::nostr::zap::trust_only(settings.aggregates.zap_signer_keys());
         let store =
             storage::open(&settings.database.url, settings.database.max_connections).await?;
-        let backlog = apply_backlog(&*store).await?;
+        let backlog = apply_backlog(&*store, &counters).await?;
         if backlog > 0 {
             tracing::info!(
                 events = backlog,
@@ -146,6 +146,7 @@ impl App {
             verify_threads,
             storage: handles,
             counters: counters.clone(),
+            frame_bytes: Arc::new(tokio::sync::Semaphore::new(mailbox.frame_bytes_total)),
         };
 
         let i = &settings.interval;
@@ -169,10 +170,16 @@ impl App {
         // own rather than leaving dead connections in the writers' pool at shutdown.
         let urls = settings.relay_urls();
         let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
+        // Relay actors share about one Arbiter per core: a relay costs an actor and its
+        // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
         let mut relays = Vec::new();
-        for url in &urls {
+        for _ in 0..relay_arbiters(urls.len()) {
+            let runtime = relay_runtime()?;
+            relays.push(Arbiter::with_tokio_rt(move || runtime));
+        }
+        for (i, url) in urls.iter().enumerate() {
             let auth = settings.auth_for(url).map_err(|e| anyhow::anyhow!(e))?;
-            let arbiter = Arbiter::new();
+            let arbiter = &relays[i % relays.len()];
             let actor = {
                 let (url, settings, pipeline, store, supervisor) = (
                     url.clone(),
@@ -192,7 +199,6 @@ impl App {
                 addr,
                 counters: counters.relay(url),
             });
-            relays.push(arbiter);
         }
         let stop_probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let probes = actix_rt::spawn(probe(
@@ -282,6 +288,21 @@ impl App {
         }
         drained && flushed
     }
+}
+
+/// Arbiters the relay actors share: one per core, no more than relays.
+fn relay_arbiters(relays: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    relays.clamp(1, cores)
+}
+
+/// The runtime of a relay Arbiter. Its blocking pool (name lookups) is kept small: the
+/// default allows 512 threads per runtime, one per relay being looked up at once.
+fn relay_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
 }
 
 /// Every second, until `stop`: whether the database takes writes, and which actors

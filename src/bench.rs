@@ -80,6 +80,12 @@ pub struct BenchArgs {
     /// Where signed events are cached.
     #[arg(long, default_value = ".bench-cache")]
     pub cache_dir: PathBuf,
+    /// Misbehaving relays configured beside the good ones, in turn silent (TCP
+    /// accepted, nothing said), wedged (handshake, then nothing), junk (handshake, then
+    /// binary and unparsable frames without end) and closed (connection refused). The
+    /// run then also measures threads and the CPU of an idle spell after the sync.
+    #[arg(long, default_value_t = 0)]
+    pub dead_relays: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +137,14 @@ pub struct Report {
     /// Seconds spent inside each stage, summed over the threads that run it (wall time
     /// on those threads: on a busy machine it includes time waiting for a core).
     pub stages: Stages,
+    /// Misbehaving relays configured beside the good ones.
+    pub dead_relays: usize,
+    /// The syncer's most OS threads, sampled every second.
+    pub peak_threads: usize,
+    /// With dead relays: the syncer's CPU over an idle spell after the sync, in % of
+    /// one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
 }
@@ -208,12 +222,13 @@ fn run_profile(
     let relay_stat = format!("/proc/{}/stat", relays.child.id());
     let cpu_before = cpu_seconds("/proc/self/stat");
     let relays_before = cpu_seconds(&relay_stat);
+    PEAK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
     let outcome = actix_rt::System::new().block_on(sync(args, settings, &mut relays));
     let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
     let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
     let peak_rss_mb = peak_rss_mb();
     relays.stop();
-    let (counters, elapsed, mut expected) = outcome?;
+    let (counters, elapsed, mut expected, idle_cpu_pct) = outcome?;
     if args.mode == Mode::Backfill {
         expected.stats = Some(load_expected_stats(&args.cache_dir, args.events)?);
     }
@@ -281,7 +296,44 @@ fn run_profile(
             aggregate_s: counters.timings.flush_seconds.sum(),
         },
         speedup: None,
+        dead_relays: args.dead_relays,
+        peak_threads: PEAK_THREADS.load(std::sync::atomic::Ordering::Relaxed),
+        idle_cpu_pct,
     })
+}
+
+/// The syncer's most threads seen by `progress`.
+static PEAK_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// This process's OS threads now.
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Seconds of the idle spell measured after a sync with dead relays.
+const IDLE_SPELL: Duration = Duration::from_secs(30);
+
+/// Until every good relay (the first `good` URLs) finished a cycle.
+async fn good_relays_synced(app: &App, urls: &[String], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if urls
+            .iter()
+            .all(|u| Counters::get(&app.counters.relay(u).cycles_ok) >= 1)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Stores a fraction `held` of the events (every one whose position falls in it) and
@@ -300,7 +352,7 @@ fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
         for chunk in held.chunks(5_000) {
             store.insert_events(chunk).await?;
         }
-        crate::actors::aggregator::apply_backlog(&*store).await?;
+        crate::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
         eprintln!("  the database holds {} events before the run", held.len());
         anyhow::Ok(())
     })
@@ -319,19 +371,33 @@ async fn sync(
     args: &BenchArgs,
     settings: Settings,
     relays: &mut RelayProcess,
-) -> anyhow::Result<(Arc<Counters>, Duration, Expected)> {
+) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>)> {
     let started = Instant::now();
+    let good: Vec<String> = settings.relays[..args.relays].to_vec();
     let app = App::start(settings).await?;
     let counters = app.counters.clone();
+    let mut idle_cpu_pct = None;
     let result: anyhow::Result<(Duration, Expected)> = match args.mode {
         Mode::Backfill => {
             let total = args.events as u64;
             let done = progress(&app, total, started, async {
-                app.wait_for_cycles(1, Duration::from_secs(3_600)).await
+                good_relays_synced(&app, &good, Duration::from_secs(3_600)).await
             })
             .await;
             let elapsed = started.elapsed();
             ensure!(done, "relays did not finish their first cycle");
+            if args.dead_relays > 0 {
+                // Dead relays keep failing and backing off; the good ones poll.
+                let before = cpu_seconds("/proc/self/stat");
+                let spell = Instant::now();
+                progress(&app, total, started, async {
+                    tokio::time::sleep(IDLE_SPELL).await;
+                    true
+                })
+                .await;
+                let cpu = cpu_seconds("/proc/self/stat") - before;
+                idle_cpu_pct = Some(100.0 * cpu / spell.elapsed().as_secs_f64());
+            }
             // The generated aggregates are loaded once the peak RSS is read: at a
             // million events they took some 80 MB of peak RSS.
             let expected = Expected {
@@ -373,7 +439,7 @@ async fn sync(
     };
     app.shutdown(Duration::from_secs(60)).await;
     let (elapsed, expected) = result?;
-    Ok((counters, elapsed, expected))
+    Ok((counters, elapsed, expected, idle_cpu_pct))
 }
 
 /// Prints a progress line every second while `work` runs.
@@ -395,6 +461,7 @@ async fn progress<F: std::future::Future<Output = bool>>(
             } else {
                 f64::INFINITY
             };
+            PEAK_THREADS.fetch_max(threads(), std::sync::atomic::Ordering::Relaxed);
             eprint!("\r  {done}/{total} stored, {rate:.0} events/s, eta {eta:.0}s      ");
         }
     };
@@ -444,6 +511,21 @@ fn print_table(reports: &[Report]) {
             s.verify_s,
             s.store_s,
             s.aggregate_s
+        );
+    }
+    for r in reports {
+        println!(
+            "threads ({}): at most {}{}",
+            format!("{:?}", r.profile).to_lowercase(),
+            r.peak_threads,
+            match r.idle_cpu_pct {
+                Some(cpu) => format!(
+                    "; with {} dead relays, idle CPU {cpu:.2}% of a core over {} s",
+                    r.dead_relays,
+                    IDLE_SPELL.as_secs()
+                ),
+                None => String::new(),
+            }
         );
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {
@@ -588,7 +670,8 @@ impl RelayProcess {
             .args(["--overlap", &args.overlap.to_string()])
             .args(["--relay-limit", &limits(&args.relay_limit)])
             .args(["--rate", &args.rate.to_string()])
-            .args(["--duration", &args.duration.to_string()]);
+            .args(["--duration", &args.duration.to_string()])
+            .args(["--dead-relays", &args.dead_relays.to_string()]);
         if let Some(f) = events_file {
             cmd.arg("--events-file").arg(f);
         }
@@ -643,6 +726,9 @@ pub struct RelayArgs {
     pub rate: u64,
     #[arg(long, default_value_t = 60)]
     pub duration: u64,
+    /// Misbehaving endpoints to host after the relays (see `BenchArgs::dead_relays`).
+    #[arg(long, default_value_t = 0)]
+    pub dead_relays: usize,
 }
 
 fn limits(l: &[usize]) -> String {
@@ -677,6 +763,9 @@ pub async fn host_relays(args: RelayArgs) -> anyhow::Result<()> {
     let mut urls = Vec::new();
     for r in &relays {
         urls.push(r.url().await);
+    }
+    for i in 0..args.dead_relays {
+        urls.push(crate::dead::start(crate::dead::Dead::ALL[i % 4]).await?);
     }
     println!("READY {}", urls.join(" "));
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());

@@ -163,6 +163,8 @@ pub struct SyncSettings {
     pub max_reqs_per_window: usize,
     /// A REQ that receives no frame (EVENT, EOSE or CLOSED) for this long fails.
     pub eose_timeout_secs: u64,
+    /// Longest time one NIP-77 reconciliation may take, however busy the relay looks.
+    pub reconcile_timeout_secs: u64,
     /// A filter a relay refuses (`auth-required:` without a key, `restricted:`,
     /// `blocked:`) is not asked for again on that relay for this long.
     pub refused_retry_secs: u64,
@@ -313,6 +315,11 @@ pub struct IntervalSettings {
 pub struct MailboxSettings {
     /// Raw relay frames buffered between a websocket and its relay actor.
     pub relay_frames: usize,
+    /// Bytes of those frames one relay may hold at once (at least one frame passes);
+    /// its socket is not read meanwhile.
+    pub relay_frame_bytes: usize,
+    /// Bytes of raw frames all relays together may hold at once.
+    pub frame_bytes_total: usize,
     /// Batches queued for the dedup actor.
     pub dedup: usize,
     /// Events each storage actor may hold: queued, gathering and being written. Relay
@@ -333,6 +340,9 @@ pub struct LimitSettings {
     pub max_tags: usize,
     /// Events dated further than this into the future are rejected.
     pub max_future_secs: u64,
+    /// Most EVENT frames one REQ may bring; a relay that sends more (one that never
+    /// stops) fails that window, counted and logged.
+    pub max_frames_per_req: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -449,6 +459,7 @@ impl Default for SyncSettings {
             max_authors_per_req: 256,
             max_reqs_per_window: 100_000,
             eose_timeout_secs: 30,
+            reconcile_timeout_secs: 300,
             refused_retry_secs: 3_600,
             negentropy: Negentropy::Auto,
             repair_interval_secs: 14_400,
@@ -523,6 +534,8 @@ impl Default for MailboxSettings {
     fn default() -> Self {
         Self {
             relay_frames: 1_024,
+            relay_frame_bytes: 4 << 20,
+            frame_bytes_total: 64 << 20,
             dedup: 16,
             storage: 5_000,
             aggregator: 64,
@@ -537,6 +550,7 @@ impl Default for LimitSettings {
             max_event_bytes: 256 * 1024,
             max_tags: 2_000,
             max_future_secs: 900,
+            max_frames_per_req: 100_000,
         }
     }
 }
@@ -577,12 +591,27 @@ impl Settings {
                 .with_list_parse_key("aggregates.zap_signers")
                 .try_parsing(true),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        settings.normalize();
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// Writes hex the way events carry it: pubkeys and ids are compared with stored,
+    /// lowercase keys, so `ABC…` in a filter would match nothing.
+    pub fn normalize(&mut self) {
+        let filters = self
+            .filters
+            .iter_mut()
+            .chain(self.relay.iter_mut().flat_map(|r| r.filters.iter_mut()));
+        for f in filters {
+            for list in [&mut f.authors, &mut f.e, &mut f.p] {
+                list.iter_mut().for_each(|v| v.make_ascii_lowercase());
+            }
+        }
     }
 
     /// Every problem at once, each naming its key.
@@ -677,6 +706,10 @@ impl Settings {
             );
         }
         positive("sync.eose_timeout_secs", self.sync.eose_timeout_secs);
+        positive(
+            "sync.reconcile_timeout_secs",
+            self.sync.reconcile_timeout_secs,
+        );
         positive("sync.connect_timeout_secs", self.sync.connect_timeout_secs);
         positive("sync.backoff_min_ms", self.sync.backoff_min_ms);
         positive(
@@ -703,6 +736,14 @@ impl Settings {
         positive("interval.busy_secs", self.interval.busy_secs);
         positive("interval.watchdog_secs", self.interval.watchdog_secs);
         positive("mailbox.relay_frames", self.mailbox.relay_frames as u64);
+        positive(
+            "mailbox.relay_frame_bytes",
+            self.mailbox.relay_frame_bytes as u64,
+        );
+        positive(
+            "mailbox.frame_bytes_total",
+            self.mailbox.frame_bytes_total as u64,
+        );
         positive("mailbox.dedup", self.mailbox.dedup as u64);
         positive("mailbox.storage", self.mailbox.storage as u64);
         positive("mailbox.aggregator", self.mailbox.aggregator as u64);
@@ -711,6 +752,10 @@ impl Settings {
             self.mailbox.max_batch_events as u64,
         );
         positive("limits.max_event_bytes", self.limits.max_event_bytes as u64);
+        positive(
+            "limits.max_frames_per_req",
+            self.limits.max_frames_per_req as u64,
+        );
         positive("shutdown.timeout_secs", self.shutdown.timeout_secs);
         if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
             errors.push(format!(
@@ -807,15 +852,19 @@ impl Settings {
         Duration::from_millis(self.aggregates.flush_interval_ms)
     }
 
-    /// The most distinct events the pipeline can hold between the relays' sockets and
-    /// their commit: per relay, one batch being read, one handed over, one in dedup,
-    /// two in verification (`VERIFY_DEPTH`) and one waiting for storage admission; and
-    /// what each storage worker admits (`mailbox.storage`). Copies of in-flight events parked by the dedup actor
-    /// come on top (at most two per relay and in-flight id), and each relay's frame
-    /// channel holds up to `mailbox.relay_frames` raw frames.
+    /// The most events the pipeline can hold between the relays' sockets and their
+    /// commit. Distinct events: per relay (every configured one, `relays` and
+    /// `[[relay]]`), one batch being read, one handed over, one in dedup, two in
+    /// verification (`VERIFY_DEPTH`) and one waiting for storage admission; and what
+    /// each storage worker admits (`mailbox.storage`). Behind each of those the dedup
+    /// actor may park one copy from each other relay (one per REQ, and a relay's REQs
+    /// follow each other), so the whole is the number of relays times the distinct
+    /// ones. Raw frames (`mailbox.relay_frame_bytes`) come on top.
     pub fn max_held_events(&self) -> usize {
-        self.relays.len() * 6 * self.mailbox.max_batch_events
-            + self.storage.workers * self.mailbox.storage
+        let relays = self.relay_urls().len().max(1);
+        let distinct = relays * 6 * self.mailbox.max_batch_events
+            + self.storage.workers * self.mailbox.storage;
+        relays * distinct
     }
 
     pub fn verify_threads(&self) -> usize {
@@ -893,6 +942,26 @@ mod tests {
         assert_eq!(s.page_limit_for("wss://two.example"), 100);
         assert_eq!(s.page_limit_for("wss://one.example"), 0);
         assert!(s.auth_for("wss://two.example").unwrap().is_some());
+    }
+
+    #[test]
+    fn hex_in_filters_is_written_as_events_carry_it() {
+        let mut s = Settings::default();
+        s.filters[0].authors = vec![PK.to_uppercase()];
+        s.filters[0].p = vec![PK.to_uppercase()];
+        s.relay = vec![RelaySettings {
+            url: "wss://r.example".into(),
+            filters: vec![FilterSettings {
+                e: vec!["AB".repeat(32)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        s.normalize();
+        s.validate().unwrap();
+        assert_eq!(s.filters[0].authors, vec![PK.to_owned()]);
+        assert_eq!(s.filters[0].p, vec![PK.to_owned()]);
+        assert_eq!(s.relay[0].filters[0].e, vec!["ab".repeat(32)]);
     }
 
     #[test]

@@ -73,13 +73,16 @@ impl Health {
     }
 
     /// Why the service is not ready, if it is not.
-    pub fn not_ready(&self) -> Vec<&'static str> {
+    pub fn not_ready(&self) -> Vec<String> {
         let mut why = Vec::new();
         if !self.started.load(Ordering::Relaxed) {
-            why.push("starting");
+            why.push("starting".to_owned());
         }
         if !self.database.load(Ordering::Relaxed) {
-            why.push("database not taking writes");
+            why.push("database not taking writes".to_owned());
+        }
+        if let Some(error) = self.counters.write_error() {
+            why.push(format!("event writes failing (retried): {error}"));
         }
         let relays = self
             .counters
@@ -90,7 +93,7 @@ impl Health {
             .values()
             .any(|r| r.connected.load(Ordering::Relaxed) == 1)
         {
-            why.push("no relay connected");
+            why.push("no relay connected".to_owned());
         }
         why
     }
@@ -123,9 +126,27 @@ pub fn spawn(
     Ok(())
 }
 
+/// Connections served at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 64;
+/// Longest wait for a request's headers (a client that trickles them is dropped).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection, however busy.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait instead of spinning on it.
+                tracing::debug!(%error, "cannot accept a metrics connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let health = health.clone();
@@ -135,9 +156,12 @@ async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>) {
                 async move { Ok::<_, std::convert::Infallible>(route(&req, &health)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
+            let serve = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, serve).await;
+            drop(slot);
         });
     }
 }
@@ -218,7 +242,7 @@ const LATENCY_BOUNDS: [f64; 14] = [
 type RelayField = fn(&RelayCounters) -> &std::sync::atomic::AtomicU64;
 
 /// Per-relay counters: name, help, field.
-const RELAY_COUNTERS: [(&str, &str, RelayField); 15] = [
+const RELAY_COUNTERS: [(&str, &str, RelayField); 16] = [
     ("relay_received", "EVENT frames received", |r| &r.received),
     ("relay_notices", "NOTICE frames received", |r| &r.notices),
     ("relay_new_events", "Events stored that were new", |r| {
@@ -265,6 +289,11 @@ const RELAY_COUNTERS: [(&str, &str, RelayField); 15] = [
         |r| &r.repair_found,
     ),
     (
+        "relay_frames_too_large",
+        "Websocket messages over the size limit (each ends its connection)",
+        |r| &r.frames_too_large,
+    ),
+    (
         "relay_restarts",
         "Relay actor restarts by the watchdog",
         |r| &r.restarts,
@@ -280,7 +309,7 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "duplicates",
                 "Copies dropped as already stored or in flight",
@@ -316,6 +345,11 @@ impl Collector for Snapshot {
                 "aggregated",
                 "Events whose aggregate deltas were committed",
                 get(&c.aggregated),
+            ),
+            (
+                "aggregates_isolated",
+                "Events whose aggregate row the database refused (logged), counted nowhere",
+                get(&c.aggregates_isolated),
             ),
             (
                 "abandoned",

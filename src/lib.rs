@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod dataset;
+pub mod dead;
 pub mod demo;
 pub mod http;
 pub mod metrics;

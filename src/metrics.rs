@@ -21,11 +21,13 @@ pub enum Reject {
     Ephemeral,
     /// Valid, but its NIP-40 expiration has passed.
     Expired,
+    /// Valid, but its address is too long to be a database key.
+    AddressTooLong,
 }
 
 impl Reject {
     /// Every reason, in declaration order (the index of its counter).
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::InvalidJson,
         Reject::BadId,
         Reject::BadSignature,
@@ -36,6 +38,7 @@ impl Reject {
         Reject::NulCharacter,
         Reject::Ephemeral,
         Reject::Expired,
+        Reject::AddressTooLong,
     ];
 
     /// The `reason` label on `/metrics`.
@@ -51,6 +54,7 @@ impl Reject {
             Reject::NulCharacter => "nul_character",
             Reject::Ephemeral => "ephemeral",
             Reject::Expired => "expired",
+            Reject::AddressTooLong => "address_too_long",
         }
     }
 }
@@ -242,6 +246,8 @@ pub struct RelayCounters {
     /// Repair passes completed, and the new events they stored.
     pub repairs: AtomicU64,
     pub repair_found: AtomicU64,
+    /// Websocket messages over the size limit; each ends its connection.
+    pub frames_too_large: AtomicU64,
     /// Moves on every batch of frames read and every page committed: what the watchdog
     /// takes as a sign of life.
     pub progress: AtomicU64,
@@ -335,10 +341,15 @@ pub struct Counters {
     pub conflicts: AtomicU64,
     pub db_commits: AtomicU64,
     pub db_errors: AtomicU64,
+    /// The error of the last event write, while writes keep failing.
+    pub last_write_error: std::sync::Mutex<Option<String>>,
     /// Valid events the database refused while it answered everything else (see
     /// `StorageActor`); each is logged with the database's error.
     pub unstorable: AtomicU64,
     pub aggregated: AtomicU64,
+    /// Events whose aggregate row the database refused while it took the others: they
+    /// are claimed counting nothing (each is logged).
+    pub aggregates_isolated: AtomicU64,
     /// In-flight ids released because their copy was dropped uncommitted (a restart).
     pub abandoned: AtomicU64,
     /// Versions not stored, or removed, because a newer version of their address is
@@ -379,6 +390,22 @@ impl Counters {
 
     pub fn rejected(&self) -> u64 {
         self.sum(|r| r.rejected_total())
+    }
+
+    /// Why event writes are failing, if the last one failed.
+    pub fn write_error(&self) -> Option<String> {
+        self.last_write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records how the last event write went.
+    pub fn set_write_error(&self, error: Option<String>) {
+        *self
+            .last_write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     pub fn rejected_by(&self, reason: Reject) -> u64 {

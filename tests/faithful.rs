@@ -572,7 +572,7 @@ fn an_upgrade_applies_the_rules_to_stored_events(db: TestDb) {
             (purged.expired, purged.deleted, purged.retractions),
             (1, 2, 1)
         );
-        nostr_sync::actors::aggregator::apply_backlog(&*store)
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default())
             .await
             .unwrap();
         assert_faithful(&db, &events).await;

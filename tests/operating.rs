@@ -116,8 +116,9 @@ fn encrypted(url: &str) -> Result<bool, String> {
 }
 
 /// PostgreSQL over TLS, against the local server with SSL on (its self-signed
-/// certificate, CN=localhost): `require` encrypts, `verify-full` checks the chain and the
-/// name, `verify-ca` the chain only; and the whole pipeline syncs over `require`.
+/// certificate, CN=localhost): `require` encrypts (and verifies given a root file),
+/// `verify-full` checks the chain and the name, `verify-ca` the chain only and needs a
+/// root file; and the whole pipeline syncs over `require`.
 #[test]
 fn postgres_over_tls() {
     let Some(db) = TestDb::new(common::Backend::Postgres) else {
@@ -146,10 +147,24 @@ fn postgres_over_tls() {
         encrypted(&with(&format!("sslmode=verify-ca&sslrootcert={cert}"))),
         Ok(true)
     );
-    assert!(
-        encrypted(&with("sslmode=verify-ca")).is_err(),
-        "a self-signed certificate is not under the public roots"
+    // Without a root file, verify-ca refuses to connect rather than trust the public
+    // web roots (which any public certificate, a MITM's too, chains to).
+    if !std::path::Path::new(&format!("{}/.postgresql/root.crt", env!("HOME"))).exists() {
+        let error = encrypted(&with("sslmode=verify-ca")).unwrap_err();
+        assert!(error.contains("root certificate"), "{error}");
+    }
+    // `require` with a root file verifies against it, as libpq does.
+    assert_eq!(
+        encrypted(&with(&format!("sslmode=require&sslrootcert={cert}"))),
+        Ok(true)
     );
+    let public = "/etc/ssl/certs/ca-certificates.crt";
+    if std::path::Path::new(public).exists() {
+        assert!(
+            encrypted(&with(&format!("sslmode=require&sslrootcert={public}"))).is_err(),
+            "the self-signed certificate is not under those roots"
+        );
+    }
 
     // Migrations connect the same way (none is pending here).
     let tls_url = format!("{}&sslmode=require", db.url);

@@ -98,6 +98,9 @@ pub struct Pipeline {
     pub verify_threads: usize,
     pub storage: Vec<StorageHandle>,
     pub counters: Arc<Counters>,
+    /// Bytes of raw frames all relays together may hold before parsing
+    /// (`mailbox.frame_bytes_total`).
+    pub frame_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 /// A storage actor and its admission semaphore (one permit per event it may hold).

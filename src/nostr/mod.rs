@@ -13,7 +13,16 @@ pub enum Skip {
     Ephemeral,
     /// Its `expiration` tag (NIP-40) is in the past.
     Expired,
+    /// An addressable event whose address is longer than [`MAX_ADDRESS_BYTES`].
+    AddressTooLong,
 }
+
+/// Longest address (`kind:pubkey:d`) kept. Addresses are database keys (the version
+/// heads, tombstones and aggregate rows are keyed by them), and a PostgreSQL btree
+/// entry cannot exceed about 2.7 kB: an address anyone can make 8 kB long would fail
+/// every write that carries it. Events at longer addresses are not stored, reposts of
+/// them count nothing, deletions of them remove nothing (nothing is stored there).
+pub const MAX_ADDRESS_BYTES: usize = 1024;
 
 /// Whether `event` is to be stored at unix time `now`.
 pub fn admit(event: &Event, now: u64) -> Result<(), Skip> {
@@ -22,6 +31,9 @@ pub fn admit(event: &Event, now: u64) -> Result<(), Skip> {
     }
     if expiration(event).is_some_and(|at| at <= now) {
         return Err(Skip::Expired);
+    }
+    if address_len(event).is_some_and(|n| n > MAX_ADDRESS_BYTES) {
+        return Err(Skip::AddressTooLong);
     }
     Ok(())
 }
@@ -51,24 +63,42 @@ pub fn is_addressable(kind: u16) -> bool {
 /// for replaceable kinds). `None` for every other kind.
 pub fn address(event: &Event) -> Option<String> {
     let kind = event.kind.as_u16();
-    let d = if is_replaceable(kind) {
-        ""
-    } else if is_addressable(kind) {
-        event
-            .tags
-            .iter()
-            .map(|t| t.as_slice())
-            .find(|t| t.len() >= 2 && t[0] == "d")
-            .map_or("", |t| t[1].as_str())
-    } else {
-        return None;
-    };
+    let d = d_of(event)?;
     Some(format!("{kind}:{}:{d}", hex(event.pubkey.as_bytes())))
+}
+
+/// The `d` part of `event`'s address; `None` for kinds without versions.
+fn d_of(event: &Event) -> Option<&str> {
+    let kind = event.kind.as_u16();
+    if is_replaceable(kind) {
+        Some("")
+    } else if is_addressable(kind) {
+        Some(
+            event
+                .tags
+                .iter()
+                .map(|t| t.as_slice())
+                .find(|t| t.len() >= 2 && t[0] == "d")
+                .map_or("", |t| t[1].as_str()),
+        )
+    } else {
+        None
+    }
+}
+
+/// The length in bytes of `address(event)`, without writing it.
+fn address_len(event: &Event) -> Option<usize> {
+    let kind = event.kind.as_u16();
+    let digits = kind.checked_ilog10().unwrap_or(0) as usize + 1;
+    d_of(event).map(|d| digits + 1 + 64 + 1 + d.len())
 }
 
 /// An `a` tag's value (`kind:pubkey:d`) as `address` writes it, when it names a
 /// replaceable (with `d` empty) or addressable event; `None` otherwise.
 pub fn parse_address(value: &str) -> Option<String> {
+    if value.len() > MAX_ADDRESS_BYTES {
+        return None;
+    }
     let mut parts = value.splitn(3, ':');
     let kind: u16 = parts.next()?.parse().ok()?;
     let pubkey = parts.next()?;
@@ -121,6 +151,7 @@ pub fn deletion(event: &Event) -> Option<Deletion> {
                 };
                 if pubkey.eq_ignore_ascii_case(&author)
                     && (is_replaceable(kind) && d.is_empty() || is_addressable(kind))
+                    && coordinate.len() <= MAX_ADDRESS_BYTES
                 {
                     out.addresses.push(format!("{kind}:{author}:{d}"));
                 }
@@ -267,6 +298,12 @@ mod tests {
             })
         );
         assert_eq!(deletion(&signed(&keys, 1, 1, vec![vec!["e", &id]])), None);
+        // An address too long to be stored is too long to be a tombstone.
+        let long = format!("30023:{pk}:{}", "x".repeat(2_000));
+        let d = signed(&keys, 5, 1_000, vec![vec!["a", &long]]);
+        assert_eq!(deletion(&d).map(|d| d.addresses), Some(vec![]));
+        assert_eq!(parse_address(&long), None);
+        assert!(parse_address(&format!("30023:{pk}:{}", "x".repeat(900))).is_some());
     }
 
     #[test]
@@ -291,6 +328,19 @@ mod tests {
             (event(1, exp((now + 60).to_string())), Ok(())),
             (event(1, exp("soon".into())), Ok(())),
         ];
+        // `kind:pubkey:d` of 30023 is 6 + 64 + 2 bytes around `d`.
+        let d = |n: usize| vec![vec!["d".to_owned(), "x".repeat(n)]];
+        let cases: Vec<(Event, Result<(), Skip>)> = cases
+            .into_iter()
+            .chain([
+                (event(30_023, d(1024 - 71)), Ok(())),
+                (event(30_023, d(1024 - 70)), Err(Skip::AddressTooLong)),
+                (event(30_023, d(8_000)), Err(Skip::AddressTooLong)),
+                // Replaceable kinds have no `d` in their address.
+                (event(10_002, d(8_000)), Ok(())),
+                (event(1, d(8_000)), Ok(())),
+            ])
+            .collect();
         for (e, want) in cases {
             assert_eq!(admit(&e, now), want, "{:?}", e.tags);
         }

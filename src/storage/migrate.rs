@@ -27,14 +27,31 @@ pub enum MigrateError {
 
 /// `url` with its password, if any, replaced by `***`: for logs and errors.
 pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparsable url>".to_owned(),
+    /// Query parameters libpq and tokio-postgres read secrets from.
+    const SECRETS: [&str; 3] = ["password", "sslpassword", "passfile"];
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "<unparsable url>".to_owned();
+    };
+    let in_query = u.query_pairs().any(|(k, _)| SECRETS.contains(&k.as_ref()));
+    if u.password().is_none() && !in_query {
+        return url.to_owned();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if in_query {
+        let query: Vec<String> = u
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if SECRETS.contains(&k) => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        u.set_query(Some(&query.join("&")));
+    }
+    u.to_string()
 }
 
 /// Key of the PostgreSQL advisory lock migrations take, so that instances started
@@ -133,6 +150,10 @@ mod tests {
                 "postgres://root@127.0.0.1/test",
             ),
             ("sqlite://nostr-sync.db", "sqlite://nostr-sync.db"),
+            (
+                "postgres://sync@db/nostr?password=s3cr3t&sslmode=require&sslpassword=k",
+                "postgres://sync@db/nostr?password=***&sslmode=require&sslpassword=***",
+            ),
             ("not a url with password:x@", "<unparsable url>"),
         ];
         for (url, want) in cases {

@@ -145,6 +145,53 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the database refused the write for what it holds (a constraint, an
+    /// encoding, a value or key too large): only such an error can make one event or
+    /// one aggregate row unstorable. Resource and timeout errors (disk full,
+    /// `statement_timeout`, `lock_timeout`, a busy or unreachable server) say nothing
+    /// about the data: the write is retried as it is, however long that takes.
+    pub fn is_about_data(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        /// Messages of PostgreSQL and SQLite errors about the server, not the data.
+        const RESOURCE: [&str; 16] = [
+            "statement timeout",
+            "lock timeout",
+            "no space left",
+            "disk is full",
+            "could not extend file",
+            "could not write",
+            "out of memory",
+            "too many connections",
+            "database is locked",
+            "database table is locked",
+            "disk i/o error",
+            "read-only",
+            "deadlock detected",
+            "could not serialize",
+            "terminating connection",
+            "the database system is",
+        ];
+        match self {
+            StoreError::Query(Error::DatabaseError(kind, info)) => match kind {
+                DatabaseErrorKind::UniqueViolation
+                | DatabaseErrorKind::ForeignKeyViolation
+                | DatabaseErrorKind::NotNullViolation
+                | DatabaseErrorKind::CheckViolation
+                | DatabaseErrorKind::RestrictViolation
+                | DatabaseErrorKind::ExclusionViolation => true,
+                DatabaseErrorKind::Unknown => {
+                    let message = info.message().to_ascii_lowercase();
+                    !RESOURCE.iter().any(|m| message.contains(m))
+                }
+                _ => false,
+            },
+            StoreError::Query(Error::SerializationError(_) | Error::DeserializationError(_)) => {
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -365,11 +412,14 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
 }
 
 /// The stored events a deletion tombstone names (left by a writer that ran beside the
-/// deletion's), for `EventStore::purge`.
-pub(crate) const TOMBSTONED: &str = "kind <> 5 AND (EXISTS (SELECT 1 FROM deleted_events d \
-     WHERE d.id = events.id AND d.pubkey = events.pubkey) OR (address IS NOT NULL AND \
-     EXISTS (SELECT 1 FROM deleted_addresses a WHERE a.address = events.address \
-     AND events.created_at <= a.until)))";
+/// deletion's), for `EventStore::purge`. Driven from the tombstones through the
+/// events' id and address indexes: the sweep runs every `retention.expiry_check_secs`
+/// and must not scan every event (on SQLite it holds the write lock meanwhile).
+pub(crate) const TOMBSTONED: &str = "seq IN (\
+     SELECT e.seq FROM deleted_events d JOIN events e ON e.id = d.id \
+     WHERE e.pubkey = d.pubkey AND e.kind <> 5 \
+     UNION ALL SELECT e.seq FROM deleted_addresses a JOIN events e ON e.address = a.address \
+     WHERE e.created_at <= a.until AND e.kind <> 5)";
 
 /// The conditional upsert's `WHERE`: the offered version replaces the head (NIP-01).
 pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.created_at \
@@ -439,6 +489,35 @@ mod tests {
         ];
         for (error, transient) in cases {
             assert_eq!(error.is_transient(), transient, "{error}");
+        }
+    }
+
+    #[test]
+    fn only_errors_about_the_data_are_about_the_data() {
+        let db = |kind, message: &str| {
+            StoreError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+        };
+        let unknown = DatabaseErrorKind::Unknown;
+        let cases = [
+            (db(unknown, "index row size 8088 exceeds btree version 4 maximum 2704 for index \"event_stats_pkey\""), true),
+            (db(unknown, "invalid byte sequence for encoding \"UTF8\": 0x00"), true),
+            (db(unknown, "value too long for type character varying(64)"), true),
+            (db(unknown, "string or blob too big"), true),
+            (db(DatabaseErrorKind::UniqueViolation, "duplicate key"), true),
+            (db(DatabaseErrorKind::CheckViolation, "check"), true),
+            // A trigger of the operator's (SQLite reports no kind for it).
+            (db(unknown, "poison refused"), true),
+            (db(unknown, "could not extend file \"base/16384/2619\": No space left on device"), false),
+            (db(unknown, "canceling statement due to statement timeout"), false),
+            (db(unknown, "canceling statement due to lock timeout"), false),
+            (db(unknown, "database or disk is full"), false),
+            (db(unknown, "database is locked"), false),
+            (db(unknown, "deadlock detected"), false),
+            (db(DatabaseErrorKind::ClosedConnection, "connection closed"), false),
+            (StoreError::Pool("timed out waiting for connection".into()), false),
+        ];
+        for (error, about_data) in cases {
+            assert_eq!(error.is_about_data(), about_data, "{error}");
         }
     }
 }

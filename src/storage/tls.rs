@@ -3,9 +3,12 @@
 //!
 //! - `disable` (and no `sslmode`): plain TCP, as before;
 //! - `prefer`: TLS when the server offers it, without verification, else plain;
-//! - `require`: TLS or nothing, without verifying the certificate;
-//! - `verify-ca`: TLS with a certificate chained to a trusted root (`sslrootcert`, a PEM
-//!   file, or else the Mozilla roots), whatever name it carries;
+//! - `require`: TLS or nothing; without a root certificate file it is not verified,
+//!   with one (`sslrootcert`, or `~/.postgresql/root.crt` when it exists) it is
+//!   verified as `verify-ca` does;
+//! - `verify-ca`: TLS with a certificate chained to a root of the root certificate
+//!   file (`sslrootcert`, else `~/.postgresql/root.crt`, which must then exist),
+//!   whatever name it carries; `sslrootcert=system` trusts the public web roots;
 //! - `verify-full`: as `verify-ca`, and the certificate must name the host.
 //!
 //! `sslmode` and `sslrootcert` are taken out of the URL before tokio-postgres reads it.
@@ -75,16 +78,42 @@ pub fn split(url: &str) -> Result<Split, String> {
     })
 }
 
+/// Where the trusted roots come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Root {
+    /// `sslrootcert=system`: the public web roots.
+    System,
+    File(String),
+}
+
+/// libpq's default root certificate file, `~/.postgresql/root.crt`, if it exists.
+fn default_root_file() -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    let path = std::path::Path::new(&home).join(".postgresql/root.crt");
+    path.is_file().then(|| path.to_string_lossy().into_owned())
+}
+
+/// The roots `split` names (`sslrootcert`, or the default file when it exists).
+fn root_file(split: &Split, default: Option<&str>) -> Option<Root> {
+    match split.root_cert.as_deref() {
+        Some("system") => Some(Root::System),
+        Some(path) => Some(Root::File(path.to_owned())),
+        None => default.map(|p| Root::File(p.to_owned())),
+    }
+}
+
 /// The rustls configuration for `split`, or `None` for plain TCP.
 pub fn client_config(split: &Split) -> Result<Option<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
+    let root = root_file(split, default_root_file().as_deref());
     let roots = || -> Result<Arc<RootCertStore>, String> {
         let mut store = RootCertStore::empty();
-        match &split.root_cert {
-            Some(path) => {
+        match &root {
+            Some(Root::System) => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(Root::File(path)) => {
                 use rustls::pki_types::pem::PemObject;
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| format!("sslrootcert {path}: {e}"))?;
@@ -95,11 +124,22 @@ pub fn client_config(split: &Split) -> Result<Option<rustls::ClientConfig>, Stri
                         .map_err(|e| format!("sslrootcert {path}: {e}"))?;
                 }
             }
-            None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            None => {
+                return Err(
+                    "sslmode=verify-ca and verify-full need a root certificate: set sslrootcert=<file> \
+                     or put one at ~/.postgresql/root.crt (sslrootcert=system trusts the public web roots)"
+                        .to_owned(),
+                )
+            }
         }
         Ok(Arc::new(store))
     };
-    let config = match split.mode {
+    let mode = match split.mode {
+        // libpq: with a root certificate file, `require` verifies as `verify-ca`.
+        Mode::Require if root.is_some() => Mode::VerifyCa,
+        mode => mode,
+    };
+    let config = match mode {
         Mode::Disable => return Ok(None),
         Mode::Prefer | Mode::Require => builder
             .dangerous()
@@ -264,5 +304,44 @@ mod tests {
             Mode::Require
         );
         assert!(split("postgres://h/db?sslmode=sometimes").is_err());
+    }
+
+    /// libpq: verify-ca and verify-full need a root file (no silent fallback to the
+    /// public web roots, which any public certificate chains to); `require` verifies
+    /// once a root file is given.
+    #[test]
+    fn roots_as_libpq_reads_them() {
+        let s = |q: &str| split(&format!("postgres://h/db?{q}")).unwrap();
+        let cases = [
+            ("sslmode=verify-ca", None, None),
+            (
+                "sslmode=verify-ca",
+                Some("/home/x/.postgresql/root.crt"),
+                Some(Root::File("/home/x/.postgresql/root.crt".into())),
+            ),
+            (
+                "sslmode=verify-full&sslrootcert=/ca.pem",
+                Some("/d.crt"),
+                Some(Root::File("/ca.pem".into())),
+            ),
+            (
+                "sslmode=verify-ca&sslrootcert=system",
+                None,
+                Some(Root::System),
+            ),
+            ("sslmode=require", None, None),
+        ];
+        for (query, default, want) in cases {
+            assert_eq!(root_file(&s(query), default), want, "{query}");
+        }
+        // Without any root file: verify-ca refuses to start rather than trust the web.
+        if default_root_file().is_none() {
+            let error = client_config(&s("sslmode=verify-ca")).unwrap_err();
+            assert!(error.contains("root certificate"), "{error}");
+            assert!(client_config(&s("sslmode=require")).unwrap().is_some());
+        }
+        // `require` with a root file that does not exist fails like verify-ca would.
+        let error = client_config(&s("sslmode=require&sslrootcert=/nonexistent.pem")).unwrap_err();
+        assert!(error.contains("/nonexistent.pem"), "{error}");
     }
 }

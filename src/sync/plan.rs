@@ -61,7 +61,8 @@ impl PageSummary {
         }
     }
 
-    /// Adds a frame whose event could not be read (it still takes a place in the page).
+    /// Adds a frame whose event could not be read at all: it counts toward the page's
+    /// size, but says nothing of where the page ends.
     pub fn add_unreadable(&mut self) {
         self.count += 1;
     }
@@ -110,6 +111,9 @@ pub enum Shortfall {
     UnseenKinds { second: u64 },
     /// Ids a reconciliation found were asked for and not served.
     NotServed { ids: usize },
+    /// A page held only frames whose events could not be read, so nothing says how
+    /// far down it reached: paging stops there.
+    Unreadable { until: Option<u64>, frames: usize },
     /// One second held more events of `kind` (by `author`, when split that far) than
     /// a page, and splitting could not read it all.
     CrowdedSecond {
@@ -126,6 +130,7 @@ impl Shortfall {
             Shortfall::UntilIgnored { .. } => "until-ignored",
             Shortfall::UnseenKinds { .. } => "unseen-kinds",
             Shortfall::NotServed { .. } => "not-served",
+            Shortfall::Unreadable { .. } => "unreadable",
             Shortfall::CrowdedSecond { .. } => "crowded-second",
         }
     }
@@ -312,7 +317,14 @@ impl Planner {
 
     fn on_paging_page(&mut self, until: Option<u64>, page: &PageSummary) -> Step {
         let Some(oldest) = page.oldest else {
-            // Nothing (readable) at all: the window is read.
+            // Nothing at all: the window is read. Frames whose events could not even be
+            // placed say nothing of what lies below them: never "read".
+            if page.count > 0 {
+                self.shortfalls.push(Shortfall::Unreadable {
+                    until,
+                    frames: page.count,
+                });
+            }
             self.covered = Some(self.since);
             return self.step();
         };
@@ -775,6 +787,34 @@ mod tests {
             page.add(e.at, e.kind, &e.author);
         }
         page
+    }
+
+    #[test]
+    fn a_page_of_unplaceable_frames_is_a_shortfall_not_the_end() {
+        let relay = Relay {
+            limit: 500,
+            max_reqs: 10,
+            ..Default::default()
+        };
+        let mut planner = Planner::new(0, None, relay.clone());
+        assert!(matches!(planner.start(), Step::Fetch(_)));
+        let mut page = PageSummary::default();
+        for _ in 0..500 {
+            page.add_unreadable();
+        }
+        assert_eq!(planner.on_page(&page), Step::Done);
+        assert_eq!(
+            planner.shortfalls(),
+            &[Shortfall::Unreadable {
+                until: None,
+                frames: 500
+            }]
+        );
+        // An empty page is the end, and no shortfall.
+        let mut planner = Planner::new(0, Some(10), relay);
+        planner.start();
+        assert_eq!(planner.on_page(&PageSummary::default()), Step::Done);
+        assert!(planner.shortfalls().is_empty());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Each REQ takes the next `Act` of the script (then `Act::Serve` once it is used up),
 //! and answers with every event it holds, whatever the filter: tests keep the events
-//! under one page, so no paging is involved.
+//! under one page, so no paging is involved. A relay started with `paged` answers as
+//! NIP-01 says instead: the events its filter (`since`, `until`, `kinds`, `authors`)
+//! selects, newest first, at most `limit` and its cap, whatever it thinks of them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +30,10 @@ pub enum Act {
     Closed(String),
     /// Nothing at all; the connection stays open.
     Silent,
+    /// The events over and over, never an EOSE, until the REQ is closed.
+    Endless,
+    /// This many binary frames, then the events and EOSE.
+    Binary(usize),
 }
 
 #[derive(Default)]
@@ -40,6 +46,8 @@ struct Script {
     /// Frames sent in answer to a NEG-OPEN (NIP-77), `{sub}` for its id; none: silence.
     neg_answer: Mutex<Vec<String>>,
     negs: AtomicUsize,
+    /// Filter and page at this size (see the module docs); 0: serve everything.
+    cap: usize,
 }
 
 pub struct HostileRelay {
@@ -49,14 +57,49 @@ pub struct HostileRelay {
 
 impl HostileRelay {
     pub async fn start(events: Vec<Event>, acts: Vec<Act>, refuse: usize) -> HostileRelay {
+        Self::with_script(
+            events,
+            Script {
+                acts: Mutex::new(acts.into()),
+                refuse: AtomicUsize::new(refuse),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// A relay that pages as NIP-01 says, clamping every `limit` at `cap`, and keeps
+    /// whatever it is given (future dates, NUL characters, any size).
+    pub async fn paged(events: Vec<Event>, cap: usize) -> HostileRelay {
+        Self::with_script(
+            events,
+            Script {
+                cap,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn with_script(mut events: Vec<Event>, script: Script) -> HostileRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
-        let script = Arc::new(Script {
-            acts: Mutex::new(acts.into()),
-            refuse: AtomicUsize::new(refuse),
-            ..Default::default()
-        });
-        let events: Arc<Vec<String>> = Arc::new(events.iter().map(|e| e.as_json()).collect());
+        let script = Arc::new(script);
+        // Newest first, ties by id: the order a paged answer takes.
+        if script.cap > 0 {
+            events.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        }
+        let events: Arc<Vec<Held>> = Arc::new(
+            events
+                .iter()
+                .map(|e| Held {
+                    created_at: e.created_at.as_secs(),
+                    kind: e.kind.as_u16(),
+                    author: e.pubkey.to_hex(),
+                    json: e.as_json(),
+                })
+                .collect(),
+        );
         let s = script.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -94,7 +137,25 @@ impl HostileRelay {
     }
 }
 
-async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<String>>) {
+/// An event as the relay holds it.
+struct Held {
+    created_at: u64,
+    kind: u16,
+    author: String,
+    json: String,
+}
+
+/// Whether `filter` (NIP-01) selects `e`, as far as sync asks: time, kinds, authors.
+fn selects(filter: &serde_json::Value, e: &Held) -> bool {
+    let num = |k: &str| filter.get(k).and_then(|v| v.as_u64());
+    let list = |k: &str| filter.get(k).and_then(|v| v.as_array());
+    num("since").is_none_or(|s| e.created_at >= s)
+        && num("until").is_none_or(|u| e.created_at <= u)
+        && list("kinds").is_none_or(|ks| ks.iter().any(|k| k.as_u64() == Some(e.kind.into())))
+        && list("authors").is_none_or(|a| a.iter().any(|a| a.as_str() == Some(&e.author)))
+}
+
+async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<Held>>) {
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
     };
@@ -133,30 +194,64 @@ async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<
             .unwrap()
             .pop_front()
             .unwrap_or(Act::Serve);
-        let event = |json: &String| Message::text(format!(r#"["EVENT","{sub}",{json}]"#));
+        let event = |e: &Held| Message::text(format!(r#"["EVENT","{sub}",{}]"#, e.json));
         let eose = Message::text(format!(r#"["EOSE","{sub}"]"#));
+        let answer: Vec<&Held> = match parts.get(2) {
+            Some(filter) if script.cap > 0 => {
+                let limit = filter
+                    .get("limit")
+                    .and_then(|l| l.as_u64())
+                    .map_or(script.cap, |l| (l as usize).min(script.cap));
+                events
+                    .iter()
+                    .filter(|e| selects(filter, e))
+                    .take(limit)
+                    .collect()
+            }
+            _ => events.iter().collect(),
+        };
+        let events = answer.into_iter();
         let sent = match act {
-            Act::Serve => send_all(&mut tx, events.iter().map(event).chain([eose])).await,
+            Act::Serve => send_all(&mut tx, events.map(event).chain([eose])).await,
             Act::Prefix(frames) => {
                 let prefix = frames
                     .iter()
                     .map(|f| Message::text(f.replace("{sub}", &sub)));
-                send_all(
-                    &mut tx,
-                    prefix.chain(events.iter().map(event)).chain([eose]),
-                )
-                .await
+                send_all(&mut tx, prefix.chain(events.map(event)).chain([eose])).await
             }
             Act::DropAfter(n) => {
-                let _ = send_all(&mut tx, events.iter().take(n).map(event)).await;
+                let _ = send_all(&mut tx, events.take(n).map(event)).await;
                 return;
             }
-            Act::NoEose => send_all(&mut tx, events.iter().map(event)).await,
+            Act::NoEose => send_all(&mut tx, events.map(event)).await,
             Act::Closed(message) => {
                 let closed = serde_json::json!(["CLOSED", sub, message]).to_string();
                 send_all(&mut tx, [Message::text(closed)].into_iter()).await
             }
             Act::Silent => Ok(()),
+            Act::Binary(n) => {
+                let junk = (0..n).map(|i| Message::binary(vec![0xff, i as u8, 0xfe]));
+                send_all(&mut tx, junk.chain(events.map(event)).chain([eose])).await
+            }
+            Act::Endless => {
+                let all: Vec<&Held> = events.collect();
+                loop {
+                    if send_all(&mut tx, all.iter().map(|e| event(e)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    // Until a CLOSE (or anything else) arrives for it.
+                    if let Some(next) = futures::FutureExt::now_or_never(rx.next()) {
+                        match next {
+                            Some(Ok(Message::Text(t))) if t.contains("CLOSE") => break Ok(()),
+                            Some(Ok(_)) => {}
+                            _ => return,
+                        }
+                    }
+                }
+            }
         };
         if sent.is_err() {
             return;

@@ -11,6 +11,9 @@
 //! - NIP-57: a zap receipt (kind 9735) counts for its last `e` tag with its invoice's
 //!   amount, only when it holds together (see `zap_msats`); otherwise it counts
 //!   nothing. Sums never wrap.
+//! - This service's own bound (README, "Reliability"): an address (`kind:pubkey:d`)
+//!   longer than 1,024 bytes is no database key. An event at such an address is not
+//!   kept, and an `a` tag naming one counts nothing and deletes nothing.
 
 use std::collections::HashMap;
 
@@ -139,6 +142,9 @@ pub fn expected_stats<'a>(
 /// `kind:pubkey:d` of an `a` tag's value, when it names a replaceable (d empty) or
 /// addressable event: NIP-01's coordinate.
 fn coordinate(value: &str) -> Option<String> {
+    if value.len() > LONGEST_ADDRESS {
+        return None;
+    }
     let mut parts = value.splitn(3, ':');
     let kind: u32 = parts.next()?.parse().ok()?;
     let pubkey = parts.next()?;
@@ -149,6 +155,9 @@ fn coordinate(value: &str) -> Option<String> {
     ((replaceable && d.is_empty() || addressable) && hex)
         .then(|| format!("{kind}:{}:{d}", pubkey.to_lowercase()))
 }
+
+/// Longest address the service keeps, in bytes.
+const LONGEST_ADDRESS: usize = 1_024;
 
 /// NIP-01's key for versions of one event: `kind:pubkey:d`, or `None` for kinds that
 /// do not replace each other.
@@ -191,7 +200,8 @@ pub fn kept(events: &[Event], now: u64) -> Vec<Event> {
     let mut unique: HashMap<nostr_sdk::EventId, &Event> = HashMap::new();
     for e in events {
         let kind = e.kind.as_u16();
-        if !(20_000..30_000).contains(&kind) && !expired(e) {
+        let too_long = version_key(e).is_some_and(|k| k.len() > LONGEST_ADDRESS);
+        if !(20_000..30_000).contains(&kind) && !expired(e) && !too_long {
             unique.insert(e.id, e);
         }
     }

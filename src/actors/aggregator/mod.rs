@@ -112,12 +112,13 @@ impl AggregatorActor {
         self.flushing = true;
         let retracting = std::mem::take(&mut self.retracting);
         let store = self.store.clone();
+        let counters = self.counters.clone();
         let began = std::time::Instant::now();
         async move {
             let result = if batch.is_empty() {
                 Ok(0)
             } else {
-                store.apply_contributions(&batch).await
+                apply_isolating(store.as_ref(), &batch, &counters).await
             };
             let retracted = if retracting {
                 retract_all(store.as_ref()).await
@@ -227,12 +228,57 @@ impl Handler<FlushNow> for AggregatorActor {
 /// added, then queued retractions subtracted. Returns how many it applied. (Expired
 /// events are purged by the aggregator as soon as it starts: a purge writes, and
 /// start-up must not wait for a database that takes no writes yet.)
-pub async fn apply_backlog(store: &dyn EventStore) -> Result<u64, crate::storage::StoreError> {
-    let applied = apply_unaggregated(store).await?;
+pub async fn apply_backlog(
+    store: &dyn EventStore,
+    counters: &Counters,
+) -> Result<u64, crate::storage::StoreError> {
+    let applied = apply_unaggregated(store, counters).await?;
     Ok(applied + retract_all(store).await?)
 }
 
-async fn apply_unaggregated(store: &dyn EventStore) -> Result<u64, crate::storage::StoreError> {
+/// Applies `items`. A batch the database refuses for what it holds (see
+/// `StoreError::is_about_data`) is halved until the rows it refuses are found; each
+/// of those is claimed counting nothing (counted, logged), so one row a publisher
+/// made unstorable never holds up every other count, nor start-up. Any other error
+/// ends it: claims are idempotent, the caller retries the whole batch.
+async fn apply_isolating(
+    store: &dyn EventStore,
+    items: &[Sourced],
+    counters: &Counters,
+) -> Result<usize, crate::storage::StoreError> {
+    let mut applied = 0;
+    // Ranges of `items` still to apply, the next one last.
+    let mut todo: Vec<std::ops::Range<usize>> = Vec::new();
+    todo.push(0..items.len());
+    while let Some(range) = todo.pop() {
+        let batch = &items[range.clone()];
+        match store.apply_contributions(batch).await {
+            Ok(n) => applied += n,
+            Err(e) if !e.is_about_data() => return Err(e),
+            Err(_) if batch.len() > 1 => {
+                let middle = range.start + batch.len() / 2;
+                todo.push(middle..range.end);
+                todo.push(range.start..middle);
+            }
+            Err(error) => {
+                let item = &batch[0];
+                tracing::warn!(seq = item.seq, target = %item.contribution.target.chars().take(80).collect::<String>(), %error, "the database refuses this aggregate row; its event counts nothing");
+                counters.aggregates_isolated.fetch_add(1, Ordering::Relaxed);
+                let nothing = Sourced {
+                    seq: item.seq,
+                    contribution: Default::default(),
+                };
+                applied += store.apply_contributions(&[nothing]).await?;
+            }
+        }
+    }
+    Ok(applied)
+}
+
+async fn apply_unaggregated(
+    store: &dyn EventStore,
+    counters: &Counters,
+) -> Result<u64, crate::storage::StoreError> {
     let mut applied = 0;
     loop {
         let events = store.unaggregated(5_000).await?;
@@ -248,6 +294,6 @@ async fn apply_unaggregated(store: &dyn EventStore) -> Result<u64, crate::storag
                 contribution: crate::nostr::aggregate::contribution(e).unwrap_or_default(),
             })
             .collect();
-        applied += store.apply_contributions(&items).await? as u64;
+        applied += apply_isolating(store, &items, counters).await? as u64;
     }
 }

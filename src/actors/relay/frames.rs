@@ -26,10 +26,13 @@ pub enum Frame {
         event: Box<Event>,
         reason: Reject,
     },
-    /// An EVENT frame refused before verification; `sub` when it could be read.
+    /// An EVENT frame refused before verification; `sub` when it could be read, and
+    /// where the event sits in its page when that could be read: a refused event
+    /// takes its place in its page like any other.
     Rejected {
         sub: Option<String>,
         reason: Reject,
+        place: Option<Place>,
     },
     Eose(String),
     Closed {
@@ -37,16 +40,53 @@ pub enum Frame {
         message: String,
     },
     Notice(String),
+    /// NEG-MSG or NEG-ERR (NIP-77): the SDK reconciles, we only see it answering.
+    Negentropy,
     Other,
 }
 
+/// Where an event sits in its page: what the paging planner needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub created_at: u64,
+    pub kind: u16,
+    /// The author, as hex.
+    pub author: String,
+}
+
+impl Place {
+    fn of(event: &Event) -> Self {
+        Place {
+            created_at: event.created_at.as_secs(),
+            kind: event.kind.as_u16(),
+            author: crate::nostr::hex(event.pubkey.as_bytes()),
+        }
+    }
+}
+
+/// Bytes the envelope (`["EVENT","<sub>",` and `]`) adds to an event at most.
+pub const ENVELOPE_BYTES: usize = 256;
+
 /// Classifies one text frame; `now` is the current unix time.
 pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
-    // The envelope adds a subscription id and a few bytes to the event itself.
-    if raw.len() > limits.max_event_bytes + 256 {
-        return Frame::Rejected {
-            sub: None,
-            reason: Reject::TooLarge,
+    if raw.len() > limits.max_event_bytes + ENVELOPE_BYTES {
+        // Too large to keep, but still an event of its page: read only where it sits
+        // (the websocket's message size bounds what this reads).
+        return match serde_json::from_str::<StubFrame>(raw) {
+            Ok(StubFrame("EVENT", sub, stub)) => Frame::Rejected {
+                sub: Some(sub.into_owned()),
+                reason: Reject::TooLarge,
+                place: Some(Place {
+                    created_at: stub.created_at,
+                    kind: stub.kind,
+                    author: stub.pubkey.to_ascii_lowercase(),
+                }),
+            },
+            _ => Frame::Rejected {
+                sub: event_sub(raw),
+                reason: Reject::TooLarge,
+                place: None,
+            },
         };
     }
     // EVENT frames, nearly all of them, are read straight into the event; the generic
@@ -60,8 +100,9 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
         Ok(m) => m,
         Err(_) => {
             return Frame::Rejected {
-                sub: None,
+                sub: event_sub(raw),
                 reason: Reject::InvalidJson,
+                place: None,
             }
         }
     };
@@ -85,6 +126,7 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
             message: message.into_owned(),
         },
         RelayMessage::Notice(message) => Frame::Notice(message.into_owned()),
+        RelayMessage::NegMsg { .. } | RelayMessage::NegErr { .. } => Frame::Negentropy,
         _ => Frame::Other,
     }
 }
@@ -92,6 +134,35 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
 /// `["EVENT", <sub>, <event>]`.
 #[derive(serde::Deserialize)]
 struct EventFrame<'a>(&'a str, #[serde(borrow)] std::borrow::Cow<'a, str>, Event);
+
+/// `["EVENT", <sub>, <event>]`, reading of the event only where it sits.
+#[derive(serde::Deserialize)]
+struct StubFrame<'a>(
+    &'a str,
+    #[serde(borrow)] std::borrow::Cow<'a, str>,
+    #[serde(borrow)] Stub<'a>,
+);
+
+#[derive(serde::Deserialize)]
+struct Stub<'a> {
+    created_at: u64,
+    kind: u16,
+    #[serde(borrow)]
+    pubkey: std::borrow::Cow<'a, str>,
+}
+
+/// The subscription id of an EVENT frame that cannot be read as a whole: the second
+/// element, when it is a plain string (ours have no escapes).
+fn event_sub(raw: &str) -> Option<String> {
+    if !super::transport::is_event_frame(raw) {
+        return None;
+    }
+    let rest = &raw[raw.find("EVENT\"")? + 6..];
+    let rest = rest.trim_start().strip_prefix(',')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let sub = &rest[..rest.find('"')?];
+    (!sub.contains('\\')).then(|| sub.to_owned())
+}
 
 /// The checks of an EVENT frame `raw` that carried `event` for `sub`.
 fn event_frame(raw: &str, sub: String, event: Event, limits: &Limits, now: u64) -> Frame {
@@ -113,6 +184,7 @@ fn event_frame(raw: &str, sub: String, event: Event, limits: &Limits, now: u64) 
         return Frame::Rejected {
             sub: Some(sub),
             reason,
+            place: Some(Place::of(&event)),
         };
     }
     match crate::nostr::admit(&event, now) {
@@ -122,6 +194,7 @@ fn event_frame(raw: &str, sub: String, event: Event, limits: &Limits, now: u64) 
             reason: match skip {
                 crate::nostr::Skip::Ephemeral => Reject::Ephemeral,
                 crate::nostr::Skip::Expired => Reject::Expired,
+                crate::nostr::Skip::AddressTooLong => Reject::AddressTooLong,
             },
         },
         Ok(()) => Frame::Event {
@@ -196,6 +269,53 @@ mod tests {
         assert!(matches!(
             classify(r#"["NOTICE","hello"]"#, &LIMITS, now),
             Frame::Notice(_)
+        ));
+    }
+
+    /// A refused event keeps its place in its page: the planner pages by it.
+    #[test]
+    fn refused_events_keep_their_place() {
+        let keys = Keys::generate();
+        let author = keys.public_key().to_hex();
+        let now = 1_700_000_000;
+        let future = EventBuilder::text_note("later")
+            .custom_created_at(nostr_sdk::Timestamp::from(now + 1_200))
+            .sign_with_keys(&keys)
+            .unwrap();
+        let huge = EventBuilder::new(nostr_sdk::Kind::from(30023), "x".repeat(10_000))
+            .custom_created_at(nostr_sdk::Timestamp::from(now - 5))
+            .sign_with_keys(&keys)
+            .unwrap();
+        let cases = [
+            (
+                frame(&future),
+                Reject::FutureTimestamp,
+                Some((now + 1_200, 1)),
+            ),
+            (frame(&huge), Reject::TooLarge, Some((now - 5, 30023))),
+            (
+                r#"["EVENT","s1",{"created_at":"#.to_owned(),
+                Reject::InvalidJson,
+                None,
+            ),
+        ];
+        for (raw, want_reason, want_place) in cases {
+            let Frame::Rejected { sub, reason, place } = classify(&raw, &LIMITS, now) else {
+                panic!("not refused: {}", &raw[..40]);
+            };
+            assert_eq!(sub.as_deref(), Some("s1"));
+            assert_eq!(reason, want_reason);
+            let expected = want_place.map(|(created_at, kind)| Place {
+                created_at,
+                kind,
+                author: author.clone(),
+            });
+            assert_eq!(place, expected);
+        }
+        // Junk that names no subscription is nobody's.
+        assert!(matches!(
+            classify("\u{1}\u{2}junk", &LIMITS, now),
+            Frame::Rejected { sub: None, .. }
         ));
     }
 

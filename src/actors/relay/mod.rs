@@ -1,21 +1,24 @@
-//! RelayActor: one per configured relay, on an Arbiter of its own (the SDK's tasks live
-//! on the runtime where the connection was made).
+//! RelayActor: one per configured relay, on one of a few Arbiters the relays share
+//! (about one per core; the SDK's tasks live on the runtime where the connection was
+//! made, so these Arbiters live as long as the service).
 //!
 //! It owns its nostr-sdk connection and a tap on its websocket (see `transport`). The
 //! SDK does not reconnect: a cycle that finds the connection down reconnects, a failed
 //! cycle backs off through the `IntervalSupervisor`, and in live mode a dropped
-//! connection is noticed within a second. Frames come in through a channel of `mailbox.relay_frames`; the
-//! ingest loop classifies them and hands events on with `send().await` through the
-//! dedup actor, the verifiers and the storage router, so a slow database slows the
-//! socket reads instead of growing memory.
+//! connection is noticed within a second. Frames come in through a channel of
+//! `mailbox.relay_frames` frames and `mailbox.relay_frame_bytes` bytes; the ingest loop
+//! classifies them and hands events on with `send().await` through the dedup actor,
+//! the verifiers and the storage router, so a slow database slows the socket reads
+//! instead of growing memory.
 //!
 //! A sync cycle sends one REQ per filter with `since` = stored cursor minus
 //! `sync.overlap_secs`, reads until EOSE, pages back with `until` while pages come back
 //! full, then waits until every event it received is committed before saving the
 //! cursor. Page by page, as pages commit in order, it records how far down the cycle is
-//! complete (`Backfill`), so an interrupted cycle resumes there. With `sync.live` a subscription stays open for new events. Cycle results go
-//! to the `IntervalSupervisor`, which answers when to run the next; it also restarts
-//! this actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
+//! complete (`Backfill`), so an interrupted cycle resumes there. With `sync.live` a
+//! subscription stays open for new events. Cycle results go to the
+//! `IntervalSupervisor`, which answers when to run the next; it also restarts this
+//! actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
 
 mod detached;
 pub mod frames;
@@ -33,12 +36,12 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture};
 use futures::SinkExt;
 use nostr_sdk::prelude::*;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::frames::{classify, Frame, Limits};
 use self::messages::{Restart, RunCycle};
 use self::subs::{PageEnd, SubTable};
-use self::transport::TapTransport;
+use self::transport::{FrameBudget, RawFrame, TapTransport};
 use crate::actors::ack::{AckOutcome, Pending};
 use crate::actors::interval::messages::CycleDone;
 use crate::actors::interval::policy::CycleStats;
@@ -135,6 +138,7 @@ impl RelayActor {
             configured_limit: settings.page_limit_for(&url),
             ..Default::default()
         };
+        let subs = Arc::new(SubTable::new(settings.limits.max_frames_per_req));
         Self {
             known: Arc::new(known),
             filters: Arc::new(settings.filters_for(&url)),
@@ -145,7 +149,7 @@ impl RelayActor {
             supervisor,
             counters,
             client: None,
-            subs: Arc::new(SubTable::default()),
+            subs,
             cycle_running: false,
             failures: 0,
             auth,
@@ -172,7 +176,17 @@ impl Actor for RelayActor {
         // carry only the few control messages; at their default of 4,096 slots of about
         // 1 kB each they held some 6 MB per relay.
         let builder = Client::builder()
-            .websocket_transport(TapTransport::new(tx))
+            .websocket_transport(TapTransport::new(
+                tx,
+                FrameBudget {
+                    relay: Arc::new(Semaphore::new(self.settings.mailbox.relay_frame_bytes)),
+                    relay_bytes: self.settings.mailbox.relay_frame_bytes,
+                    total: self.pipeline.frame_bytes.clone(),
+                    total_bytes: self.settings.mailbox.frame_bytes_total,
+                },
+                max_message(&self.settings.limits),
+                self.counters.clone(),
+            ))
             .opts(
                 ClientOptions::new()
                     .automatic_authentication(self.auth.is_some())
@@ -183,7 +197,7 @@ impl Actor for RelayActor {
             None => builder.build(),
         };
         self.client = Some(client.clone());
-        self.subs = Arc::new(SubTable::default());
+        self.subs = Arc::new(SubTable::new(self.settings.limits.max_frames_per_req));
         // Reconnection is ours: a cycle that finds the connection down reconnects, and a
         // failed one backs off through `next_interval` (exponential, capped, jittered).
         let opts = RelayOptions::new()
@@ -433,6 +447,8 @@ enum CycleError {
     Negentropy(String),
     #[error("relay closed the subscription: {0}")]
     Closed(String),
+    #[error("a REQ brought more than {0} frames (limits.max_frames_per_req)")]
+    TooManyFrames(usize),
     #[error("events of the cycle were not all committed")]
     Incomplete,
     #[error("storage: {0}")]
@@ -492,6 +508,7 @@ impl Cycle {
         let sync = &self.settings.sync;
         let relay = self.client.relay(self.url.as_str()).await?;
         if !relay.is_connected() {
+            self.drop_live(&relay).await;
             let timeout = Duration::from_secs(sync.connect_timeout_secs);
             relay.try_connect(timeout).await?;
             self.read_information(timeout).await;
@@ -609,20 +626,10 @@ impl Cycle {
         }
     }
 
-    /// Opens the live subscription unless it is open; the SDK re-sends it after a
-    /// reconnect, and the polling cycles fill whatever the gap held.
+    /// Opens each live subscription that is not open: on a new connection, and after
+    /// the relay CLOSED one (say `auth-required:` before we authenticated). Each asks
+    /// for what is newer than now; the polling cycles fill whatever a gap held.
     async fn ensure_live(&self, relay: &Relay) -> Result<(), CycleError> {
-        // A filter with an end follows nothing new: the first open-ended one tells.
-        let Some(first) = self.filters.iter().position(|f| f.until == 0) else {
-            return Ok(());
-        };
-        if relay
-            .subscription(&SubscriptionId::new(format!("live-{first}")))
-            .await
-            .is_some()
-        {
-            return Ok(());
-        }
         // A filter with an end follows nothing new.
         for (i, f) in self
             .filters
@@ -631,6 +638,9 @@ impl Cycle {
             .filter(|(_, f)| f.until == 0)
         {
             let id = SubscriptionId::new(format!("live-{i}"));
+            if relay.subscription(&id).await.is_some() {
+                continue;
+            }
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
             self.subs.open(id.as_str(), root, None, false);
@@ -640,6 +650,20 @@ impl Cycle {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Forgets the live subscriptions of a lost connection, so that the SDK does not
+    /// send them again on reconnecting with the `since` they were opened with (which
+    /// would replay everything since then); `ensure_live` opens them anew.
+    async fn drop_live(&self, relay: &Relay) {
+        for i in 0..self.filters.len() {
+            let id = SubscriptionId::new(format!("live-{i}"));
+            if relay.subscription(&id).await.is_some() {
+                // Not connected: the CLOSE cannot be sent, the SDK forgets it anyway.
+                let _ = relay.unsubscribe(&id).await;
+            }
+            self.subs.forget(id.as_str());
+        }
     }
 
     /// Syncs one filter: everything from the cursor (less the overlap) to now, newest
@@ -1020,7 +1044,14 @@ impl Cycle {
                 closed: Some(message),
                 ..
             }) => Err(CycleError::Closed(message)),
-            Ok(end) => Ok(end),
+            Ok(PageEnd { overflow: true, .. }) => Err(CycleError::TooManyFrames(
+                self.settings.limits.max_frames_per_req,
+            )),
+            Ok(end) => {
+                // A page read to its end is progress, whatever its frames were.
+                self.counters.progress.fetch_add(1, Ordering::Relaxed);
+                Ok(end)
+            }
             Err(e) => {
                 self.subs.forget(&id);
                 Err(e)
@@ -1085,12 +1116,22 @@ pub fn filter_key(f: &FilterSettings) -> String {
     key.to_string()
 }
 
+/// The largest websocket message a relay may send: an event over the limit still
+/// arrives (up to twice the limit), is refused and takes its place in its page; a
+/// larger message ends the connection.
+fn max_message(limits: &crate::config::LimitSettings) -> usize {
+    limits
+        .max_event_bytes
+        .saturating_mul(2)
+        .saturating_add(frames::ENVELOPE_BYTES)
+}
+
 /// Batches of one relay in verification at once.
 const VERIFY_DEPTH: usize = 2;
 
 /// Reads raw frames until the connection's channel closes and hands events on.
 async fn ingest(
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<RawFrame>,
     subs: Arc<SubTable>,
     pipeline: Pipeline,
     counters: Arc<RelayCounters>,
@@ -1119,7 +1160,7 @@ async fn ingest(
 
 /// Turns raw frames into items to keep, updating subscriptions and counters.
 fn classify_frames(
-    frames: impl Iterator<Item = String>,
+    frames: impl Iterator<Item = RawFrame>,
     subs: &SubTable,
     counters: &RelayCounters,
     limits: &Limits,
@@ -1127,13 +1168,11 @@ fn classify_frames(
     let now = Timestamp::now().as_secs();
     let received = std::time::Instant::now();
     let mut items = Vec::new();
-    counters.progress.fetch_add(1, Ordering::Relaxed);
-    subs.touch();
     for raw in frames {
-        match classify(&raw, limits, now) {
+        match classify(&raw.text, limits, now) {
             Frame::Event { sub, event } => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
-                match subs.on_event(&sub, Some(&event), true) {
+                match subs.on_event(&sub, &event, true) {
                     Some(Some(ack)) => items.push(Item {
                         event: *event,
                         ack,
@@ -1146,13 +1185,13 @@ fn classify_frames(
             Frame::Skipped { sub, event, reason } => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 counters.reject(reason);
-                subs.on_event(&sub, Some(&event), false);
+                subs.on_event(&sub, &event, false);
             }
-            Frame::Rejected { sub, reason } => {
+            Frame::Rejected { sub, reason, place } => {
                 counters.received.fetch_add(1, Ordering::Relaxed);
                 counters.reject(reason);
                 if let Some(sub) = sub {
-                    subs.on_event(&sub, None, false);
+                    subs.on_refused(&sub, place.as_ref());
                 }
             }
             Frame::Eose(sub) => subs.on_eose(&sub),
@@ -1161,6 +1200,7 @@ fn classify_frames(
                 counters.notices.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%message, "relay notice");
             }
+            Frame::Negentropy => subs.touch_negentropy(),
             Frame::Other => {}
         }
     }

@@ -8,7 +8,10 @@
 //! the slice halved. A relay that refuses NIP-77 (NEG-ERR, NOTICE, CLOSED or silence
 //! before its first answer) is remembered as refusing, and the caller pages instead.
 //! Every reconciliation is guarded by an idle timeout (nostr-sdk 0.44 has none): no
-//! frame from the relay for `sync.eose_timeout_secs` ends it.
+//! NIP-77 frame from the relay for `sync.eose_timeout_secs` ends it (live events on
+//! the same connection do not keep it alive), and by a deadline of its own,
+//! `sync.reconcile_timeout_secs`. A range in which the relay holds more than
+//! [`MAX_NEED`] ids we lack is halved, so what one answer makes us hold stays bounded.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -29,6 +32,9 @@ const FIRST_ANSWER: Duration = Duration::from_secs(10);
 
 /// Most of our items in one reconciliation.
 const SLICE_ITEMS: i64 = 50_000;
+
+/// Most ids we lack taken from one reconciliation; a range with more is halved.
+pub const MAX_NEED: usize = 100_000;
 
 /// What [`super::Known::negentropy`] says of the relay (0: not known yet).
 pub const WORKS: u8 = 1;
@@ -98,7 +104,20 @@ impl Cycle {
                 .since(Timestamp::from(lo))
                 .until(Timestamp::from(hi));
             let need = match self.negentropy(relay, filter, items).await {
-                Ok(need) => need,
+                Ok(need) if need.len() > MAX_NEED && lo < hi => {
+                    tracing::debug!(relay = %self.url, lo, hi, missing = need.len(), "too many ids to fetch at once; halving the range");
+                    split(&mut ranges);
+                    continue;
+                }
+                Ok(mut need) => {
+                    if need.len() > MAX_NEED {
+                        shortfalls.push(Shortfall::NotServed {
+                            ids: need.len() - MAX_NEED,
+                        });
+                        need.truncate(MAX_NEED);
+                    }
+                    need
+                }
                 Err(NegError::Blocked(message)) if lo < hi => {
                     tracing::debug!(relay = %self.url, lo, hi, %message, "reconciliation blocked; halving the range");
                     split(&mut ranges);
@@ -151,18 +170,23 @@ impl Cycle {
                 .negentropy
                 .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
         let subs = self.subs.clone();
+        subs.touch_negentropy();
         let idle = async {
             let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
             loop {
                 tokio::time::sleep(tick).await;
-                if subs.idle_for() >= timeout {
+                if subs.negentropy_idle_for() >= timeout {
                     break;
                 }
             }
         };
+        let deadline = Duration::from_secs(self.settings.sync.reconcile_timeout_secs);
         let result = tokio::select! {
             r = relay.sync_with_items(filter, items, &opts) => r,
             _ = idle => return Err(NegError::Refused(format!("no answer for {timeout:?}"))),
+            _ = tokio::time::sleep(deadline) => {
+                return Err(NegError::Refused(format!("not done within {deadline:?}")))
+            }
         };
         use nostr_sdk::pool::relay::Error as E;
         match result {

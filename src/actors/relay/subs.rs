@@ -8,6 +8,7 @@ use std::time::Instant;
 use nostr_sdk::{Event, EventId};
 use tokio::sync::oneshot;
 
+use super::frames::Place;
 use crate::actors::ack::Pending;
 use crate::sync::plan::PageSummary;
 
@@ -20,6 +21,8 @@ pub struct PageEnd {
     pub closed: Option<String>,
     /// The ids of its events, when asked for.
     pub ids: Vec<EventId>,
+    /// It brought more frames than a REQ may, and was cut off there.
+    pub overflow: bool,
 }
 
 struct Sub {
@@ -37,15 +40,18 @@ type Subs = HashMap<String, Sub, foldhash::fast::RandomState>;
 
 pub struct SubTable {
     subs: Mutex<Subs>,
-    /// When the connection last brought any frame.
-    last_any: Mutex<Instant>,
+    /// When the relay last answered a reconciliation (or one was opened).
+    last_negentropy: Mutex<Instant>,
+    /// Most EVENT frames a REQ may bring (the live subscription has no end).
+    max_frames: usize,
 }
 
-impl Default for SubTable {
-    fn default() -> Self {
+impl SubTable {
+    pub fn new(max_frames: usize) -> Self {
         Self {
             subs: Mutex::default(),
-            last_any: Mutex::new(Instant::now()),
+            last_negentropy: Mutex::new(Instant::now()),
+            max_frames,
         }
     }
 }
@@ -71,43 +77,71 @@ impl SubTable {
             done,
             collect_ids,
         };
-        self.touch();
         self.lock().insert(id.to_owned(), sub);
     }
 
-    /// The connection brought a frame (any frame).
-    pub fn touch(&self) {
-        *self.last_any.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    /// The relay answered a reconciliation (or one starts).
+    pub fn touch_negentropy(&self) {
+        *self
+            .last_negentropy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    /// How long since the connection brought a frame (or a REQ was opened).
-    pub fn idle_for(&self) -> std::time::Duration {
-        self.last_any
+    /// How long since the relay answered a reconciliation: live events and notices on
+    /// the same connection say nothing of it.
+    pub fn negentropy_idle_for(&self) -> std::time::Duration {
+        self.last_negentropy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
     }
 
-    /// Counts an EVENT frame for `id` (`event` if it could be read); a claim for the
-    /// event if it is to be kept. `None` if we never opened `id`.
-    pub fn on_event(&self, id: &str, event: Option<&Event>, keep: bool) -> Option<Option<Pending>> {
+    /// Counts an EVENT frame for `id` whose event was read; a claim for the event if
+    /// it is to be kept. `None` if we never opened `id`.
+    pub fn on_event(&self, id: &str, e: &Event, keep: bool) -> Option<Option<Pending>> {
         let mut subs = self.lock();
         let sub = subs.get_mut(id)?;
         sub.last_frame = Instant::now();
-        match event {
-            Some(e) => {
-                sub.end
-                    .summary
-                    .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
-                        crate::nostr::hex(e.pubkey.as_bytes())
-                    });
-                if sub.collect_ids {
-                    sub.end.ids.push(e.id);
-                }
-            }
+        sub.end
+            .summary
+            .add_with(e.created_at.as_secs(), e.kind.as_u16(), || {
+                crate::nostr::hex(e.pubkey.as_bytes())
+            });
+        if sub.collect_ids {
+            sub.end.ids.push(e.id);
+        }
+        let claim = keep.then(|| sub.ack.claim());
+        self.cut_off_if_over(&mut subs, id);
+        Some(claim)
+    }
+
+    /// Counts an EVENT frame for `id` whose event is refused: it takes its `place` in
+    /// the page (when that could be read) like any other.
+    pub fn on_refused(&self, id: &str, place: Option<&Place>) {
+        let mut subs = self.lock();
+        let Some(sub) = subs.get_mut(id) else {
+            return;
+        };
+        sub.last_frame = Instant::now();
+        match place {
+            Some(p) => sub.end.summary.add(p.created_at, p.kind, &p.author),
             None => sub.end.summary.add_unreadable(),
         }
-        Some(keep.then(|| sub.ack.claim()))
+        self.cut_off_if_over(&mut subs, id);
+    }
+
+    /// Ends REQ `id` as overflowed once it brought more frames than a REQ may.
+    fn cut_off_if_over(&self, subs: &mut Subs, id: &str) {
+        let over = subs
+            .get(id)
+            .is_some_and(|s| s.done.is_some() && s.end.summary.count >= self.max_frames);
+        if over {
+            if let Some(sub) = subs.get_mut(id) {
+                sub.end.overflow = true;
+            }
+            Self::end(subs, id, None);
+        }
     }
 
     pub fn on_eose(&self, id: &str) {
@@ -136,6 +170,10 @@ impl SubTable {
         if live && closed.is_none() {
             return;
         }
+        Self::end(&mut subs, id, closed);
+    }
+
+    fn end(subs: &mut Subs, id: &str, closed: Option<String>) {
         if let Some(mut sub) = subs.remove(id) {
             sub.end.closed = closed;
             if let Some(done) = sub.done.take() {

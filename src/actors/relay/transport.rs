@@ -12,35 +12,138 @@
 //! a relay with delayed ACKs does after 40 ms: 40 ms per page, and seconds per window
 //! on a relay that clamps its pages small.
 
-use std::time::Duration;
-
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_wsocket::{ConnectionMode, Message, WebSocket};
 use futures::stream::SplitSink;
-use futures::{Sink, SinkExt, StreamExt, TryStreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use nostr_sdk::pool::transport::error::TransportError;
 use nostr_sdk::pool::transport::websocket::{WebSocketSink, WebSocketStream, WebSocketTransport};
 use nostr_sdk::util::BoxedFuture;
-use nostr_sdk::Url;
-use tokio::sync::mpsc;
+use nostr_sdk::{JsonUtil, Url};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::MaybeTlsStream;
+
+use crate::metrics::{Reject, RelayCounters};
 
 #[derive(Debug, thiserror::Error)]
 #[error("relay actor stopped reading")]
 struct ReaderGone;
 
+/// A text frame on its way to the relay actor, with the bytes it holds of the budgets.
+pub struct RawFrame {
+    pub text: String,
+    _bytes: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// What raw frames may hold: bytes per relay and over all relays. A frame larger than
+/// a whole budget takes all of it.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    pub relay: Arc<Semaphore>,
+    pub relay_bytes: usize,
+    pub total: Arc<Semaphore>,
+    pub total_bytes: usize,
+}
+
+impl FrameBudget {
+    async fn take(&self, len: usize) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let n = |budget: usize| u32::try_from(len.clamp(1, budget.max(1))).unwrap_or(u32::MAX);
+        let relay = self
+            .relay
+            .clone()
+            .acquire_many_owned(n(self.relay_bytes))
+            .await
+            .ok()?;
+        let total = self
+            .total
+            .clone()
+            .acquire_many_owned(n(self.total_bytes))
+            .await
+            .ok()?;
+        Some((relay, total))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TapTransport {
-    frames: mpsc::Sender<String>,
+    frames: mpsc::Sender<RawFrame>,
+    budget: FrameBudget,
+    /// Largest websocket message (and frame) accepted; a larger one ends the connection.
+    max_message: usize,
+    counters: Arc<RelayCounters>,
 }
 
 impl TapTransport {
-    pub fn new(frames: mpsc::Sender<String>) -> Self {
-        Self { frames }
+    pub fn new(
+        frames: mpsc::Sender<RawFrame>,
+        budget: FrameBudget,
+        max_message: usize,
+        counters: Arc<RelayCounters>,
+    ) -> Self {
+        Self {
+            frames,
+            budget,
+            max_message,
+            counters,
+        }
     }
 }
+
+/// Buffer sizes of one websocket (tungstenite's defaults are 128 kB each way, held by
+/// every connection however quiet).
+const READ_BUFFER: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A websocket to `url` that refuses messages over `max_message` bytes: tungstenite's
+/// default (64 MiB) would let one relay make us buffer that much per frame.
+async fn connect_bounded(
+    url: &Url,
+    timeout: Duration,
+    max_message: usize,
+) -> Result<WebSocket, TransportError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| TransportError::backend(BadUrl))?
+        .to_owned();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| TransportError::backend(BadUrl))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let connect = async {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(TransportError::backend)?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(url.as_str(), tcp, Some(config), None)
+                .await
+                .map_err(TransportError::backend)?;
+        Ok(WebSocket::Tokio(ws))
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| TransportError::backend(ConnectTimeout))?
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("relay URL has no host or port")]
+struct BadUrl;
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection timed out")]
+struct ConnectTimeout;
 
 /// The message type of a frame (`["EOSE", ...]` is `EOSE`), if it looks like a message.
 fn label(text: &str) -> Option<&str> {
@@ -64,6 +167,12 @@ pub fn is_sdk_frame(text: &str) -> bool {
     )
 }
 
+/// Whether to pass a frame on to the SDK: a control message it can read. One it cannot
+/// read it would log whole, at ERROR, once per frame; the relay actor counts those.
+fn for_sdk(text: &str) -> bool {
+    is_sdk_frame(text) && nostr_sdk::RelayMessage::from_json(text).is_ok()
+}
+
 impl WebSocketTransport for TapTransport {
     fn support_ping(&self) -> bool {
         true
@@ -72,30 +181,51 @@ impl WebSocketTransport for TapTransport {
     fn connect<'a>(
         &'a self,
         url: &'a Url,
-        mode: &'a ConnectionMode,
+        _mode: &'a ConnectionMode,
         timeout: Duration,
     ) -> BoxedFuture<'a, Result<(WebSocketSink, WebSocketStream), TransportError>> {
         Box::pin(async move {
-            let socket = WebSocket::connect(url, mode, timeout)
-                .await
-                .map_err(TransportError::backend)?;
+            let socket = connect_bounded(url, timeout, self.max_message).await?;
             no_delay(&socket);
             let (sink, stream) = socket.split();
             let sink = Box::new(Forward(sink)) as WebSocketSink;
-            let stream = stream.map_err(TransportError::backend);
             let frames = self.frames.clone();
+            let counters = self.counters.clone();
+            let budget = self.budget.clone();
             let stream = stream.filter_map(move |msg| {
                 let frames = frames.clone();
+                let counters = counters.clone();
+                let budget = budget.clone();
                 async move {
                     match msg {
                         Ok(Message::Text(text)) => {
-                            let pass = is_sdk_frame(&text).then(|| text.clone());
-                            if frames.send(text).await.is_err() {
+                            let pass = for_sdk(&text).then(|| text.clone());
+                            // Waiting for bytes stalls the socket read: backpressure.
+                            let Some(bytes) = budget.take(text.len()).await else {
+                                return Some(Err(TransportError::backend(ReaderGone)));
+                            };
+                            let frame = RawFrame {
+                                text,
+                                _bytes: bytes,
+                            };
+                            if frames.send(frame).await.is_err() {
                                 return Some(Err(TransportError::backend(ReaderGone)));
                             }
                             pass.map(|t| Ok(Message::Text(t)))
                         }
-                        other => Some(other),
+                        // Nostr speaks text: binary frames are counted and dropped here,
+                        // where the SDK would log a line for each.
+                        Ok(Message::Binary(_)) => {
+                            counters.reject(Reject::InvalidJson);
+                            None
+                        }
+                        Err(async_wsocket::Error::Ws(WsError::Capacity(e))) => {
+                            counters.reject(Reject::TooLarge);
+                            counters.frames_too_large.fetch_add(1, Ordering::Relaxed);
+                            Some(Err(TransportError::backend(e)))
+                        }
+                        Err(e) => Some(Err(TransportError::backend(e))),
+                        Ok(other) => Some(Ok(other)),
                     }
                 }
             });
@@ -170,5 +300,9 @@ mod tests {
         ] {
             assert_eq!(is_sdk_frame(frame), sdk, "{frame}");
         }
+        // Labelled as the SDK's, but unreadable: kept from it.
+        assert!(for_sdk(r#"["EOSE","s"]"#));
+        assert!(!for_sdk(r#"["EOSE",{"x":1}]"#));
+        assert!(!for_sdk(r#"["NOTICE",5,"#));
     }
 }

@@ -164,7 +164,7 @@ impl StorageActor {
             while let Some(batch) = batches.next() {
                 let result = match writer.write(batch).await {
                     Err((failed, e))
-                        if !e.is_transient() && writer.store.probe_write().await.is_ok() =>
+                        if e.is_about_data() && writer.store.probe_write().await.is_ok() =>
                     {
                         writer.isolate(failed).await
                     }
@@ -182,12 +182,14 @@ impl StorageActor {
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| match result {
             Ok(()) => {
                 drop(permits);
+                act.counters.set_write_error(None);
                 act.retry = act.policy.retry_min;
                 act.write_done(ctx);
             }
             Err((batch, error)) => {
                 act.permits.extend(permits);
                 act.counters.db_errors.fetch_add(1, Ordering::Relaxed);
+                act.counters.set_write_error(Some(error.to_string()));
                 tracing::warn!(worker = act.id, rows = batch.len(), retry_in = ?act.retry, %error, "write failed, will retry");
                 act.pending.splice(0..0, batch);
                 let delay = act.retry;
@@ -356,8 +358,9 @@ impl Writer {
             let Err((failed, error)) = result else {
                 continue;
             };
-            if error.is_transient() {
-                // Aborted by a concurrent transaction: the whole rest is retried.
+            if !error.is_about_data() {
+                // Aborted by a concurrent transaction, or out of a resource: nothing
+                // here is the event's fault, the whole rest is retried.
                 let mut rest = failed;
                 rest.extend(todo.into_iter().flatten());
                 return Err((rest, error));
