@@ -16,6 +16,7 @@ use crate::actors::dedup::DedupActor;
 use crate::actors::interval::messages::Watch;
 use crate::actors::interval::policy::Bounds;
 use crate::actors::interval::IntervalSupervisor;
+use crate::actors::lnurl::LnurlActor;
 use crate::actors::relay::RelayActor;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
@@ -68,9 +69,9 @@ impl App {
                 Some((addr, stop))
             }
         };
-        crate::nostr::zap::trust_only(settings.aggregates.zap_signer_keys());
         let store =
             storage::open(&settings.database.url, settings.database.max_connections).await?;
+        crate::actors::lnurl::load_trust(&settings, &*store).await?;
         let backlog = apply_backlog(&*store, &counters).await?;
         if backlog > 0 {
             tracing::info!(
@@ -88,6 +89,16 @@ impl App {
             Duration::from_secs(settings.retention.expiry_check_secs),
         )
         .start();
+        // Only where a recipient's LNURL server decides.
+        let lnurl = (settings.aggregates.zap_verification == crate::config::ZapVerification::Lnurl)
+            .then(|| {
+                LnurlActor::new(
+                    store.clone(),
+                    aggregator.clone().recipient(),
+                    Duration::from_secs(settings.aggregates.lnurl_check_secs),
+                )
+                .start()
+            });
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
             .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
         let mut dedup = DedupActor::new(lru, mailbox.dedup, counters.clone());
@@ -163,6 +174,9 @@ impl App {
         actors.push(("interval".into(), supervisor.clone().recipient()));
         for (n, worker) in storage.iter().enumerate() {
             actors.push((format!("storage-{n}"), worker.clone().recipient()));
+        }
+        if let Some(lnurl) = &lnurl {
+            actors.push(("lnurl".into(), lnurl.clone().recipient()));
         }
 
         // Relay actors read and save cursors from their own Arbiters. A PostgreSQL

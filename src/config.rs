@@ -265,12 +265,41 @@ pub struct VerifySettings {
 pub struct AggregateSettings {
     /// How often accumulated aggregate deltas are committed.
     pub flush_interval_ms: u64,
-    /// Pubkeys (hex or npub) of the zapper services whose receipts count; empty: any
-    /// receipt that holds together (NIP-57 appendix F) counts.
+    /// Pubkeys (hex or npub) of zapper services whose receipts count for any recipient:
+    /// an offline allowlist.
     pub zap_signers: Vec<String>,
+    /// Whose zap receipts count (NIP-57 appendix F).
+    pub zap_verification: ZapVerification,
+    /// How often receipts waiting for their recipient's LNURL server are looked at.
+    pub lnurl_check_secs: u64,
+}
+
+/// Whose zap receipts count, of those that hold together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZapVerification {
+    /// Receipts signed by the recipient's LNURL server (its `nostrPubkey`, found from
+    /// the recipient's kind 0 over HTTPS), or by an allowlisted zapper.
+    #[default]
+    Lnurl,
+    /// Receipts signed by an allowlisted zapper only; no HTTP.
+    Allowlist,
+    /// Any receipt that holds together, whoever signed it: anyone can then add any
+    /// amount to any note. Only for relays that check receipts themselves.
+    None,
 }
 
 impl AggregateSettings {
+    /// The trust zap receipts are judged by, before any LNURL server is learnt.
+    pub fn zap_trust(&self) -> crate::nostr::zap::Trust {
+        crate::nostr::zap::Trust {
+            any: self.zap_verification == ZapVerification::None,
+            allow: self.zap_signer_keys(),
+            lnurl: self.zap_verification == ZapVerification::Lnurl,
+            servers: Default::default(),
+        }
+    }
+
     /// `zap_signers` as keys; `validate` has refused any that does not parse.
     pub fn zap_signer_keys(&self) -> Vec<nostr_sdk::PublicKey> {
         self.zap_signers
@@ -340,8 +369,8 @@ pub struct LimitSettings {
     pub max_tags: usize,
     /// Events dated further than this into the future are rejected.
     pub max_future_secs: u64,
-    /// Most EVENT frames one REQ may bring; a relay that sends more (one that never
-    /// stops) fails that window, counted and logged.
+    /// Most EVENT frames one REQ may bring (or twice its `limit`, if more); a relay that
+    /// sends more (one that never stops) fails that window, counted and logged.
     pub max_frames_per_req: usize,
 }
 
@@ -514,6 +543,8 @@ impl Default for AggregateSettings {
         Self {
             flush_interval_ms: 200,
             zap_signers: Vec::new(),
+            zap_verification: ZapVerification::Lnurl,
+            lnurl_check_secs: 10,
         }
     }
 }
@@ -757,6 +788,10 @@ impl Settings {
             self.limits.max_frames_per_req as u64,
         );
         positive("shutdown.timeout_secs", self.shutdown.timeout_secs);
+        positive(
+            "aggregates.lnurl_check_secs",
+            self.aggregates.lnurl_check_secs,
+        );
         if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
             errors.push(format!(
                 "`sync.backoff_max_ms` ({}) must not be below `sync.backoff_min_ms` ({})",

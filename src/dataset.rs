@@ -189,10 +189,15 @@ pub struct Zapper {
 
 impl Zapper {
     pub fn new(seed: u64) -> Self {
+        Self::with_keys(Keys::generate(), seed)
+    }
+
+    /// A zapper service signing receipts with `keys` (its LNURL server's `nostrPubkey`).
+    pub fn with_keys(keys: Keys, seed: u64) -> Self {
         let mut bytes = [7u8; 32];
         bytes[..8].copy_from_slice(&seed.to_le_bytes());
         Self {
-            keys: Keys::generate(),
+            keys,
             node: bitcoin::secp256k1::SecretKey::from_slice(&bytes).expect("a valid key"),
         }
     }

@@ -300,7 +300,7 @@ const RELAY_COUNTERS: [(&str, &str, RelayField); 16] = [
     ),
     (
         "relay_progress",
-        "Batches of frames read and pages committed",
+        "Batches of new events handed to storage, pages read and committed",
         |r| &r.progress,
     ),
 ];

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod dead;
 pub mod demo;
+pub mod fetch;
 pub mod http;
 pub mod metrics;
 pub mod nostr;

@@ -326,8 +326,8 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
 
 async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
     let result = async {
-        nostr_sync::nostr::zap::trust_only(settings.aggregates.zap_signer_keys());
         let store = storage::open(&settings.database.url, 2).await?;
+        nostr_sync::actors::lnurl::load_trust(&settings, &*store).await?;
         let recount = storage::recount(&*store).await?;
         let stored = store.stats().await?;
         let mut diffs = 0;

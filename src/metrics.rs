@@ -248,8 +248,8 @@ pub struct RelayCounters {
     pub repair_found: AtomicU64,
     /// Websocket messages over the size limit; each ends its connection.
     pub frames_too_large: AtomicU64,
-    /// Moves on every batch of frames read and every page committed: what the watchdog
-    /// takes as a sign of life.
+    /// Moves on every batch of new, valid events handed to storage and every page read
+    /// or committed: what the watchdog takes as a sign of life (frames alone are not).
     pub progress: AtomicU64,
 }
 

@@ -124,9 +124,11 @@ fn environment_overrides_the_file() {
 }
 
 fn nostr_sync(db_url: &str, args: &[&str]) -> std::process::Output {
+    // The demo's zapper has no LNURL server: its receipts count as they hold together.
     Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
         .args(args)
         .env("NOSTR_SYNC__DATABASE__URL", db_url)
+        .env("NOSTR_SYNC__AGGREGATES__ZAP_VERIFICATION", "none")
         .output()
         .unwrap()
 }
@@ -157,6 +159,7 @@ fn check_aggregates_finds_and_repairs_a_drifted_counter() {
     let strict = Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
         .arg("check-aggregates")
         .env("NOSTR_SYNC__DATABASE__URL", &url)
+        .env("NOSTR_SYNC__AGGREGATES__ZAP_VERIFICATION", "allowlist")
         .env("NOSTR_SYNC__AGGREGATES__ZAP_SIGNERS", &stranger)
         .output()
         .unwrap();

@@ -81,6 +81,76 @@ fn junk_frames_make_no_log_lines() {
     });
 }
 
+/// A client that sends half a request to `/metrics` and then nothing is dropped once
+/// the header timeout passes, and scrapes keep being answered meanwhile.
+#[test]
+fn a_slowloris_client_on_metrics_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(db) = TestDb::new(common::Backend::Sqlite) else {
+        return;
+    };
+    run(async {
+        let mut s = settings(&db, vec!["ws://127.0.0.1:9".into()]);
+        s.http.listen = "127.0.0.1:0".into();
+        let app = nostr_sync::app::App::start(s).await.unwrap();
+        let addr = app.http_addr().unwrap();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        assert_eq!(common::http_get(addr, "/livez").await.0, 200);
+        let began = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buf)).await;
+        let closed_after = began.elapsed();
+        assert!(
+            matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+            "the half-sent request was still open after 20 s"
+        );
+        assert!(closed_after < Duration::from_secs(15), "{closed_after:?}");
+        assert!(app.shutdown(Duration::from_secs(10)).await);
+    });
+}
+
+/// A relay answers the first NIP-77 message and then never again, while its
+/// connection keeps bringing frames: the reconciliation ends at its idle timeout (the
+/// relay is paged instead) and the cycle completes. A connection-wide idle clock never
+/// fired, and that relay's cycles hung.
+#[test]
+fn a_relay_that_stops_reconciling_does_not_hang_its_cycle() {
+    let Some(db) = TestDb::new(common::Backend::Sqlite) else {
+        return;
+    };
+    run(async {
+        let data = Dataset::generate(50, 1, 0.0, 166);
+        let relay = HostileRelay::start(data.events.clone(), vec![], 0).await;
+        // Version 0x61, one range up to infinity, a fingerprint that matches nothing:
+        // the client must answer, and hears nothing more.
+        let first = format!("61000001{}", "00".repeat(16));
+        relay.answer_negentropy_with(vec![format!(r#"["NEG-MSG","{{sub}}","{first}"]"#)]);
+        relay.chatter();
+        let mut s = settings(&db, vec![relay.url.clone()]);
+        s.sync.eose_timeout_secs = 2;
+        // The second cycle is a repair pass, which reconciles.
+        s.sync.repair_interval_secs = 1;
+        let app = nostr_sync::app::App::start(s).await.unwrap();
+        let c = app.counters.relay(&relay.url);
+        let began = std::time::Instant::now();
+        while Counters::get(&c.repairs) < 1 && began.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(relay.negentropy_opens() >= 1, "no reconciliation was tried");
+        assert!(
+            Counters::get(&c.repairs) >= 1,
+            "the repair pass did not end: {:?}",
+            began.elapsed()
+        );
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+        let store = storage::open(&db.url, 1).await.unwrap();
+        assert_eq!(store.count_events().await.unwrap(), 50);
+    });
+}
+
 both_backends!(
     pages_of_refused_events_hide_nothing,
     an_address_too_long_for_a_key_breaks_nothing,
@@ -275,7 +345,7 @@ fn an_aggregate_row_the_database_refuses_is_isolated(db: TestDb) {
             Counters::get(&isolated.aggregates_isolated),
             expected_isolated
         );
-        assert!(store.unaggregated(10).await.unwrap().is_empty());
+        assert!(store.unaggregated(0, 10).await.unwrap().is_empty());
     });
 }
 

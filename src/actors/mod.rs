@@ -22,6 +22,7 @@ pub mod ack;
 pub mod aggregator;
 pub mod dedup;
 pub mod interval;
+pub mod lnurl;
 pub mod relay;
 pub mod storage;
 pub mod verify;
@@ -63,6 +64,7 @@ answers_ping!(
     aggregator::AggregatorActor,
     dedup::DedupActor,
     interval::IntervalSupervisor,
+    lnurl::LnurlActor,
     relay::RelayActor,
     storage::StorageActor,
     verify::VerifyActor,
@@ -194,8 +196,15 @@ impl Pipeline {
                 items: batch,
                 permit,
             };
-            if let Err(e) = handle.addr.send(msg).await {
-                tracing::error!(worker, error = %e, "storage actor unavailable");
+            match handle.addr.send(msg).await {
+                // New, valid events on their way to commit: the relay is doing its job
+                // (what the watchdog looks for; frames alone are not).
+                Ok(()) => {
+                    relay
+                        .progress
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(worker, error = %e, "storage actor unavailable"),
             }
         }
         if released.is_empty() {

@@ -107,6 +107,13 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
     Some(Contribution { target, delta })
 }
 
+/// Whether `event` is a zap receipt that will count once its recipient's LNURL server
+/// is known (`nostr::zap`): it stays in the aggregation backlog until then.
+pub fn is_pending(event: &Event) -> bool {
+    event.kind == Kind::ZapReceipt
+        && crate::nostr::zap::amount(event) == Err(crate::nostr::zap::ZapReject::Pending)
+}
+
 /// Sums contributions per target.
 pub fn sum_by_target<'a>(
     items: impl IntoIterator<Item = &'a Contribution>,

@@ -4,6 +4,7 @@
 use nostr_sdk::Event;
 
 pub mod aggregate;
+pub mod lnurl;
 pub mod zap;
 
 /// Why a valid event is not stored.

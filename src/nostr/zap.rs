@@ -4,13 +4,22 @@
 //! signature; the invoice's description hash is the SHA-256 of that description; the
 //! request's `amount`, when given, is the invoice's; and the receipt's `p` and `e` tags
 //! are the request's. Anything else is a valid event that adds nothing.
+//!
+//! And, as appendix F asks, its signer must be the `nostrPubkey` of the recipient's
+//! LNURL server (from the recipient's own kind-0 `lud16`/`lud06`): anyone can sign an
+//! invoice with a node key of their own for any amount, and publish a receipt for it.
+//! Until the server's key is known, a receipt counts nothing and is *pending*; it is
+//! judged again once the key is learnt ([`Trust`]). `aggregates.zap_signers` is an
+//! offline allowlist of zapper keys that count for any recipient.
 
 use std::str::FromStr;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Message, SECP256K1};
 use lightning_invoice::{RawTaggedField, SignedRawBolt11Invoice, TaggedField};
-use nostr_sdk::{Event, JsonUtil, Kind};
+use std::collections::HashMap;
+
+use nostr_sdk::{Event, JsonUtil, Kind, PublicKey};
 
 use crate::nostr::aggregate::MAX_MSATS;
 
@@ -28,12 +37,14 @@ pub enum ZapReject {
     AmountMismatch,
     /// The receipt's `p` or `e` tag differs from the request's.
     TagMismatch,
-    /// `aggregates.zap_signers` is set and does not hold the receipt's pubkey.
+    /// Not signed by the recipient's LNURL server (nor by an allowlisted zapper).
     UnknownSigner,
+    /// The recipient's LNURL server is not known yet: judged again once it is.
+    Pending,
 }
 
 impl ZapReject {
-    pub const ALL: [ZapReject; 9] = [
+    pub const ALL: [ZapReject; 10] = [
         ZapReject::NoInvoice,
         ZapReject::BadInvoice,
         ZapReject::NoAmount,
@@ -43,6 +54,7 @@ impl ZapReject {
         ZapReject::AmountMismatch,
         ZapReject::TagMismatch,
         ZapReject::UnknownSigner,
+        ZapReject::Pending,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +68,7 @@ impl ZapReject {
             ZapReject::AmountMismatch => "amount_mismatch",
             ZapReject::TagMismatch => "tag_mismatch",
             ZapReject::UnknownSigner => "unknown_signer",
+            ZapReject::Pending => "pending",
         }
     }
 }
@@ -76,37 +89,102 @@ static VERDICTS: std::sync::Mutex<
     Option<lru::LruCache<nostr_sdk::EventId, Result<i64, ZapReject>>>,
 > = std::sync::Mutex::new(None);
 
-/// The zapper services whose receipts count (`aggregates.zap_signers`); empty: any.
-static SIGNERS: std::sync::RwLock<Vec<nostr_sdk::PublicKey>> = std::sync::RwLock::new(Vec::new());
+/// Which receipts' signers are trusted (`aggregates.zap_verification`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Any receipt that holds together counts (no signer check).
+    pub any: bool,
+    /// Zapper keys that count for any recipient.
+    pub allow: Vec<PublicKey>,
+    /// Whether a recipient's LNURL server decides (else the allowlist alone does).
+    pub lnurl: bool,
+    /// Per recipient, the `nostrPubkey` of their LNURL server as last learnt; `None`:
+    /// their server does not sign zap receipts (or they have none).
+    pub servers: HashMap<PublicKey, Option<PublicKey>>,
+}
 
-/// Counts, from now on, only receipts signed by one of `signers` (none: any signer).
-/// Set once at start from the configuration; changing it later changes what a recount
-/// finds, so `check-aggregates --repair` follows a change.
-pub fn trust_only(signers: Vec<nostr_sdk::PublicKey>) {
-    *SIGNERS.write().unwrap_or_else(|e| e.into_inner()) = signers;
+/// The trust the service runs with. Set at start from the configuration and what the
+/// database remembers of LNURL servers, then as servers are learnt.
+static TRUST: std::sync::RwLock<Option<Trust>> = std::sync::RwLock::new(None);
+
+fn trust() -> std::sync::RwLockReadGuard<'static, Option<Trust>> {
+    TRUST.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Judges receipts from now on by `trust`. LNURL servers learnt before are kept
+/// (they are facts about recipients, whatever the configuration; and services started
+/// side by side in one process, as tests do, each learn their own).
+pub fn set_trust(mut trust: Trust) {
+    let mut held = TRUST.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = held.take() {
+        for (recipient, server) in old.servers {
+            trust.servers.entry(recipient).or_insert(server);
+        }
+    }
+    *held = Some(trust);
+}
+
+/// Learns the LNURL server key of `recipient` (`None`: it signs no receipts).
+pub fn learn(recipient: PublicKey, server: Option<PublicKey>) {
+    if let Some(t) = TRUST.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        t.servers.insert(recipient, server);
+    }
+}
+
+/// Whether the LNURL server of `recipient` is known.
+pub fn knows(recipient: &PublicKey) -> bool {
+    trust()
+        .as_ref()
+        .is_some_and(|t| t.servers.contains_key(recipient))
+}
+
+/// The recipient of a receipt: its `p` tag.
+pub fn recipient(receipt: &Event) -> Option<PublicKey> {
+    tag(receipt, "p").and_then(|p| PublicKey::from_hex(p).ok())
 }
 
 /// The amount a zap receipt counts for, in millisatoshis.
 pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
-    {
-        let signers = SIGNERS.read().unwrap_or_else(|e| e.into_inner());
-        if !signers.is_empty() && !signers.contains(&receipt.pubkey) {
-            return Err(ZapReject::UnknownSigner);
-        }
-    }
     let lock = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(verdict) = lock().as_mut().and_then(|c| c.get(&receipt.id).copied()) {
-        return verdict;
+    let cached = lock().as_mut().and_then(|c| c.get(&receipt.id).copied());
+    let verdict = match cached {
+        Some(v) => v,
+        None => {
+            let v = judge(receipt);
+            lock()
+                .get_or_insert_with(|| {
+                    lru::LruCache::new(
+                        std::num::NonZeroUsize::new(4_096).unwrap_or(std::num::NonZeroUsize::MIN),
+                    )
+                })
+                .put(receipt.id, v);
+            v
+        }
+    };
+    let msats = verdict?;
+    signed_by_trusted(receipt, trust().as_ref())?;
+    Ok(msats)
+}
+
+/// NIP-57 appendix F: "The zapReceipt event's pubkey MUST be the same as the
+/// recipient's lnurl provider's nostrPubkey", or an allowlisted zapper's. Without a
+/// configured trust (tests of the rules alone), any signer.
+fn signed_by_trusted(receipt: &Event, trust: Option<&Trust>) -> Result<(), ZapReject> {
+    let Some(t) = trust else {
+        return Ok(());
+    };
+    if t.any || t.allow.contains(&receipt.pubkey) {
+        return Ok(());
     }
-    let verdict = judge(receipt);
-    lock()
-        .get_or_insert_with(|| {
-            lru::LruCache::new(
-                std::num::NonZeroUsize::new(4_096).unwrap_or(std::num::NonZeroUsize::MIN),
-            )
-        })
-        .put(receipt.id, verdict);
-    verdict
+    if !t.lnurl {
+        return Err(ZapReject::UnknownSigner);
+    }
+    let recipient = recipient(receipt).ok_or(ZapReject::UnknownSigner)?;
+    match t.servers.get(&recipient) {
+        Some(Some(server)) if *server == receipt.pubkey => Ok(()),
+        Some(_) => Err(ZapReject::UnknownSigner),
+        None => Err(ZapReject::Pending),
+    }
 }
 
 fn judge(receipt: &Event) -> Result<i64, ZapReject> {
@@ -313,6 +391,58 @@ mod tests {
 
     /// `Invoice::decode` accepts what `Bolt11Invoice::from_str` accepts, with the same
     /// amount, on invoices that differ in each checked part.
+    /// Appendix F: "The zapReceipt event's pubkey MUST be the same as the recipient's
+    /// lnurl provider's nostrPubkey"; an allowlisted zapper counts for anyone; until the
+    /// provider is known the receipt waits.
+    #[test]
+    fn signers_are_judged_by_the_recipients_lnurl_server() {
+        let (server, stranger) = (Keys::generate(), Keys::generate());
+        let (bob, carol) = (Keys::generate().public_key(), Keys::generate().public_key());
+        let signed = |by: &Keys, to: &PublicKey| {
+            EventBuilder::new(Kind::ZapReceipt, "")
+                .tag(Tag::public_key(*to))
+                .sign_with_keys(by)
+                .unwrap()
+        };
+        let servers: HashMap<PublicKey, Option<PublicKey>> =
+            [(bob, Some(server.public_key())), (carol, None)].into();
+        let lnurl = Trust {
+            lnurl: true,
+            servers: servers.clone(),
+            ..Default::default()
+        };
+        let allow = Trust {
+            allow: vec![stranger.public_key()],
+            ..lnurl.clone()
+        };
+        let offline = Trust {
+            lnurl: false,
+            ..allow.clone()
+        };
+        let any = Trust {
+            any: true,
+            ..Default::default()
+        };
+        let nobody = Keys::generate().public_key();
+        let cases = [
+            (&lnurl, &server, bob, Ok(())),
+            (&lnurl, &stranger, bob, Err(ZapReject::UnknownSigner)),
+            (&lnurl, &server, carol, Err(ZapReject::UnknownSigner)),
+            (&lnurl, &server, nobody, Err(ZapReject::Pending)),
+            (&allow, &stranger, nobody, Ok(())),
+            (&offline, &server, bob, Err(ZapReject::UnknownSigner)),
+            (&offline, &stranger, bob, Ok(())),
+            (&any, &stranger, bob, Ok(())),
+        ];
+        for (i, (trust, by, to, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                signed_by_trusted(&signed(by, &to), Some(trust)),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
     #[test]
     fn decode_agrees_with_the_full_invoice_parser() {
         use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};

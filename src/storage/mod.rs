@@ -309,8 +309,22 @@ pub trait EventStore: Send + Sync + 'static {
     /// contributions were applied.
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize>;
 
-    /// Up to `limit` committed events whose contributions are not yet applied.
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
+    /// Up to `limit` committed events after `after_seq` whose contributions are not yet
+    /// applied (zap receipts waiting for their recipient's LNURL server among them).
+    async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
+
+    /// Every recipient whose LNURL server is known: `(recipient, server)`, hex.
+    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>>;
+
+    /// Remembers the LNURL server key of `recipient` (`None`: it signs no receipts).
+    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()>;
+
+    /// Up to `limit` recipients (`p` tags) of zap receipts still in the aggregation
+    /// backlog.
+    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>>;
+
+    /// The newest stored kind 0 of `pubkey`.
+    async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>>;
 
     /// Stored events after `after_seq` in arrival order, with their sequence numbers.
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
@@ -410,6 +424,12 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
     }
     Ok(sums)
 }
+
+/// Recipients of zap receipts in the aggregation backlog (through the partial index of
+/// unaggregated events), for `EventStore::pending_zap_recipients`.
+pub(crate) const PENDING_ZAP_RECIPIENTS: &str = "SELECT DISTINCT t.value AS value \
+     FROM events e JOIN event_tags t ON t.event_seq = e.seq \
+     WHERE NOT e.aggregated AND e.kind = 9735 AND t.name = 'p' LIMIT ";
 
 /// The stored events a deletion tombstone names (left by a writer that ran beside the
 /// deletion's), for `EventStore::purge`. Driven from the tombstones through the

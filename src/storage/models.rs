@@ -38,7 +38,9 @@ impl NewEvent {
             content: event.content.clone(),
             sig: crate::nostr::hex(&event.sig.serialize()),
             first_seen,
-            aggregated: contribution(event).is_none(),
+            // Pending zap receipts stay in the backlog, to count once judged.
+            aggregated: contribution(event).is_none()
+                && !crate::nostr::aggregate::is_pending(event),
             address: crate::nostr::address(event),
             expires_at: crate::nostr::expiration(event).and_then(|t| i64::try_from(t).ok()),
         }

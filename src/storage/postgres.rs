@@ -18,7 +18,7 @@ use super::batch::{Prepared, Removals};
 use super::models::{tag_rows, EventRow, NewRetraction, NewTag, StatsRow};
 use super::schema::{
     deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
-    replaceable_heads, retractions,
+    replaceable_heads, retractions, zap_servers,
 };
 use super::{
     claimed_deltas, now_secs, rows_to_events, EventStore, Purged, StoreError, StoreResult, Written,
@@ -328,10 +328,11 @@ impl EventStore for PgStore {
         Ok(applied)
     }
 
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+    async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
         let mut conn = self.conn().await?;
         let rows: Vec<(i64, EventRow)> = events::table
             .filter(events::aggregated.eq(false))
+            .filter(events::seq.gt(after_seq))
             .order(events::seq)
             .limit(limit)
             .select((events::seq, EventRow::as_select()))
@@ -478,6 +479,57 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
+        let mut conn = self.conn().await?;
+        Ok(zap_servers::table
+            .select((zap_servers::recipient, zap_servers::server))
+            .load(&mut conn)
+            .await?)
+    }
+
+    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(zap_servers::table)
+            .values((
+                zap_servers::recipient.eq(recipient),
+                zap_servers::server.eq(server),
+                zap_servers::checked_at.eq(now_secs()),
+            ))
+            .on_conflict(zap_servers::recipient)
+            .do_update()
+            .set((
+                zap_servers::server.eq(excluded(zap_servers::server)),
+                zap_servers::checked_at.eq(excluded(zap_servers::checked_at)),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<Value> =
+            diesel::sql_query(format!("{}{limit}", super::PENDING_ZAP_RECIPIENTS))
+                .load(&mut conn)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
+        let mut conn = self.conn().await?;
+        let row: Option<(i64, EventRow)> = events::table
+            .filter(events::pubkey.eq(pubkey))
+            .filter(events::kind.eq(0))
+            .order(events::created_at.desc())
+            .select((events::seq, EventRow::as_select()))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(rows_to_events(row.into_iter().collect())?
+            .pop()
+            .map(|(_, e)| e))
+    }
+
     async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
         let mut conn = self.conn().await?;
         Ok(relay_cursors::table
@@ -520,4 +572,11 @@ impl EventStore for PgStore {
         .await?;
         Ok(())
     }
+}
+
+/// One text column, for `sql_query`.
+#[derive(diesel::QueryableByName)]
+struct Value {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
 }

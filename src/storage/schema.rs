@@ -92,6 +92,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    zap_servers (recipient) {
+        recipient -> Text,
+        server -> Nullable<Text>,
+        checked_at -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
 diesel::allow_tables_to_appear_in_same_query!(
     events,
@@ -102,5 +110,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     replaceable_heads,
     deleted_events,
     deleted_addresses,
-    retractions
+    retractions,
+    zap_servers
 );

@@ -48,6 +48,8 @@ struct Script {
     negs: AtomicUsize,
     /// Filter and page at this size (see the module docs); 0: serve everything.
     cap: usize,
+    /// Send a NOTICE every 100 ms on every connection, whatever else happens.
+    chatty: std::sync::atomic::AtomicBool,
 }
 
 pub struct HostileRelay {
@@ -123,6 +125,12 @@ impl HostileRelay {
         *self.script.neg_answer.lock().unwrap() = frames;
     }
 
+    /// From now on, a NOTICE every 100 ms on every connection: a connection that
+    /// looks alive whatever it answers.
+    pub fn chatter(&self) {
+        self.script.chatty.store(true, Ordering::SeqCst);
+    }
+
     /// NEG-OPEN messages received.
     pub fn negentropy_opens(&self) -> usize {
         self.script.negs.load(Ordering::SeqCst)
@@ -160,7 +168,19 @@ async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<
         return;
     };
     let (mut tx, mut rx) = ws.split();
-    while let Some(Ok(msg)) = rx.next().await {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        let msg = tokio::select! {
+            msg = rx.next() => msg,
+            _ = tick.tick(), if script.chatty.load(Ordering::SeqCst) => {
+                let notice = Message::text(r#"["NOTICE","still here"]"#);
+                if tx.send(notice).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(Ok(msg)) = msg else { return };
         let Message::Text(text) = msg else { continue };
         let Ok(serde_json::Value::Array(parts)) = serde_json::from_str(text.as_str()) else {
             continue;

@@ -139,6 +139,28 @@ pub fn expected_stats<'a>(
     out
 }
 
+/// As `expected_stats`, with NIP-57 appendix F's last rule: "The zapReceipt event's
+/// pubkey MUST be the same as the recipient's lnurl provider's nostrPubkey". `servers`
+/// maps a recipient (`p`, hex) to that key (hex); receipts of anyone else count nothing.
+pub fn expected_stats_with_servers<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    servers: &HashMap<String, String>,
+) -> HashMap<String, StatsDelta> {
+    let signed_by_server = |e: &&Event| {
+        if e.kind.as_u16() != 9735 {
+            return true;
+        }
+        let recipient = e
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .find(|t| t.len() > 1 && t[0] == "p")
+            .map(|t| t[1].to_lowercase());
+        recipient.and_then(|r| servers.get(&r)) == Some(&e.pubkey.to_hex())
+    };
+    expected_stats(events.into_iter().filter(signed_by_server))
+}
+
 /// `kind:pubkey:d` of an `a` tag's value, when it names a replaceable (d empty) or
 /// addressable event: NIP-01's coordinate.
 fn coordinate(value: &str) -> Option<String> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 
-use self::messages::{Contribute, FlushNow, Retracted};
+use self::messages::{Contribute, FlushNow, Rejudge, Retracted};
 use crate::metrics::Counters;
 use crate::nostr::aggregate::Sourced;
 use crate::storage::EventStore;
@@ -39,6 +39,7 @@ pub struct AggregatorActor {
     retracting: bool,
     flushing: bool,
     purging: bool,
+    rejudging: bool,
 }
 
 /// Retractions claimed per transaction.
@@ -62,6 +63,7 @@ impl AggregatorActor {
             retracting: false,
             flushing: false,
             purging: false,
+            rejudging: false,
         }
     }
 
@@ -183,6 +185,32 @@ impl Actor for AggregatorActor {
     }
 }
 
+impl Handler<Rejudge> for AggregatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Rejudge, ctx: &mut Self::Context) {
+        if self.rejudging {
+            return;
+        }
+        self.rejudging = true;
+        let (store, counters) = (self.store.clone(), self.counters.clone());
+        ctx.spawn(
+            async move { apply_unaggregated(store.as_ref(), &counters).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.rejudging = false;
+                    match result {
+                        Ok(n) => {
+                            act.counters.aggregated.fetch_add(n, Ordering::Relaxed);
+                            tracing::info!(events = n, "zap receipts judged now that their LNURL servers are known");
+                        }
+                        Err(error) => tracing::warn!(%error, "judging waiting zap receipts failed, will retry"),
+                    }
+                }),
+        );
+    }
+}
+
 impl Handler<Retracted> for AggregatorActor {
     type Result = ();
 
@@ -280,15 +308,19 @@ async fn apply_unaggregated(
     counters: &Counters,
 ) -> Result<u64, crate::storage::StoreError> {
     let mut applied = 0;
+    let mut after = 0;
     loop {
-        let events = store.unaggregated(5_000).await?;
-        if events.is_empty() {
+        let events = store.unaggregated(after, 5_000).await?;
+        let Some((last, _)) = events.last() else {
             return Ok(applied);
-        }
+        };
+        after = *last;
         // A row whose contribution the rules no longer give (`aggregates.zap_signers`
-        // changed) is claimed with nothing to add, so that it leaves the backlog.
+        // changed) is claimed with nothing to add, so that it leaves the backlog. A
+        // receipt waiting for its recipient's LNURL server stays in it.
         let items: Vec<Sourced> = events
             .iter()
+            .filter(|(_, e)| !crate::nostr::aggregate::is_pending(e))
             .map(|(seq, e)| Sourced {
                 seq: *seq,
                 contribution: crate::nostr::aggregate::contribution(e).unwrap_or_default(),

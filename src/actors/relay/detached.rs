@@ -56,8 +56,11 @@ impl EventStore for Detached {
         .await
     }
 
-    async fn unaggregated(&self, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
-        detached(&self.0, |s| async move { s.unaggregated(limit).await }).await
+    async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
+        detached(&self.0, |s| async move {
+            s.unaggregated(after_seq, limit).await
+        })
+        .await
     }
 
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
@@ -65,6 +68,31 @@ impl EventStore for Detached {
             s.events_after(after_seq, limit).await
         })
         .await
+    }
+
+    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
+        detached(&self.0, |s| async move { s.zap_servers().await }).await
+    }
+
+    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
+        let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
+        detached(&self.0, |s| async move {
+            s.save_zap_server(&recipient, server.as_deref()).await
+        })
+        .await
+    }
+
+    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
+        detached(
+            &self.0,
+            |s| async move { s.pending_zap_recipients(limit).await },
+        )
+        .await
+    }
+
+    async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
+        let pubkey = pubkey.to_owned();
+        detached(&self.0, |s| async move { s.profile(&pubkey).await }).await
     }
 
     async fn count_events(&self) -> StoreResult<i64> {

@@ -643,7 +643,7 @@ impl Cycle {
             }
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
-            self.subs.open(id.as_str(), root, None, false);
+            self.subs.open(id.as_str(), root, None, false, None);
             let filter = to_filter(f).since(Timestamp::now());
             relay
                 .subscribe_with_id(id, filter, SubscribeOptions::default())
@@ -1011,7 +1011,8 @@ impl Cycle {
         let sync = &self.settings.sync;
         let id = next_sub_id("sync");
         let (tx, rx) = oneshot::channel();
-        self.subs.open(&id, root.share(), Some(tx), collect_ids);
+        self.subs
+            .open(&id, root.share(), Some(tx), collect_ids, filter.limit);
         let sub = SubscriptionId::new(&id);
         relay.send_msg(ClientMessage::req(sub.clone(), filter))?;
         // The deadline runs from the last frame of this REQ, so a relay that streams a

@@ -52,57 +52,21 @@ pub fn parse(body: &str) -> Option<Info> {
 pub enum Nip11Error {
     #[error("not a ws:// or wss:// URL")]
     Url,
-    #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error("not a NIP-11 document")]
     Document,
-    #[error("document larger than {MAX_DOCUMENT} bytes")]
-    TooLarge,
 }
 
 /// Largest document read; real ones are a few kB.
 pub const MAX_DOCUMENT: usize = 64 * 1024;
 
-/// One client for every relay: its connection pool and TLS set-up are shared. It
-/// follows no redirect (a relay's document is served at the relay's own URL).
-fn client() -> Result<&'static reqwest::Client, Nip11Error> {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c);
-    }
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .user_agent(concat!("nostr-sync/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    Ok(CLIENT.get_or_init(|| c))
-}
-
-/// Fetches the document of the relay at `ws_url`, reading at most [`MAX_DOCUMENT`]
-/// bytes within `timeout` altogether.
+/// Fetches the document of the relay at `ws_url` (no redirect: it is served at the
+/// relay's own URL), reading at most [`MAX_DOCUMENT`] bytes within `timeout`.
 pub async fn fetch(ws_url: &str, timeout: Duration) -> Result<Info, Nip11Error> {
     let url = http_url(ws_url).ok_or(Nip11Error::Url)?;
-    let mut response = client()?
-        .get(url)
-        .header("Accept", "application/nostr+json")
-        .timeout(timeout)
-        .send()
-        .await?
-        .error_for_status()?;
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT as u64)
-    {
-        return Err(Nip11Error::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(Nip11Error::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    parse(&String::from_utf8_lossy(&body)).ok_or(Nip11Error::Document)
+    let body = crate::fetch::get(&url, "application/nostr+json", timeout, MAX_DOCUMENT).await?;
+    parse(&body).ok_or(Nip11Error::Document)
 }
 
 #[cfg(test)]

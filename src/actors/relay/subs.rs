@@ -33,6 +33,8 @@ struct Sub {
     /// `None` for the live subscription, which outlives its EOSE.
     done: Option<oneshot::Sender<PageEnd>>,
     collect_ids: bool,
+    /// Most EVENT frames it may bring.
+    max_frames: usize,
 }
 
 /// Open subscriptions by id, hashed with foldhash (looked up for every frame).
@@ -42,7 +44,8 @@ pub struct SubTable {
     subs: Mutex<Subs>,
     /// When the relay last answered a reconciliation (or one was opened).
     last_negentropy: Mutex<Instant>,
-    /// Most EVENT frames a REQ may bring (the live subscription has no end).
+    /// Most EVENT frames a REQ may bring, at least (twice its `limit` when that is more;
+    /// the live subscription has no end).
     max_frames: usize,
 }
 
@@ -69,6 +72,7 @@ impl SubTable {
         ack: Pending,
         done: Option<oneshot::Sender<PageEnd>>,
         collect_ids: bool,
+        limit: Option<usize>,
     ) {
         let sub = Sub {
             ack,
@@ -76,6 +80,7 @@ impl SubTable {
             last_frame: Instant::now(),
             done,
             collect_ids,
+            max_frames: self.max_frames.max(limit.unwrap_or(0).saturating_mul(2)),
         };
         self.lock().insert(id.to_owned(), sub);
     }
@@ -135,7 +140,7 @@ impl SubTable {
     fn cut_off_if_over(&self, subs: &mut Subs, id: &str) {
         let over = subs
             .get(id)
-            .is_some_and(|s| s.done.is_some() && s.end.summary.count >= self.max_frames);
+            .is_some_and(|s| s.done.is_some() && s.end.summary.count > s.max_frames);
         if over {
             if let Some(sub) = subs.get_mut(id) {
                 sub.end.overflow = true;
