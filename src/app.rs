@@ -186,6 +186,7 @@ impl App {
         let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
         // Relay actors share about one Arbiter per core: a relay costs an actor and its
         // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
+        let clients = Arc::new(crate::actors::relay::clients::Clients::default());
         let mut relays = Vec::new();
         for _ in 0..relay_arbiters(urls.len()) {
             let runtime = relay_runtime()?;
@@ -202,8 +203,17 @@ impl App {
                     cursors.clone(),
                     supervisor.clone(),
                 );
+                let clients = clients.clone();
                 move |_: &mut _| {
-                    RelayActor::new(url, settings, pipeline, store, supervisor, auth.clone())
+                    RelayActor::new(
+                        url,
+                        settings,
+                        pipeline,
+                        store,
+                        supervisor,
+                        auth.clone(),
+                        clients.clone(),
+                    )
                 }
             };
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), actor);

@@ -321,8 +321,9 @@ fn threads() -> usize {
         .unwrap_or(0)
 }
 
-/// Seconds of the idle spell measured after a sync with dead relays.
+/// The idle spell measured after a sync with dead relays, and the wait before it.
 const IDLE_SPELL: Duration = Duration::from_secs(30);
+const IDLE_SETTLE: Duration = Duration::from_secs(60);
 
 /// Until every good relay (the first `good` URLs) finished a cycle.
 async fn good_relays_synced(app: &App, urls: &[String], within: Duration) -> bool {
@@ -390,7 +391,9 @@ async fn sync(
             let elapsed = started.elapsed();
             ensure!(done, "relays did not finish their first cycle");
             if args.dead_relays > 0 {
-                // Dead relays keep failing and backing off; the good ones poll.
+                // Dead relays keep failing and backing off; the good ones poll. Once
+                // the backoffs have grown (a minute), the spell is measured.
+                tokio::time::sleep(IDLE_SETTLE).await;
                 let before = cpu_seconds("/proc/self/stat");
                 let spell = Instant::now();
                 progress(&app, total, started, async {
@@ -523,9 +526,10 @@ fn print_table(reports: &[Report]) {
             r.peak_threads,
             match r.idle_cpu_pct {
                 Some(cpu) => format!(
-                    "; with {} dead relays, idle CPU {cpu:.2}% of a core over {} s",
+                    "; with {} dead relays, idle CPU {cpu:.2}% of a core over {} s, {} s after the sync",
                     r.dead_relays,
-                    IDLE_SPELL.as_secs()
+                    IDLE_SPELL.as_secs(),
+                    IDLE_SETTLE.as_secs()
                 ),
                 None => String::new(),
             }

@@ -213,7 +213,9 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        "info,nostr_relay_pool=warn,nostr_sdk=warn,nostr_relay_builder=off".into()
+        // nostr-sdk's own lines repeat what the relay actors log and count (a failed
+        // connection, an unreadable frame), some of them once per frame.
+        "info,nostr_relay_pool=off,nostr_sdk=off,nostr_relay_builder=off".into()
     });
     // Colour codes only for a person at a terminal, never into a file or the journal.
     let builder = tracing_subscriber::fmt()

@@ -68,8 +68,9 @@ fn junk_frames_make_no_log_lines() {
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .collect();
+    // A line per failed cycle at most, none per frame.
     assert!(
-        loud.len() <= 3,
+        loud.len() <= 4,
         "{} loud lines:\n{}",
         loud.len(),
         loud.join("\n")

@@ -256,7 +256,9 @@ pub struct ItemQuery {
     pub authors: Vec<String>,
     pub since: i64,
     pub until: i64,
-    /// Most items, newest first.
+    /// Most items, in no order: callers want all of them, or to know there are more.
+    /// (Ordering them would sort every match: a full scan and sort per call, which
+    /// relays that connect and then fail, retrying, kept PostgreSQL busy with.)
     pub limit: i64,
 }
 

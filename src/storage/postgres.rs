@@ -358,7 +358,6 @@ impl EventStore for PgStore {
         let mut query = events::table
             .filter(events::created_at.between(q.since, q.until))
             .select((events::id, events::created_at))
-            .order(events::created_at.desc())
             .limit(q.limit)
             .into_boxed();
         if !q.kinds.is_empty() {

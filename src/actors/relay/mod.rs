@@ -20,6 +20,7 @@
 //! `IntervalSupervisor`, which answers when to run the next; it also restarts this
 //! actor (`Restart`, then actix's `Supervisor`) when it stops reporting.
 
+pub mod clients;
 mod detached;
 pub mod frames;
 pub mod messages;
@@ -58,8 +59,9 @@ static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
 /// How often a live relay's connection is checked between cycles.
 const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
-/// Slots of the SDK's notification channels (pool and relay): control messages only.
-const SDK_NOTIFICATIONS: usize = 256;
+/// Slots of each relay's SDK notification channel: the few control messages it needs
+/// (see `transport::is_sdk_frame`). Every slot is allocated up front, some 400 bytes.
+const SDK_NOTIFICATIONS: usize = 32;
 
 fn next_sub_id(prefix: &str) -> String {
     format!("{prefix}-{}", SUB_SEQ.fetch_add(1, Ordering::Relaxed))
@@ -114,6 +116,8 @@ pub struct RelayActor {
     store: Arc<dyn EventStore>,
     supervisor: Addr<IntervalSupervisor>,
     counters: Arc<RelayCounters>,
+    /// The SDK clients relays share, and this relay's (`None` while stopped).
+    clients: Arc<clients::Clients>,
     client: Option<Client>,
     subs: Arc<SubTable>,
     cycle_running: bool,
@@ -130,6 +134,7 @@ impl RelayActor {
         store: Arc<dyn EventStore>,
         supervisor: Addr<IntervalSupervisor>,
         auth: Option<Keys>,
+        clients: Arc<clients::Clients>,
     ) -> Self {
         let counters = pipeline.counters.relay(&url);
         // Calls a restart may interrupt must not be cancelled (see `detached`).
@@ -148,6 +153,7 @@ impl RelayActor {
             store,
             supervisor,
             counters,
+            clients,
             client: None,
             subs,
             cycle_running: false,
@@ -171,12 +177,9 @@ impl Actor for RelayActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
-        // The SDK answers a relay's AUTH challenge (NIP-42) when it has a signer.
-        // Events never reach the SDK (see `transport`), so its notification channels
-        // carry only the few control messages; at their default of 4,096 slots of about
-        // 1 kB each they held some 6 MB per relay.
-        let builder = Client::builder()
-            .websocket_transport(TapTransport::new(
+        self.clients.route(
+            &self.url,
+            TapTransport::new(
                 tx,
                 FrameBudget {
                     relay: Arc::new(Semaphore::new(self.settings.mailbox.relay_frame_bytes)),
@@ -186,16 +189,9 @@ impl Actor for RelayActor {
                 },
                 max_message(&self.settings.limits),
                 self.counters.clone(),
-            ))
-            .opts(
-                ClientOptions::new()
-                    .automatic_authentication(self.auth.is_some())
-                    .pool(RelayPoolOptions::new().notification_channel_size(SDK_NOTIFICATIONS)),
-            );
-        let client = match self.auth.clone() {
-            Some(keys) => builder.signer(keys).build(),
-            None => builder.build(),
-        };
+            ),
+        );
+        let client = self.clients.client(self.auth.as_ref());
         self.client = Some(client.clone());
         self.subs = Arc::new(SubTable::new(self.settings.limits.max_frames_per_req));
         // Reconnection is ours: a cycle that finds the connection down reconnects, and a
@@ -209,6 +205,8 @@ impl Actor for RelayActor {
         let url = self.url.clone();
         ctx.wait(
             async move {
+                // A restarted actor's relay starts afresh (the client is shared).
+                let _ = client.force_remove_relay(url.as_str()).await;
                 if let Err(e) = client.pool().add_relay(url.as_str(), opts).await {
                     tracing::error!(relay = %url, error = %e, "cannot add relay");
                 }
@@ -233,13 +231,23 @@ impl Actor for RelayActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(client) = self.client.take() {
-            actix::spawn(async move { client.shutdown().await });
-        }
+        self.drop_connection();
     }
 }
 
 impl RelayActor {
+    /// Disconnects this relay (its client is shared with other relays).
+    fn drop_connection(&mut self) {
+        if let Some(client) = self.client.take() {
+            let url = self.url.clone();
+            actix::spawn(async move {
+                if let Ok(relay) = client.relay(url.as_str()).await {
+                    relay.disconnect();
+                }
+            });
+        }
+    }
+
     /// Starts a cycle (which reconnects) when the connection dropped after a cycle
     /// that succeeded; after failures, the backoff decides when to try again.
     fn reconnect_if_lost(&mut self, ctx: &mut Context<Self>) {
@@ -271,9 +279,7 @@ impl RelayActor {
 impl Supervised for RelayActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         tracing::info!(relay = %self.url, "relay actor restarting");
-        if let Some(client) = self.client.take() {
-            actix::spawn(async move { client.shutdown().await });
-        }
+        self.drop_connection();
         self.cycle_running = false;
     }
 }
@@ -307,6 +313,7 @@ impl Handler<RunCycle> for RelayActor {
             store: self.store.clone(),
             held: self.pipeline.counters.held.clone(),
             known: self.known.clone(),
+            shared: self.clients.clone(),
             counters: self.counters.clone(),
             auth: self.auth.is_some(),
         };
@@ -332,9 +339,26 @@ impl Handler<RunCycle> for RelayActor {
                         if error.is_connection() {
                             counters.connected.store(0, Ordering::Relaxed);
                         }
+                        // Not kept connected through the backoff: a relay that sends
+                        // junk, or never answers, costs nothing while it waits. The
+                        // next cycle connects again.
+                        if let Some(client) = act.client.clone() {
+                            let url = url.clone();
+                            actix::spawn(async move {
+                                if let Ok(relay) = client.relay(url.as_str()).await {
+                                    relay.disconnect();
+                                }
+                            });
+                        }
                         act.failures += 1;
                         counters.cycles_failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(relay = %url, %error, failures = act.failures, "cycle failed");
+                        // At the 1st, 2nd, 4th, 8th… failure in a row: a relay that is
+                        // down for good costs a line per doubling, not per backoff step.
+                        if act.failures.is_power_of_two() {
+                            tracing::warn!(relay = %url, %error, failures = act.failures, "cycle failed");
+                        } else {
+                            tracing::debug!(relay = %url, %error, failures = act.failures, "cycle failed");
+                        }
                         CycleStats::Failed {
                             consecutive: act.failures,
                         }
@@ -413,6 +437,8 @@ struct Cycle {
     store: Arc<dyn EventStore>,
     held: Arc<crate::metrics::Gauge>,
     known: Arc<Known>,
+    /// What relay actors share (the catch-up check's answers among it).
+    shared: Arc<clients::Clients>,
     counters: Arc<RelayCounters>,
     /// Whether the client authenticates when asked (NIP-42).
     auth: bool,
@@ -886,6 +912,11 @@ impl Cycle {
         since: u64,
         until: u64,
     ) -> Result<bool, CycleError> {
+        let key = filter_key(f);
+        let _one_at_a_time = self.shared.checking.lock().await;
+        if let Some(held) = self.shared.held_recently(&key, since) {
+            return Ok(held);
+        }
         let query = crate::storage::ItemQuery {
             kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
             authors: f.authors.clone(),
@@ -893,7 +924,9 @@ impl Cycle {
             until: until as i64,
             limit: CATCH_UP_MIN_HELD,
         };
-        Ok(self.store.items(&query).await?.len() as i64 >= CATCH_UP_MIN_HELD)
+        let held = self.store.items(&query).await?.len() as i64 >= CATCH_UP_MIN_HELD;
+        self.shared.remember_held(key, since, held);
+        Ok(held)
     }
 
     /// Runs a window's `read` while awaiting its pages' commits in order (recording
@@ -1018,26 +1051,24 @@ impl Cycle {
         // The deadline runs from the last frame of this REQ, so a relay that streams a
         // large answer slowly is never cut off while it is sending.
         let timeout = Duration::from_secs(sync.eose_timeout_secs);
-        let lost = async {
-            while relay.is_connected() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        let idle = async {
+        // One watcher, a few wake-ups a second: a relay that never answers costs little.
+        let watch = async {
             let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
             loop {
                 tokio::time::sleep(tick).await;
+                if !relay.is_connected() {
+                    return CycleError::ConnectionLost;
+                }
                 match self.subs.last_frame(&id) {
                     Some(last) if last.elapsed() < timeout => {}
-                    _ => break,
+                    _ => return CycleError::EoseTimeout(timeout),
                 }
             }
         };
         let end = tokio::select! {
             biased;
             end = rx => end.map_err(|_| CycleError::Incomplete),
-            _ = lost => Err(CycleError::ConnectionLost),
-            _ = idle => Err(CycleError::EoseTimeout(timeout)),
+            error = watch => Err(error),
         };
         let _ = relay.send_msg(ClientMessage::close(sub));
         match end {
@@ -1141,7 +1172,9 @@ async fn ingest(
 ) {
     let (mut batches, batch_rx) = futures::channel::mpsc::channel::<Vec<Item>>(0);
     let read = async {
-        let mut frames = Vec::with_capacity(max_batch);
+        // Grown on first use: a relay that never sends holds nothing (500 frames' worth
+        // preallocated was 28 kB per relay).
+        let mut frames = Vec::new();
         while rx.recv_many(&mut frames, max_batch).await > 0 {
             let began = std::time::Instant::now();
             let items = classify_frames(frames.drain(..), &subs, &counters, &limits);

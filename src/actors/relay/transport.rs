@@ -2,8 +2,9 @@
 //! bounded broadcast channel that silently drops them when a consumer lags, and it
 //! verifies every signature on one task per connection. This transport wraps the
 //! SDK's own websocket and takes every text frame into a bounded channel read by the
-//! relay actor; EVENT frames stop here, the rest (EOSE, CLOSED, NOTICE, OK, AUTH) also
-//! go on to the SDK so its connection and subscription state stays right. A full
+//! relay actor; EVENT frames stop here, the control frames the SDK needs (EOSE, CLOSED,
+//! AUTH, NEG-MSG, NEG-ERR) also go on to the SDK so its connection and subscription
+//! state stays right. A full
 //! channel stalls the socket read, which is backpressure all the way to the relay:
 //! nothing can be dropped.
 //!
@@ -36,6 +37,15 @@ use crate::metrics::{Reject, RelayCounters};
 #[derive(Debug, thiserror::Error)]
 #[error("relay actor stopped reading")]
 struct ReaderGone;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the relay sent {MAX_JUNK_IN_A_ROW} frames in a row that are no Nostr message")]
+struct JunkOnly;
+
+/// Frames in a row that are no Nostr message (binary, or text no parser reads) after
+/// which a connection is closed: the cycle fails and backs off, instead of reading
+/// junk for as long as the relay cares to send it.
+const MAX_JUNK_IN_A_ROW: usize = 64;
 
 /// A text frame on its way to the relay actor, with the bytes it holds of the budgets.
 pub struct RawFrame {
@@ -157,20 +167,24 @@ pub fn is_event_frame(text: &str) -> bool {
     label(text) == Some("EVENT")
 }
 
-/// Whether the SDK should see a frame: the messages it manages the connection with.
-/// EVENT frames are ours alone, and garbage is counted by the relay actor; the SDK
-/// would log an ERROR line for every garbage frame a hostile relay sends.
+/// Whether the SDK should see a frame: the messages it manages the connection with
+/// (subscriptions, NIP-42, NIP-77). EVENT frames are ours alone, and garbage is
+/// counted by the relay actor (the SDK would log an ERROR line for each); NOTICE, OK
+/// and COUNT are counted or unused here, and a relay chattering NOTICEs could
+/// otherwise overrun the SDK's notification channel mid-reconciliation, which ends
+/// it early as if complete.
 pub fn is_sdk_frame(text: &str) -> bool {
     matches!(
         label(text),
-        Some("EOSE" | "CLOSED" | "NOTICE" | "OK" | "AUTH" | "COUNT" | "NEG-MSG" | "NEG-ERR")
+        Some("EOSE" | "CLOSED" | "AUTH" | "NEG-MSG" | "NEG-ERR")
     )
 }
 
-/// Whether to pass a frame on to the SDK: a control message it can read. One it cannot
-/// read it would log whole, at ERROR, once per frame; the relay actor counts those.
-fn for_sdk(text: &str) -> bool {
-    is_sdk_frame(text) && nostr_sdk::RelayMessage::from_json(text).is_ok()
+/// Whether a text frame is a Nostr message at all (EVENT frames are judged later, by
+/// the relay actor). Only readable control frames go on to the SDK: one it cannot read
+/// it would log whole, at ERROR, once per frame; the relay actor counts those.
+fn readable(text: &str) -> bool {
+    is_event_frame(text) || nostr_sdk::RelayMessage::from_json(text).is_ok()
 }
 
 impl WebSocketTransport for TapTransport {
@@ -192,14 +206,30 @@ impl WebSocketTransport for TapTransport {
             let frames = self.frames.clone();
             let counters = self.counters.clone();
             let budget = self.budget.clone();
+            // Frames in a row that no Nostr client could read (this connection's).
+            let junk = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let stream = stream.filter_map(move |msg| {
                 let frames = frames.clone();
                 let counters = counters.clone();
                 let budget = budget.clone();
+                let junk = junk.clone();
                 async move {
+                    let readable = match &msg {
+                        Ok(Message::Text(text)) => readable(text),
+                        Ok(Message::Binary(_)) => false,
+                        _ => true,
+                    };
+                    if readable {
+                        junk.store(0, Ordering::Relaxed);
+                    } else if junk.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_JUNK_IN_A_ROW {
+                        // Counted below as usual; the connection ends here.
+                        counters.reject(Reject::InvalidJson);
+                        tracing::debug!("relay sends only junk; closing the connection");
+                        return Some(Err(TransportError::backend(JunkOnly)));
+                    }
                     match msg {
                         Ok(Message::Text(text)) => {
-                            let pass = for_sdk(&text).then(|| text.clone());
+                            let pass = (readable && is_sdk_frame(&text)).then(|| text.clone());
                             // Waiting for bytes stalls the socket read: backpressure.
                             let Some(bytes) = budget.take(text.len()).await else {
                                 return Some(Err(TransportError::backend(ReaderGone)));
@@ -291,7 +321,8 @@ mod tests {
             (r#" [ "CLOSED","s","auth-required: x"]"#, true),
             (r#"["AUTH","challenge"]"#, true),
             (r#"["NEG-MSG","s","00"]"#, true),
-            (r#"["OK","00",true,""]"#, true),
+            (r#"["OK","00",true,""]"#, false),
+            (r#"["NOTICE","hello"]"#, false),
             (r#"["EVENT","s",{}]"#, false),
             ("not json", false),
             ("[]", false),
@@ -300,9 +331,12 @@ mod tests {
         ] {
             assert_eq!(is_sdk_frame(frame), sdk, "{frame}");
         }
-        // Labelled as the SDK's, but unreadable: kept from it.
-        assert!(for_sdk(r#"["EOSE","s"]"#));
-        assert!(!for_sdk(r#"["EOSE",{"x":1}]"#));
-        assert!(!for_sdk(r#"["NOTICE",5,"#));
+        // Labelled as the SDK's, but unreadable: kept from it (and junk).
+        assert!(readable(r#"["EOSE","s"]"#));
+        assert!(readable(r#"["NOTICE","hello"]"#));
+        assert!(readable(r#"["EVENT","s",{"not":"checked here"}]"#));
+        assert!(!readable(r#"["EOSE",{"x":1}]"#));
+        assert!(!readable(r#"["NOTICE",5,"#));
+        assert!(!readable("\u{1}junk"));
     }
 }
