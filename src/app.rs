@@ -201,7 +201,7 @@ impl App {
                     settings.clone(),
                     pipeline.clone(),
                     cursors.clone(),
-                    supervisor.clone(),
+                    supervisor.clone().recipient(),
                 );
                 let clients = clients.clone();
                 move |_: &mut _| {
@@ -220,7 +220,7 @@ impl App {
             actors.push((format!("relay {url}"), addr.clone().recipient()));
             supervisor.do_send(Watch {
                 relay: url.clone(),
-                addr,
+                addr: addr.clone().recipient(),
                 counters: counters.relay(url),
             });
         }

@@ -302,7 +302,7 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
                 let keys = settings
                     .filters_for(&url)
                     .iter()
-                    .map(nostr_sync::actors::relay::filter_key)
+                    .map(nostr_sync::sync::filter::filter_key)
                     .collect();
                 (url, keys)
             })

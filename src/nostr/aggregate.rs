@@ -169,12 +169,10 @@ fn reply_target(event: &Event) -> Option<String> {
         .map(|t| t[1].to_ascii_lowercase())
 }
 
-/// Every bitcoin there will ever be, in millisatoshis: no invoice can be for more.
-pub const MAX_MSATS: i64 = 21_000_000 * 100_000_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nostr::zap::MAX_MSATS;
     use nostr_sdk::{EventBuilder, Keys, Tag};
 
     proptest::proptest! {

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 
 use nostr_sdk::{Event, JsonUtil, Kind, PublicKey};
 
-use crate::nostr::aggregate::MAX_MSATS;
+/// Every bitcoin there will ever be, in millisatoshis: no invoice can be for more.
+pub const MAX_MSATS: i64 = 21_000_000 * 100_000_000_000;
 
 /// Why a zap receipt counts nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,4 +2,5 @@
 //! complete. The relay actor executes these decisions.
 
 pub mod closed;
+pub mod filter;
 pub mod plan;

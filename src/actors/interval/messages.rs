@@ -1,11 +1,10 @@
 //! The interval supervisor's inbox.
 
-use actix::{Addr, Message};
+use actix::{Message, Recipient};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::policy::CycleStats;
-use crate::actors::relay::RelayActor;
 use crate::metrics::RelayCounters;
 
 /// A relay actor finished a cycle; answers how long to wait before the next.
@@ -16,12 +15,18 @@ pub struct CycleDone {
     pub stats: CycleStats,
 }
 
+/// What the watchdog tells a relay actor that shows no sign of life: drop the
+/// connection and start over.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
 /// A relay actor to watch.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch {
     pub relay: String,
-    pub addr: Addr<RelayActor>,
+    pub addr: Recipient<Restart>,
     /// Its counters: `progress` moving keeps the watchdog quiet.
     pub counters: Arc<RelayCounters>,
 }

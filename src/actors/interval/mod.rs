@@ -17,16 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 
-use self::messages::{CycleDone, Watch};
+use self::messages::{CycleDone, Restart, Watch};
 use self::policy::{jitter, next_interval, Bounds, CycleStats};
-use crate::actors::relay::messages::Restart;
-use crate::actors::relay::RelayActor;
 use crate::metrics::RelayCounters;
 
 struct Watched {
-    addr: Addr<RelayActor>,
+    addr: Recipient<Restart>,
     counters: Arc<RelayCounters>,
     /// `counters.progress` when last looked at.
     progress: u64,

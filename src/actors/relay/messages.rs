@@ -6,8 +6,3 @@ use actix::Message;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RunCycle;
-
-/// Drop the connection and start over (sent by the watchdog).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Restart;

@@ -34,25 +34,27 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Supervised, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, Supervised, WrapFuture,
+};
 use futures::SinkExt;
 use nostr_sdk::prelude::*;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::frames::{classify, Frame, Limits};
-use self::messages::{Restart, RunCycle};
+use self::messages::RunCycle;
 use self::subs::{PageEnd, SubTable};
 use self::transport::{FrameBudget, RawFrame, TapTransport};
 use crate::actors::ack::{AckOutcome, Pending};
-use crate::actors::interval::messages::CycleDone;
+use crate::actors::interval::messages::{CycleDone, Restart};
 use crate::actors::interval::policy::CycleStats;
-use crate::actors::interval::IntervalSupervisor;
 use crate::actors::{Item, Pipeline};
 use crate::config::{FilterSettings, Settings};
 use crate::metrics::{Reject, RelayCounters};
 use crate::storage::EventStore;
 use crate::sync::closed::Closed;
-use crate::sync::plan::{self, Failure, Planner, Query, Shortfall, Step};
+use crate::sync::filter::{filter_key, narrowed, to_filter};
+use crate::sync::plan::{self, Failure, Planner, Shortfall, Step};
 
 static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -114,7 +116,8 @@ pub struct RelayActor {
     filters: Arc<Vec<FilterSettings>>,
     pipeline: Pipeline,
     store: Arc<dyn EventStore>,
-    supervisor: Addr<IntervalSupervisor>,
+    /// Where cycle results go (the `IntervalSupervisor`), answered with the next interval.
+    supervisor: Recipient<CycleDone>,
     counters: Arc<RelayCounters>,
     /// The SDK clients relays share, and this relay's (`None` while stopped).
     clients: Arc<clients::Clients>,
@@ -132,7 +135,7 @@ impl RelayActor {
         settings: Arc<Settings>,
         pipeline: Pipeline,
         store: Arc<dyn EventStore>,
-        supervisor: Addr<IntervalSupervisor>,
+        supervisor: Recipient<CycleDone>,
         auth: Option<Keys>,
         clients: Arc<clients::Clients>,
     ) -> Self {
@@ -1090,62 +1093,6 @@ impl Cycle {
             }
         }
     }
-}
-
-/// The filter of `f`, narrowed to what `q` asks for.
-fn narrowed(f: &FilterSettings, q: &Query) -> Filter {
-    let mut filter = to_filter(f).since(Timestamp::from(q.since)).limit(q.limit);
-    if let Some(u) = q.until {
-        filter = filter.until(Timestamp::from(u));
-    }
-    if let Some(kinds) = &q.kinds {
-        filter = filter.kinds(kinds.iter().map(|k| Kind::from(*k)));
-    }
-    if let Some(authors) = &q.authors {
-        filter = filter.authors(authors.iter().filter_map(|a| PublicKey::from_hex(a).ok()));
-    }
-    filter
-}
-
-fn to_filter(f: &FilterSettings) -> Filter {
-    let mut filter = Filter::new();
-    if !f.kinds.is_empty() {
-        filter = filter.kinds(f.kinds.iter().map(|k| Kind::from(*k)));
-    }
-    for (letter, values) in f.tags() {
-        if let Ok(tag) = SingleLetterTag::from_char(letter) {
-            filter = filter.custom_tags(tag, values.iter().cloned());
-        }
-    }
-    let authors: Vec<PublicKey> = f
-        .authors
-        .iter()
-        .filter_map(|a| PublicKey::from_hex(a).ok())
-        .collect();
-    if !authors.is_empty() {
-        filter = filter.authors(authors);
-    }
-    filter
-}
-
-/// The cursor key of a filter: what it selects, without the moving window. Tag
-/// filters and `until` appear only when set, so keys of filters without them stay
-/// those earlier versions saved.
-pub fn filter_key(f: &FilterSettings) -> String {
-    let mut kinds = f.kinds.clone();
-    kinds.sort_unstable();
-    let mut authors = f.authors.clone();
-    authors.sort();
-    let mut key = serde_json::json!({ "kinds": kinds, "authors": authors, "since": f.since });
-    for (letter, values) in f.tags() {
-        let mut values = values.to_vec();
-        values.sort();
-        key[format!("#{letter}")] = serde_json::json!(values);
-    }
-    if f.until > 0 {
-        key["until"] = serde_json::json!(f.until);
-    }
-    key.to_string()
 }
 
 /// The largest websocket message a relay may send: an event over the limit still

@@ -20,10 +20,11 @@ use std::time::Duration;
 use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
-use super::{to_filter, Cycle, CycleError, PageDone};
+use super::{Cycle, CycleError, PageDone};
 use crate::actors::ack::Pending;
 use crate::config::FilterSettings;
 use crate::storage::ItemQuery;
+use crate::sync::filter::to_filter;
 use crate::sync::plan::{Failure, Shortfall};
 
 /// Longest wait for a relay's first answer to NEG-OPEN (relays that do not know NIP-77
