@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::hostile::{Act, HostileRelay};
 use common::proxy::TcpProxy;
-use common::{lock_writes, oracle, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
+use common::{
+    assert_exact, lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT,
+};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::config::Negentropy;
@@ -37,23 +39,6 @@ both_backends!(
 fn data() -> &'static Dataset {
     static DATA: OnceLock<Dataset> = OnceLock::new();
     DATA.get_or_init(|| Dataset::generate(9_000, 3, 0.0, 80))
-}
-
-/// Every event of `want` stored exactly once, nothing else, and the aggregates the
-/// NIPs give.
-async fn assert_exact(db: &TestDb, want: &[Event]) {
-    let store = storage::open(&db.url, 2).await.unwrap();
-    let ids = stored_ids(&*store).await;
-    let unique: HashSet<EventId> = ids.iter().copied().collect();
-    assert_eq!(ids.len(), unique.len(), "an event is stored twice");
-    let expected: HashSet<EventId> = want.iter().map(|e| e.id).collect();
-    let missing = expected.difference(&unique).count();
-    let extra = unique.difference(&expected).count();
-    assert!(
-        missing == 0 && extra == 0,
-        "{missing} events missing, {extra} unexpected"
-    );
-    assert_eq!(store.stats().await.unwrap(), oracle::expected_stats(want));
 }
 
 /// A relay clamped at 100 and one clamped at 1, both silently, next to an unclamped

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::hostile::{Act, HostileRelay};
-use common::{oracle, run, settings, stored_ids, sync_once, TestDb};
+use common::{assert_exact, oracle, run, settings, sync_once, TestDb};
 use nostr_sdk::prelude::*;
 use nostr_sync::config::Negentropy;
 use nostr_sync::dataset::Dataset;
@@ -161,23 +160,6 @@ both_backends!(
 
 /// Largest event the tests accept, so that oversized ones stay cheap to sign.
 const MAX_EVENT_BYTES: usize = 4_096;
-
-/// Every event of `want` stored exactly once, nothing else, and the aggregates the
-/// NIPs give.
-async fn assert_exact(db: &TestDb, want: &[Event]) {
-    let store = storage::open(&db.url, 2).await.unwrap();
-    let ids = stored_ids(&*store).await;
-    let unique: HashSet<EventId> = ids.iter().copied().collect();
-    assert_eq!(ids.len(), unique.len(), "an event is stored twice");
-    let expected: HashSet<EventId> = want.iter().map(|e| e.id).collect();
-    let missing = expected.difference(&unique).count();
-    let extra = unique.difference(&expected).count();
-    assert!(
-        missing == 0 && extra == 0,
-        "{missing} events missing, {extra} unexpected"
-    );
-    assert_eq!(store.stats().await.unwrap(), oracle::expected_stats(want));
-}
 
 struct Refused {
     /// What each relay holds of the normal events.

@@ -98,6 +98,27 @@ macro_rules! record_window_upsert {
 }
 pub(crate) use record_window_upsert;
 
+/// The upsert that remembers a zap recipient's LNURL server, for both backends.
+macro_rules! zap_server_upsert {
+    ($recipient:expr, $server:expr, $now:expr) => {{
+        use diesel::upsert::excluded;
+        use $crate::storage::schema::zap_servers as z;
+        diesel::insert_into(z::table)
+            .values((
+                z::recipient.eq($recipient),
+                z::server.eq($server),
+                z::checked_at.eq($now),
+            ))
+            .on_conflict(z::recipient)
+            .do_update()
+            .set((
+                z::server.eq(excluded(z::server)),
+                z::checked_at.eq(excluded(z::checked_at)),
+            ))
+    }};
+}
+pub(crate) use zap_server_upsert;
+
 pub mod batch;
 pub mod migrate;
 pub mod models;

@@ -488,18 +488,7 @@ impl EventStore for PgStore {
 
     async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        diesel::insert_into(zap_servers::table)
-            .values((
-                zap_servers::recipient.eq(recipient),
-                zap_servers::server.eq(server),
-                zap_servers::checked_at.eq(now_secs()),
-            ))
-            .on_conflict(zap_servers::recipient)
-            .do_update()
-            .set((
-                zap_servers::server.eq(excluded(zap_servers::server)),
-                zap_servers::checked_at.eq(excluded(zap_servers::checked_at)),
-            ))
+        super::zap_server_upsert!(recipient, server, now_secs())
             .execute(&mut conn)
             .await?;
         Ok(())

@@ -514,18 +514,7 @@ impl EventStore for SqliteStore {
     async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
         let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
         self.run(move |conn| {
-            diesel::insert_into(zap_servers::table)
-                .values((
-                    zap_servers::recipient.eq(recipient),
-                    zap_servers::server.eq(server),
-                    zap_servers::checked_at.eq(now_secs()),
-                ))
-                .on_conflict(zap_servers::recipient)
-                .do_update()
-                .set((
-                    zap_servers::server.eq(excluded(zap_servers::server)),
-                    zap_servers::checked_at.eq(excluded(zap_servers::checked_at)),
-                ))
+            super::zap_server_upsert!(recipient, server, now_secs())
                 .execute(conn)
                 .map(drop)
         })

@@ -184,6 +184,24 @@ pub async fn stored_ids(store: &dyn EventStore) -> Vec<EventId> {
     ids
 }
 
+/// Every event of `want` stored exactly once, nothing else, and the aggregates the
+/// NIPs give.
+pub async fn assert_exact(db: &TestDb, want: &[nostr_sdk::Event]) {
+    use std::collections::HashSet;
+    let store = storage::open(&db.url, 2).await.unwrap();
+    let ids = stored_ids(&*store).await;
+    let unique: HashSet<EventId> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "an event is stored twice");
+    let expected: HashSet<EventId> = want.iter().map(|e| e.id).collect();
+    let missing = expected.difference(&unique).count();
+    let extra = unique.difference(&expected).count();
+    assert!(
+        missing == 0 && extra == 0,
+        "{missing} events missing, {extra} unexpected"
+    );
+    assert_eq!(store.stats().await.unwrap(), oracle::expected_stats(want));
+}
+
 /// Syncs until every relay finished one cycle, then shuts down cleanly.
 pub async fn sync_once(
     s: nostr_sync::config::Settings,
