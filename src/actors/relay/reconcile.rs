@@ -1,7 +1,10 @@
-//! NIP-77 (negentropy) for a cycle: our side's `(id, created_at)` items come from the
-//! database for the filter and window, the SDK reconciles them with the relay in dry-run
-//! mode, and the ids we lack are fetched through our own REQs (the websocket tap), so
-//! nothing travels through the SDK's lossy channel.
+//! NIP-77 (negentropy) for a cycle, and the repair pass that uses it: our side's
+//! `(id, created_at)` items come from the database for the filter and window, the SDK
+//! reconciles them with the relay in dry-run mode, and the ids we lack are fetched
+//! through our own REQs (the websocket tap), so nothing travels through the SDK's
+//! lossy channel. The repair pass reads a filter's whole synced range again (by
+//! reconciliation where the relay serves it, else by paging) every
+//! `sync.repair_interval_secs`, to find events that arrived with old timestamps.
 //!
 //! Windows holding more than [`SLICE_ITEMS`] of our events are reconciled in time
 //! slices, newest first; a relay that answers `blocked:` (too many records for it) gets
@@ -20,11 +23,12 @@ use std::time::Duration;
 use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
-use super::{Cycle, CycleError, PageDone};
+use super::cycle::{Cycle, CycleError, PageDone};
+use super::progress::Backfill;
 use crate::actors::ack::Pending;
 use crate::config::FilterSettings;
 use crate::storage::ItemQuery;
-use crate::sync::filter::to_filter;
+use crate::sync::filter::{filter_key, to_filter};
 use crate::sync::plan::{Failure, Shortfall};
 
 /// Longest wait for a relay's first answer to NEG-OPEN (relays that do not know NIP-77
@@ -243,5 +247,73 @@ impl Cycle {
             }
         }
         Ok(Vec::new())
+    }
+}
+
+impl Cycle {
+    /// The repair pass, when due: reads the filter's whole synced range again (by
+    /// reconciliation, else by paging) to find events that arrived with old
+    /// timestamps. The time of the last pass is kept next to the cursor.
+    /// `top` is the filter's cursor, just saved.
+    pub(super) async fn repair_if_due(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        top: u64,
+    ) -> Result<(), CycleError> {
+        let sync = &self.settings.sync;
+        let key = filter_key(f);
+        let interval = if self.negentropy_usable() {
+            sync.repair_interval_secs
+        } else {
+            sync.repair_paging_interval_secs
+        };
+        let repair_key = format!("{key}#repair");
+        let now = Timestamp::now().as_secs();
+        match self.store.cursor(&self.url, &repair_key).await? {
+            _ if interval == 0 => return Ok(()),
+            // The first sync read everything: the clock starts now.
+            None => {
+                self.store
+                    .save_cursor(&self.url, &repair_key, now as i64)
+                    .await?;
+                return Ok(());
+            }
+            Some(last) if now < (last as u64).saturating_add(interval) => return Ok(()),
+            Some(_) => {}
+        }
+        tracing::info!(relay = %self.url, filter = %key, "repair pass");
+        let (pages_tx, pages_rx) = mpsc::unbounded_channel();
+        let read = async {
+            let pages = pages_tx;
+            if self.negentropy_usable() {
+                if let Some(s) = self
+                    .reconcile(relay, f, f.since, top, &pages, false)
+                    .await?
+                {
+                    return Ok(s);
+                }
+            }
+            self.read_range(relay, f, f.since, Some(top), &pages, false)
+                .await
+        };
+        // Nothing is recorded (no page names a floor): this only awaits the commits.
+        let keys = Backfill::keys(&repair_key);
+        let outcome = self
+            .settle(read, pages_rx, (f.since, now), &keys, &key)
+            .await?;
+        self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .repair_found
+            .fetch_add(outcome.new_rows, Ordering::Relaxed);
+        if outcome.new_rows > 0 {
+            tracing::warn!(relay = %self.url, filter = %key, found = outcome.new_rows, "repair pass found events the regular sync had missed (backdated or late)");
+        } else {
+            tracing::info!(relay = %self.url, filter = %key, "repair pass found nothing missing");
+        }
+        self.store
+            .save_cursor(&self.url, &repair_key, now as i64)
+            .await?;
+        Ok(())
     }
 }
