@@ -1,6 +1,7 @@
 //! StorageActor: one of `storage.workers`, sharing one connection pool.
 //!
-//! In: `StoreBatch` (mailbox `mailbox.storage`), from relay actors via the router.
+//! In: `StoreBatch` from relay actors, routed by author (`router`), each carrying the
+//! admission permits of its events.
 //! Out: `Contribute` to the aggregator for rows that were new, `Committed` to the dedup
 //! actor, and each event's commit guard resolved.
 //!
@@ -10,16 +11,18 @@
 //! a flush also waits up to `batch_timeout_ms` for that many rows.
 //!
 //! Backpressure: a sender first takes one permit per event from the worker's semaphore
-//! (`mailbox.storage` permits, see `Pipeline::submit`); the permits travel with the batch
+//! (`mailbox.storage` permits, taken in `Pipeline::settle`); the permits travel with the batch
 //! and are released when its transaction commits. A slow database therefore blocks the
 //! relay actors, and a worker never holds more than `mailbox.storage` events. A failed
 //! write is retried with backoff and never dropped while the database is unreachable.
 //!
-//! Poison: if a batch fails while the database takes other writes
-//! (`EventStore::probe_write`), something in the batch cannot be stored (a value the
-//! database refuses). The batch is written in halves until the failing event is alone;
-//! it is tried three times on its own and then refused (`unstorable`, logged with the
-//! error), so one event never stalls the rest.
+//! Poison: if a batch fails for a reason about the data (`StoreError::is_about_data`: a
+//! constraint, an encoding, a size, a trigger's refusal) while the database takes other
+//! writes (`EventStore::probe_write`), something in the batch cannot be stored. The
+//! batch is written in halves until the failing event is alone; it is tried three times
+//! on its own and then refused (`unstorable`, logged with the error), so one event never
+//! stalls the rest. Timeouts, a full disk or a busy server refuse nothing: the batch
+//! waits and is retried, and `/readyz` says why.
 
 pub mod messages;
 pub mod router;
