@@ -37,6 +37,13 @@ struct Sub {
     max_frames: usize,
 }
 
+impl Sub {
+    /// A REQ (not the live subscription) that brought more frames than it may.
+    fn over_cap(&self) -> bool {
+        self.done.is_some() && self.end.summary.count > self.max_frames
+    }
+}
+
 /// Open subscriptions by id, hashed with foldhash (looked up for every frame).
 type Subs = HashMap<String, Sub, foldhash::fast::RandomState>;
 
@@ -117,7 +124,9 @@ impl SubTable {
             sub.end.ids.push(e.id);
         }
         let claim = keep.then(|| sub.ack.claim());
-        self.cut_off_if_over(&mut subs, id);
+        if sub.over_cap() {
+            Self::cut_off(&mut subs, id);
+        }
         Some(claim)
     }
 
@@ -133,20 +142,17 @@ impl SubTable {
             Some(p) => sub.end.summary.add(p.created_at, p.kind, &p.author),
             None => sub.end.summary.add_unreadable(),
         }
-        self.cut_off_if_over(&mut subs, id);
+        if sub.over_cap() {
+            Self::cut_off(&mut subs, id);
+        }
     }
 
-    /// Ends REQ `id` as overflowed once it brought more frames than a REQ may.
-    fn cut_off_if_over(&self, subs: &mut Subs, id: &str) {
-        let over = subs
-            .get(id)
-            .is_some_and(|s| s.done.is_some() && s.end.summary.count > s.max_frames);
-        if over {
-            if let Some(sub) = subs.get_mut(id) {
-                sub.end.overflow = true;
-            }
-            Self::end(subs, id, None);
+    /// Ends REQ `id` as overflowed: it brought more frames than a REQ may.
+    fn cut_off(subs: &mut Subs, id: &str) {
+        if let Some(sub) = subs.get_mut(id) {
+            sub.end.overflow = true;
         }
+        Self::end(subs, id, None);
     }
 
     pub fn on_eose(&self, id: &str) {
