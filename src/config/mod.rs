@@ -2,6 +2,10 @@
 //! environment variables `NOSTR_SYNC__SECTION__KEY`, so later sources win.
 //! `config/default.toml` mirrors `Settings::default()`; a test keeps them equal.
 
+mod defaults;
+mod secrets;
+mod validate;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -89,44 +93,6 @@ impl FilterSettings {
                 ..self.clone()
             })
             .collect()
-    }
-}
-
-impl FilterSettings {
-    /// What is wrong with this filter, each naming its key (`key` is where it is).
-    fn problems(&self, key: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let hex =
-            |v: &str| v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        for a in &self.authors {
-            if nostr_sdk::PublicKey::from_hex(a).is_err() {
-                out.push(format!("`{key}.authors` holds {a:?}, not a hex pubkey"));
-            }
-        }
-        // NIP-01: `#e` and `#p` values are lowercase hex ids and pubkeys.
-        for (name, values) in [("#e", &self.e), ("#p", &self.p)] {
-            for v in values {
-                if !hex(v) {
-                    out.push(format!(
-                        "`{key}.{name}` holds {v:?}, not 64 lowercase hex digits"
-                    ));
-                }
-            }
-        }
-        for v in &self.a {
-            if crate::nostr::parse_address(v).is_none() {
-                out.push(format!(
-                    "`{key}.#a` holds {v:?}, not an address kind:pubkey:d"
-                ));
-            }
-        }
-        if self.until > 0 && self.until < self.since {
-            out.push(format!(
-                "`{key}.until` ({}) must not be below `{key}.since` ({})",
-                self.until, self.since
-            ));
-        }
-        out
     }
 }
 
@@ -317,14 +283,6 @@ pub struct RetentionSettings {
     pub expiry_check_secs: u64,
 }
 
-impl Default for RetentionSettings {
-    fn default() -> Self {
-        Self {
-            expiry_check_secs: 60,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IntervalSettings {
@@ -389,14 +347,6 @@ pub struct HttpSettings {
     pub listen: String,
 }
 
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9464".into(),
-        }
-    }
-}
-
 /// NIP-42: the key the service authenticates to relays with, when they ask. The key
 /// itself never enters the settings (nor any log): it is read from the environment
 /// variable [`AUTH_KEY_ENV`] or from `secret_key_file`.
@@ -407,190 +357,7 @@ pub struct AuthSettings {
     pub secret_key_file: String,
 }
 
-/// Environment variable that may hold the NIP-42 secret key (nsec or hex).
-pub const AUTH_KEY_ENV: &str = "NOSTR_SYNC_AUTH_KEY";
-
-impl RelaySettings {
-    /// `auth_key` as a key: the value itself, or what the file it names holds.
-    fn keys(&self, i: usize) -> Result<Option<nostr_sdk::Keys>, String> {
-        let value = self.auth_key.trim();
-        if value.is_empty() {
-            return Ok(None);
-        }
-        if let Ok(keys) = nostr_sdk::Keys::parse(value) {
-            return Ok(Some(keys));
-        }
-        let held = std::fs::read_to_string(value).map_err(|_| {
-            format!(
-                "`relay[{i}].auth_key` is neither a secret key (nsec or hex) nor a readable file"
-            )
-        })?;
-        nostr_sdk::Keys::parse(held.trim()).map(Some).map_err(|_| {
-            format!("`relay[{i}].auth_key` names a file that does not hold a secret key")
-        })
-    }
-}
-
-impl AuthSettings {
-    /// The key to authenticate with, if one is configured.
-    pub fn keys(&self) -> Result<Option<nostr_sdk::Keys>, String> {
-        let (secret, source) = match std::env::var(AUTH_KEY_ENV) {
-            Ok(s) if !s.trim().is_empty() => (s, format!("${AUTH_KEY_ENV}")),
-            _ if self.secret_key_file.is_empty() => return Ok(None),
-            _ => {
-                let s = std::fs::read_to_string(&self.secret_key_file).map_err(|e| {
-                    format!(
-                        "`auth.secret_key_file` {:?} cannot be read: {e}",
-                        self.secret_key_file
-                    )
-                })?;
-                (s, "`auth.secret_key_file`".to_owned())
-            }
-        };
-        // The error names the source, never the value.
-        nostr_sdk::Keys::parse(secret.trim())
-            .map(Some)
-            .map_err(|_| format!("{source} does not hold a secret key (nsec or 64 hex digits)"))
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            relays: Vec::new(),
-            relay: Vec::new(),
-            filters: vec![FilterSettings::default()],
-            sync: SyncSettings::default(),
-            database: DatabaseSettings::default(),
-            dedup: DedupSettings::default(),
-            storage: StorageSettings::default(),
-            verify: VerifySettings::default(),
-            aggregates: AggregateSettings::default(),
-            retention: RetentionSettings::default(),
-            interval: IntervalSettings::default(),
-            mailbox: MailboxSettings::default(),
-            limits: LimitSettings::default(),
-            shutdown: ShutdownSettings::default(),
-            auth: AuthSettings::default(),
-            http: HttpSettings::default(),
-            baseline: false,
-        }
-    }
-}
-
-impl Default for SyncSettings {
-    fn default() -> Self {
-        Self {
-            live: true,
-            overlap_secs: 600,
-            page_limit: 500,
-            relay_page_limits: Vec::new(),
-            max_authors_per_req: 256,
-            max_reqs_per_window: 100_000,
-            eose_timeout_secs: 30,
-            reconcile_timeout_secs: 300,
-            refused_retry_secs: 3_600,
-            negentropy: Negentropy::Auto,
-            repair_interval_secs: 14_400,
-            repair_paging_interval_secs: 86_400,
-            connect_timeout_secs: 10,
-            backoff_min_ms: 500,
-            backoff_max_ms: 60_000,
-            performance: PerformanceSettings::default(),
-        }
-    }
-}
-
-impl Default for PerformanceSettings {
-    fn default() -> Self {
-        Self {
-            batch_size: 1,
-            batch_timeout_ms: 100,
-            max_batch_rows: 2_000,
-            min_commit_interval_ms: 20,
-        }
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://nostr-sync.db".into(),
-            max_connections: 8,
-            retry_min_ms: 100,
-            retry_max_ms: 10_000,
-            migrate_on_start: true,
-        }
-    }
-}
-
-impl Default for DedupSettings {
-    fn default() -> Self {
-        Self {
-            lru_capacity: 100_000,
-        }
-    }
-}
-
-impl Default for StorageSettings {
-    fn default() -> Self {
-        Self { workers: 1 }
-    }
-}
-
-impl Default for AggregateSettings {
-    fn default() -> Self {
-        Self {
-            flush_interval_ms: 200,
-            zap_signers: Vec::new(),
-            zap_verification: ZapVerification::Lnurl,
-            lnurl_check_secs: 10,
-        }
-    }
-}
-
-impl Default for IntervalSettings {
-    fn default() -> Self {
-        Self {
-            idle_secs: 30,
-            normal_secs: 10,
-            busy_secs: 5,
-            busy_threshold: 100,
-            watchdog_secs: 300,
-        }
-    }
-}
-
-impl Default for MailboxSettings {
-    fn default() -> Self {
-        Self {
-            relay_frames: 1_024,
-            relay_frame_bytes: 4 << 20,
-            frame_bytes_total: 64 << 20,
-            dedup: 16,
-            storage: 5_000,
-            aggregator: 64,
-            max_batch_events: 500,
-        }
-    }
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        Self {
-            max_event_bytes: 256 * 1024,
-            max_tags: 2_000,
-            max_future_secs: 900,
-            max_frames_per_req: 100_000,
-        }
-    }
-}
-
-impl Default for ShutdownSettings {
-    fn default() -> Self {
-        Self { timeout_secs: 30 }
-    }
-}
+pub use self::secrets::AUTH_KEY_ENV;
 
 /// Problems found while loading or validating settings, reported all at once.
 #[derive(Debug, thiserror::Error)]
@@ -629,204 +396,6 @@ impl Settings {
         settings.normalize();
         settings.validate()?;
         Ok(settings)
-    }
-
-    /// Writes hex the way events carry it: pubkeys and ids are compared with stored,
-    /// lowercase keys, so `ABC…` in a filter would match nothing.
-    pub fn normalize(&mut self) {
-        let filters = self
-            .filters
-            .iter_mut()
-            .chain(self.relay.iter_mut().flat_map(|r| r.filters.iter_mut()));
-        for f in filters {
-            for list in [&mut f.authors, &mut f.e, &mut f.p] {
-                list.iter_mut().for_each(|v| v.make_ascii_lowercase());
-            }
-        }
-    }
-
-    /// Every problem at once, each naming its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
-        if let Err(e) = self.auth.keys() {
-            errors.push(e);
-        }
-        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            errors.push(format!(
-                "`http.listen` must be host:port (an IP address) or empty, got {:?}",
-                self.http.listen
-            ));
-        }
-        let relay_tables = self.relay.iter().map(|r| &r.url);
-        for (key, relay) in self
-            .relays
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (format!("relays[{i}]"), r))
-            .chain(
-                relay_tables
-                    .enumerate()
-                    .map(|(i, r)| (format!("relay[{i}].url"), r)),
-            )
-        {
-            match url::Url::parse(relay) {
-                Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
-                Ok(u) => errors.push(format!(
-                    "`{key}` must be a ws:// or wss:// url, got {relay:?} (scheme {:?})",
-                    u.scheme()
-                )),
-                Err(e) => errors.push(format!("`{key}` is not a url: {relay:?} ({e})")),
-            }
-        }
-        if self.filters.is_empty() {
-            errors.push("`filters` must hold at least one filter".into());
-        }
-        let own = self.relay.iter().enumerate().flat_map(|(r, relay)| {
-            relay
-                .filters
-                .iter()
-                .enumerate()
-                .map(move |(i, f)| (format!("relay[{r}].filters[{i}]"), f))
-        });
-        for (key, f) in self
-            .filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (format!("filters[{i}]"), f))
-            .chain(own)
-        {
-            errors.extend(f.problems(&key));
-        }
-        for (i, r) in self.relay.iter().enumerate() {
-            if let Err(e) = r.keys(i) {
-                errors.push(e);
-            }
-        }
-        for (i, k) in self.aggregates.zap_signers.iter().enumerate() {
-            if nostr_sdk::PublicKey::parse(k.trim()).is_err() {
-                errors.push(format!(
-                    "`aggregates.zap_signers[{i}]` holds {k:?}, not a pubkey (hex or npub)"
-                ));
-            }
-        }
-        if crate::storage::Backend::of_url(&self.database.url).is_none() {
-            errors.push(format!(
-                "`database.url` must start with sqlite:// or postgres://, got {:?}",
-                crate::storage::migrate::redacted(&self.database.url)
-            ));
-        }
-        let mut positive = |key: &str, v: u64| {
-            if v == 0 {
-                errors.push(format!("`{key}` must be at least 1, got 0"));
-            }
-        };
-        positive("sync.page_limit", self.sync.page_limit as u64);
-        positive(
-            "sync.max_reqs_per_window",
-            self.sync.max_reqs_per_window as u64,
-        );
-        positive(
-            "sync.max_authors_per_req",
-            self.sync.max_authors_per_req as u64,
-        );
-        for (i, r) in self.sync.relay_page_limits.iter().enumerate() {
-            positive(
-                &format!("sync.relay_page_limits[{i}].page_limit"),
-                r.page_limit as u64,
-            );
-        }
-        positive("sync.eose_timeout_secs", self.sync.eose_timeout_secs);
-        positive(
-            "sync.reconcile_timeout_secs",
-            self.sync.reconcile_timeout_secs,
-        );
-        positive("sync.connect_timeout_secs", self.sync.connect_timeout_secs);
-        positive("sync.backoff_min_ms", self.sync.backoff_min_ms);
-        positive(
-            "sync.performance.batch_size",
-            self.sync.performance.batch_size as u64,
-        );
-        positive(
-            "sync.performance.max_batch_rows",
-            self.sync.performance.max_batch_rows as u64,
-        );
-        positive(
-            "database.max_connections",
-            self.database.max_connections as u64,
-        );
-        positive("database.retry_min_ms", self.database.retry_min_ms);
-        positive("dedup.lru_capacity", self.dedup.lru_capacity as u64);
-        positive("storage.workers", self.storage.workers as u64);
-        positive(
-            "aggregates.flush_interval_ms",
-            self.aggregates.flush_interval_ms,
-        );
-        positive("interval.idle_secs", self.interval.idle_secs);
-        positive("interval.normal_secs", self.interval.normal_secs);
-        positive("interval.busy_secs", self.interval.busy_secs);
-        positive("interval.watchdog_secs", self.interval.watchdog_secs);
-        positive("mailbox.relay_frames", self.mailbox.relay_frames as u64);
-        positive(
-            "mailbox.relay_frame_bytes",
-            self.mailbox.relay_frame_bytes as u64,
-        );
-        positive(
-            "mailbox.frame_bytes_total",
-            self.mailbox.frame_bytes_total as u64,
-        );
-        positive("mailbox.dedup", self.mailbox.dedup as u64);
-        positive("mailbox.storage", self.mailbox.storage as u64);
-        positive("mailbox.aggregator", self.mailbox.aggregator as u64);
-        positive(
-            "mailbox.max_batch_events",
-            self.mailbox.max_batch_events as u64,
-        );
-        positive("limits.max_event_bytes", self.limits.max_event_bytes as u64);
-        positive(
-            "limits.max_frames_per_req",
-            self.limits.max_frames_per_req as u64,
-        );
-        positive("shutdown.timeout_secs", self.shutdown.timeout_secs);
-        positive(
-            "aggregates.lnurl_check_secs",
-            self.aggregates.lnurl_check_secs,
-        );
-        if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
-            errors.push(format!(
-                "`sync.backoff_max_ms` ({}) must not be below `sync.backoff_min_ms` ({})",
-                self.sync.backoff_max_ms, self.sync.backoff_min_ms
-            ));
-        }
-        if self.database.retry_max_ms < self.database.retry_min_ms {
-            errors.push(format!(
-                "`database.retry_max_ms` ({}) must not be below `database.retry_min_ms` ({})",
-                self.database.retry_max_ms, self.database.retry_min_ms
-            ));
-        }
-        if self.sync.performance.batch_size > self.sync.performance.max_batch_rows {
-            errors.push(format!(
-                "`sync.performance.batch_size` ({}) must not exceed `sync.performance.max_batch_rows` ({})",
-                self.sync.performance.batch_size, self.sync.performance.max_batch_rows
-            ));
-        }
-        if self.mailbox.storage < self.mailbox.max_batch_events {
-            errors.push(format!(
-                "`mailbox.storage` ({}) must be at least `mailbox.max_batch_events` ({})",
-                self.mailbox.storage, self.mailbox.max_batch_events
-            ));
-        }
-        if self.storage.workers > self.database.max_connections {
-            errors.push(format!(
-                "`storage.workers` ({}) must not exceed `database.max_connections` ({})",
-                self.storage.workers, self.database.max_connections
-            ));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError(errors))
-        }
     }
 
     /// Every relay to sync: the plain list, then `[[relay]]` tables not in it.
@@ -914,6 +483,8 @@ impl Settings {
 mod tests {
     use super::*;
 
+    const PK: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
     #[test]
     fn default_toml_matches_built_in_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
@@ -921,24 +492,6 @@ mod tests {
         let from_file: Settings = toml::from_str(&text).expect("parse config/default.toml");
         assert_eq!(from_file, Settings::default());
     }
-
-    #[test]
-    fn validation_reports_every_problem_with_its_key() {
-        let mut s = Settings {
-            relays: vec!["http://example.com".into(), "not a url".into()],
-            ..Default::default()
-        };
-        s.storage.workers = 0;
-        s.database.url = "mysql://x".into();
-        let err = s.validate().unwrap_err().0;
-        let joined = err.join("\n");
-        for key in ["relays[0]", "relays[1]", "storage.workers", "database.url"] {
-            assert!(joined.contains(key), "{key} missing from {joined}");
-        }
-        assert_eq!(err.len(), 4, "{joined}");
-    }
-
-    const PK: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
     #[test]
     fn relay_tables_and_filters_are_read_and_checked() {
@@ -977,58 +530,5 @@ mod tests {
         assert_eq!(s.page_limit_for("wss://two.example"), 100);
         assert_eq!(s.page_limit_for("wss://one.example"), 0);
         assert!(s.auth_for("wss://two.example").unwrap().is_some());
-    }
-
-    #[test]
-    fn hex_in_filters_is_written_as_events_carry_it() {
-        let mut s = Settings::default();
-        s.filters[0].authors = vec![PK.to_uppercase()];
-        s.filters[0].p = vec![PK.to_uppercase()];
-        s.relay = vec![RelaySettings {
-            url: "wss://r.example".into(),
-            filters: vec![FilterSettings {
-                e: vec!["AB".repeat(32)],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
-        s.normalize();
-        s.validate().unwrap();
-        assert_eq!(s.filters[0].authors, vec![PK.to_owned()]);
-        assert_eq!(s.filters[0].p, vec![PK.to_owned()]);
-        assert_eq!(s.relay[0].filters[0].e, vec!["ab".repeat(32)]);
-    }
-
-    #[test]
-    fn bad_filters_name_their_keys() {
-        let mut s = Settings::default();
-        s.filters[0].e = vec!["not hex".into()];
-        s.filters[0].a = vec!["1:x:y".into()];
-        s.filters[0].since = 10;
-        s.filters[0].until = 5;
-        s.relay.push(RelaySettings {
-            url: "https://nope".into(),
-            filters: vec![FilterSettings {
-                p: vec![PK.to_uppercase()],
-                ..Default::default()
-            }],
-            auth_key: "/no/such/key".into(),
-            ..Default::default()
-        });
-        s.sync.max_authors_per_req = 0;
-        s.aggregates.zap_signers = vec![PK.into(), "nope".into()];
-        let err = s.validate().unwrap_err().0.join("\n");
-        for key in [
-            "filters[0].#e",
-            "filters[0].#a",
-            "filters[0].until",
-            "relay[0].url",
-            "relay[0].filters[0].#p",
-            "relay[0].auth_key",
-            "sync.max_authors_per_req",
-            "aggregates.zap_signers[1]",
-        ] {
-            assert!(err.contains(&format!("`{key}")), "{key} missing from {err}");
-        }
     }
 }
