@@ -239,7 +239,13 @@ impl Actor for RelayActor {
 impl RelayActor {
     /// Disconnects this relay (its client is shared with other relays).
     fn drop_connection(&mut self) {
-        if let Some(client) = self.client.take() {
+        self.disconnect();
+        self.client = None;
+    }
+
+    /// Closes this relay's connection, if any; the next cycle connects again.
+    fn disconnect(&self) {
+        if let Some(client) = self.client.clone() {
             let url = self.url.clone();
             actix::spawn(async move {
                 if let Ok(relay) = client.relay(url.as_str()).await {
@@ -341,16 +347,8 @@ impl Handler<RunCycle> for RelayActor {
                             counters.connected.store(0, Ordering::Relaxed);
                         }
                         // Not kept connected through the backoff: a relay that sends
-                        // junk, or never answers, costs nothing while it waits. The
-                        // next cycle connects again.
-                        if let Some(client) = act.client.clone() {
-                            let url = url.clone();
-                            actix::spawn(async move {
-                                if let Ok(relay) = client.relay(url.as_str()).await {
-                                    relay.disconnect();
-                                }
-                            });
-                        }
+                        // junk, or never answers, costs nothing while it waits.
+                        act.disconnect();
                         act.failures += 1;
                         counters.cycles_failed.fetch_add(1, Ordering::Relaxed);
                         // At the 1st, 2nd, 4th, 8th… failure in a row: a relay that is

@@ -174,17 +174,24 @@ pub fn is_event_frame(text: &str) -> bool {
 /// otherwise overrun the SDK's notification channel mid-reconciliation, which ends
 /// it early as if complete.
 pub fn is_sdk_frame(text: &str) -> bool {
-    matches!(
-        label(text),
-        Some("EOSE" | "CLOSED" | "AUTH" | "NEG-MSG" | "NEG-ERR")
-    )
+    label(text).is_some_and(|l| SDK_LABELS.contains(&l))
 }
 
+const SDK_LABELS: [&str; 5] = ["EOSE", "CLOSED", "AUTH", "NEG-MSG", "NEG-ERR"];
+
 /// Whether a text frame is a Nostr message at all (EVENT frames are judged later, by
-/// the relay actor). Only readable control frames go on to the SDK: one it cannot read
-/// it would log whole, at ERROR, once per frame; the relay actor counts those.
-fn readable(text: &str) -> bool {
-    is_event_frame(text) || nostr_sdk::RelayMessage::from_json(text).is_ok()
+/// the relay actor), and whether it goes on to the SDK: only control frames it can read
+/// (one it cannot read it would log whole, at ERROR, once per frame; the relay actor
+/// counts those). The label is read once: every EVENT frame passes here.
+fn sort(text: &str) -> (bool, bool) {
+    match label(text) {
+        Some("EVENT") => (true, false),
+        Some(l) if SDK_LABELS.contains(&l) => {
+            let ok = nostr_sdk::RelayMessage::from_json(text).is_ok();
+            (ok, ok)
+        }
+        _ => (nostr_sdk::RelayMessage::from_json(text).is_ok(), false),
+    }
 }
 
 impl WebSocketTransport for TapTransport {
@@ -214,10 +221,10 @@ impl WebSocketTransport for TapTransport {
                 let budget = budget.clone();
                 let junk = junk.clone();
                 async move {
-                    let readable = match &msg {
-                        Ok(Message::Text(text)) => readable(text),
-                        Ok(Message::Binary(_)) => false,
-                        _ => true,
+                    let (readable, for_sdk) = match &msg {
+                        Ok(Message::Text(text)) => sort(text),
+                        Ok(Message::Binary(_)) => (false, false),
+                        _ => (true, false),
                     };
                     if readable {
                         junk.store(0, Ordering::Relaxed);
@@ -229,7 +236,7 @@ impl WebSocketTransport for TapTransport {
                     }
                     match msg {
                         Ok(Message::Text(text)) => {
-                            let pass = (readable && is_sdk_frame(&text)).then(|| text.clone());
+                            let pass = for_sdk.then(|| text.clone());
                             // Waiting for bytes stalls the socket read: backpressure.
                             let Some(bytes) = budget.take(text.len()).await else {
                                 return Some(Err(TransportError::backend(ReaderGone)));
@@ -332,11 +339,16 @@ mod tests {
             assert_eq!(is_sdk_frame(frame), sdk, "{frame}");
         }
         // Labelled as the SDK's, but unreadable: kept from it (and junk).
-        assert!(readable(r#"["EOSE","s"]"#));
-        assert!(readable(r#"["NOTICE","hello"]"#));
-        assert!(readable(r#"["EVENT","s",{"not":"checked here"}]"#));
-        assert!(!readable(r#"["EOSE",{"x":1}]"#));
-        assert!(!readable(r#"["NOTICE",5,"#));
-        assert!(!readable("\u{1}junk"));
+        assert!(sort(r#"["EOSE","s"]"#).0);
+        assert!(sort(r#"["NOTICE","hello"]"#).0);
+        assert!(sort(r#"["EVENT","s",{"not":"checked here"}]"#).0);
+        assert!(!sort(r#"["EOSE",{"x":1}]"#).0);
+        assert!(!sort(r#"["NOTICE",5,"#).0);
+        assert!(!sort("\u{1}junk").0);
+        // Only readable control frames go on to the SDK.
+        assert_eq!(sort(r#"["EOSE","s"]"#), (true, true));
+        assert_eq!(sort(r#"["EOSE",{"x":1}]"#), (false, false));
+        assert_eq!(sort(r#"["NOTICE","hello"]"#), (true, false));
+        assert_eq!(sort(r#"["EVENT","s",{}]"#), (true, false));
     }
 }
