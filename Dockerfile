@@ -5,7 +5,8 @@
 FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked && strip target/release/nostr-sync
+# The service alone: the tools crate (demo, bench, test relays) stays out of the image.
+RUN cargo build --release --locked -p nostr-sync && strip target/release/nostr-sync
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

@@ -50,6 +50,15 @@ impl App {
     /// Opens the store, applies any aggregation backlog, and starts the pipeline.
     /// Must run inside an actix System; migrations must have run.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        Self::start_with(settings, |store| store).await
+    }
+
+    /// `start`, with the store the pipeline writes through passed through `wrap` first
+    /// (the benchmark's yardstick is such a wrapper).
+    pub async fn start_with(
+        settings: Settings,
+        wrap: impl FnOnce(Arc<dyn EventStore>) -> Arc<dyn EventStore>,
+    ) -> anyhow::Result<App> {
         let settings = Arc::new(settings);
         let counters = Arc::new(Counters::default());
         let health = Arc::new(Health::new(
@@ -70,7 +79,7 @@ impl App {
             }
         };
         let store =
-            storage::open(&settings.database.url, settings.database.max_connections).await?;
+            wrap(storage::open(&settings.database.url, settings.database.max_connections).await?);
         crate::actors::lnurl::load_trust(&settings, &*store).await?;
         let backlog = apply_backlog(&*store, &counters).await?;
         if backlog > 0 {
@@ -101,11 +110,7 @@ impl App {
             });
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
             .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
-        let mut dedup = DedupActor::new(lru, mailbox.dedup, counters.clone());
-        if settings.baseline {
-            dedup = dedup.with_database_lookup(store.clone());
-        }
-        let dedup = dedup.start();
+        let dedup = DedupActor::new(lru, mailbox.dedup, counters.clone()).start();
         let verify_threads = settings.verify_threads();
         let verify = {
             let counters = counters.clone();
@@ -119,7 +124,6 @@ impl App {
             retry_min: Duration::from_millis(settings.database.retry_min_ms),
             retry_max: Duration::from_millis(settings.database.retry_max_ms),
             min_commit_interval: Duration::from_millis(perf.min_commit_interval_ms),
-            inline_aggregates: settings.baseline,
         };
         // SQLite has one writer at a time: more workers only contend for its lock.
         let workers = match storage::Backend::of_url(&settings.database.url) {

@@ -9,19 +9,6 @@ use nostr_sync::app::App;
 use nostr_sync::config::Settings;
 use nostr_sync::storage::{self, migrate};
 
-/// jemalloc instead of glibc's malloc: events are allocated on the relay threads and
-/// freed on the storage thread, and glibc spent about 5% of the syncer's CPU in malloc
-/// and free. Measured with `bench` (README, "Performance"): less CPU per event, a few
-/// MB more peak memory; mimalloc doubled the peak.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Two arenas (jemalloc's default is four per core): the hot paths allocate on a few
-/// threads only, and each arena holds memory of its own.
-#[allow(non_upper_case_globals)]
-#[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"narenas:2\0";
-
 #[derive(Parser)]
 #[command(
     name = "nostr-sync",
@@ -60,21 +47,6 @@ enum Command {
     CheckConfig,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Sync in-process demo relays into a fresh SQLite file in the temporary directory
-    /// (never the configured database) and print the result.
-    Demo {
-        /// Unique events to generate.
-        #[arg(long, default_value_t = 3000)]
-        events: usize,
-        /// Database to fill instead of a fresh temporary file.
-        #[arg(long)]
-        db: Option<String>,
-    },
-    /// Benchmark the pipeline against relays in a child process.
-    Bench(nostr_sync::bench::BenchArgs),
-    /// The benchmark's relay process.
-    #[command(hide = true)]
-    BenchRelays(nostr_sync::bench::RelayArgs),
     /// Per relay and filter: cursor and lag, backfill progress, last success, failures
     /// and last error; event counts and migrations. Reads the database only.
     Status {
@@ -98,21 +70,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match cli.command {
-        Command::Bench(args) => return exit(nostr_sync::bench::run(args)),
-        Command::BenchRelays(args) => {
-            let hosted = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(nostr_sync::bench::host_relays(args)));
-            return exit(hosted);
-        }
-        _ => {}
-    }
-    let config = cli.config.clone().or_else(|| {
-        let system = PathBuf::from("/etc/nostr-sync/config.toml");
-        system.exists().then_some(system)
-    });
+    nostr_sync::logging::init(matches!(cli.log_format, LogFormat::Json));
+    let config = nostr_sync::logging::config_path(cli.config.clone());
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -128,22 +87,10 @@ fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    let mut settings = settings;
-    if let Command::Demo { db, .. } = &cli.command {
-        settings.database.url = db.clone().unwrap_or_else(|| {
-            let file =
-                std::env::temp_dir().join(format!("nostr-sync-demo-{}.db", std::process::id()));
-            format!("sqlite://{}", file.display())
-        });
-        println!(
-            "demo database: {}",
-            migrate::redacted(&settings.database.url)
-        );
-    }
     // Read-only commands never migrate; `run` does unless told not to.
     let migrate = match &cli.command {
         Command::Run => settings.database.migrate_on_start,
-        Command::Migrate | Command::Demo { .. } => true,
+        Command::Migrate => true,
         _ => false,
     };
     if migrate {
@@ -162,9 +109,6 @@ fn main() -> ExitCode {
             exit_on_panic();
             actix_rt::System::new().block_on(run(settings))
         }
-        Command::Demo { events, .. } => {
-            actix_rt::System::new().block_on(nostr_sync::demo::run(settings, events))
-        }
         Command::CheckAggregates { repair } => {
             return actix_rt::System::new().block_on(check_aggregates(settings, repair));
         }
@@ -174,7 +118,7 @@ fn main() -> ExitCode {
         Command::Stats { event } => {
             return actix_rt::System::new().block_on(stats(settings, &event));
         }
-        Command::CheckConfig | Command::Bench(_) | Command::BenchRelays(_) => {
+        Command::CheckConfig => {
             unreachable!("handled above")
         }
     };
@@ -208,23 +152,6 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // nostr-sdk's own lines repeat what the relay actors log and count (a failed
-        // connection, an unreadable frame), some of them once per frame.
-        "info,nostr_relay_pool=off,nostr_sdk=off,nostr_relay_builder=off".into()
-    });
-    // Colour codes only for a person at a terminal, never into a file or the journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -85,29 +85,6 @@ fn a_database_password_is_never_printed() {
     assert!(all.contains("sync:***@127.0.0.1:1"), "{all}");
 }
 
-/// `demo` never writes into the configured database: without `--db` it fills a fresh
-/// temporary file.
-#[test]
-fn demo_leaves_the_configured_database_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let configured = dir.path().join("production.db");
-    let url = format!("sqlite://{}", configured.display());
-    let out = nostr_sync(&url, &["demo", "--events", "100"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!configured.exists(), "demo created the configured database");
-    let used = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("demo database: sqlite://"))
-        .expect("the demo names its database");
-    assert!(std::path::Path::new(used).exists());
-    let _ = std::fs::remove_file(used);
-}
-
 #[test]
 fn valid_config_passes() {
     let (code, stderr) = check_config("relays = [\"wss://relay.example.com\"]", &[]);
@@ -123,8 +100,21 @@ fn environment_overrides_the_file() {
     assert_eq!(code, 0);
 }
 
-fn nostr_sync(db_url: &str, args: &[&str]) -> std::process::Output {
+/// Runs the demo (three in-process relays, `events` unique events) into `url`.
+fn fill_by_demo(url: &str, events: usize) {
+    let mut settings = nostr_sync::config::Settings::default();
+    settings.database.url = url.to_owned();
     // The demo's zapper has no LNURL server: its receipts count as they hold together.
+    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
+    nostr_sync::storage::migrate::run_pending(url).unwrap();
+    actix_rt::System::new()
+        .block_on(nostr_sync_tools::demo::run(settings, events))
+        .unwrap();
+}
+
+fn nostr_sync(db_url: &str, args: &[&str]) -> std::process::Output {
+    // The demo's zapper has no LNURL server: a recount counts its receipts as they hold
+    // together.
     Command::new(env!("CARGO_BIN_EXE_nostr-sync"))
         .args(args)
         .env("NOSTR_SYNC__DATABASE__URL", db_url)
@@ -133,7 +123,7 @@ fn nostr_sync(db_url: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `demo` fills a real SQLite file; `check-aggregates` finds a tampered counter,
+/// The demo fills a real SQLite file; `check-aggregates` finds a tampered counter,
 /// `--repair` fixes it.
 #[test]
 fn check_aggregates_finds_and_repairs_a_drifted_counter() {
@@ -143,12 +133,7 @@ fn check_aggregates_finds_and_repairs_a_drifted_counter() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let url = format!("sqlite://{}", path.display());
-    let demo = nostr_sync(&url, &["demo", "--events", "400", "--db", &url]);
-    assert!(
-        demo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
+    fill_by_demo(&url, 400);
     assert_eq!(
         nostr_sync(&url, &["check-aggregates"]).status.code(),
         Some(0)
@@ -262,8 +247,7 @@ fn status_json(url: &str, relays: &str) -> serde_json::Value {
 fn status_shows_progress_and_failures() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("status.db").display());
-    let demo = nostr_sync(&url, &["demo", "--events", "300", "--db", &url]);
-    assert!(demo.status.success());
+    fill_by_demo(&url, 300);
     let s = status_json(&url, "");
     let relays = s["relays"].as_array().unwrap();
     assert_eq!(relays.len(), 3, "{s}");
@@ -330,9 +314,7 @@ fn stats_prints_one_events_aggregates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stats.db");
     let url = format!("sqlite://{}", path.display());
-    assert!(nostr_sync(&url, &["demo", "--events", "300", "--db", &url])
-        .status
-        .success());
+    fill_by_demo(&url, 300);
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = diesel::sql_types::Text)]

@@ -17,9 +17,9 @@ use common::{
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::config::Negentropy;
-use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::Counters;
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::{Dataset, HostedRelay};
 
 both_backends!(
     clamped_relays_lose_nothing,

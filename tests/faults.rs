@@ -15,9 +15,9 @@ use common::{
 };
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
-use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::{Dataset, HostedRelay};
 
 both_backends!(
     hostile_input_is_counted_and_never_stored,

@@ -12,9 +12,9 @@ use common::hostile::{Act, HostileRelay};
 use common::{assert_exact, oracle, run, settings, sync_once, TestDb};
 use nostr_sdk::prelude::*;
 use nostr_sync::config::Negentropy;
-use nostr_sync::dataset::Dataset;
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::Dataset;
 
 /// A relay sending 1,000 binary frames and 1,000 frames no parser can read, to the
 /// built binary with its shipped log settings: they are counted, not logged one line

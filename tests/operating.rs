@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::{http_get, run, settings, TestDb, SYNC_TIMEOUT};
 use nostr_sync::app::App;
-use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::{Dataset, HostedRelay};
 
 both_backends!(metrics_move_and_agree_with_the_database);
 

@@ -9,9 +9,9 @@ use common::{lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIM
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::config::Negentropy;
-use nostr_sync::dataset::{Dataset, HostedRelay};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::{Dataset, HostedRelay};
 
 /// Ephemeral events (NIP-01) and events whose NIP-40 expiration has passed are
 /// counted and never stored, whether backfilled or live; an event expiring later is.

@@ -10,8 +10,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{lock_writes, run, stored_ids, Backend, TestDb};
-use nostr_sync::dataset::Dataset;
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::Dataset;
 use rand::{Rng, SeedableRng};
 
 both_backends!(
@@ -271,10 +271,10 @@ fn sigkill_between_a_deletion_and_its_flush_is_recounted_exactly(db: TestDb) {
         let history = vec![note.clone(), r1.clone(), r2, reply.clone()];
         let deletions = vec![delete(&b, &r1), delete(&c, &reply)];
         let deletions = &deletions;
-        let first = nostr_sync::dataset::HostedRelay::start(&history, 500)
+        let first = nostr_sync_tools::dataset::HostedRelay::start(&history, 500)
             .await
             .unwrap();
-        let second = nostr_sync::dataset::HostedRelay::start(deletions, 500)
+        let second = nostr_sync_tools::dataset::HostedRelay::start(deletions, 500)
             .await
             .unwrap();
         let store = storage::open(&db.url, 2).await.unwrap();
@@ -385,7 +385,7 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// The bound README states for the default settings with one relay.
+/// The bound docs/operating.md states for the default settings with one relay.
 const RSS_BOUND_MIB: f64 = 100.0;
 
 fn memory_stays_bounded_under_a_stalled_database(db: TestDb) {

@@ -16,10 +16,10 @@ use common::{oracle, run, settings, TestDb};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
 use nostr_sync::config::{Negentropy, ZapVerification};
-use nostr_sync::dataset::Zapper;
 use nostr_sync::metrics::Counters;
 use nostr_sync::nostr::zap::ZapReject;
 use nostr_sync::storage;
+use nostr_sync_tools::dataset::Zapper;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 both_backends!(only_receipts_of_the_recipients_lnurl_server_count);

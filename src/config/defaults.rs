@@ -38,7 +38,6 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
-            baseline: false,
         }
     }
 }

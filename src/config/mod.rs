@@ -33,10 +33,6 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub auth: AuthSettings,
     pub http: HttpSettings,
-    /// The benchmark's yardstick, never read from files: the seed plan's original
-    /// design (a database lookup instead of the LRU, aggregates updated inline).
-    #[serde(skip)]
-    pub baseline: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

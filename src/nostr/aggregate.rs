@@ -275,7 +275,7 @@ mod tests {
             Kind::ZapReceipt,
         ))
         .is_none());
-        let zapper = crate::dataset::Zapper::new(3);
+        let zapper = nostr_sync_tools::dataset::Zapper::new(3);
         let target = (
             nostr_sdk::EventId::from_hex(A).unwrap(),
             Keys::generate().public_key(),

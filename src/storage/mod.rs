@@ -324,9 +324,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// that a concurrent writer stored (two instances); queues their retractions.
     async fn purge(&self, now: i64) -> StoreResult<Purged>;
 
-    /// Whether an event with this id is stored (the baseline profile's dedup).
-    async fn event_exists(&self, id: &str) -> StoreResult<bool>;
-
     /// In one transaction: marks the source events of `items` as aggregated, skipping
     /// those already marked, and adds the deltas of the ones it marked. Returns how many
     /// contributions were applied.

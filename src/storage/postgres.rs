@@ -284,16 +284,6 @@ impl EventStore for PgStore {
         Ok(purged)
     }
 
-    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
-        let mut conn = self.conn().await?;
-        let n: i64 = events::table
-            .filter(events::id.eq(id))
-            .count()
-            .get_result(&mut conn)
-            .await?;
-        Ok(n > 0)
-    }
-
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
         let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
         let mut conn = self.conn().await?;

@@ -302,18 +302,6 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
-        let id = id.to_owned();
-        self.run(move |conn| {
-            let n: i64 = events::table
-                .filter(events::id.eq(id))
-                .count()
-                .get_result(conn)?;
-            Ok(n > 0)
-        })
-        .await
-    }
-
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
         let items = items.to_vec();
         self.run(move |conn| {

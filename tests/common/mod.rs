@@ -287,14 +287,14 @@ pub async fn wait_for_status(
 /// One relay per placement of `data`, each capped at its own `caps` entry (or the last
 /// one, for all the rest), and their URLs.
 pub async fn host(
-    data: &nostr_sync::dataset::Dataset,
+    data: &nostr_sync_tools::dataset::Dataset,
     caps: &[usize],
-) -> (Vec<nostr_sync::dataset::HostedRelay>, Vec<String>) {
+) -> (Vec<nostr_sync_tools::dataset::HostedRelay>, Vec<String>) {
     let mut relays = Vec::new();
     let mut urls = Vec::new();
     for r in 0..data.placement.len() {
         let cap = caps.get(r).or(caps.last()).copied().unwrap_or(500);
-        let relay = nostr_sync::dataset::HostedRelay::start(data.relay_events(r), cap)
+        let relay = nostr_sync_tools::dataset::HostedRelay::start(data.relay_events(r), cap)
             .await
             .unwrap();
         urls.push(relay.url().await);

@@ -20,16 +20,13 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Recipient, WrapFuture,
-};
+use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use nostr_sdk::EventId;
 
 use self::cache::{Seen, SeenCache};
 use self::messages::{Abandon, Check, Committed, Release};
 use crate::actors::Item;
 use crate::metrics::Counters;
-use crate::storage::EventStore;
 
 /// The claim of the one copy of an id that the dedup actor let through. Dropped
 /// without [`InFlight::settle`], it releases the id (see the module docs).
@@ -59,8 +56,6 @@ pub struct DedupActor {
     me: Option<Arc<Recipient<Abandon>>>,
     mailbox: usize,
     counters: Arc<Counters>,
-    /// Baseline profile only: ask the database about every event instead of the LRU.
-    lookup: Option<Arc<dyn EventStore>>,
 }
 
 impl DedupActor {
@@ -70,28 +65,15 @@ impl DedupActor {
             me: None,
             mailbox,
             counters,
-            lookup: None,
         }
     }
 
-    /// The seed plan's design: one existence query per event, no LRU.
-    pub fn with_database_lookup(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.lookup = Some(store);
-        self
-    }
-
-    /// Sorts `items` into fresh, duplicate and parked; `stored` says, per item, whether
-    /// the database already holds it (baseline lookup).
-    fn classify(&mut self, items: Vec<Item>, stored: impl IntoIterator<Item = bool>) -> Vec<Item> {
+    /// Sorts `items` into fresh, duplicate and parked.
+    fn classify(&mut self, items: Vec<Item>) -> Vec<Item> {
         let mut fresh = Vec::with_capacity(items.len());
-        for (item, stored) in items.into_iter().zip(stored) {
+        for item in items {
             let id = item.event.id;
-            let seen = if stored {
-                Seen::Committed
-            } else {
-                self.cache.check(id)
-            };
-            match seen {
+            match self.cache.check(id) {
                 Seen::Fresh => {
                     let mut item = item;
                     item.in_flight = Some(InFlight {
@@ -129,27 +111,10 @@ impl Actor for DedupActor {
 }
 
 impl Handler<Check> for DedupActor {
-    type Result = AtomicResponse<Self, Vec<Item>>;
+    type Result = Vec<Item>;
 
-    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Self::Result {
-        let Some(store) = self.lookup.clone() else {
-            let fresh = self.classify(items, std::iter::repeat(false));
-            return AtomicResponse::new(Box::pin(actix::fut::ready(fresh)));
-        };
-        let lookup = async move {
-            let mut stored = Vec::with_capacity(items.len());
-            for item in &items {
-                let id = item.event.id.to_hex();
-                // An error counts as "not stored": the unique key still guards the row.
-                stored.push(store.event_exists(&id).await.unwrap_or(false));
-            }
-            (items, stored)
-        };
-        AtomicResponse::new(Box::pin(
-            lookup
-                .into_actor(self)
-                .map(|(items, stored), act, _| act.classify(items, stored)),
-        ))
+    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Vec<Item> {
+        self.classify(items)
     }
 }
 

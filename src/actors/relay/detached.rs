@@ -42,11 +42,6 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.purge(now).await }).await
     }
 
-    async fn event_exists(&self, id: &str) -> StoreResult<bool> {
-        let id = id.to_owned();
-        detached(&self.0, |s| async move { s.event_exists(&id).await }).await
-    }
-
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
         let items = items.to_vec();
         detached(

@@ -54,8 +54,6 @@ pub struct WritePolicy {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub min_commit_interval: Duration,
-    /// Baseline profile only: apply aggregates in the write path, before the next event.
-    pub inline_aggregates: bool,
 }
 
 const MAILBOX_MESSAGES: usize = 64;
@@ -140,8 +138,8 @@ impl StorageActor {
         // Everything pending goes now, in transactions of at most `max_batch_rows`:
         // leaving a remainder behind would let it grow under sustained load.
         // Each batch gets an allocation of its own size: `split_off` would leave every
-        // batch holding the capacity of everything after it (quadratic memory; the
-        // baseline profile's one-row batches reached gigabytes).
+        // batch holding the capacity of everything after it (quadratic memory: one-row
+        // batches reached gigabytes).
         let max_rows = self.policy.max_batch_rows.max(1);
         let mut items = std::mem::take(&mut self.pending).into_iter();
         let mut batches = Vec::new();
@@ -160,7 +158,6 @@ impl StorageActor {
             dedup: self.dedup.clone(),
             aggregator: self.aggregator.clone(),
             counters: self.counters.clone(),
-            inline_aggregates: self.policy.inline_aggregates,
         };
         let write = async move {
             let mut batches = batches.into_iter();
@@ -222,19 +219,20 @@ struct Writer {
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
-    /// Baseline profile only.
-    inline_aggregates: bool,
 }
 
 /// Attempts at a lone event that fails while the database answers, before refusing it.
 const POISON_ATTEMPTS: usize = 3;
 
 /// The environment variable of the test hook below.
+#[cfg(feature = "failpoints")]
 pub const FAILPOINT_ENV: &str = "NOSTR_SYNC_FAILPOINT";
 
-/// Test hook: with `NOSTR_SYNC_FAILPOINT=storage-panic-after:N`, a storage worker panics
-/// on its first write once N events are stored: the process test that shows a panicking
-/// actor never leaves the service up with nothing stored. Off unless set.
+/// Test hook, compiled only with the `failpoints` feature (test builds): with
+/// `NOSTR_SYNC_FAILPOINT=storage-panic-after:N`, a storage worker panics on its first
+/// write once N events are stored: the process test that shows a panicking actor never
+/// leaves the service up with nothing stored. Off unless set.
+#[cfg(feature = "failpoints")]
 fn failpoint(stored: u64) {
     static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let after = AFTER.get_or_init(|| {
@@ -256,6 +254,7 @@ impl Writer {
     /// Commits `batch` in one transaction and hands on what it learned. On failure the
     /// batch comes back untouched.
     async fn write(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
+        #[cfg(feature = "failpoints")]
         failpoint(self.counters.stored.load(Ordering::Relaxed));
         let mut events = Vec::with_capacity(batch.len());
         let mut guards: Vec<Guards> = Vec::with_capacity(batch.len());
@@ -320,11 +319,7 @@ impl Writer {
                 c.map(|contribution| Sourced { seq, contribution })
             })
             .collect();
-        if self.inline_aggregates && !contributions.is_empty() {
-            if let Err(e) = self.store.apply_contributions(&contributions).await {
-                tracing::warn!(error = %e, "inline aggregate update failed; applied at next start");
-            }
-        } else if !contributions.is_empty() {
+        if !contributions.is_empty() {
             // The aggregation watermark in the database keeps these safe if this fails.
             if let Err(e) = self.aggregator.send(Contribute(contributions)).await {
                 tracing::warn!(error = %e, "aggregator unavailable; deltas wait for the next start");

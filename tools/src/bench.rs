@@ -1,6 +1,6 @@
-//! `nostr-sync bench`: the real pipeline against real relays on loopback.
+//! `nostr-sync-tools bench`: the real pipeline against real relays on loopback.
 //!
-//! The relays run in a child process (`nostr-sync bench-relays`), so the syncer's CPU
+//! The relays run in a child process (`nostr-sync-tools bench-relays`), so the syncer's CPU
 //! and memory are its own. Events are signed once and cached on disk; the run checks
 //! its own result (stored count and aggregates) and fails if they differ.
 
@@ -15,12 +15,12 @@ use anyhow::{bail, ensure, Context};
 use nostr_sdk::{Event, JsonUtil, Timestamp};
 use serde::Serialize;
 
-use crate::app::App;
-use crate::config::Settings;
 use crate::dataset::{expected_stats, place, sign_events, EventMaker, HostedRelay};
-use crate::metrics::Counters;
-use crate::nostr::aggregate::StatsDelta;
-use crate::storage::{self, migrate, Backend};
+use nostr_sync::app::App;
+use nostr_sync::config::Settings;
+use nostr_sync::metrics::Counters;
+use nostr_sync::nostr::aggregate::StatsDelta;
+use nostr_sync::storage::{self, migrate, Backend};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,8 +34,9 @@ pub enum Mode {
 pub enum Profile {
     /// The shipped defaults.
     Default,
-    /// The seed plan's "current" design: one storage worker, one transaction per
-    /// event, a database lookup instead of the LRU, aggregates updated inline.
+    /// The Go predecessor's design ([`crate::baseline`]): one storage worker, one
+    /// transaction per event, a database lookup instead of the LRU, aggregates updated
+    /// inline.
     Baseline,
 }
 
@@ -213,9 +214,9 @@ fn run_profile(
     settings.http.listen = String::new();
     // The generated receipts come from a zapper with no LNURL server; the check below
     // counts them as they hold together.
-    settings.aggregates.zap_verification = crate::config::ZapVerification::None;
+    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
     if profile == Profile::Baseline {
-        settings.baseline = true;
+        settings.dedup.lru_capacity = 1;
         settings.storage.workers = 1;
         settings.sync.performance.batch_size = 1;
         settings.sync.performance.max_batch_rows = 1;
@@ -226,7 +227,7 @@ fn run_profile(
     let cpu_before = cpu_seconds("/proc/self/stat");
     let relays_before = cpu_seconds(&relay_stat);
     PEAK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
-    let outcome = actix_rt::System::new().block_on(sync(args, settings, &mut relays));
+    let outcome = actix_rt::System::new().block_on(sync(args, profile, settings, &mut relays));
     let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
     let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
     let peak_rss_mb = peak_rss_mb();
@@ -356,7 +357,7 @@ fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
         for chunk in held.chunks(5_000) {
             store.insert_events(chunk).await?;
         }
-        crate::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
         eprintln!("  the database holds {} events before the run", held.len());
         anyhow::Ok(())
     })
@@ -373,12 +374,18 @@ struct Expected {
 
 async fn sync(
     args: &BenchArgs,
+    profile: Profile,
     settings: Settings,
     relays: &mut RelayProcess,
 ) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>)> {
     let started = Instant::now();
     let good: Vec<String> = settings.relays[..args.relays].to_vec();
-    let app = App::start(settings).await?;
+    let app = match profile {
+        Profile::Baseline => {
+            App::start_with(settings, |store| Arc::new(crate::baseline::Baseline(store))).await?
+        }
+        Profile::Default => App::start(settings).await?,
+    };
     let counters = app.counters.clone();
     let mut idle_cpu_pct = None;
     let result: anyhow::Result<(Duration, Expected)> = match args.mode {

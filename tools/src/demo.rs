@@ -1,12 +1,12 @@
-//! `nostr-sync demo`: three in-process relays with overlapping, freshly signed events,
+//! `nostr-sync-tools demo`: three in-process relays with overlapping, freshly signed events,
 //! synced by the real pipeline into the configured database.
 
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::config::Settings;
 use crate::dataset::{Dataset, HostedRelay};
-use crate::metrics::Counters;
+use nostr_sync::app::App;
+use nostr_sync::config::Settings;
+use nostr_sync::metrics::Counters;
 
 pub const RELAYS: usize = 3;
 
@@ -35,7 +35,7 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         data.events.len()
     );
 
-    let before = crate::storage::open(&settings.database.url, 1)
+    let before = nostr_sync::storage::open(&settings.database.url, 1)
         .await?
         .count_events()
         .await?;
@@ -129,7 +129,11 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     println!("aggregate totals after deletions : {}", totals(&stats));
     let deleted: std::collections::HashSet<String> = deletions
         .iter()
-        .flat_map(|d| crate::nostr::deletion(d).map(|d| d.ids).unwrap_or_default())
+        .flat_map(|d| {
+            nostr_sync::nostr::deletion(d)
+                .map(|d| d.ids)
+                .unwrap_or_default()
+        })
         .collect();
     let remaining: Vec<_> = data
         .events
@@ -163,9 +167,9 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
 
 /// Sums of every aggregate row.
 fn totals(
-    stats: &std::collections::HashMap<String, crate::nostr::aggregate::StatsDelta>,
+    stats: &std::collections::HashMap<String, nostr_sync::nostr::aggregate::StatsDelta>,
 ) -> String {
-    let mut sum = crate::nostr::aggregate::StatsDelta::default();
+    let mut sum = nostr_sync::nostr::aggregate::StatsDelta::default();
     for d in stats.values() {
         sum.add(d);
     }

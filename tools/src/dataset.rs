@@ -10,7 +10,7 @@ use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
 use nostr_relay_builder::prelude::*;
 
-use crate::nostr::aggregate::{contribution, sum_by_target, StatsDelta};
+use nostr_sync::nostr::aggregate::{contribution, sum_by_target, StatsDelta};
 
 /// A generated data set: unique events and, per relay, the indices it holds.
 pub struct Dataset {
