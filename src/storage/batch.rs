@@ -1,6 +1,7 @@
 //! What a batch of verified events does to the database under the Nostr rules of
-//! `crate::nostr` (versions, deletions, expiry), decided without the database: both
-//! backends run the same steps with these helpers, in one transaction per batch.
+//! `crate::nostr` (versions, deletions, expiry), decided without the database:
+//! [`super::write`] runs these steps for both backends with these helpers, in one
+//! transaction per batch.
 //!
 //! 1. Each deletion request in the batch records its tombstones (`deleted_events`,
 //!    `deleted_addresses`) and removes the stored events they name.

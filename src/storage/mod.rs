@@ -126,6 +126,7 @@ mod postgres;
 pub mod schema;
 pub(crate) mod sqlite;
 pub mod tls;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;

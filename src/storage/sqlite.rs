@@ -17,19 +17,20 @@ use futures::FutureExt;
 use nostr_sdk::Event;
 
 use diesel::dsl::sql;
-
 use diesel::sql_types::Bool;
 
-use super::batch::{Prepared, Removals};
-use super::models::{tag_rows, EventRow, NewRetraction, NewTag, StatsRow};
+use super::batch::Prepared;
+use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
 use super::schema::{
     deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
     replaceable_heads, retractions, zap_servers,
 };
+use super::write::{write, Removed, Steps};
 use super::{
     claimed_deltas, now_secs, rows_to_events, EventStore, Purged, StoreError, StoreResult, Written,
 };
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::Deletion;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -86,160 +87,13 @@ impl SqliteStore {
 impl EventStore for SqliteStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
         let mut prep = Prepared::new(batch, now_secs());
-        let ids = prep.ids();
-        let tag_rows: Vec<Vec<NewTag>> = batch.iter().map(|e| tag_rows(0, e)).collect();
+        let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let (rows, removals) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
-                    let mut removals = Removals::default();
-                    let mut removed: Vec<(bool, EventRow)> = Vec::new();
-                    // 1. Deletion requests: tombstones, and the stored events they name.
-                    for (author, d) in &prep.deletions {
-                        let tombstones: Vec<_> = d
-                            .ids
-                            .iter()
-                            .map(|id| {
-                                (deleted_events::id.eq(id), deleted_events::pubkey.eq(author))
-                            })
-                            .collect();
-                        diesel::insert_into(deleted_events::table)
-                            .values(&tombstones)
-                            .on_conflict_do_nothing()
-                            .execute(conn)?;
-                        let mut gone: Vec<(bool, EventRow)> = diesel::delete(
-                            events::table
-                                .filter(events::id.eq_any(&d.ids))
-                                .filter(events::pubkey.eq(author))
-                                .filter(events::kind.ne(5)),
-                        )
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)?;
-                        for address in &d.addresses {
-                            let upsert = diesel::insert_into(deleted_addresses::table)
-                                .values((
-                                    deleted_addresses::address.eq(address),
-                                    deleted_addresses::until.eq(d.until),
-                                ))
-                                .on_conflict(deleted_addresses::address)
-                                .do_update()
-                                .set(
-                                    deleted_addresses::until.eq(excluded(deleted_addresses::until)),
-                                );
-                            diesel::query_dsl::methods::FilterDsl::filter(
-                                upsert,
-                                deleted_addresses::until.lt(excluded(deleted_addresses::until)),
-                            )
-                            .execute(conn)?;
-                            gone.extend(
-                                diesel::delete(
-                                    events::table
-                                        .filter(events::address.eq(address))
-                                        .filter(events::created_at.le(d.until)),
-                                )
-                                .returning((events::aggregated, EventRow::as_select()))
-                                .get_results::<(bool, EventRow)>(conn)?,
-                            );
-                        }
-                        removals.deleted += gone.len() as u64;
-                        removed.append(&mut gone);
-                    }
-                    // 2. Events that tombstones keep out.
-                    let addresses = prep.addresses();
-                    let mut named: Vec<(String, String)> = Vec::new();
-                    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                        named.extend(
-                            deleted_events::table
-                                .filter(deleted_events::id.eq_any(chunk))
-                                .load::<(String, String)>(conn)?,
-                        );
-                    }
-                    let mut ended: Vec<(String, i64)> = Vec::new();
-                    for chunk in addresses.chunks(ROWS_PER_STATEMENT) {
-                        ended.extend(
-                            deleted_addresses::table
-                                .filter(deleted_addresses::address.eq_any(chunk))
-                                .load::<(String, i64)>(conn)?,
-                        );
-                    }
-                    let mut keep = prep.keep(&named, &ended, &mut removals);
-                    // 3. Versions: the batch's newest per address, offered to the heads.
-                    let offered = prep.offers(&mut keep, &mut removals);
-                    let offers = prep.heads(&offered);
-                    let mut won: HashSet<String> = HashSet::new();
-                    // One statement per offer: diesel has no multi-row upsert for SQLite.
-                    for offer in &offers {
-                        let upsert = diesel::insert_into(replaceable_heads::table)
-                            .values(offer)
-                            .on_conflict(replaceable_heads::address)
-                            .do_update()
-                            .set((
-                                replaceable_heads::created_at
-                                    .eq(excluded(replaceable_heads::created_at)),
-                                replaceable_heads::id.eq(excluded(replaceable_heads::id)),
-                            ));
-                        won.extend(
-                            diesel::query_dsl::methods::FilterDsl::filter(
-                                upsert,
-                                sql::<Bool>(super::REPLACES_HEAD),
-                            )
-                            .returning(replaceable_heads::address)
-                            .get_results::<String>(conn)?,
-                        );
-                    }
-                    let winners = prep.winners(&offered, &won, &mut keep, &mut removals);
-                    for chunk in winners.chunks(ROWS_PER_STATEMENT) {
-                        let (addresses, ids): (Vec<&str>, Vec<&str>) =
-                            chunk.iter().copied().unzip();
-                        let mut gone: Vec<(bool, EventRow)> = diesel::delete(
-                            events::table
-                                .filter(events::address.eq_any(addresses))
-                                .filter(events::id.ne_all(ids)),
-                        )
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)?;
-                        removals.superseded += gone.len() as u64;
-                        removed.append(&mut gone);
-                    }
-                    // 4. The rest.
-                    let rows = prep.take_kept(&keep);
-                    let mut inserted = Vec::new();
-                    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                        let mut new: Vec<(i64, String)> = diesel::insert_into(events::table)
-                            .values(chunk)
-                            .on_conflict(events::id)
-                            .do_nothing()
-                            .returning((events::seq, events::id))
-                            .get_results(conn)?;
-                        inserted.append(&mut new);
-                    }
-                    let by_id: HashMap<&str, i64> =
-                        inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
-                    let rows: Vec<Option<i64>> = ids
-                        .iter()
-                        .map(|id| by_id.get(id.as_str()).copied())
-                        .collect();
-                    let mut tags = Vec::new();
-                    for (seq, mut event_tags) in rows.iter().zip(tag_rows) {
-                        if let Some(seq) = seq {
-                            event_tags.iter_mut().for_each(|t| t.event_seq = *seq);
-                            tags.append(&mut event_tags);
-                        }
-                    }
-                    for chunk in tags.chunks(3 * ROWS_PER_STATEMENT) {
-                        diesel::insert_into(event_tags::table)
-                            .values(chunk)
-                            .on_conflict_do_nothing()
-                            .execute(conn)?;
-                    }
-                    // 5. What the removed events had counted.
-                    let retractions = super::batch::retractions(removed);
-                    for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
-                        diesel::insert_into(retractions::table)
-                            .values(chunk)
-                            .execute(conn)?;
-                    }
-                    removals.retractions = retractions.len() as u64;
-                    Ok::<_, diesel::result::Error>((rows, removals))
+                    // The SQLite steps never wait: the shared driver runs to its end
+                    // at once on this blocking thread.
+                    futures::executor::block_on(write(&mut SqliteSteps(conn), &mut prep, tags))
                 })
             })
             .await?;
@@ -591,4 +445,131 @@ impl EventStore for SqliteStore {
 struct Value {
     #[diesel(sql_type = diesel::sql_types::Text)]
     value: String,
+}
+
+/// The write steps' queries on a SQLite connection in a transaction.
+struct SqliteSteps<'c>(&'c mut SqliteConnection);
+
+impl Steps for SqliteSteps<'_> {
+    const ROWS: usize = ROWS_PER_STATEMENT;
+
+    async fn delete(&mut self, author: &str, d: &Deletion) -> QueryResult<Vec<Removed>> {
+        let conn = &mut *self.0;
+        let tombstones: Vec<_> = d
+            .ids
+            .iter()
+            .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
+            .collect();
+        diesel::insert_into(deleted_events::table)
+            .values(&tombstones)
+            .on_conflict_do_nothing()
+            .execute(&mut *conn)?;
+        let mut gone: Vec<Removed> = diesel::delete(
+            events::table
+                .filter(events::id.eq_any(&d.ids))
+                .filter(events::pubkey.eq(author))
+                .filter(events::kind.ne(5)),
+        )
+        .returning((events::aggregated, EventRow::as_select()))
+        .get_results(conn)?;
+        for address in &d.addresses {
+            let upsert = diesel::insert_into(deleted_addresses::table)
+                .values((
+                    deleted_addresses::address.eq(address),
+                    deleted_addresses::until.eq(d.until),
+                ))
+                .on_conflict(deleted_addresses::address)
+                .do_update()
+                .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
+            diesel::query_dsl::methods::FilterDsl::filter(
+                upsert,
+                deleted_addresses::until.lt(excluded(deleted_addresses::until)),
+            )
+            .execute(&mut *conn)?;
+            gone.extend(
+                diesel::delete(
+                    events::table
+                        .filter(events::address.eq(address))
+                        .filter(events::created_at.le(d.until)),
+                )
+                .returning((events::aggregated, EventRow::as_select()))
+                .get_results::<Removed>(conn)?,
+            );
+        }
+        Ok(gone)
+    }
+
+    async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
+        deleted_events::table
+            .filter(deleted_events::id.eq_any(ids))
+            .load(self.0)
+    }
+
+    async fn tombstoned_addresses(
+        &mut self,
+        addresses: &[String],
+    ) -> QueryResult<Vec<(String, i64)>> {
+        deleted_addresses::table
+            .filter(deleted_addresses::address.eq_any(addresses))
+            .load(self.0)
+    }
+
+    async fn offer_heads(&mut self, offers: &[NewHead<'_>]) -> QueryResult<HashSet<String>> {
+        // One statement per offer: diesel has no multi-row upsert for SQLite.
+        let mut won = HashSet::new();
+        for offer in offers {
+            let upsert = diesel::insert_into(replaceable_heads::table)
+                .values(offer)
+                .on_conflict(replaceable_heads::address)
+                .do_update()
+                .set((
+                    replaceable_heads::created_at.eq(excluded(replaceable_heads::created_at)),
+                    replaceable_heads::id.eq(excluded(replaceable_heads::id)),
+                ));
+            won.extend(
+                diesel::query_dsl::methods::FilterDsl::filter(
+                    upsert,
+                    sql::<Bool>(super::REPLACES_HEAD),
+                )
+                .returning(replaceable_heads::address)
+                .get_results::<String>(&mut *self.0)?,
+            );
+        }
+        Ok(won)
+    }
+
+    async fn remove_superseded(&mut self, heads: &[(&str, &str)]) -> QueryResult<Vec<Removed>> {
+        let (addresses, ids): (Vec<&str>, Vec<&str>) = heads.iter().copied().unzip();
+        diesel::delete(
+            events::table
+                .filter(events::address.eq_any(addresses))
+                .filter(events::id.ne_all(ids)),
+        )
+        .returning((events::aggregated, EventRow::as_select()))
+        .get_results(self.0)
+    }
+
+    async fn insert_events(&mut self, rows: &[NewEvent]) -> QueryResult<Vec<(i64, String)>> {
+        diesel::insert_into(events::table)
+            .values(rows)
+            .on_conflict(events::id)
+            .do_nothing()
+            .returning((events::seq, events::id))
+            .get_results(self.0)
+    }
+
+    async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
+        diesel::insert_into(event_tags::table)
+            .values(tags)
+            .on_conflict_do_nothing()
+            .execute(self.0)
+            .map(drop)
+    }
+
+    async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()> {
+        diesel::insert_into(retractions::table)
+            .values(rows)
+            .execute(self.0)
+            .map(drop)
+    }
 }
