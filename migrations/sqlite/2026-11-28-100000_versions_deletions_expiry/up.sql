@@ -1,4 +1,4 @@
--- A faithful copy (NIP-01 replaceable and addressable events, NIP-09 deletions,
+-- Versions, deletions and expiry (NIP-01 replaceable and addressable events, NIP-09 deletions,
 -- NIP-40 expiration); the rules themselves are in src/nostr/.
 
 -- `kind:pubkey:d` of a replaceable (0, 3, 10000-19999; d is "") or addressable
