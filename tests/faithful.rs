@@ -1,4 +1,4 @@
-//! A faithful copy (issue 9): only the newest version of replaceable and addressable
+//! A faithful copy: only the newest version of replaceable and addressable
 //! events, deletions by their authors, expiry, ephemeral events, and zap receipts that
 //! hold together. The expected state comes from `common::oracle::kept`, written from
 //! NIP-01, NIP-09 and NIP-40, and the aggregates from `oracle::expected_stats`.
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use common::{oracle, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
-use nostr_sync::dataset::{HostedRelay, Zapper};
 use nostr_sync::metrics::Counters;
 use nostr_sync::nostr::aggregate::StatsDelta;
 use nostr_sync::storage::{self, EventStore};
+use nostr_sync_tools::dataset::{HostedRelay, Zapper};
 
 both_backends!(
     versions_deletions_and_zaps_end_as_the_nips_say,

@@ -11,7 +11,7 @@
 //! - NIP-57: a zap receipt (kind 9735) counts for its last `e` tag with its invoice's
 //!   amount, only when it holds together (see `zap_msats`); otherwise it counts
 //!   nothing. Sums never wrap.
-//! - This service's own bound (README, "Reliability"): an address (`kind:pubkey:d`)
+//! - This service's own bound (docs/guarantees.md): an address (`kind:pubkey:d`)
 //!   longer than 1,024 bytes is no database key. An event at such an address is not
 //!   kept, and an `a` tag naming one counts nothing and deletes nothing.
 
