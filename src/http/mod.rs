@@ -169,7 +169,7 @@ fn route<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(health),
+            render(&health.counters, health.max_held),
         ),
         "/livez" => match health.silent(LIVE_WITHIN).as_slice() {
             [] => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
