@@ -17,12 +17,12 @@ use crate::actors::interval::messages::Watch;
 use crate::actors::interval::policy::Bounds;
 use crate::actors::interval::IntervalSupervisor;
 use crate::actors::lnurl::LnurlActor;
+use crate::actors::pipeline::{Pipeline, StorageHandle};
 use crate::actors::relay::RelayActor;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;
 use crate::actors::Ping;
-use crate::actors::{Pipeline, StorageHandle};
 use crate::config::Settings;
 use crate::http::Health;
 use crate::metrics::Counters;
@@ -32,6 +32,17 @@ use crate::storage::{self, EventStore};
 /// SQLite wrapper panics when a call is dropped unfinished on a single-threaded
 /// runtime) must not turn a clean stop into an internal-error exit.
 pub static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+// Every actor answers the health check.
+crate::actors::answers_ping!(
+    crate::actors::aggregator::AggregatorActor,
+    crate::actors::dedup::DedupActor,
+    crate::actors::interval::IntervalSupervisor,
+    crate::actors::lnurl::LnurlActor,
+    crate::actors::relay::RelayActor,
+    crate::actors::storage::StorageActor,
+    crate::actors::verify::VerifyActor,
+);
 
 pub struct App {
     relays: Vec<Arbiter>,

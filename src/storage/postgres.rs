@@ -14,22 +14,13 @@ use diesel::dsl::sql;
 use diesel::sql_types::Bool;
 
 use super::batch::Prepared;
-use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
-use super::schema::{
-    deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
-    replaceable_heads, retractions, zap_servers,
-};
-use super::write::{write, Removed, Steps};
-use super::{
-    claimed_deltas, now_secs, rows_to_events, EventStore, Purged, StoreError, StoreResult, Written,
-};
+use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
+use super::queries::{claimed_deltas, rows_to_events};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_servers};
+use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
+use super::write::write;
+use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
-use crate::nostr::Deletion;
-
-/// Rows per statement. PostgreSQL allows 65,535 bind parameters (events have 11
-/// columns), but each connection keeps a send buffer as large as the largest message it
-/// sent: 2,000 events in one statement held some 6 MB per pooled connection.
-const ROWS_PER_STATEMENT: usize = 500;
 
 pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
@@ -88,8 +79,8 @@ impl EventStore for PgStore {
                         .get_results(conn)
                         .await?;
                 let n = claimed.len();
-                for row in super::retraction_sums(claimed) {
-                    super::retract_stats!(row).execute(conn).await?;
+                for row in super::queries::retraction_sums(claimed) {
+                    super::queries::retract_stats!(row).execute(conn).await?;
                 }
                 Ok::<_, diesel::result::Error>(n)
             })
@@ -107,7 +98,7 @@ impl EventStore for PgStore {
                         .get_results(conn)
                         .await?;
                 let tombstoned: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(sql::<Bool>(super::TOMBSTONED)))
+                    diesel::delete(events::table.filter(sql::<Bool>(super::queries::TOMBSTONED)))
                         .returning((events::aggregated, EventRow::as_select()))
                         .get_results(conn)
                         .await?;
@@ -155,7 +146,7 @@ impl EventStore for PgStore {
                         .values(chunk)
                         .on_conflict(event_stats::event_id)
                         .do_update()
-                        .set(super::add_excluded_stats!())
+                        .set(super::queries::add_excluded_stats!())
                         .execute(conn)
                         .await?;
                 }
@@ -213,7 +204,7 @@ impl EventStore for PgStore {
         error: Option<&str>,
     ) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        super::record_window_upsert!(relay, filter, error, now_secs())
+        super::queries::record_window_upsert!(relay, filter, error, now_secs())
             .execute(&mut conn)
             .await?;
         Ok(())
@@ -240,9 +231,10 @@ impl EventStore for PgStore {
             .count()
             .get_result(&mut conn)
             .await?;
-        let migrations: Vec<super::Version> = diesel::sql_query(super::MIGRATIONS_QUERY)
-            .load(&mut conn)
-            .await?;
+        let migrations: Vec<super::queries::Version> =
+            diesel::sql_query(super::queries::MIGRATIONS_QUERY)
+                .load(&mut conn)
+                .await?;
         Ok(super::Overview {
             cursors,
             states,
@@ -270,7 +262,7 @@ impl EventStore for PgStore {
 
     async fn probe_write(&self) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        diesel::sql_query(super::PROBE_WRITE)
+        diesel::sql_query(super::queries::PROBE_WRITE)
             .execute(&mut conn)
             .await?;
         Ok(())
@@ -325,7 +317,7 @@ impl EventStore for PgStore {
 
     async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
         let mut conn = self.conn().await?;
-        super::zap_server_upsert!(recipient, server, now_secs())
+        super::queries::zap_server_upsert!(recipient, server, now_secs())
             .execute(&mut conn)
             .await?;
         Ok(())
@@ -334,7 +326,7 @@ impl EventStore for PgStore {
     async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
         let mut conn = self.conn().await?;
         let rows: Vec<Value> =
-            diesel::sql_query(format!("{}{limit}", super::PENDING_ZAP_RECIPIENTS))
+            diesel::sql_query(format!("{}{limit}", super::queries::PENDING_ZAP_RECIPIENTS))
                 .load(&mut conn)
                 .await?;
         Ok(rows.into_iter().map(|r| r.value).collect())
@@ -404,136 +396,4 @@ impl EventStore for PgStore {
 struct Value {
     #[diesel(sql_type = diesel::sql_types::Text)]
     value: String,
-}
-
-/// The write steps' queries on a PostgreSQL connection in a transaction.
-struct PgSteps<'c>(&'c mut AsyncPgConnection);
-
-impl Steps for PgSteps<'_> {
-    const ROWS: usize = ROWS_PER_STATEMENT;
-
-    async fn delete(&mut self, author: &str, d: &Deletion) -> QueryResult<Vec<Removed>> {
-        let conn = &mut *self.0;
-        let tombstones: Vec<_> = d
-            .ids
-            .iter()
-            .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
-            .collect();
-        diesel::insert_into(deleted_events::table)
-            .values(&tombstones)
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        let mut gone: Vec<Removed> = diesel::delete(
-            events::table
-                .filter(events::id.eq_any(&d.ids))
-                .filter(events::pubkey.eq(author))
-                .filter(events::kind.ne(5)),
-        )
-        .returning((events::aggregated, EventRow::as_select()))
-        .get_results(conn)
-        .await?;
-        for address in &d.addresses {
-            let upsert = diesel::insert_into(deleted_addresses::table)
-                .values((
-                    deleted_addresses::address.eq(address),
-                    deleted_addresses::until.eq(d.until),
-                ))
-                .on_conflict(deleted_addresses::address)
-                .do_update()
-                .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
-            diesel::query_dsl::methods::FilterDsl::filter(
-                upsert,
-                deleted_addresses::until.lt(excluded(deleted_addresses::until)),
-            )
-            .execute(conn)
-            .await?;
-            gone.extend(
-                diesel::delete(
-                    events::table
-                        .filter(events::address.eq(address))
-                        .filter(events::created_at.le(d.until)),
-                )
-                .returning((events::aggregated, EventRow::as_select()))
-                .get_results::<Removed>(conn)
-                .await?,
-            );
-        }
-        Ok(gone)
-    }
-
-    async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
-        deleted_events::table
-            .filter(deleted_events::id.eq_any(ids))
-            .load(self.0)
-            .await
-    }
-
-    async fn tombstoned_addresses(
-        &mut self,
-        addresses: &[String],
-    ) -> QueryResult<Vec<(String, i64)>> {
-        deleted_addresses::table
-            .filter(deleted_addresses::address.eq_any(addresses))
-            .load(self.0)
-            .await
-    }
-
-    async fn offer_heads(&mut self, offers: &[NewHead<'_>]) -> QueryResult<HashSet<String>> {
-        let upsert = diesel::insert_into(replaceable_heads::table)
-            .values(offers)
-            .on_conflict(replaceable_heads::address)
-            .do_update()
-            .set((
-                replaceable_heads::created_at.eq(excluded(replaceable_heads::created_at)),
-                replaceable_heads::id.eq(excluded(replaceable_heads::id)),
-            ));
-        let won: Vec<String> = diesel::query_dsl::methods::FilterDsl::filter(
-            upsert,
-            sql::<Bool>(super::REPLACES_HEAD),
-        )
-        .returning(replaceable_heads::address)
-        .get_results(self.0)
-        .await?;
-        Ok(won.into_iter().collect())
-    }
-
-    async fn remove_superseded(&mut self, heads: &[(&str, &str)]) -> QueryResult<Vec<Removed>> {
-        let (addresses, ids): (Vec<&str>, Vec<&str>) = heads.iter().copied().unzip();
-        diesel::delete(
-            events::table
-                .filter(events::address.eq_any(addresses))
-                .filter(events::id.ne_all(ids)),
-        )
-        .returning((events::aggregated, EventRow::as_select()))
-        .get_results(self.0)
-        .await
-    }
-
-    async fn insert_events(&mut self, rows: &[NewEvent]) -> QueryResult<Vec<(i64, String)>> {
-        diesel::insert_into(events::table)
-            .values(rows)
-            .on_conflict(events::id)
-            .do_nothing()
-            .returning((events::seq, events::id))
-            .get_results(self.0)
-            .await
-    }
-
-    async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
-        diesel::insert_into(event_tags::table)
-            .values(tags)
-            .on_conflict_do_nothing()
-            .execute(self.0)
-            .await
-            .map(drop)
-    }
-
-    async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()> {
-        diesel::insert_into(retractions::table)
-            .values(rows)
-            .execute(self.0)
-            .await
-            .map(drop)
-    }
 }

@@ -20,22 +20,15 @@ use diesel::dsl::sql;
 use diesel::sql_types::Bool;
 
 use super::batch::Prepared;
-use super::models::{tag_rows, EventRow, NewEvent, NewHead, NewRetraction, NewTag, StatsRow};
-use super::schema::{
-    deleted_addresses, deleted_events, event_stats, event_tags, events, relay_cursors, relay_state,
-    replaceable_heads, retractions, zap_servers,
-};
-use super::write::{write, Removed, Steps};
-use super::{
-    claimed_deltas, now_secs, rows_to_events, EventStore, Purged, StoreError, StoreResult, Written,
-};
+use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
+use super::queries::{claimed_deltas, rows_to_events};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_servers};
+use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
+use super::write::write;
+use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
-use crate::nostr::Deletion;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
-
-/// SQLite allows 32,766 bind parameters per statement; events have 9 columns.
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Statements SQLite needs on every connection: WAL lets readers run beside the one
 /// writer; `busy_timeout` makes pooled writers queue instead of failing. It comes
@@ -117,8 +110,8 @@ impl EventStore for SqliteStore {
                         .returning(NewRetraction::as_select())
                         .get_results(conn)?;
                 let n = claimed.len();
-                for row in super::retraction_sums(claimed) {
-                    super::retract_stats!(row).execute(conn)?;
+                for row in super::queries::retraction_sums(claimed) {
+                    super::queries::retract_stats!(row).execute(conn)?;
                 }
                 Ok(n)
             })
@@ -134,7 +127,7 @@ impl EventStore for SqliteStore {
                         .returning((events::aggregated, EventRow::as_select()))
                         .get_results(conn)?;
                 let tombstoned: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(sql::<Bool>(super::TOMBSTONED)))
+                    diesel::delete(events::table.filter(sql::<Bool>(super::queries::TOMBSTONED)))
                         .returning((events::aggregated, EventRow::as_select()))
                         .get_results(conn)?;
                 let mut purged = Purged {
@@ -178,7 +171,7 @@ impl EventStore for SqliteStore {
                         .values(&row)
                         .on_conflict(event_stats::event_id)
                         .do_update()
-                        .set(super::add_excluded_stats!())
+                        .set(super::queries::add_excluded_stats!())
                         .execute(conn)?;
                 }
                 Ok(claimed.len())
@@ -223,7 +216,7 @@ impl EventStore for SqliteStore {
 
     async fn probe_write(&self) -> StoreResult<()> {
         self.run(|conn| {
-            diesel::sql_query(super::PROBE_WRITE)
+            diesel::sql_query(super::queries::PROBE_WRITE)
                 .execute(conn)
                 .map(drop)
         })
@@ -293,7 +286,7 @@ impl EventStore for SqliteStore {
         let (relay, filter) = (relay.to_owned(), filter.to_owned());
         let error = error.map(str::to_owned);
         self.run(move |conn| {
-            super::record_window_upsert!(relay, filter, error, now_secs()).execute(conn)
+            super::queries::record_window_upsert!(relay, filter, error, now_secs()).execute(conn)
         })
         .await?;
         Ok(())
@@ -317,8 +310,8 @@ impl EventStore for SqliteStore {
                 .filter(events::aggregated.eq(false))
                 .count()
                 .get_result(conn)?;
-            let migrations: Vec<super::Version> =
-                diesel::sql_query(super::MIGRATIONS_QUERY).load(conn)?;
+            let migrations: Vec<super::queries::Version> =
+                diesel::sql_query(super::queries::MIGRATIONS_QUERY).load(conn)?;
             Ok(super::Overview {
                 cursors,
                 states,
@@ -356,7 +349,7 @@ impl EventStore for SqliteStore {
     async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
         let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
         self.run(move |conn| {
-            super::zap_server_upsert!(recipient, server, now_secs())
+            super::queries::zap_server_upsert!(recipient, server, now_secs())
                 .execute(conn)
                 .map(drop)
         })
@@ -366,7 +359,8 @@ impl EventStore for SqliteStore {
     async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
         let rows: Vec<Value> = self
             .run(move |conn| {
-                diesel::sql_query(format!("{}{limit}", super::PENDING_ZAP_RECIPIENTS)).load(conn)
+                diesel::sql_query(format!("{}{limit}", super::queries::PENDING_ZAP_RECIPIENTS))
+                    .load(conn)
             })
             .await?;
         Ok(rows.into_iter().map(|r| r.value).collect())
@@ -445,131 +439,4 @@ impl EventStore for SqliteStore {
 struct Value {
     #[diesel(sql_type = diesel::sql_types::Text)]
     value: String,
-}
-
-/// The write steps' queries on a SQLite connection in a transaction.
-struct SqliteSteps<'c>(&'c mut SqliteConnection);
-
-impl Steps for SqliteSteps<'_> {
-    const ROWS: usize = ROWS_PER_STATEMENT;
-
-    async fn delete(&mut self, author: &str, d: &Deletion) -> QueryResult<Vec<Removed>> {
-        let conn = &mut *self.0;
-        let tombstones: Vec<_> = d
-            .ids
-            .iter()
-            .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
-            .collect();
-        diesel::insert_into(deleted_events::table)
-            .values(&tombstones)
-            .on_conflict_do_nothing()
-            .execute(&mut *conn)?;
-        let mut gone: Vec<Removed> = diesel::delete(
-            events::table
-                .filter(events::id.eq_any(&d.ids))
-                .filter(events::pubkey.eq(author))
-                .filter(events::kind.ne(5)),
-        )
-        .returning((events::aggregated, EventRow::as_select()))
-        .get_results(conn)?;
-        for address in &d.addresses {
-            let upsert = diesel::insert_into(deleted_addresses::table)
-                .values((
-                    deleted_addresses::address.eq(address),
-                    deleted_addresses::until.eq(d.until),
-                ))
-                .on_conflict(deleted_addresses::address)
-                .do_update()
-                .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
-            diesel::query_dsl::methods::FilterDsl::filter(
-                upsert,
-                deleted_addresses::until.lt(excluded(deleted_addresses::until)),
-            )
-            .execute(&mut *conn)?;
-            gone.extend(
-                diesel::delete(
-                    events::table
-                        .filter(events::address.eq(address))
-                        .filter(events::created_at.le(d.until)),
-                )
-                .returning((events::aggregated, EventRow::as_select()))
-                .get_results::<Removed>(conn)?,
-            );
-        }
-        Ok(gone)
-    }
-
-    async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
-        deleted_events::table
-            .filter(deleted_events::id.eq_any(ids))
-            .load(self.0)
-    }
-
-    async fn tombstoned_addresses(
-        &mut self,
-        addresses: &[String],
-    ) -> QueryResult<Vec<(String, i64)>> {
-        deleted_addresses::table
-            .filter(deleted_addresses::address.eq_any(addresses))
-            .load(self.0)
-    }
-
-    async fn offer_heads(&mut self, offers: &[NewHead<'_>]) -> QueryResult<HashSet<String>> {
-        // One statement per offer: diesel has no multi-row upsert for SQLite.
-        let mut won = HashSet::new();
-        for offer in offers {
-            let upsert = diesel::insert_into(replaceable_heads::table)
-                .values(offer)
-                .on_conflict(replaceable_heads::address)
-                .do_update()
-                .set((
-                    replaceable_heads::created_at.eq(excluded(replaceable_heads::created_at)),
-                    replaceable_heads::id.eq(excluded(replaceable_heads::id)),
-                ));
-            won.extend(
-                diesel::query_dsl::methods::FilterDsl::filter(
-                    upsert,
-                    sql::<Bool>(super::REPLACES_HEAD),
-                )
-                .returning(replaceable_heads::address)
-                .get_results::<String>(&mut *self.0)?,
-            );
-        }
-        Ok(won)
-    }
-
-    async fn remove_superseded(&mut self, heads: &[(&str, &str)]) -> QueryResult<Vec<Removed>> {
-        let (addresses, ids): (Vec<&str>, Vec<&str>) = heads.iter().copied().unzip();
-        diesel::delete(
-            events::table
-                .filter(events::address.eq_any(addresses))
-                .filter(events::id.ne_all(ids)),
-        )
-        .returning((events::aggregated, EventRow::as_select()))
-        .get_results(self.0)
-    }
-
-    async fn insert_events(&mut self, rows: &[NewEvent]) -> QueryResult<Vec<(i64, String)>> {
-        diesel::insert_into(events::table)
-            .values(rows)
-            .on_conflict(events::id)
-            .do_nothing()
-            .returning((events::seq, events::id))
-            .get_results(self.0)
-    }
-
-    async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
-        diesel::insert_into(event_tags::table)
-            .values(tags)
-            .on_conflict_do_nothing()
-            .execute(self.0)
-            .map(drop)
-    }
-
-    async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()> {
-        diesel::insert_into(retractions::table)
-            .values(rows)
-            .execute(self.0)
-            .map(drop)
-    }
 }

@@ -3,7 +3,7 @@
 use actix::Message;
 use nostr_sdk::EventId;
 
-use crate::actors::Item;
+use crate::actors::item::Item;
 
 /// Keep the items seen for the first time (now in flight); drop or park the rest.
 #[derive(Message)]
@@ -14,12 +14,6 @@ pub struct Check(pub Vec<Item>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Committed(pub Vec<EventId>);
-
-/// The copy that held this id in flight was dropped before it was committed (its relay
-/// actor restarted, or an error path let go of it). Sent by [`super::InFlight`]'s drop.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Abandon(pub EventId);
 
 /// These in-flight ids failed verification; returns the copies parked behind them.
 #[derive(Message)]

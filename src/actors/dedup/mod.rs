@@ -21,34 +21,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
-use nostr_sdk::EventId;
 
 use self::cache::{Seen, SeenCache};
-use self::messages::{Abandon, Check, Committed, Release};
-use crate::actors::Item;
+use self::messages::{Check, Committed, Release};
+use crate::actors::item::{Abandon, InFlight, Item};
 use crate::metrics::Counters;
-
-/// The claim of the one copy of an id that the dedup actor let through. Dropped
-/// without [`InFlight::settle`], it releases the id (see the module docs).
-pub struct InFlight {
-    id: EventId,
-    dedup: Option<Arc<Recipient<Abandon>>>,
-}
-
-impl InFlight {
-    /// The copy is committed or released through `Committed`/`Release`.
-    pub fn settle(mut self) {
-        self.dedup = None;
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(dedup) = self.dedup.take() {
-            dedup.do_send(Abandon(self.id));
-        }
-    }
-}
 
 pub struct DedupActor {
     cache: SeenCache<Item>,

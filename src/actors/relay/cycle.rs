@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nostr_sdk::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use super::progress::Backfill;
+use super::backfill::Backfill;
 use super::subs::{PageEnd, SubTable};
 use super::{clients, nip11, Known};
 use crate::actors::ack::{AckOutcome, Pending};

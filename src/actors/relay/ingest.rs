@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 use super::frames::{classify, Frame, Limits};
 use super::subs::SubTable;
 use super::transport::RawFrame;
-use crate::actors::{Item, Pipeline};
+use crate::actors::item::Item;
+use crate::actors::pipeline::Pipeline;
 use crate::metrics::{Reject, RelayCounters};
 
 /// Batches of one relay in verification at once.

@@ -25,6 +25,7 @@
 //! repair pass, `ingest` the frame loop, `transport` the websocket tap, `clients` what
 //! relay actors share, `frames` and `subs` the pure frame and subscription bookkeeping.
 
+mod backfill;
 pub mod clients;
 mod cycle;
 mod detached;
@@ -55,7 +56,7 @@ use self::subs::SubTable;
 use self::transport::{FrameBudget, TapTransport};
 use crate::actors::interval::messages::{CycleDone, Restart};
 use crate::actors::interval::policy::CycleStats;
-use crate::actors::Pipeline;
+use crate::actors::pipeline::Pipeline;
 use crate::config::{FilterSettings, Settings};
 use crate::metrics::RelayCounters;
 use crate::storage::EventStore;

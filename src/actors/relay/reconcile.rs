@@ -23,8 +23,8 @@ use std::time::Duration;
 use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
+use super::backfill::Backfill;
 use super::cycle::{Cycle, CycleError, PageDone};
-use super::progress::Backfill;
 use crate::actors::ack::Pending;
 use crate::config::FilterSettings;
 use crate::storage::ItemQuery;

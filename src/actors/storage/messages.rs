@@ -2,7 +2,7 @@
 
 use actix::Message;
 
-use crate::actors::Item;
+use crate::actors::item::Item;
 
 /// Commit these verified events (all routed here by author); `permit` holds their
 /// places in the worker's admission semaphore until they are committed.

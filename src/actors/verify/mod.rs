@@ -11,7 +11,7 @@ use std::num::NonZeroUsize;
 use nostr_sdk::secp256k1::{schnorr, Secp256k1, VerifyOnly, XOnlyPublicKey};
 use nostr_sdk::PublicKey;
 
-use crate::actors::Item;
+use crate::actors::item::Item;
 use crate::metrics::Reject;
 
 /// Check these items.

@@ -1,10 +1,14 @@
 //! The write of one batch, step by step, for both backends: [`write`] runs the steps
 //! of `batch` (module docs there) inside the caller's transaction, and each backend
-//! says only how a step is asked of its database ([`Steps`]).
+//! says only how a step is asked of its database ([`Steps`]: `postgres.rs`,
+//! `sqlite.rs` here).
 
 use std::collections::{HashMap, HashSet};
 
 use diesel::QueryResult;
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 use super::batch::{retractions, Prepared, Removals};
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};

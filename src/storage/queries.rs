@@ -1,0 +1,208 @@
+//! What both backends' queries share: SQL text, the upserts written once as macros
+//! (diesel builds them for either backend), and the sums over claimed rows.
+
+use std::collections::HashMap;
+
+use nostr_sdk::Event;
+
+use super::models;
+use super::{StoreError, StoreResult};
+use crate::nostr::aggregate::{Contribution, Sourced, StatsDelta};
+
+/// The upsert's `SET`: adds the excluded (new) row's deltas to the stored counters,
+/// saturating at `i64::MAX` so no sum of claimed amounts can overflow (PostgreSQL would
+/// refuse the write forever; SQLite would turn the column into a float). Deltas are
+/// never negative: retractions go through `retract_stats!`.
+macro_rules! add_excluded_stats {
+    () => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::BigInt;
+        let add = |c: &str| {
+            sql::<BigInt>(&format!(
+                "CASE WHEN event_stats.{c} > 9223372036854775807 - excluded.{c} \
+                 THEN 9223372036854775807 ELSE event_stats.{c} + excluded.{c} END"
+            ))
+        };
+        use $crate::storage::schema::event_stats::dsl::*;
+        (
+            reactions.eq(add("reactions")),
+            replies.eq(add("replies")),
+            reposts.eq(add("reposts")),
+            zaps.eq(add("zaps")),
+            zap_msats.eq(add("zap_msats")),
+        )
+    }};
+}
+pub(crate) use add_excluded_stats;
+
+/// The `UPDATE` that subtracts a summed retraction (`models::StatsRow` with negative
+/// amounts) from a target's row, stopping at 0. A target without a row never counted
+/// anything, and is left alone. The amounts are integers formatted into the statement.
+macro_rules! retract_stats {
+    ($row:expr) => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::BigInt;
+        use $crate::storage::schema::event_stats::dsl::*;
+        let sub = |c: &str, d: i64| {
+            let d = d.max(-i64::MAX);
+            sql::<BigInt>(&format!(
+                "CASE WHEN {c} + ({d}) < 0 THEN 0 ELSE {c} + ({d}) END"
+            ))
+        };
+        let row = &$row;
+        diesel::update(event_stats.filter(event_id.eq(row.event_id.clone()))).set((
+            reactions.eq(sub("reactions", row.reactions)),
+            replies.eq(sub("replies", row.replies)),
+            reposts.eq(sub("reposts", row.reposts)),
+            zaps.eq(sub("zaps", row.zaps)),
+            zap_msats.eq(sub("zap_msats", row.zap_msats)),
+        ))
+    }};
+}
+pub(crate) use retract_stats;
+
+/// The upsert that records how a window ended, for both backends: one statement whose
+/// inserted row holds only what this outcome sets (the other columns NULL), merged
+/// into the stored row column by column.
+macro_rules! record_window_upsert {
+    ($relay:expr, $filter:expr, $error:expr, $now:expr) => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::{BigInt, Nullable, Text};
+        use $crate::storage::schema::relay_state as rs;
+        let (ok, now): (bool, i64) = ($error.is_none(), $now);
+        diesel::insert_into(rs::table)
+            .values((
+                rs::relay.eq($relay),
+                rs::filter.eq($filter),
+                rs::last_success.eq(ok.then_some(now)),
+                rs::last_failure.eq((!ok).then_some(now)),
+                rs::consecutive_failures.eq(i64::from(!ok)),
+                rs::last_error.eq($error),
+                rs::updated_at.eq(now),
+            ))
+            .on_conflict((rs::relay, rs::filter))
+            .do_update()
+            .set((
+                rs::last_success.eq(sql::<Nullable<BigInt>>(
+                    "COALESCE(excluded.last_success, relay_state.last_success)",
+                )),
+                rs::last_failure.eq(sql::<Nullable<BigInt>>(
+                    "COALESCE(excluded.last_failure, relay_state.last_failure)",
+                )),
+                rs::consecutive_failures.eq(sql::<BigInt>(
+                    "CASE WHEN excluded.consecutive_failures = 0 THEN 0 \
+                     ELSE relay_state.consecutive_failures + 1 END",
+                )),
+                rs::last_error.eq(sql::<Nullable<Text>>(
+                    "COALESCE(excluded.last_error, relay_state.last_error)",
+                )),
+                rs::updated_at.eq(now),
+            ))
+    }};
+}
+pub(crate) use record_window_upsert;
+
+/// The upsert that remembers a zap recipient's LNURL server, for both backends.
+macro_rules! zap_server_upsert {
+    ($recipient:expr, $server:expr, $now:expr) => {{
+        use diesel::upsert::excluded;
+        use $crate::storage::schema::zap_servers as z;
+        diesel::insert_into(z::table)
+            .values((
+                z::recipient.eq($recipient),
+                z::server.eq($server),
+                z::checked_at.eq($now),
+            ))
+            .on_conflict(z::recipient)
+            .do_update()
+            .set((
+                z::server.eq(excluded(z::server)),
+                z::checked_at.eq(excluded(z::checked_at)),
+            ))
+    }};
+}
+pub(crate) use zap_server_upsert;
+
+/// One applied migration (diesel's own table).
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Version {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub version: String,
+}
+
+pub(crate) const MIGRATIONS_QUERY: &str =
+    "SELECT version FROM __diesel_schema_migrations ORDER BY version";
+
+/// The no-op write of `EventStore::probe_write`.
+pub(crate) const PROBE_WRITE: &str =
+    "UPDATE events SET aggregated = aggregated WHERE seq = (SELECT max(seq) FROM events)";
+
+/// Recipients of zap receipts in the aggregation backlog (through the partial index of
+/// unaggregated events), for `EventStore::pending_zap_recipients`.
+pub(crate) const PENDING_ZAP_RECIPIENTS: &str = "SELECT DISTINCT t.value AS value \
+     FROM events e JOIN event_tags t ON t.event_seq = e.seq \
+     WHERE NOT e.aggregated AND e.kind = 9735 AND t.name = 'p' LIMIT ";
+
+/// The stored events a deletion tombstone names (left by a writer that ran beside the
+/// deletion's), for `EventStore::purge`. Driven from the tombstones through the
+/// events' id and address indexes: the sweep runs every `retention.expiry_check_secs`
+/// and must not scan every event (on SQLite it holds the write lock meanwhile).
+pub(crate) const TOMBSTONED: &str = "seq IN (\
+     SELECT e.seq FROM deleted_events d JOIN events e ON e.id = d.id \
+     WHERE e.pubkey = d.pubkey AND e.kind <> 5 \
+     UNION ALL SELECT e.seq FROM deleted_addresses a JOIN events e ON e.address = a.address \
+     WHERE e.created_at <= a.until AND e.kind <> 5)";
+
+/// The conditional upsert's `WHERE`: the offered version replaces the head (NIP-01).
+pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.created_at \
+     OR (excluded.created_at = replaceable_heads.created_at AND excluded.id < replaceable_heads.id)";
+
+/// Sums retractions per target.
+pub(crate) fn retraction_sums(claimed: Vec<models::NewRetraction>) -> Vec<models::StatsRow> {
+    let retracted: Vec<Contribution> = claimed
+        .into_iter()
+        .map(|r| Contribution {
+            delta: r.delta(),
+            target: r.target,
+        })
+        .collect();
+    ordered_rows(crate::nostr::aggregate::sum_by_target(&retracted))
+}
+
+/// Sums `items` per target and drops those whose source row was not claimed.
+pub(crate) fn claimed_deltas(
+    items: &[Sourced],
+    claimed: &std::collections::HashSet<i64>,
+) -> Vec<models::StatsRow> {
+    ordered_rows(crate::nostr::aggregate::sum_by_target(
+        items
+            .iter()
+            .filter(|s| claimed.contains(&s.seq) && !s.contribution.target.is_empty())
+            .map(|s| &s.contribution),
+    ))
+}
+
+/// Parses stored rows back into events, keeping their sequence numbers.
+pub(crate) fn rows_to_events(rows: Vec<(i64, models::EventRow)>) -> StoreResult<Vec<(i64, Event)>> {
+    rows.into_iter()
+        .map(|(seq, r)| {
+            let id = r.id.clone();
+            let event = r.into_event().map_err(|e| StoreError::Corrupt {
+                id,
+                reason: e.to_string(),
+            })?;
+            Ok((seq, event))
+        })
+        .collect()
+}
+
+/// Stats rows ordered by target: a fixed order keeps concurrent upserts from
+/// deadlocking each other.
+fn ordered_rows(sums: HashMap<String, StatsDelta>) -> Vec<models::StatsRow> {
+    let mut rows: Vec<_> = sums
+        .into_iter()
+        .map(|(id, d)| models::StatsRow::new(id, &d))
+        .collect();
+    rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    rows
+}
