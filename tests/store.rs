@@ -157,7 +157,10 @@ fn arrival_order_changes_nothing(db: TestDb) {
     ];
     // Each order on a fresh database of the same backend (made outside the runtime:
     // the harness sets PostgreSQL schemas up with blocking connections).
-    let fresh: Vec<TestDb> = orders.iter().map(|_| TestDb::new(db.backend).unwrap()).collect();
+    let fresh: Vec<TestDb> = orders
+        .iter()
+        .map(|_| TestDb::new(db.backend).unwrap())
+        .collect();
     run(async {
         for ((name, batches), fresh) in orders.into_iter().zip(&fresh) {
             eprintln!("order: {name}");
