@@ -1,0 +1,351 @@
+//! `nostr-sync-tools bench`: the real pipeline against real relays on loopback.
+//!
+//! The relays run in a child process (`nostr-sync-tools bench-relays`), so the syncer's CPU
+//! and memory are its own. Events are signed once and cached on disk; the run checks
+//! its own result (stored count and aggregates) and fails if they differ.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use nostr_sdk::Event;
+
+mod args;
+mod data;
+mod relays;
+mod report;
+mod system;
+
+pub use args::{BenchArgs, Mode, Profile};
+pub use relays::{host_relays, RelayArgs};
+
+use self::data::{cached_events, load_events, load_expected_stats, BenchDb};
+use self::relays::RelayProcess;
+use self::report::{print_table, Latency, Report, Stages};
+use self::system::{
+    cpu_seconds, peak_rss_mb, reset_peak_rss, threads, IDLE_SETTLE, IDLE_SPELL, PEAK_THREADS,
+};
+
+use nostr_sync::app::App;
+use nostr_sync::config::Settings;
+use nostr_sync::metrics::Counters;
+use nostr_sync::nostr::aggregate::StatsDelta;
+use nostr_sync::storage::{self, migrate, Backend};
+
+/// Runs the benchmark; must be called outside any async runtime.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    ensure!(args.relays > 0, "--relays must be at least 1");
+    ensure!(
+        args.relay_limit.len() == 1 || args.relay_limit.len() == args.relays,
+        "--relay-limit takes one value or one per relay"
+    );
+    ensure!(
+        (0.0..1.0).contains(&args.held) && (args.held == 0.0 || args.mode == Mode::Backfill),
+        "--held must be within 0..1, in backfill mode"
+    );
+    ensure!(
+        (0.0..=1.0).contains(&args.overlap),
+        "--overlap must be within 0..=1"
+    );
+    let events_file = match args.mode {
+        Mode::Backfill => Some(cached_events(&args.cache_dir, args.events)?),
+        Mode::Live => None,
+    };
+    let profiles = if args.compare {
+        vec![Profile::Baseline, Profile::Default]
+    } else {
+        vec![args.profile]
+    };
+    let mut reports: Vec<Report> = Vec::new();
+    for profile in profiles {
+        let report = run_profile(&args, profile, events_file.as_deref())?;
+        reports.push(report);
+    }
+    if let [baseline, default] = reports.as_mut_slice() {
+        default.speedup = Some(default.unique_per_s / baseline.unique_per_s.max(f64::MIN_POSITIVE));
+    }
+    print_table(&reports);
+    if let Some(path) = &args.json {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])?
+        } else {
+            serde_json::to_string_pretty(&reports)?
+        };
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_profile(
+    args: &BenchArgs,
+    profile: Profile,
+    events_file: Option<&Path>,
+) -> anyhow::Result<Report> {
+    let db = BenchDb::fresh(args.db.as_deref())?;
+    migrate::run_pending(&db.url)?;
+    if let (Some(file), true) = (events_file, args.held > 0.0) {
+        hold(&db.url, file, args.held)?;
+    }
+    let mut relays = RelayProcess::spawn(args, events_file)?;
+    // Defaults plus any NOSTR_SYNC__* overrides, so a tuning can be measured as is.
+    let mut settings = Settings::load(None)?;
+    settings.relays = relays.urls.clone();
+    settings.database.url = db.url.clone();
+    settings.sync.live = args.mode == Mode::Live;
+    settings.sync.eose_timeout_secs = 120;
+    settings.http.listen = String::new();
+    // The generated receipts come from a zapper with no LNURL server; the check below
+    // counts them as they hold together.
+    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
+    if profile == Profile::Baseline {
+        settings.dedup.lru_capacity = 1;
+        settings.storage.workers = 1;
+        settings.sync.performance.batch_size = 1;
+        settings.sync.performance.max_batch_rows = 1;
+        settings.sync.performance.min_commit_interval_ms = 0;
+    }
+    reset_peak_rss();
+    let relay_stat = format!("/proc/{}/stat", relays.child.id());
+    let cpu_before = cpu_seconds("/proc/self/stat");
+    let relays_before = cpu_seconds(&relay_stat);
+    PEAK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
+    let outcome = actix_rt::System::new().block_on(sync(args, profile, settings, &mut relays));
+    let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
+    let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
+    let peak_rss_mb = peak_rss_mb();
+    relays.stop();
+    let (counters, elapsed, mut expected, idle_cpu_pct) = outcome?;
+    if args.mode == Mode::Backfill {
+        expected.stats = Some(load_expected_stats(&args.cache_dir, args.events)?);
+    }
+
+    // Check the result against what the relays were given.
+    let (count, stats, recount) = actix_rt::System::new().block_on(async {
+        let store = storage::open(&db.url, 2).await?;
+        let count = store.count_events().await?;
+        let stats = store.stats().await?;
+        let recount = storage::recount(&*store).await?;
+        anyhow::Ok((count, stats, recount))
+    })?;
+    ensure!(
+        count as u64 == expected.count,
+        "stored {count} events, expected {}",
+        expected.count
+    );
+    if let Some(want) = &expected.stats {
+        ensure!(
+            &stats == want,
+            "aggregates differ from the generated events"
+        );
+    }
+    ensure!(
+        stats == recount,
+        "aggregates differ from a recount of the stored events"
+    );
+
+    let stored = Counters::get(&counters.stored);
+    let secs = elapsed.as_secs_f64();
+    let commits = Counters::get(&counters.db_commits) - expected.commits_before;
+    let l = &counters.latency;
+    Ok(Report {
+        profile,
+        db: match Backend::of_url(&db.url) {
+            Some(Backend::Postgres) => "postgres".into(),
+            _ => "sqlite".into(),
+        },
+        mode: args.mode,
+        relays: args.relays,
+        unique_events: stored,
+        received_events: counters.received(),
+        duplicates: Counters::get(&counters.duplicates),
+        rejected: counters.rejected(),
+        elapsed_s: secs,
+        unique_per_s: stored as f64 / secs,
+        received_per_s: counters.received() as f64 / secs,
+        latency_ms: Latency {
+            p50: l.quantile_ms(0.50),
+            p95: l.quantile_ms(0.95),
+            p99: l.quantile_ms(0.99),
+            max: l.max_ms(),
+        },
+        db_commits: commits,
+        db_commits_per_s: commits as f64 / secs,
+        peak_rss_mb,
+        cpu_s,
+        relays_cpu_s,
+        cpu_us_per_unique: cpu_s * 1e6 / stored.max(1) as f64,
+        cpu_us_per_received: cpu_s * 1e6 / counters.received().max(1) as f64,
+        stages: Stages {
+            parse_s: counters.timings.parse_seconds.sum(),
+            verify_s: counters.timings.verify_seconds.sum(),
+            store_s: counters.timings.commit_seconds.sum(),
+            aggregate_s: counters.timings.flush_seconds.sum(),
+        },
+        speedup: None,
+        dead_relays: args.dead_relays,
+        peak_threads: PEAK_THREADS.load(std::sync::atomic::Ordering::Relaxed),
+        idle_cpu_pct,
+    })
+}
+
+/// Until every good relay (the first `good` URLs) finished a cycle.
+async fn good_relays_synced(app: &App, urls: &[String], within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if urls
+            .iter()
+            .all(|u| Counters::get(&app.counters.relay(u).cycles_ok) >= 1)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Stores a fraction `held` of the events (every one whose position falls in it) and
+/// their aggregates before the run, outside the measurement.
+fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
+    let events = load_events(events_file)?;
+    let keep = |i: usize| ((i as f64 * held).floor() - ((i as f64 - 1.0) * held).floor()) >= 1.0;
+    let held: Vec<Event> = events
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, e)| e)
+        .collect();
+    actix_rt::System::new().block_on(async {
+        let store = storage::open(url, 2).await?;
+        for chunk in held.chunks(5_000) {
+            store.insert_events(chunk).await?;
+        }
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
+        eprintln!("  the database holds {} events before the run", held.len());
+        anyhow::Ok(())
+    })
+}
+
+/// What the run must end with.
+struct Expected {
+    count: u64,
+    /// Generated with the events for backfill; live runs check against a recount instead.
+    stats: Option<HashMap<String, StatsDelta>>,
+    /// Commits made before the measured window (live mode's initial cycles).
+    commits_before: u64,
+}
+
+async fn sync(
+    args: &BenchArgs,
+    profile: Profile,
+    settings: Settings,
+    relays: &mut RelayProcess,
+) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>)> {
+    let started = Instant::now();
+    let good: Vec<String> = settings.relays[..args.relays].to_vec();
+    let app = match profile {
+        Profile::Baseline => {
+            App::start_with(settings, |store| Arc::new(crate::baseline::Baseline(store))).await?
+        }
+        Profile::Default => App::start(settings).await?,
+    };
+    let counters = app.counters.clone();
+    let mut idle_cpu_pct = None;
+    let result: anyhow::Result<(Duration, Expected)> = match args.mode {
+        Mode::Backfill => {
+            let total = args.events as u64;
+            let done = progress(&app, total, started, async {
+                good_relays_synced(&app, &good, Duration::from_secs(3_600)).await
+            })
+            .await;
+            let elapsed = started.elapsed();
+            ensure!(done, "relays did not finish their first cycle");
+            if args.dead_relays > 0 {
+                // Dead relays keep failing and backing off; the good ones poll. Once
+                // the backoffs have grown (a minute), the spell is measured.
+                tokio::time::sleep(IDLE_SETTLE).await;
+                let before = cpu_seconds("/proc/self/stat");
+                let spell = Instant::now();
+                progress(&app, total, started, async {
+                    tokio::time::sleep(IDLE_SPELL).await;
+                    true
+                })
+                .await;
+                let cpu = cpu_seconds("/proc/self/stat") - before;
+                idle_cpu_pct = Some(100.0 * cpu / spell.elapsed().as_secs_f64());
+            }
+            // The generated aggregates are loaded once the peak RSS is read: at a
+            // million events they took some 80 MB of peak RSS.
+            let expected = Expected {
+                count: total,
+                stats: None,
+                commits_before: 0,
+            };
+            Ok((elapsed, expected))
+        }
+        Mode::Live => {
+            ensure!(
+                app.wait_for_cycles(1, Duration::from_secs(60)).await,
+                "relays did not connect"
+            );
+            let total = args.rate * args.duration;
+            let live_started = Instant::now();
+            // Only the live window counts: the first cycles found empty relays.
+            let commits_before = Counters::get(&counters.db_commits);
+            relays.go()?;
+            let stored = progress(&app, total, live_started, async {
+                let deadline = Instant::now() + Duration::from_secs(args.duration + 60);
+                while Counters::get(&app.counters.stored) < total && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Counters::get(&app.counters.stored) >= total
+            })
+            .await;
+            ensure!(
+                stored,
+                "live events were not all stored within a minute of the end"
+            );
+            let expected = Expected {
+                count: total,
+                stats: None,
+                commits_before,
+            };
+            Ok((live_started.elapsed(), expected))
+        }
+    };
+    app.shutdown(Duration::from_secs(60)).await;
+    let (elapsed, expected) = result?;
+    Ok((counters, elapsed, expected, idle_cpu_pct))
+}
+
+/// Prints a progress line every second while `work` runs.
+async fn progress<F: std::future::Future<Output = bool>>(
+    app: &App,
+    total: u64,
+    started: Instant,
+    work: F,
+) -> bool {
+    let counters = app.counters.clone();
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let done = Counters::get(&counters.stored);
+            let secs = started.elapsed().as_secs_f64();
+            let rate = done as f64 / secs;
+            let eta = if rate > 0.0 {
+                (total.saturating_sub(done)) as f64 / rate
+            } else {
+                f64::INFINITY
+            };
+            PEAK_THREADS.fetch_max(threads(), std::sync::atomic::Ordering::Relaxed);
+            eprint!("\r  {done}/{total} stored, {rate:.0} events/s, eta {eta:.0}s      ");
+        }
+    };
+    let out = tokio::select! {
+        done = work => done,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    eprintln!();
+    out
+}
