@@ -18,7 +18,7 @@ use crate::config::{FilterSettings, Settings};
 use crate::metrics::RelayCounters;
 use crate::storage::EventStore;
 use crate::sync::closed::Closed;
-use crate::sync::filter::{filter_key, narrowed, to_filter};
+use crate::sync::filter::{filter_key, narrowed};
 use crate::sync::plan::{self, Failure, Planner, Shortfall, Step};
 
 static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -255,46 +255,6 @@ impl Cycle {
             Err(error) => {
                 tracing::debug!(relay = %self.url, %error, "no relay information document (NIP-11)")
             }
-        }
-    }
-
-    /// Opens each live subscription that is not open: on a new connection, and after
-    /// the relay CLOSED one (say `auth-required:` before we authenticated). Each asks
-    /// for what is newer than now; the polling cycles fill whatever a gap held.
-    async fn ensure_live(&self, relay: &Relay) -> Result<(), CycleError> {
-        // A filter with an end follows nothing new.
-        for (i, f) in self
-            .filters
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.until == 0)
-        {
-            let id = SubscriptionId::new(format!("live-{i}"));
-            if relay.subscription(&id).await.is_some() {
-                continue;
-            }
-            // No one waits on a live subscription's completion: its receiver is dropped.
-            let (root, _) = Pending::root(self.held.clone());
-            self.subs.open(id.as_str(), root, None, false, None);
-            let filter = to_filter(f).since(Timestamp::now());
-            relay
-                .subscribe_with_id(id, filter, SubscribeOptions::default())
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Forgets the live subscriptions of a lost connection, so that the SDK does not
-    /// send them again on reconnecting with the `since` they were opened with (which
-    /// would replay everything since then); `ensure_live` opens them anew.
-    async fn drop_live(&self, relay: &Relay) {
-        for i in 0..self.filters.len() {
-            let id = SubscriptionId::new(format!("live-{i}"));
-            if relay.subscription(&id).await.is_some() {
-                // Not connected: the CLOSE cannot be sent, the SDK forgets it anyway.
-                let _ = relay.unsubscribe(&id).await;
-            }
-            self.subs.forget(id.as_str());
         }
     }
 

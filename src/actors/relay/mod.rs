@@ -31,6 +31,7 @@ mod cycle;
 mod detached;
 pub mod frames;
 mod ingest;
+mod live;
 pub mod messages;
 pub mod nip11;
 mod progress;
