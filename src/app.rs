@@ -44,6 +44,10 @@ crate::actors::answers_ping!(
     crate::actors::verify::VerifyActor,
 );
 
+/// Messages a storage worker's mailbox holds. The events in them are bounded by its
+/// admission semaphore (`mailbox.storage`); this only bounds the messages.
+const STORAGE_MAILBOX_MESSAGES: usize = 64;
+
 pub struct App {
     relays: Vec<Arbiter>,
     /// The operator endpoint's address and its stop signal.
@@ -155,6 +159,7 @@ impl App {
                     aggregator.clone(),
                     counters.clone(),
                     policy.clone(),
+                    STORAGE_MAILBOX_MESSAGES,
                 )
                 .start()
             })

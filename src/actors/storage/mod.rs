@@ -57,10 +57,10 @@ pub struct WritePolicy {
     pub min_commit_interval: Duration,
 }
 
-const MAILBOX_MESSAGES: usize = 64;
-
 pub struct StorageActor {
     id: usize,
+    /// Messages its mailbox holds (events are bounded by the admission semaphore).
+    mailbox: usize,
     store: Arc<dyn EventStore>,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
@@ -86,10 +86,12 @@ impl StorageActor {
         aggregator: Addr<AggregatorActor>,
         counters: Arc<Counters>,
         policy: WritePolicy,
+        mailbox: usize,
     ) -> Self {
         let retry = policy.retry_min;
         Self {
             id,
+            mailbox,
             store,
             dedup,
             aggregator,
@@ -407,8 +409,7 @@ impl Actor for StorageActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Admission (the semaphore) bounds what is queued; this only bounds messages.
-        ctx.set_mailbox_capacity(MAILBOX_MESSAGES);
+        ctx.set_mailbox_capacity(self.mailbox);
     }
 }
 
