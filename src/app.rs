@@ -26,6 +26,7 @@ use crate::actors::Ping;
 use crate::config::Settings;
 use crate::http::Health;
 use crate::metrics::Counters;
+use crate::nostr::zap::ZapPolicy;
 use crate::storage::{self, EventStore};
 
 /// Set once shutdown begins: a panic while actors are being torn down (diesel-async's
@@ -58,6 +59,8 @@ pub struct App {
     storage: Vec<Addr<StorageActor>>,
     aggregator: Addr<AggregatorActor>,
     pub counters: Arc<Counters>,
+    /// How this service judges zap receipts (and what it learnt of LNURL servers).
+    pub zaps: ZapPolicy,
     pub store: Arc<dyn EventStore>,
 }
 
@@ -93,10 +96,18 @@ impl App {
                 Some((addr, stop))
             }
         };
-        let store =
-            wrap(storage::open(&settings.database.url, settings.database.max_connections).await?);
-        crate::actors::lnurl::load_trust(&settings, &*store).await?;
-        let backlog = apply_backlog(&*store, &counters).await?;
+        // The service's zap policy: every part that judges receipts shares it.
+        let zaps = ZapPolicy::default();
+        let store = wrap(
+            storage::open_with(
+                &settings.database.url,
+                settings.database.max_connections,
+                zaps.clone(),
+            )
+            .await?,
+        );
+        crate::actors::lnurl::load_trust(&settings, &*store, &zaps).await?;
+        let backlog = apply_backlog(&*store, &zaps, &counters).await?;
         if backlog > 0 {
             tracing::info!(
                 events = backlog,
@@ -107,6 +118,7 @@ impl App {
 
         let aggregator = AggregatorActor::new(
             store.clone(),
+            zaps.clone(),
             counters.clone(),
             settings.flush_interval(),
             mailbox.aggregator,
@@ -118,6 +130,7 @@ impl App {
             .then(|| {
                 LnurlActor::new(
                     store.clone(),
+                    zaps.clone(),
                     aggregator.clone().recipient(),
                     Duration::from_secs(settings.aggregates.lnurl_check_secs),
                 )
@@ -155,6 +168,7 @@ impl App {
                 StorageActor::new(
                     id,
                     store.clone(),
+                    zaps.clone(),
                     dedup.clone(),
                     aggregator.clone(),
                     counters.clone(),
@@ -203,7 +217,9 @@ impl App {
         // connection dies with the Arbiter that opened it, so they get a pool of their
         // own rather than leaving dead connections in the writers' pool at shutdown.
         let urls = settings.relay_urls();
-        let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
+        let cursors =
+            storage::open_with(&settings.database.url, urls.len().clamp(1, 4), zaps.clone())
+                .await?;
         // Relay actors share about one Arbiter per core: a relay costs an actor and its
         // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
         let clients = Arc::new(crate::actors::relay::clients::Clients::default());
@@ -261,6 +277,7 @@ impl App {
             storage,
             aggregator,
             counters,
+            zaps,
             store,
         })
     }

@@ -368,7 +368,9 @@ fn postgres_outage(db: TestDb) {
             common::oracle::expected_stats(&data.events)
         );
         assert_eq!(
-            storage::recount(&*store).await.unwrap(),
+            storage::recount(&*store, &Default::default())
+                .await
+                .unwrap(),
             common::oracle::expected_stats(&data.events)
         );
     });

@@ -311,7 +311,7 @@ fn an_aggregate_row_the_database_refuses_is_isolated(db: TestDb) {
         let store = storage::open(&db.url, 2).await.unwrap();
         store.insert_events(&data.events).await.unwrap();
         let isolated = Counters::default();
-        nostr_sync::actors::aggregator::apply_backlog(&*store, &isolated)
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default(), &isolated)
             .await
             .expect("the backlog is applied around the refused row");
         let mut want = counted.clone();

@@ -166,7 +166,9 @@ fn overlapping_relays_store_each_event_once(db: TestDb) {
             common::oracle::expected_stats(&data.events)
         );
         assert_eq!(
-            storage::recount(&*store).await.unwrap(),
+            storage::recount(&*store, &Default::default())
+                .await
+                .unwrap(),
             common::oracle::expected_stats(&data.events)
         );
     });

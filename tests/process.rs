@@ -194,7 +194,9 @@ fn sigterm_commits_and_a_restart_completes_the_sync(db: TestDb) {
         // Everything committed was aggregated before the exit.
         assert_eq!(
             store.stats().await.unwrap(),
-            storage::recount(&*store).await.unwrap()
+            storage::recount(&*store, &Default::default())
+                .await
+                .unwrap()
         );
 
         finish(&db, &*store, vec![start(&db, &urls)], &data).await;

@@ -116,7 +116,9 @@ async fn write_and_check(store: &dyn EventStore, all: &[Event], batches: Vec<Vec
     for batch in &batches {
         store.insert_events(batch).await.unwrap();
     }
-    apply_backlog(store, &Counters::default()).await.unwrap();
+    apply_backlog(store, &Default::default(), &Counters::default())
+        .await
+        .unwrap();
     let want = kept(all, u64::MAX / 2);
     let mut got = stored_ids(store).await;
     got.sort();
@@ -184,9 +186,13 @@ fn writing_again_changes_nothing(db: TestDb) {
         assert!(twice.rows.iter().all(Option::is_none), "{twice:?}");
         assert_eq!(twice.removals.retractions, 0);
         // Aggregates applied twice count once.
-        apply_backlog(&*store, &Counters::default()).await.unwrap();
+        apply_backlog(&*store, &Default::default(), &Counters::default())
+            .await
+            .unwrap();
         let applied = store.stats().await.unwrap();
-        apply_backlog(&*store, &Counters::default()).await.unwrap();
+        apply_backlog(&*store, &Default::default(), &Counters::default())
+            .await
+            .unwrap();
         assert_eq!(store.stats().await.unwrap(), applied);
         write_and_check(&*store, &all, vec![all.clone()]).await;
     });

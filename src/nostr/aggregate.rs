@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use nostr_sdk::{Event, Kind};
 
 use super::is_hex_id;
+use crate::nostr::zap::ZapPolicy;
 
 /// What one stored event contributes to the stats of the event it points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,8 +58,9 @@ pub struct Sourced {
     pub contribution: Contribution,
 }
 
-/// The contribution of `event`, or `None` for events that count toward nothing.
-pub fn contribution(event: &Event) -> Option<Contribution> {
+/// The contribution of `event`, or `None` for events that count toward nothing; zap
+/// receipts are judged by `zaps`.
+pub fn contribution(event: &Event, zaps: &ZapPolicy) -> Option<Contribution> {
     let (target, delta) = match event.kind {
         Kind::Reaction => (
             last_e_tag(event)?,
@@ -92,7 +94,7 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
         ),
         Kind::ZapReceipt => {
             // Only a receipt that holds together counts (see `nostr::zap`).
-            let msats = crate::nostr::zap::amount(event).ok()?;
+            let msats = zaps.amount(event).ok()?;
             (
                 last_e_tag(event)?,
                 StatsDelta {
@@ -109,9 +111,9 @@ pub fn contribution(event: &Event) -> Option<Contribution> {
 
 /// Whether `event` is a zap receipt that will count once its recipient's LNURL server
 /// is known (`nostr::zap`): it stays in the aggregation backlog until then.
-pub fn is_pending(event: &Event) -> bool {
+pub fn is_pending(event: &Event, zaps: &ZapPolicy) -> bool {
     event.kind == Kind::ZapReceipt
-        && crate::nostr::zap::amount(event) == Err(crate::nostr::zap::ZapReject::Pending)
+        && zaps.amount(event) == Err(crate::nostr::zap::ZapReject::Pending)
 }
 
 /// Sums contributions per target.
@@ -174,6 +176,11 @@ mod tests {
     use super::*;
     use crate::nostr::zap::MAX_MSATS;
     use nostr_sdk::{EventBuilder, Keys, Tag};
+
+    /// Receipts judged by the rules alone, as without a configured trust.
+    fn contribution(event: &Event) -> Option<Contribution> {
+        super::contribution(event, &ZapPolicy::default())
+    }
 
     proptest::proptest! {
         /// Any tags on any counted kind: a contribution or none, never a panic.

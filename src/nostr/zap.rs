@@ -9,7 +9,7 @@
 //! LNURL server (from the recipient's own kind-0 `lud16`/`lud06`): anyone can sign an
 //! invoice with a node key of their own for any amount, and publish a receipt for it.
 //! Until the server's key is known, a receipt counts nothing and is *pending*; it is
-//! judged again once the key is learnt ([`Trust`]). `aggregates.zap_signers` is an
+//! judged again once the key is learnt ([`ZapPolicy`]). `aggregates.zap_signers` is an
 //! offline allowlist of zapper keys that count for any recipient.
 
 use std::str::FromStr;
@@ -18,6 +18,7 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Message, SECP256K1};
 use lightning_invoice::{RawTaggedField, SignedRawBolt11Invoice, TaggedField};
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use nostr_sdk::{Event, JsonUtil, Kind, PublicKey};
 
@@ -85,7 +86,8 @@ fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
 
 /// Verdicts of the receipts seen last. Checking one costs two signature checks (the
 /// invoice's and the request's), and storage asks twice per receipt (whether it is to be
-/// aggregated, and what it adds); an id fixes the whole event, so a verdict holds.
+/// aggregated, and what it adds); an id fixes the whole event, so a verdict holds
+/// whatever the policy: a cache of the rules, shared by every service in the process.
 static VERDICTS: std::sync::Mutex<
     Option<lru::LruCache<nostr_sdk::EventId, Result<i64, ZapReject>>>,
 > = std::sync::Mutex::new(None);
@@ -104,39 +106,54 @@ pub struct Trust {
     pub servers: HashMap<PublicKey, Option<PublicKey>>,
 }
 
-/// The trust the service runs with. Set at start from the configuration and what the
-/// database remembers of LNURL servers, then as servers are learnt.
-static TRUST: std::sync::RwLock<Option<Trust>> = std::sync::RwLock::new(None);
+/// The zap policy one service runs with: its [`Trust`], set at start from the
+/// configuration and what the database remembers of LNURL servers, then extended as
+/// servers are learnt. Clones share it. Without a trust set (`default`), any signer
+/// counts: the rules alone, as the tools and the rules' own tests judge receipts.
+#[derive(Debug, Clone, Default)]
+pub struct ZapPolicy(Arc<RwLock<Option<Trust>>>);
 
-fn trust() -> std::sync::RwLockReadGuard<'static, Option<Trust>> {
-    TRUST.read().unwrap_or_else(|e| e.into_inner())
-}
+impl ZapPolicy {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Trust>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
 
-/// Judges receipts from now on by `trust`. LNURL servers learnt before are kept
-/// (they are facts about recipients, whatever the configuration; and services started
-/// side by side in one process, as tests do, each learn their own).
-pub fn set_trust(mut trust: Trust) {
-    let mut held = TRUST.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = held.take() {
-        for (recipient, server) in old.servers {
-            trust.servers.entry(recipient).or_insert(server);
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Option<Trust>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Judges receipts from now on by `trust`. LNURL servers learnt before are kept:
+    /// they are facts about recipients, whatever the configuration.
+    pub fn set(&self, mut trust: Trust) {
+        let mut held = self.write();
+        if let Some(old) = held.take() {
+            for (recipient, server) in old.servers {
+                trust.servers.entry(recipient).or_insert(server);
+            }
+        }
+        *held = Some(trust);
+    }
+
+    /// Learns the LNURL server key of `recipient` (`None`: it signs no receipts).
+    pub fn learn(&self, recipient: PublicKey, server: Option<PublicKey>) {
+        if let Some(t) = self.write().as_mut() {
+            t.servers.insert(recipient, server);
         }
     }
-    *held = Some(trust);
-}
 
-/// Learns the LNURL server key of `recipient` (`None`: it signs no receipts).
-pub fn learn(recipient: PublicKey, server: Option<PublicKey>) {
-    if let Some(t) = TRUST.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        t.servers.insert(recipient, server);
+    /// Whether the LNURL server of `recipient` is known.
+    pub fn knows(&self, recipient: &PublicKey) -> bool {
+        self.read()
+            .as_ref()
+            .is_some_and(|t| t.servers.contains_key(recipient))
     }
-}
 
-/// Whether the LNURL server of `recipient` is known.
-pub fn knows(recipient: &PublicKey) -> bool {
-    trust()
-        .as_ref()
-        .is_some_and(|t| t.servers.contains_key(recipient))
+    /// The amount a zap receipt counts for, in millisatoshis.
+    pub fn amount(&self, receipt: &Event) -> Result<i64, ZapReject> {
+        let msats = verdict(receipt)?;
+        signed_by_trusted(receipt, self.read().as_ref())?;
+        Ok(msats)
+    }
 }
 
 /// The recipient of a receipt: its `p` tag.
@@ -144,11 +161,12 @@ pub fn recipient(receipt: &Event) -> Option<PublicKey> {
     tag(receipt, "p").and_then(|p| PublicKey::from_hex(p).ok())
 }
 
-/// The amount a zap receipt counts for, in millisatoshis.
-pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
+/// Whether a receipt holds together, and for how much (its signer aside): judged
+/// once per id and remembered (see `VERDICTS`).
+pub fn verdict(receipt: &Event) -> Result<i64, ZapReject> {
     let lock = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
     let cached = lock().as_mut().and_then(|c| c.get(&receipt.id).copied());
-    let verdict = match cached {
+    match cached {
         Some(v) => v,
         None => {
             let v = judge(receipt);
@@ -161,10 +179,7 @@ pub fn amount(receipt: &Event) -> Result<i64, ZapReject> {
                 .put(receipt.id, v);
             v
         }
-    };
-    let msats = verdict?;
-    signed_by_trusted(receipt, trust().as_ref())?;
-    Ok(msats)
+    }
 }
 
 /// NIP-57 appendix F: "The zapReceipt event's pubkey MUST be the same as the

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use nostr_sdk::Event;
 
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction};
+use crate::nostr::zap::ZapPolicy;
 use crate::nostr::{self, aggregate, Deletion};
 
 /// A batch, ready for the steps above.
@@ -45,11 +46,11 @@ pub struct Removals {
 }
 
 impl Prepared {
-    pub fn new(batch: &[Event], first_seen: i64) -> Self {
+    pub fn new(batch: &[Event], first_seen: i64, zaps: &ZapPolicy) -> Self {
         Self {
             rows: batch
                 .iter()
-                .map(|e| NewEvent::from_event(e, first_seen))
+                .map(|e| NewEvent::from_event(e, first_seen, zaps))
                 .collect(),
             deletions: batch
                 .iter()
@@ -200,7 +201,7 @@ fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
 /// What removed rows had counted, to be subtracted: rows whose contribution was
 /// applied (`aggregated`) and counts toward something. A row not yet aggregated needs
 /// nothing: its pending contribution can no longer be claimed.
-pub(crate) fn retractions(removed: Vec<(bool, EventRow)>) -> Vec<NewRetraction> {
+pub(crate) fn retractions(removed: Vec<(bool, EventRow)>, zaps: &ZapPolicy) -> Vec<NewRetraction> {
     let mut out = Vec::new();
     for (aggregated, row) in removed {
         if !aggregated {
@@ -209,7 +210,7 @@ pub(crate) fn retractions(removed: Vec<(bool, EventRow)>) -> Vec<NewRetraction> 
         let id = row.id.clone();
         match row.into_event() {
             Ok(event) => out.extend(
-                aggregate::contribution(&event)
+                aggregate::contribution(&event, zaps)
                     .map(|c| NewRetraction::new(c.target, &c.delta.negated())),
             ),
             // Rows are written from verified events, so this cannot happen; were it to,
@@ -247,14 +248,14 @@ mod tests {
             version(&a, 30_023, "y", 8),
             version(&a, 1, "", 99),
         ];
-        let p = Prepared::new(&batch, 0);
+        let p = Prepared::new(&batch, 0, &ZapPolicy::default());
         let best = newest_per_address(&p.rows);
         let mut winners: Vec<usize> = best.values().copied().collect();
         winners.sort();
         assert_eq!(winners, vec![1, 3, 4, 5]);
         // On equal `created_at`, the lower id.
         let tie = vec![version(&a, 0, "", 10), version(&a, 0, "x", 10)];
-        let p = Prepared::new(&tie, 0);
+        let p = Prepared::new(&tie, 0, &ZapPolicy::default());
         let lower = usize::from(p.rows[1].id < p.rows[0].id);
         assert_eq!(
             newest_per_address(&p.rows)
@@ -279,7 +280,7 @@ mod tests {
             version(&a, 30_023, "x", 9),
             deletion.clone(),
         ];
-        let p = Prepared::new(&batch, 0);
+        let p = Prepared::new(&batch, 0, &ZapPolicy::default());
         assert_eq!(p.deletions.len(), 1);
         let address = p.rows[1].address.clone().unwrap();
         let by_author = vec![(note.id.to_hex(), a.public_key().to_hex())];

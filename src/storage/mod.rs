@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::zap::ZapPolicy;
 
 pub use batch::Removals;
 pub use postgres::PgStore;
@@ -265,11 +266,22 @@ pub trait EventStore: Send + Sync + 'static {
 
 /// Opens the store that `url` names, with a pool of `max_connections`.
 pub async fn open(url: &str, max_connections: usize) -> StoreResult<Arc<dyn EventStore>> {
+    open_with(url, max_connections, ZapPolicy::default()).await
+}
+
+/// `open`, judging zap receipts by `zaps` (the service's policy) instead of the rules
+/// alone.
+pub async fn open_with(
+    url: &str,
+    max_connections: usize,
+    zaps: ZapPolicy,
+) -> StoreResult<Arc<dyn EventStore>> {
     match Backend::of_url(url) {
-        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, max_connections)?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, max_connections, zaps)?)),
         Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(
             sqlite_path(url),
             max_connections,
+            zaps,
         )?)),
         None => Err(StoreError::Pool(format!(
             "unsupported database url {:?}: use postgres:// or sqlite://",
@@ -288,7 +300,10 @@ pub(crate) fn now_secs() -> i64 {
 
 /// Recounts every aggregate from the stored events, paging through them and summing
 /// as it goes: memory grows with the number of targets, not of events.
-pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, StatsDelta>> {
+pub async fn recount(
+    store: &dyn EventStore,
+    zaps: &ZapPolicy,
+) -> StoreResult<HashMap<String, StatsDelta>> {
     let mut sums: HashMap<String, StatsDelta> = HashMap::new();
     let mut after = 0;
     loop {
@@ -297,7 +312,7 @@ pub async fn recount(store: &dyn EventStore) -> StoreResult<HashMap<String, Stat
         after = *last;
         for c in page
             .iter()
-            .filter_map(|(_, e)| crate::nostr::aggregate::contribution(e))
+            .filter_map(|(_, e)| crate::nostr::aggregate::contribution(e, zaps))
         {
             sums.entry(c.target).or_default().add(&c.delta);
         }

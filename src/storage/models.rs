@@ -1,5 +1,6 @@
 //! Row structs and their conversions from and to signed events.
 
+use crate::nostr::zap::ZapPolicy;
 use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
@@ -28,7 +29,7 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn from_event(event: &Event, first_seen: i64) -> Self {
+    pub fn from_event(event: &Event, first_seen: i64, zaps: &ZapPolicy) -> Self {
         Self {
             id: crate::nostr::hex(event.id.as_bytes()),
             pubkey: crate::nostr::hex(event.pubkey.as_bytes()),
@@ -39,8 +40,8 @@ impl NewEvent {
             sig: crate::nostr::hex(&event.sig.serialize()),
             first_seen,
             // Pending zap receipts stay in the backlog, to count once judged.
-            aggregated: contribution(event).is_none()
-                && !crate::nostr::aggregate::is_pending(event),
+            aggregated: contribution(event, zaps).is_none()
+                && !crate::nostr::aggregate::is_pending(event, zaps),
             address: crate::nostr::address(event),
             expires_at: crate::nostr::expiration(event).and_then(|t| i64::try_from(t).ok()),
         }

@@ -21,13 +21,16 @@ use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::write;
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::zap::ZapPolicy;
 
 pub struct PgStore {
+    /// Judges zap receipts (what they count, whether they wait).
+    zaps: ZapPolicy,
     pool: Pool<AsyncPgConnection>,
 }
 
 impl PgStore {
-    pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
+    pub fn open(url: &str, max_connections: usize, zaps: ZapPolicy) -> StoreResult<Self> {
         let mut config = diesel_async::pooled_connection::ManagerConfig::default();
         config.custom_setup = Box::new(|url| Box::pin(super::tls::connect(url)));
         let manager =
@@ -36,7 +39,7 @@ impl PgStore {
             .max_size(max_connections)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, zaps })
     }
 
     async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
@@ -50,11 +53,11 @@ impl PgStore {
 #[async_trait]
 impl EventStore for PgStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let mut prep = Prepared::new(batch, now_secs());
+        let mut prep = Prepared::new(batch, now_secs(), &self.zaps);
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let mut conn = self.conn().await?;
         let (rows, removals) = conn
-            .transaction(async |conn| write(&mut PgSteps(conn), &mut prep, tags).await)
+            .transaction(async |conn| write(&mut PgSteps(conn), &mut prep, tags, &self.zaps).await)
             .await?;
         Ok(Written { rows, removals })
     }
@@ -89,6 +92,7 @@ impl EventStore for PgStore {
     }
 
     async fn purge(&self, now: i64) -> StoreResult<Purged> {
+        let zaps = self.zaps.clone();
         let mut conn = self.conn().await?;
         let purged = conn
             .transaction(async |conn| {
@@ -107,8 +111,10 @@ impl EventStore for PgStore {
                     deleted: tombstoned.len() as u64,
                     retractions: 0,
                 };
-                let retractions =
-                    super::batch::retractions(expired.into_iter().chain(tombstoned).collect());
+                let retractions = super::batch::retractions(
+                    expired.into_iter().chain(tombstoned).collect(),
+                    &zaps,
+                );
                 for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(retractions::table)
                         .values(chunk)

@@ -27,6 +27,7 @@ use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::write;
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::zap::ZapPolicy;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -37,11 +38,13 @@ pub const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WA
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 pub struct SqliteStore {
+    /// Judges zap receipts (what they count, whether they wait).
+    zaps: ZapPolicy,
     pool: Pool<Conn>,
 }
 
 impl SqliteStore {
-    pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
+    pub fn open(path: &str, max_connections: usize, zaps: ZapPolicy) -> StoreResult<Self> {
         let mut config = ManagerConfig::default();
         config.custom_setup = Box::new(|url| {
             let url = url.to_owned();
@@ -59,7 +62,7 @@ impl SqliteStore {
             .max_size(max_connections)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, zaps })
     }
 
     async fn run<R, F>(&self, f: F) -> StoreResult<R>
@@ -79,14 +82,20 @@ impl SqliteStore {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let mut prep = Prepared::new(batch, now_secs());
+        let mut prep = Prepared::new(batch, now_secs(), &self.zaps);
+        let zaps = self.zaps.clone();
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let (rows, removals) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
                     // The SQLite steps never wait: the shared driver runs to its end
                     // at once on this blocking thread.
-                    futures::executor::block_on(write(&mut SqliteSteps(conn), &mut prep, tags))
+                    futures::executor::block_on(write(
+                        &mut SqliteSteps(conn),
+                        &mut prep,
+                        tags,
+                        &zaps,
+                    ))
                 })
             })
             .await?;
@@ -120,6 +129,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge(&self, now: i64) -> StoreResult<Purged> {
+        let zaps = self.zaps.clone();
         self.run(move |conn| {
             conn.immediate_transaction(|conn| {
                 let expired: Vec<(bool, EventRow)> =
@@ -135,8 +145,10 @@ impl EventStore for SqliteStore {
                     deleted: tombstoned.len() as u64,
                     retractions: 0,
                 };
-                let retractions =
-                    super::batch::retractions(expired.into_iter().chain(tombstoned).collect());
+                let retractions = super::batch::retractions(
+                    expired.into_iter().chain(tombstoned).collect(),
+                    &zaps,
+                );
                 for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(retractions::table)
                         .values(chunk)

@@ -5,7 +5,8 @@
 //! updated in the same call, before the next event. [`Baseline`] wraps the store the
 //! pipeline writes through and does exactly that, so the service itself carries no
 //! trace of it. The benchmark pairs it with one-event batches, one writer and an LRU
-//! of one entry (the predecessor had none).
+//! of one entry (the predecessor had none), and judges zap receipts by the rules alone,
+//! as the benchmark's service does (`aggregates.zap_verification = "none"`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use nostr_sync::nostr::aggregate::{contribution, Sourced, StatsDelta};
+use nostr_sync::nostr::zap::ZapPolicy;
 use nostr_sync::storage::{
     EventStore, ItemQuery, Overview, Purged, Removals, StoreResult, Written,
 };
@@ -55,7 +57,9 @@ impl EventStore for Baseline {
             }
             let one = self.0.insert_events(std::slice::from_ref(event)).await?;
             let row = one.rows.first().copied().flatten();
-            if let (Some(seq), Some(contribution)) = (row, contribution(event)) {
+            if let (Some(seq), Some(contribution)) =
+                (row, contribution(event, &ZapPolicy::default()))
+            {
                 self.0
                     .apply_contributions(&[Sourced { seq, contribution }])
                     .await?;

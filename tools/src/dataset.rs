@@ -11,6 +11,7 @@ use ::rand::{Rng, SeedableRng};
 use nostr_relay_builder::prelude::*;
 
 use nostr_sync::nostr::aggregate::{contribution, sum_by_target, StatsDelta};
+use nostr_sync::nostr::zap::ZapPolicy;
 
 /// A generated data set: unique events and, per relay, the indices it holds.
 pub struct Dataset {
@@ -43,7 +44,7 @@ pub fn deletions(events: &[Event], authors: &[Keys], every: usize) -> Vec<Event>
     let keys: HashMap<PublicKey, &Keys> = authors.iter().map(|k| (k.public_key(), k)).collect();
     events
         .iter()
-        .filter(|e| contribution(e).is_some() && e.kind != Kind::ZapReceipt)
+        .filter(|e| contribution(e, &ZapPolicy::default()).is_some() && e.kind != Kind::ZapReceipt)
         .step_by(every.max(1))
         .filter_map(|e| {
             let author = keys.get(&e.pubkey)?;
@@ -55,9 +56,18 @@ pub fn deletions(events: &[Event], authors: &[Keys], every: usize) -> Vec<Event>
         .collect()
 }
 
-/// The aggregates a recount of `events` gives.
+/// The aggregates a recount of `events` gives, zap receipts judged by the rules alone.
 pub fn expected_stats(events: &[Event]) -> HashMap<String, StatsDelta> {
-    let items: Vec<_> = events.iter().filter_map(contribution).collect();
+    expected_stats_by(events, &ZapPolicy::default())
+}
+
+/// The aggregates a recount of `events` gives, zap receipts judged by `zaps` (a
+/// service's policy: with LNURL verification and no server to ask, they wait).
+pub fn expected_stats_by(events: &[Event], zaps: &ZapPolicy) -> HashMap<String, StatsDelta> {
+    let items: Vec<_> = events
+        .iter()
+        .filter_map(|e| contribution(e, zaps))
+        .collect();
     sum_by_target(&items)
 }
 

@@ -25,10 +25,13 @@ use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handle
 use self::messages::{Contribute, FlushNow, Rejudge, Retracted};
 use crate::metrics::Counters;
 use crate::nostr::aggregate::Sourced;
+use crate::nostr::zap::ZapPolicy;
 use crate::storage::EventStore;
 
 pub struct AggregatorActor {
     store: Arc<dyn EventStore>,
+    /// Judges the zap receipts of the backlog.
+    zaps: ZapPolicy,
     counters: Arc<Counters>,
     interval: Duration,
     mailbox: usize,
@@ -48,6 +51,7 @@ const RETRACTIONS_PER_FLUSH: i64 = 5_000;
 impl AggregatorActor {
     pub fn new(
         store: Arc<dyn EventStore>,
+        zaps: ZapPolicy,
         counters: Arc<Counters>,
         interval: Duration,
         mailbox: usize,
@@ -55,6 +59,7 @@ impl AggregatorActor {
     ) -> Self {
         Self {
             store,
+            zaps,
             counters,
             interval,
             mailbox,
@@ -194,8 +199,9 @@ impl Handler<Rejudge> for AggregatorActor {
         }
         self.rejudging = true;
         let (store, counters) = (self.store.clone(), self.counters.clone());
+        let zaps = self.zaps.clone();
         ctx.spawn(
-            async move { apply_unaggregated(store.as_ref(), &counters).await }
+            async move { apply_unaggregated(store.as_ref(), &zaps, &counters).await }
                 .into_actor(self)
                 .map(|result, act, _| {
                     act.rejudging = false;
@@ -258,9 +264,10 @@ impl Handler<FlushNow> for AggregatorActor {
 /// start-up must not wait for a database that takes no writes yet.)
 pub async fn apply_backlog(
     store: &dyn EventStore,
+    zaps: &ZapPolicy,
     counters: &Counters,
 ) -> Result<u64, crate::storage::StoreError> {
-    let applied = apply_unaggregated(store, counters).await?;
+    let applied = apply_unaggregated(store, zaps, counters).await?;
     Ok(applied + retract_all(store).await?)
 }
 
@@ -305,6 +312,7 @@ async fn apply_isolating(
 
 async fn apply_unaggregated(
     store: &dyn EventStore,
+    zaps: &ZapPolicy,
     counters: &Counters,
 ) -> Result<u64, crate::storage::StoreError> {
     let mut applied = 0;
@@ -320,10 +328,10 @@ async fn apply_unaggregated(
         // receipt waiting for its recipient's LNURL server stays in it.
         let items: Vec<Sourced> = events
             .iter()
-            .filter(|(_, e)| !crate::nostr::aggregate::is_pending(e))
+            .filter(|(_, e)| !crate::nostr::aggregate::is_pending(e, zaps))
             .map(|(seq, e)| Sourced {
                 seq: *seq,
-                contribution: crate::nostr::aggregate::contribution(e).unwrap_or_default(),
+                contribution: crate::nostr::aggregate::contribution(e, zaps).unwrap_or_default(),
             })
             .collect();
         applied += apply_isolating(store, &items, counters).await? as u64;

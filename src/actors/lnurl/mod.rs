@@ -19,7 +19,8 @@ use nostr_sdk::PublicKey;
 
 use crate::actors::aggregator::messages::Rejudge;
 use crate::config::Settings;
-use crate::nostr::{lnurl, zap};
+use crate::nostr::lnurl;
+use crate::nostr::zap::ZapPolicy;
 use crate::storage::{EventStore, StoreResult};
 
 /// Recipients looked at per round.
@@ -34,6 +35,8 @@ const RETRY_MAX: Duration = Duration::from_secs(86_400);
 
 pub struct LnurlActor {
     store: Arc<dyn EventStore>,
+    /// Where learnt servers go.
+    zaps: ZapPolicy,
     aggregator: Recipient<Rejudge>,
     every: Duration,
     /// Recipients that failed: when to try again, and the wait after that.
@@ -44,11 +47,13 @@ pub struct LnurlActor {
 impl LnurlActor {
     pub fn new(
         store: Arc<dyn EventStore>,
+        zaps: ZapPolicy,
         aggregator: Recipient<Rejudge>,
         every: Duration,
     ) -> Self {
         Self {
             store,
+            zaps,
             aggregator,
             every,
             retry: Default::default(),
@@ -62,8 +67,9 @@ impl LnurlActor {
         }
         self.busy = true;
         let (store, retry) = (self.store.clone(), self.retry.clone());
+        let zaps = self.zaps.clone();
         ctx.spawn(
-            async move { learn(store.as_ref(), &retry).await }
+            async move { learn(store.as_ref(), &zaps, &retry).await }
                 .into_actor(self)
                 .map(|result, act, _| {
                     act.busy = false;
@@ -92,6 +98,7 @@ impl Actor for LnurlActor {
 /// One round: returns how many recipients' receipts can be judged now.
 async fn learn(
     store: &dyn EventStore,
+    zaps: &ZapPolicy,
     retry: &std::sync::Mutex<HashMap<PublicKey, (Instant, Duration)>>,
 ) -> StoreResult<usize> {
     let mut judged = 0;
@@ -99,7 +106,7 @@ async fn learn(
         let Ok(recipient) = PublicKey::from_hex(&hex) else {
             continue;
         };
-        if zap::knows(&recipient) {
+        if zaps.knows(&recipient) {
             // Learnt before these receipts arrived (or before the last judging).
             judged += 1;
             continue;
@@ -117,7 +124,7 @@ async fn learn(
                 store
                     .save_zap_server(&hex, server.map(|k| k.to_hex()).as_deref())
                     .await?;
-                zap::learn(recipient, server);
+                zaps.learn(recipient, server);
                 retry
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -164,7 +171,11 @@ async fn server_of(
 
 /// The trust zap receipts are judged by: the configuration, and every LNURL server the
 /// database remembers. Set before anything is counted (start-up, `check-aggregates`).
-pub async fn load_trust(settings: &Settings, store: &dyn EventStore) -> StoreResult<()> {
+pub async fn load_trust(
+    settings: &Settings,
+    store: &dyn EventStore,
+    zaps: &ZapPolicy,
+) -> StoreResult<()> {
     let mut trust = settings.aggregates.zap_trust();
     for (recipient, server) in store.zap_servers().await? {
         if let Ok(recipient) = PublicKey::from_hex(&recipient) {
@@ -172,6 +183,6 @@ pub async fn load_trust(settings: &Settings, store: &dyn EventStore) -> StoreRes
             trust.servers.insert(recipient, server);
         }
     }
-    zap::set_trust(trust);
+    zaps.set(trust);
     Ok(())
 }

@@ -44,6 +44,7 @@ use crate::actors::item::InFlight;
 use crate::actors::item::Item;
 use crate::metrics::Counters;
 use crate::nostr::aggregate::{contribution, Sourced};
+use crate::nostr::zap::ZapPolicy;
 use crate::storage::{EventStore, StoreError};
 
 /// How a storage actor batches its writes.
@@ -62,6 +63,8 @@ pub struct StorageActor {
     /// Messages its mailbox holds (events are bounded by the admission semaphore).
     mailbox: usize,
     store: Arc<dyn EventStore>,
+    /// Judges zap receipts (what they count, why not).
+    zaps: ZapPolicy,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
@@ -82,6 +85,7 @@ impl StorageActor {
     pub fn new(
         id: usize,
         store: Arc<dyn EventStore>,
+        zaps: ZapPolicy,
         dedup: Addr<DedupActor>,
         aggregator: Addr<AggregatorActor>,
         counters: Arc<Counters>,
@@ -93,6 +97,7 @@ impl StorageActor {
             id,
             mailbox,
             store,
+            zaps,
             dedup,
             aggregator,
             counters,
@@ -158,6 +163,7 @@ impl StorageActor {
         self.writing = true;
         let writer = Writer {
             store: self.store.clone(),
+            zaps: self.zaps.clone(),
             dedup: self.dedup.clone(),
             aggregator: self.aggregator.clone(),
             counters: self.counters.clone(),
@@ -219,6 +225,7 @@ impl StorageActor {
 /// What a write needs, detached from the actor so the write can run as a future.
 struct Writer {
     store: Arc<dyn EventStore>,
+    zaps: ZapPolicy,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
@@ -312,9 +319,9 @@ impl Writer {
             .zip(&new)
             .filter_map(|(e, seq)| {
                 let seq = (*seq)?;
-                let c = contribution(e);
+                let c = contribution(e, &self.zaps);
                 if c.is_none() && e.kind == nostr_sdk::Kind::ZapReceipt {
-                    if let Err(why) = crate::nostr::zap::amount(e) {
+                    if let Err(why) = self.zaps.amount(e) {
                         tracing::debug!(id = %e.id, reason = why.label(), "zap receipt does not count");
                         counters.zap_rejects[why as usize].fetch_add(1, Ordering::Relaxed);
                     }

@@ -57,7 +57,7 @@ impl Handler<Verify> for VerifyActor {
                     // Judged here, on every core, rather than on the storage thread,
                     // which finds the verdict remembered.
                     if item.event.kind == nostr_sdk::Kind::ZapReceipt {
-                        let _ = crate::nostr::zap::amount(&item.event);
+                        let _ = crate::nostr::zap::verdict(&item.event);
                     }
                     out.valid.push(item)
                 }

@@ -24,7 +24,7 @@ fn receipts_count_only_when_they_hold_together() {
     let target = (EventId::from_hex(&"ab".repeat(32)).unwrap(), recipient);
     let t = Timestamp::from(1_700_000_000);
     let good = zapper.receipt(&sender, target, 21_000, t);
-    assert_eq!(amount(&good), Ok(21_000));
+    assert_eq!(ZapPolicy::default().amount(&good), Ok(21_000));
 
     let request = |msats: &str| {
         EventBuilder::new(Kind::ZapRequest, "")
@@ -92,7 +92,7 @@ fn receipts_count_only_when_they_hold_together() {
         ),
     ];
     for (i, (event, want)) in cases.into_iter().enumerate() {
-        assert_eq!(amount(&event), want, "case {i}");
+        assert_eq!(ZapPolicy::default().amount(&event), want, "case {i}");
     }
 }
 
@@ -101,7 +101,7 @@ proptest::proptest! {
     #[test]
     fn any_invoice_string_is_judged(s in "(ln|LN)?\\\\PC{0,120}") {
         let zapper = Zapper::new(2);
-        let _ = amount(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
+        let _ = ZapPolicy::default().amount(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
     }
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod sqlite;
 
 use super::batch::{retractions, Prepared, Removals};
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
+use crate::nostr::zap::ZapPolicy;
 use crate::nostr::Deletion;
 
 /// A stored event a step removed, and whether its contributions were applied.
@@ -58,6 +59,7 @@ pub(crate) async fn write<S: Steps>(
     db: &mut S,
     prep: &mut Prepared,
     tags: Vec<Vec<NewTag>>,
+    zaps: &ZapPolicy,
 ) -> QueryResult<(Vec<Option<i64>>, Removals)> {
     let ids = prep.ids();
     let mut removals = Removals::default();
@@ -113,7 +115,7 @@ pub(crate) async fn write<S: Steps>(
         db.insert_tags(chunk).await?;
     }
     // 5. What the removed events had counted.
-    let retractions = retractions(removed);
+    let retractions = retractions(removed, zaps);
     for chunk in retractions.chunks(S::ROWS) {
         db.queue_retractions(chunk).await?;
     }

@@ -32,6 +32,7 @@ use nostr_sync::app::App;
 use nostr_sync::config::Settings;
 use nostr_sync::metrics::Counters;
 use nostr_sync::nostr::aggregate::StatsDelta;
+use nostr_sync::nostr::zap::ZapPolicy;
 use nostr_sync::storage::{self, migrate, Backend};
 
 /// Runs the benchmark; must be called outside any async runtime.
@@ -126,7 +127,7 @@ fn run_profile(
         let store = storage::open(&db.url, 2).await?;
         let count = store.count_events().await?;
         let stats = store.stats().await?;
-        let recount = storage::recount(&*store).await?;
+        let recount = storage::recount(&*store, &ZapPolicy::default()).await?;
         anyhow::Ok((count, stats, recount))
     })?;
     ensure!(
@@ -221,7 +222,12 @@ fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
         for chunk in held.chunks(5_000) {
             store.insert_events(chunk).await?;
         }
-        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
+        nostr_sync::actors::aggregator::apply_backlog(
+            &*store,
+            &ZapPolicy::default(),
+            &Default::default(),
+        )
+        .await?;
         eprintln!("  the database holds {} events before the run", held.len());
         anyhow::Ok(())
     })
