@@ -107,7 +107,7 @@ fn relay_limit(limits: &[usize], r: usize) -> usize {
     }
 }
 
-/// `nostr-sync bench-relays`: hosts the relays, prints `READY url...`, and on `GO`
+/// `nostr-sync-tools bench-relays`: hosts the relays, prints `READY url...`, and on `GO`
 /// publishes `rate` fresh events per second for `duration` seconds.
 pub async fn host_relays(args: RelayArgs) -> anyhow::Result<()> {
     let events = match &args.events_file {
