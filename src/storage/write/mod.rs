@@ -53,6 +53,117 @@ pub(crate) trait Steps {
     async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()>;
 }
 
+/// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
+/// queries are written once, and run awaited on an async connection (`run: [await]`)
+/// or at once on a sync one (`run: []`). Only `offer_heads` is the backend's own
+/// (PostgreSQL upserts many heads per statement, SQLite one).
+macro_rules! impl_steps {
+    ($steps:ident, rows: $rows:expr, run: [$($aw:tt)?], $($offer:tt)*) => {
+        impl Steps for $steps<'_> {
+            const ROWS: usize = $rows;
+
+            async fn delete(&mut self, author: &str, d: &Deletion) -> QueryResult<Vec<Removed>> {
+                let conn = &mut *self.0;
+                let tombstones: Vec<_> = d
+                    .ids
+                    .iter()
+                    .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
+                    .collect();
+                diesel::insert_into(deleted_events::table)
+                    .values(&tombstones)
+                    .on_conflict_do_nothing()
+                    .execute(&mut *conn)$(.$aw)??;
+                let mut gone: Vec<Removed> = diesel::delete(
+                    events::table
+                        .filter(events::id.eq_any(&d.ids))
+                        .filter(events::pubkey.eq(author))
+                        .filter(events::kind.ne(5)),
+                )
+                .returning((events::aggregated, EventRow::as_select()))
+                .get_results(&mut *conn)$(.$aw)??;
+                for address in &d.addresses {
+                    let upsert = diesel::insert_into(deleted_addresses::table)
+                        .values((
+                            deleted_addresses::address.eq(address),
+                            deleted_addresses::until.eq(d.until),
+                        ))
+                        .on_conflict(deleted_addresses::address)
+                        .do_update()
+                        .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
+                    diesel::query_dsl::methods::FilterDsl::filter(
+                        upsert,
+                        deleted_addresses::until.lt(excluded(deleted_addresses::until)),
+                    )
+                    .execute(&mut *conn)$(.$aw)??;
+                    gone.extend(
+                        diesel::delete(
+                            events::table
+                                .filter(events::address.eq(address))
+                                .filter(events::created_at.le(d.until)),
+                        )
+                        .returning((events::aggregated, EventRow::as_select()))
+                        .get_results::<Removed>(&mut *conn)$(.$aw)??,
+                    );
+                }
+                Ok(gone)
+            }
+
+            async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
+                deleted_events::table
+                    .filter(deleted_events::id.eq_any(ids))
+                    .load(self.0)$(.$aw)?
+            }
+
+            async fn tombstoned_addresses(
+                &mut self,
+                addresses: &[String],
+            ) -> QueryResult<Vec<(String, i64)>> {
+                deleted_addresses::table
+                    .filter(deleted_addresses::address.eq_any(addresses))
+                    .load(self.0)$(.$aw)?
+            }
+
+            $($offer)*
+
+            async fn remove_superseded(&mut self, heads: &[(&str, &str)]) -> QueryResult<Vec<Removed>> {
+                let (addresses, ids): (Vec<&str>, Vec<&str>) = heads.iter().copied().unzip();
+                diesel::delete(
+                    events::table
+                        .filter(events::address.eq_any(addresses))
+                        .filter(events::id.ne_all(ids)),
+                )
+                .returning((events::aggregated, EventRow::as_select()))
+                .get_results(self.0)$(.$aw)?
+            }
+
+            async fn insert_events(&mut self, rows: &[NewEvent]) -> QueryResult<Vec<(i64, String)>> {
+                diesel::insert_into(events::table)
+                    .values(rows)
+                    .on_conflict(events::id)
+                    .do_nothing()
+                    .returning((events::seq, events::id))
+                    .get_results(self.0)$(.$aw)?
+            }
+
+            async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
+                diesel::insert_into(event_tags::table)
+                    .values(tags)
+                    .on_conflict_do_nothing()
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
+
+            async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()> {
+                diesel::insert_into(retractions::table)
+                    .values(rows)
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
+        }
+    };
+}
+pub(crate) use impl_steps;
+
 /// Runs the steps of one batch; `tags` holds each event's tag rows, in batch order.
 /// Returns, per event, its new row (`seq`) or `None`, and what else changed.
 pub(crate) async fn write<S: Steps>(
