@@ -16,12 +16,13 @@ use crate::actors::dedup::DedupActor;
 use crate::actors::interval::messages::Watch;
 use crate::actors::interval::policy::Bounds;
 use crate::actors::interval::IntervalSupervisor;
-use crate::actors::lnurl::LnurlActor;
+use crate::actors::lnurl::{LnurlActor, LnurlOptions};
 use crate::actors::pipeline::{Pipeline, StorageHandle};
 use crate::actors::relay::RelayActor;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;
+use crate::actors::zaps::ZapActor;
 use crate::actors::Ping;
 use crate::config::Settings;
 use crate::http::Health;
@@ -43,6 +44,7 @@ crate::actors::answers_ping!(
     crate::actors::relay::RelayActor,
     crate::actors::storage::StorageActor,
     crate::actors::verify::VerifyActor,
+    crate::actors::zaps::ZapActor,
 );
 
 /// Messages a storage worker's mailbox holds. The events in them are bounded by its
@@ -51,6 +53,9 @@ const STORAGE_MAILBOX_MESSAGES: usize = 64;
 
 pub struct App {
     relays: Vec<Arbiter>,
+    /// The zap actor's and the LNURL actor's, with what to quiesce before stopping it.
+    zap_arbiter: Arbiter,
+    quiesce: Vec<Recipient<crate::actors::Quiesce>>,
     /// The operator endpoint's address and its stop signal.
     http: Option<(SocketAddr, oneshot::Sender<()>)>,
     probes: actix_rt::task::JoinHandle<()>,
@@ -96,18 +101,11 @@ impl App {
                 Some((addr, stop))
             }
         };
-        // The service's zap policy: every part that judges receipts shares it.
-        let zaps = ZapPolicy::default();
-        let store = wrap(
-            storage::open_with(
-                &settings.database.url,
-                settings.database.max_connections,
-                zaps.clone(),
-            )
-            .await?,
-        );
-        crate::actors::lnurl::load_trust(&settings, &*store, &zaps).await?;
-        let backlog = apply_backlog(&*store, &zaps, &counters).await?;
+        // Whose zap receipts count: the zap actor judges them all by it.
+        let zaps = settings.aggregates.zap_policy();
+        let store =
+            wrap(storage::open(&settings.database.url, settings.database.max_connections).await?);
+        let backlog = apply_backlog(&*store, &counters).await?;
         if backlog > 0 {
             tracing::info!(
                 events = backlog,
@@ -118,24 +116,38 @@ impl App {
 
         let aggregator = AggregatorActor::new(
             store.clone(),
-            zaps.clone(),
             counters.clone(),
             settings.flush_interval(),
             mailbox.aggregator,
             Duration::from_secs(settings.retention.expiry_check_secs),
         )
         .start();
+        // Zap receipts are judged on an Arbiter of their own, with connections of their
+        // own (a PostgreSQL connection dies with the Arbiter that opened it).
+        let zap_arbiter = Arbiter::new();
+        let zap_store = storage::open(&settings.database.url, 2).await?;
+        let judge = {
+            let (store, zaps, counters) = (zap_store.zap_store(), zaps.clone(), counters.clone());
+            let every = settings.flush_interval();
+            let recheck = settings.aggregates.lnurl_recheck_secs as i64;
+            ZapActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
+                ZapActor::new(store, zaps, counters, every, recheck)
+            })
+        };
         // Only where a recipient's LNURL server decides.
-        let lnurl = (settings.aggregates.zap_verification == crate::config::ZapVerification::Lnurl)
-            .then(|| {
-                LnurlActor::new(
-                    store.clone(),
-                    zaps.clone(),
-                    aggregator.clone().recipient(),
-                    Duration::from_secs(settings.aggregates.lnurl_check_secs),
-                )
-                .start()
-            });
+        let lnurl = zaps.asks_servers().then(|| {
+            let (store, judge) = (zap_store.clone(), judge.clone().recipient());
+            let a = &settings.aggregates;
+            let options = LnurlOptions {
+                every: Duration::from_secs(a.lnurl_check_secs),
+                allow_private: a.lnurl_allow_private,
+                between_fetches: Duration::from_secs(1) / a.lnurl_fetches_per_sec.max(1),
+                per_host: Duration::from_secs(1) / a.lnurl_host_fetches_per_sec.max(1),
+            };
+            LnurlActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
+                LnurlActor::new(store, judge, options)
+            })
+        });
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
             .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
         let dedup = DedupActor::new(lru, mailbox.dedup, counters.clone()).start();
@@ -160,6 +172,7 @@ impl App {
         };
         let mut actors: Vec<(String, Recipient<Ping>)> = vec![
             ("aggregator".into(), aggregator.clone().recipient()),
+            ("zaps".into(), judge.clone().recipient()),
             ("dedup".into(), dedup.clone().recipient()),
             ("verify".into(), verify.clone().recipient()),
         ];
@@ -168,7 +181,7 @@ impl App {
                 StorageActor::new(
                     id,
                     store.clone(),
-                    zaps.clone(),
+                    judge.clone().recipient(),
                     dedup.clone(),
                     aggregator.clone(),
                     counters.clone(),
@@ -217,9 +230,7 @@ impl App {
         // connection dies with the Arbiter that opened it, so they get a pool of their
         // own rather than leaving dead connections in the writers' pool at shutdown.
         let urls = settings.relay_urls();
-        let cursors =
-            storage::open_with(&settings.database.url, urls.len().clamp(1, 4), zaps.clone())
-                .await?;
+        let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
         // Relay actors share about one Arbiter per core: a relay costs an actor and its
         // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
         let clients = Arc::new(crate::actors::relay::clients::Clients::default());
@@ -268,8 +279,14 @@ impl App {
             stop_probes.clone(),
         ));
         health.started.store(true, Ordering::Relaxed);
+        // The LNURL actor first: the zap actor then judges what it learnt.
+        let mut quiesce: Vec<Recipient<crate::actors::Quiesce>> =
+            lnurl.clone().map(|l| l.recipient()).into_iter().collect();
+        quiesce.push(judge.clone().recipient());
         Ok(App {
             relays,
+            zap_arbiter,
+            quiesce,
             http,
             probes,
             stop_probes,
@@ -334,6 +351,16 @@ impl App {
                 Err(_) => break,
             }
         }
+        // Zap receipts queued are judged now; what a timeout leaves is judged at the next
+        // start (it is stored).
+        for actor in &self.quiesce {
+            while Instant::now() < deadline
+                && actor.send(crate::actors::Quiesce).await.unwrap_or(false)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.zap_arbiter.stop();
         // The probes finish what they started (see `probe`); waiting is bounded.
         self.stop_probes.store(true, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.probes).await;

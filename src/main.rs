@@ -256,8 +256,7 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
 async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 2).await?;
-        let zaps = nostr_sync::nostr::zap::ZapPolicy::default();
-        nostr_sync::actors::lnurl::load_trust(&settings, &*store, &zaps).await?;
+        let zaps = settings.aggregates.zap_policy();
         let recount = storage::recount(&*store, &zaps).await?;
         let stored = store.stats().await?;
         let mut diffs = 0;

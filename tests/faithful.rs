@@ -574,13 +574,9 @@ fn an_upgrade_applies_the_rules_to_stored_events(db: TestDb) {
             (purged.expired, purged.deleted, purged.retractions),
             (1, 2, 1)
         );
-        nostr_sync::actors::aggregator::apply_backlog(
-            &*store,
-            &Default::default(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default())
+            .await
+            .unwrap();
         assert_faithful(&db, &events).await;
         // What the next events meet: the heads and tombstones the migration filled.
         let stale = sign(&a, 30_023, t + 5, "y 0", vec![tag(&["d", "y"])]);

@@ -311,17 +311,36 @@ fn an_aggregate_row_the_database_refuses_is_isolated(db: TestDb) {
         let store = storage::open(&db.url, 2).await.unwrap();
         store.insert_events(&data.events).await.unwrap();
         let isolated = Counters::default();
-        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default(), &isolated)
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &isolated)
             .await
             .expect("the backlog is applied around the refused row");
+        let zaps = nostr_sync::actors::zaps::judge::judge_backlog(
+            &*store.zap_store(),
+            &Default::default(),
+            storage::now_secs(),
+            86_400,
+        )
+        .await
+        .expect("receipts are judged around the refused row");
+        isolated
+            .aggregates_isolated
+            .fetch_add(zaps.isolated, std::sync::atomic::Ordering::Relaxed);
         let mut want = counted.clone();
         want.remove(target);
         assert_eq!(store.stats().await.unwrap(), want);
+        // Each event that counts toward the target, judged beside the target itself (a
+        // zap counts only for its target's author).
+        let target_event: Vec<&nostr_sdk::Event> = data
+            .events
+            .iter()
+            .filter(|e| e.id.to_hex() == *target)
+            .collect();
         let expected_isolated = data
             .events
             .iter()
             .filter(|e| {
-                oracle::expected_stats(std::slice::from_ref(*e)).contains_key(target.as_str())
+                oracle::expected_stats(target_event.iter().copied().chain([*e]))
+                    .contains_key(target.as_str())
             })
             .count() as u64;
         assert_eq!(

@@ -12,6 +12,8 @@
 //!                                          │  StoreBatch, by author       │
 //!                                          └──────▶ StorageActor ×workers ┤──Contribute (aggregator)──▶ AggregatorActor
 //!                                                   (shared deadpool)     │                              (timer flush)
+//!                                                                         └──Stored (zap receipts)──▶ ZapActor ◀── Learnt ── LnurlActor
+//!                                                                                                     (own Arbiter, timer step)
 //!          IntervalSupervisor ◀── CycleDone ── RelayActor; Restart ──▶ RelayActor (actix Supervisor)
 //! ```
 //!
@@ -28,12 +30,20 @@ pub mod pipeline;
 pub mod relay;
 pub mod storage;
 pub mod verify;
+pub mod zaps;
 
 /// Health check: every actor answers (see `http::Health`); one that does not within
 /// `http::LIVE_WITHIN` fails `/livez`.
 #[derive(actix::Message)]
 #[rtype(result = "()")]
 pub struct Ping;
+
+/// Start nothing new; answers whether work is still in flight. Sent until it answers
+/// `false` before an actor's Arbiter is stopped: stopping it mid-call would cancel a
+/// database call (which the SQLite wrapper cannot take).
+#[derive(actix::Message)]
+#[rtype(result = "bool")]
+pub struct Quiesce;
 
 /// Answers `Ping` for the given actors.
 macro_rules! answers_ping {

@@ -109,6 +109,10 @@ impl Default for AggregateSettings {
             zap_signers: Vec::new(),
             zap_verification: ZapVerification::Lnurl,
             lnurl_check_secs: 10,
+            lnurl_recheck_secs: 86_400,
+            lnurl_allow_private: false,
+            lnurl_fetches_per_sec: 5,
+            lnurl_host_fetches_per_sec: 2,
         }
     }
 }

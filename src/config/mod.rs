@@ -234,6 +234,17 @@ pub struct AggregateSettings {
     pub zap_verification: ZapVerification,
     /// How often receipts waiting for their recipient's LNURL server are looked at.
     pub lnurl_check_secs: u64,
+    /// A server that answered is asked again, when a receipt it may not know of waits
+    /// (a recipient who changed provider), at most this often.
+    pub lnurl_recheck_secs: u64,
+    /// Whether LNURL servers may be reached on loopback, private and other non-public
+    /// addresses, and over plain HTTP. Off: a stranger's profile cannot aim the
+    /// service at its operator's network. For tests and private deployments only.
+    pub lnurl_allow_private: bool,
+    /// LNURL documents fetched per second at most, one at a time.
+    pub lnurl_fetches_per_sec: u32,
+    /// Of those, per host (many recipients share a provider).
+    pub lnurl_host_fetches_per_sec: u32,
 }
 
 /// Whose zap receipts count, of those that hold together.
@@ -252,13 +263,12 @@ pub enum ZapVerification {
 }
 
 impl AggregateSettings {
-    /// The trust zap receipts are judged by, before any LNURL server is learnt.
-    pub fn zap_trust(&self) -> crate::nostr::zap::Trust {
-        crate::nostr::zap::Trust {
+    /// Whose zap receipts count.
+    pub fn zap_policy(&self) -> crate::nostr::zap::ZapPolicy {
+        crate::nostr::zap::ZapPolicy {
             any: self.zap_verification == ZapVerification::None,
             allow: self.zap_signer_keys(),
             lnurl: self.zap_verification == ZapVerification::Lnurl,
-            servers: Default::default(),
         }
     }
 

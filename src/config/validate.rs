@@ -165,6 +165,18 @@ impl Settings {
             "aggregates.lnurl_check_secs",
             self.aggregates.lnurl_check_secs,
         );
+        positive(
+            "aggregates.lnurl_recheck_secs",
+            self.aggregates.lnurl_recheck_secs,
+        );
+        positive(
+            "aggregates.lnurl_fetches_per_sec",
+            u64::from(self.aggregates.lnurl_fetches_per_sec),
+        );
+        positive(
+            "aggregates.lnurl_host_fetches_per_sec",
+            u64::from(self.aggregates.lnurl_host_fetches_per_sec),
+        );
         if self.sync.backoff_max_ms < self.sync.backoff_min_ms {
             errors.push(format!(
                 "`sync.backoff_max_ms` ({}) must not be below `sync.backoff_min_ms` ({})",

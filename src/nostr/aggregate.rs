@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use nostr_sdk::{Event, Kind};
 
 use super::is_hex_id;
-use crate::nostr::zap::ZapPolicy;
 
 /// What one stored event contributes to the stats of the event it points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,9 +57,10 @@ pub struct Sourced {
     pub contribution: Contribution,
 }
 
-/// The contribution of `event`, or `None` for events that count toward nothing; zap
-/// receipts are judged by `zaps`.
-pub fn contribution(event: &Event, zaps: &ZapPolicy) -> Option<Contribution> {
+/// The contribution of `event`, or `None` for events that count toward nothing here.
+/// Zap receipts count only once judged against the database (`nostr::zap`): their
+/// contribution is [`zap_contribution`].
+pub fn contribution(event: &Event) -> Option<Contribution> {
     let (target, delta) = match event.kind {
         Kind::Reaction => (
             last_e_tag(event)?,
@@ -92,28 +92,21 @@ pub fn contribution(event: &Event, zaps: &ZapPolicy) -> Option<Contribution> {
                 ..Default::default()
             },
         ),
-        Kind::ZapReceipt => {
-            // Only a receipt that holds together counts (see `nostr::zap`).
-            let msats = zaps.amount(event).ok()?;
-            (
-                last_e_tag(event)?,
-                StatsDelta {
-                    zaps: 1,
-                    zap_msats: msats,
-                    ..Default::default()
-                },
-            )
-        }
         _ => return None,
     };
     Some(Contribution { target, delta })
 }
 
-/// Whether `event` is a zap receipt that will count once its recipient's LNURL server
-/// is known (`nostr::zap`): it stays in the aggregation backlog until then.
-pub fn is_pending(event: &Event, zaps: &ZapPolicy) -> bool {
-    event.kind == Kind::ZapReceipt
-        && zaps.amount(event) == Err(crate::nostr::zap::ZapReject::Pending)
+/// What a zap that was judged to count adds to its target.
+pub fn zap_contribution(zap: &crate::nostr::zap::Zap) -> Contribution {
+    Contribution {
+        target: zap.target.key().to_owned(),
+        delta: StatsDelta {
+            zaps: 1,
+            zap_msats: zap.msats,
+            ..Default::default()
+        },
+    }
 }
 
 /// Sums contributions per target.
@@ -177,23 +170,18 @@ mod tests {
     use crate::nostr::zap::MAX_MSATS;
     use nostr_sdk::{EventBuilder, Keys, Tag};
 
-    /// Receipts judged by the rules alone, as without a configured trust.
-    fn contribution(event: &Event) -> Option<Contribution> {
-        super::contribution(event, &ZapPolicy::default())
-    }
-
     proptest::proptest! {
         /// Any tags on any counted kind: a contribution or none, never a panic.
         #[test]
         fn any_tags_are_handled(
-            kind in proptest::sample::select(vec![1u16, 6, 7, 16, 9735]),
+            kind in proptest::sample::select(vec![1u16, 6, 7, 16]),
             tags in proptest::collection::vec(proptest::collection::vec("\\PC{0,70}", 1..5), 0..6),
         ) {
             let tags: Vec<Vec<&str>> = tags.iter().map(|t| t.iter().map(String::as_str).collect()).collect();
             let tags = tags.into_iter().filter_map(|t| Tag::parse(t).ok()).collect::<Vec<_>>();
             let event = EventBuilder::new(Kind::from(kind), "x").tags(tags).sign_with_keys(&Keys::generate()).expect("sign");
             if let Some(c) = contribution(&event) {
-                proptest::prop_assert!(c.delta.zap_msats <= MAX_MSATS && c.delta.zap_msats >= 0);
+                proptest::prop_assert!(c.delta.zap_msats == 0 && c.delta.zaps == 0);
             }
         }
     }
@@ -276,28 +264,19 @@ mod tests {
         let replaceable = format!("10002:{A}:");
         let r = contribution(&note(vec![vec!["a", &replaceable]], Kind::GenericRepost));
         assert_eq!(r.map(|c| c.target), Some(replaceable));
-        // A receipt whose invoice does not hold together counts nothing (`nostr::zap`).
-        assert!(contribution(&note(
-            vec![vec!["e", A], vec!["bolt11", "lnbc21u1xyz"]],
-            Kind::ZapReceipt,
-        ))
-        .is_none());
+        // Receipts count only once judged (`nostr::zap`), never here.
         let zapper = nostr_sync_tools::dataset::Zapper::new(3);
         let target = (
             nostr_sdk::EventId::from_hex(A).unwrap(),
             Keys::generate().public_key(),
         );
-        let z = contribution(&zapper.receipt(
+        let receipt = zapper.receipt(
             &Keys::generate(),
             target,
             2_100_000,
             nostr_sdk::Timestamp::from(1_700_000_000),
-        ))
-        .unwrap();
-        assert_eq!(
-            (z.target.as_str(), z.delta.zaps, z.delta.zap_msats),
-            (A, 1, 2_100_000)
         );
+        assert!(contribution(&receipt).is_none());
         assert!(contribution(&note(vec![vec!["e", A]], Kind::Metadata)).is_none());
     }
 }

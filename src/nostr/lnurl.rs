@@ -9,10 +9,12 @@ use nostr_sdk::{Event, Kind, PublicKey};
 pub const MAX_DOCUMENT: usize = 16 * 1024;
 
 /// The URL of the LNURL-pay document of the profile `profile` (a kind 0): LUD-16
-/// `name@domain` is `https://domain/.well-known/lnurlp/name`; LUD-06 is a bech32
-/// `lnurl1…` string holding the URL. `lud16` wins when both are there. Only HTTPS, or
-/// plain HTTP to a loopback address or an onion service (LUD-01).
-pub fn pay_url(profile: &Event) -> Option<String> {
+/// `name@domain` is `https://domain/.well-known/lnurlp/name` (the default port
+/// only); LUD-06 is a bech32 `lnurl1…` string holding the URL. `lud16` wins when both
+/// are there. Only HTTPS; plain HTTP only with `allow_private` (a test or a private
+/// deployment). Onion services are not reached (no proxy is configured). Where the
+/// host may be is the fetch's to check, after name resolution (`fetch::get_public`).
+pub fn pay_url(profile: &Event, allow_private: bool) -> Option<String> {
     if profile.kind != Kind::Metadata {
         return None;
     }
@@ -23,7 +25,7 @@ pub fn pay_url(profile: &Event) -> Option<String> {
             return Some(url);
         }
     }
-    field("lud06").and_then(lud06)
+    field("lud06").and_then(|l| lud06(l, allow_private))
 }
 
 fn lud16(address: &str) -> Option<String> {
@@ -43,28 +45,30 @@ fn lud16(address: &str) -> Option<String> {
     ))
 }
 
-fn lud06(lnurl: &str) -> Option<String> {
+fn lud06(lnurl: &str, allow_private: bool) -> Option<String> {
     let lnurl = lnurl.strip_prefix("lightning:").unwrap_or(lnurl);
     let (hrp, data) = bech32::decode(lnurl).ok()?;
     if !hrp.as_str().eq_ignore_ascii_case("lnurl") {
         return None;
     }
     let url = url::Url::parse(std::str::from_utf8(&data).ok()?).ok()?;
-    allowed(&url).then(|| url.to_string())
+    let scheme_ok = match url.scheme() {
+        "https" => true,
+        "http" => allow_private,
+        _ => false,
+    };
+    let onion = url
+        .host_str()
+        .is_some_and(|h| h.to_ascii_lowercase().ends_with(".onion"));
+    let plain = url.username().is_empty() && url.password().is_none();
+    (scheme_ok && url.host().is_some() && !onion && plain).then(|| url.to_string())
 }
 
-/// LUD-01: HTTPS, or HTTP to an onion service; and HTTP to this machine itself.
-fn allowed(url: &url::Url) -> bool {
-    match url.scheme() {
-        "https" => url.host().is_some(),
-        "http" => match url.host() {
-            Some(url::Host::Domain(d)) => d.ends_with(".onion") || d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
+/// How long to wait before asking a server again after `failures` failures in a row:
+/// a minute, doubling, at most a day.
+pub fn retry_after(failures: i32) -> std::time::Duration {
+    let doublings = failures.saturating_sub(1).clamp(0, 20) as u32;
+    std::time::Duration::from_secs((60u64 << doublings).min(86_400))
 }
 
 /// What a pay-request document says of zap receipts: `Some(Some(key))` when it allows
@@ -126,9 +130,16 @@ mod tests {
             (
                 format!(
                     r#"{{"lud06":"{}"}}"#,
-                    lnurl("http://127.0.0.1:8080/lnurlp/d").to_uppercase()
+                    lnurl("https://127.0.0.1:8080/lnurlp/d").to_uppercase()
                 ),
-                Some("http://127.0.0.1:8080/lnurlp/d"),
+                Some("https://127.0.0.1:8080/lnurlp/d"),
+            ),
+            (
+                format!(
+                    r#"{{"lud06":"{}"}}"#,
+                    lnurl("http://127.0.0.1:8080/lnurlp/d")
+                ),
+                None,
             ),
             (
                 format!(r#"{{"lud06":"{}"}}"#, lnurl("http://pay.example/x")),
@@ -142,7 +153,42 @@ mod tests {
             ("not json".to_owned(), None),
         ];
         for (content, want) in cases {
-            assert_eq!(pay_url(&profile(&content)).as_deref(), want, "{content}");
+            assert_eq!(
+                pay_url(&profile(&content), false).as_deref(),
+                want,
+                "{content}"
+            );
+        }
+        // Plain HTTP only where private servers are allowed; never user info or onions.
+        let cases = [
+            (
+                lnurl("http://127.0.0.1:8080/lnurlp/d"),
+                Some("http://127.0.0.1:8080/lnurlp/d"),
+            ),
+            (lnurl("http://pay.example/x"), Some("http://pay.example/x")),
+            (lnurl("https://user:pw@pay.example/x"), None),
+            (lnurl("http://abc.onion/x"), None),
+            (lnurl("ftp://pay.example/x"), None),
+        ];
+        for (l, want) in cases {
+            let content = format!(r#"{{"lud06":"{l}"}}"#);
+            assert_eq!(pay_url(&profile(&content), true).as_deref(), want, "{l}");
+        }
+    }
+
+    #[test]
+    fn retries_double_from_a_minute_to_a_day() {
+        let cases = [
+            (0, 60),
+            (1, 60),
+            (2, 120),
+            (3, 240),
+            (11, 61_440),
+            (12, 86_400),
+            (i32::MAX, 86_400),
+        ];
+        for (failures, secs) in cases {
+            assert_eq!(retry_after(failures).as_secs(), secs, "{failures}");
         }
     }
 

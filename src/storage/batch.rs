@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use nostr_sdk::Event;
 
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction};
-use crate::nostr::zap::ZapPolicy;
 use crate::nostr::{self, aggregate, Deletion};
 
 /// A batch, ready for the steps above.
@@ -46,11 +45,11 @@ pub struct Removals {
 }
 
 impl Prepared {
-    pub fn new(batch: &[Event], first_seen: i64, zaps: &ZapPolicy) -> Self {
+    pub fn new(batch: &[Event], first_seen: i64) -> Self {
         Self {
             rows: batch
                 .iter()
-                .map(|e| NewEvent::from_event(e, first_seen, zaps))
+                .map(|e| NewEvent::from_event(e, first_seen))
                 .collect(),
             deletions: batch
                 .iter()
@@ -200,18 +199,30 @@ fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
 
 /// What removed rows had counted, to be subtracted: rows whose contribution was
 /// applied (`aggregated`) and counts toward something. A row not yet aggregated needs
-/// nothing: its pending contribution can no longer be claimed.
-pub(crate) fn retractions(removed: Vec<(bool, EventRow)>, zaps: &ZapPolicy) -> Vec<NewRetraction> {
+/// nothing: its pending contribution can no longer be claimed. A zap receipt counted
+/// only if it is among `counted_zaps` (the ids `zap_counted` held): one judged to
+/// count nothing retracts nothing.
+pub(crate) fn retractions(
+    removed: Vec<(bool, EventRow)>,
+    counted_zaps: &HashSet<String>,
+) -> Vec<NewRetraction> {
     let mut out = Vec::new();
     for (aggregated, row) in removed {
         if !aggregated {
             continue;
         }
         let id = row.id.clone();
+        let zapped = counted_zaps.contains(&id);
         match row.into_event() {
             Ok(event) => out.extend(
-                aggregate::contribution(&event, zaps)
-                    .map(|c| NewRetraction::new(c.target, &c.delta.negated())),
+                if zapped {
+                    crate::nostr::zap::verdict(&event)
+                        .ok()
+                        .map(|z| aggregate::zap_contribution(&z))
+                } else {
+                    aggregate::contribution(&event)
+                }
+                .map(|c| NewRetraction::new(c.target, &c.delta.negated())),
             ),
             // Rows are written from verified events, so this cannot happen; were it to,
             // failing the batch would only fail it again forever.
@@ -248,14 +259,14 @@ mod tests {
             version(&a, 30_023, "y", 8),
             version(&a, 1, "", 99),
         ];
-        let p = Prepared::new(&batch, 0, &ZapPolicy::default());
+        let p = Prepared::new(&batch, 0);
         let best = newest_per_address(&p.rows);
         let mut winners: Vec<usize> = best.values().copied().collect();
         winners.sort();
         assert_eq!(winners, vec![1, 3, 4, 5]);
         // On equal `created_at`, the lower id.
         let tie = vec![version(&a, 0, "", 10), version(&a, 0, "x", 10)];
-        let p = Prepared::new(&tie, 0, &ZapPolicy::default());
+        let p = Prepared::new(&tie, 0);
         let lower = usize::from(p.rows[1].id < p.rows[0].id);
         assert_eq!(
             newest_per_address(&p.rows)
@@ -280,7 +291,7 @@ mod tests {
             version(&a, 30_023, "x", 9),
             deletion.clone(),
         ];
-        let p = Prepared::new(&batch, 0, &ZapPolicy::default());
+        let p = Prepared::new(&batch, 0);
         assert_eq!(p.deletions.len(), 1);
         let address = p.rows[1].address.clone().unwrap();
         let by_author = vec![(note.id.to_hex(), a.public_key().to_hex())];

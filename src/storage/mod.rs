@@ -14,6 +14,7 @@ pub mod schema;
 pub(crate) mod sqlite;
 pub mod tls;
 mod write;
+pub mod zaps;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use nostr_sdk::Event;
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::zap::ZapPolicy;
+pub use zaps::ZapStore;
 
 pub use batch::Removals;
 pub use postgres::PgStore;
@@ -212,16 +214,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// applied (zap receipts waiting for their recipient's LNURL server among them).
     async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
-    /// Every recipient whose LNURL server is known: `(recipient, server)`, hex.
-    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>>;
-
-    /// Remembers the LNURL server key of `recipient` (`None`: it signs no receipts).
-    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()>;
-
-    /// Up to `limit` recipients (`p` tags) of zap receipts still in the aggregation
-    /// backlog.
-    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>>;
-
     /// The newest stored kind 0 of `pubkey`.
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>>;
 
@@ -253,8 +245,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Replaces the stats table with `stats` (`check-aggregates --repair`, a recount of
     /// the stored events), and marks everything applied: no contribution waits, no
-    /// retraction is queued.
+    /// retraction is queued. Zap receipts not judged yet are the exception: they stay
+    /// with the zap judge, which the recount leaves them to.
     async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()>;
+
+    /// The same database, as the zap judge uses it.
+    fn zap_store(&self) -> Arc<dyn ZapStore>;
 
     /// The last committed `created_at` synced from `relay` for `filter`.
     async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>>;
@@ -266,22 +262,11 @@ pub trait EventStore: Send + Sync + 'static {
 
 /// Opens the store that `url` names, with a pool of `max_connections`.
 pub async fn open(url: &str, max_connections: usize) -> StoreResult<Arc<dyn EventStore>> {
-    open_with(url, max_connections, ZapPolicy::default()).await
-}
-
-/// `open`, judging zap receipts by `zaps` (the service's policy) instead of the rules
-/// alone.
-pub async fn open_with(
-    url: &str,
-    max_connections: usize,
-    zaps: ZapPolicy,
-) -> StoreResult<Arc<dyn EventStore>> {
     match Backend::of_url(url) {
-        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, max_connections, zaps)?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open(url, max_connections)?)),
         Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open(
             sqlite_path(url),
             max_connections,
-            zaps,
         )?)),
         None => Err(StoreError::Pool(format!(
             "unsupported database url {:?}: use postgres:// or sqlite://",
@@ -291,7 +276,7 @@ pub async fn open_with(
 }
 
 /// Unix time now, in seconds.
-pub(crate) fn now_secs() -> i64 {
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -299,25 +284,68 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 /// Recounts every aggregate from the stored events, paging through them and summing
-/// as it goes: memory grows with the number of targets, not of events.
+/// as it goes: memory grows with the number of targets, not of events. Zap receipts
+/// are judged by `zaps` against what the database holds of their targets and
+/// servers, as if they arrived before the servers' last answers; one whose target was
+/// removed since it was counted stays counted (`zap_counted`), as a reaction does.
 pub async fn recount(
     store: &dyn EventStore,
     zaps: &ZapPolicy,
 ) -> StoreResult<HashMap<String, StatsDelta>> {
+    let judge = store.zap_store();
     let mut sums: HashMap<String, StatsDelta> = HashMap::new();
     let mut after = 0;
     loop {
         let page = store.events_after(after, 5_000).await?;
         let Some((last, _)) = page.last() else { break };
         after = *last;
+        let receipts: Vec<&Event> = page
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| crate::nostr::zap::holds_together(e))
+            .collect();
+        let facts = judge_facts(&*judge, receipts.iter().copied()).await?;
+        let ids: Vec<String> = receipts.iter().map(|e| e.id.to_hex()).collect();
+        let counted: std::collections::HashSet<String> =
+            judge.zaps_counted(&ids).await?.into_iter().collect();
+        let zapped = receipts.iter().filter_map(|e| {
+            let zap = crate::nostr::zap::verdict(e).ok()?;
+            let target = facts.targets.get(zap.target.key());
+            let server = facts.servers.get(&zap.recipient);
+            let judged = zaps.judge(e, 0, target, server);
+            let gone = judged == Err(crate::nostr::zap::ZapReject::AwaitingTarget)
+                && counted.contains(&e.id.to_hex());
+            let zap = if gone { zap } else { judged.ok()? };
+            Some(crate::nostr::aggregate::zap_contribution(&zap))
+        });
         for c in page
             .iter()
-            .filter_map(|(_, e)| crate::nostr::aggregate::contribution(e, zaps))
+            .filter_map(|(_, e)| crate::nostr::aggregate::contribution(e))
+            .chain(zapped)
         {
             sums.entry(c.target).or_default().add(&c.delta);
         }
     }
     Ok(sums)
+}
+
+/// What the database holds of the targets and recipients of `receipts` (those that
+/// hold together).
+pub async fn judge_facts<'a>(
+    store: &dyn ZapStore,
+    receipts: impl Iterator<Item = &'a Event>,
+) -> StoreResult<zaps::Facts> {
+    let mut targets = std::collections::BTreeSet::new();
+    let mut recipients = std::collections::BTreeSet::new();
+    for zap in receipts.filter_map(|e| crate::nostr::zap::verdict(e).ok()) {
+        if let crate::nostr::zap::Target::Event(id) = zap.target {
+            targets.insert(id);
+        }
+        recipients.insert(zap.recipient);
+    }
+    let targets: Vec<String> = targets.into_iter().collect();
+    let recipients: Vec<String> = recipients.into_iter().collect();
+    store.zap_facts(&targets, &recipients).await
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Row structs and their conversions from and to signed events.
 
-use crate::nostr::zap::ZapPolicy;
 use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
-use super::schema::{event_stats, event_tags, events, replaceable_heads, retractions};
+use super::schema::{
+    event_stats, event_tags, events, replaceable_heads, retractions, zap_counted, zap_pending,
+};
 use crate::nostr::aggregate::{contribution, StatsDelta};
 
 #[derive(Debug, Clone, Insertable)]
@@ -29,7 +30,7 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn from_event(event: &Event, first_seen: i64, zaps: &ZapPolicy) -> Self {
+    pub fn from_event(event: &Event, first_seen: i64) -> Self {
         Self {
             id: crate::nostr::hex(event.id.as_bytes()),
             pubkey: crate::nostr::hex(event.pubkey.as_bytes()),
@@ -39,9 +40,8 @@ impl NewEvent {
             content: event.content.clone(),
             sig: crate::nostr::hex(&event.sig.serialize()),
             first_seen,
-            // Pending zap receipts stay in the backlog, to count once judged.
-            aggregated: contribution(event, zaps).is_none()
-                && !crate::nostr::aggregate::is_pending(event, zaps),
+            // Zap receipts that hold together wait for the zap judge.
+            aggregated: contribution(event).is_none() && !crate::nostr::zap::holds_together(event),
             address: crate::nostr::address(event),
             expires_at: crate::nostr::expiration(event).and_then(|t| i64::try_from(t).ok()),
         }
@@ -188,5 +188,23 @@ impl NewRetraction {
 pub struct NewHead<'a> {
     pub address: &'a str,
     pub created_at: i64,
+    pub id: &'a str,
+}
+
+/// A receipt that waits to be judged again (`zap_pending`).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = zap_pending)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewZapPending<'a> {
+    pub seq: i64,
+    pub recipient: &'a str,
+    pub target: &'a str,
+}
+
+/// A receipt whose zap is counted (`zap_counted`).
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = zap_counted)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewZapCounted<'a> {
     pub id: &'a str,
 }

@@ -16,21 +16,25 @@ use diesel::sql_types::Bool;
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_servers};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_counted};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::write;
+use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
-use crate::nostr::zap::ZapPolicy;
 
+#[derive(Clone)]
 pub struct PgStore {
-    /// Judges zap receipts (what they count, whether they wait).
-    zaps: ZapPolicy,
     pool: Pool<AsyncPgConnection>,
 }
 
+/// The zap judge's queries on a PostgreSQL connection.
+pub(crate) struct PgZaps<'c>(pub(crate) &'c mut AsyncPgConnection);
+
+super::zaps::impl_zap_queries!(PgZaps, rows: ROWS_PER_STATEMENT, run: [await]);
+
 impl PgStore {
-    pub fn open(url: &str, max_connections: usize, zaps: ZapPolicy) -> StoreResult<Self> {
+    pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
         let mut config = diesel_async::pooled_connection::ManagerConfig::default();
         config.custom_setup = Box::new(|url| Box::pin(super::tls::connect(url)));
         let manager =
@@ -39,7 +43,7 @@ impl PgStore {
             .max_size(max_connections)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool, zaps })
+        Ok(Self { pool })
     }
 
     async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
@@ -53,11 +57,11 @@ impl PgStore {
 #[async_trait]
 impl EventStore for PgStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let mut prep = Prepared::new(batch, now_secs(), &self.zaps);
+        let mut prep = Prepared::new(batch, now_secs());
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let mut conn = self.conn().await?;
         let (rows, removals) = conn
-            .transaction(async |conn| write(&mut PgSteps(conn), &mut prep, tags, &self.zaps).await)
+            .transaction(async |conn| write(&mut PgSteps(conn), &mut prep, tags).await)
             .await?;
         Ok(Written { rows, removals })
     }
@@ -92,7 +96,6 @@ impl EventStore for PgStore {
     }
 
     async fn purge(&self, now: i64) -> StoreResult<Purged> {
-        let zaps = self.zaps.clone();
         let mut conn = self.conn().await?;
         let purged = conn
             .transaction(async |conn| {
@@ -111,10 +114,18 @@ impl EventStore for PgStore {
                     deleted: tombstoned.len() as u64,
                     retractions: 0,
                 };
-                let retractions = super::batch::retractions(
-                    expired.into_iter().chain(tombstoned).collect(),
-                    &zaps,
-                );
+                let removed: Vec<(bool, EventRow)> =
+                    expired.into_iter().chain(tombstoned).collect();
+                let mut counted = HashSet::new();
+                for chunk in super::zaps::counted_receipt_ids(&removed).chunks(ROWS_PER_STATEMENT) {
+                    counted.extend(
+                        diesel::delete(zap_counted::table.filter(zap_counted::id.eq_any(chunk)))
+                            .returning(zap_counted::id)
+                            .get_results::<String>(conn)
+                            .await?,
+                    );
+                }
+                let retractions = super::batch::retractions(removed, &counted);
                 for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(retractions::table)
                         .values(chunk)
@@ -297,10 +308,16 @@ impl EventStore for PgStore {
             // The recount holds every stored event and none removed: nothing is left
             // to add or to subtract.
             diesel::delete(retractions::table).execute(conn).await?;
-            diesel::update(events::table.filter(events::aggregated.eq(false)))
-                .set(events::aggregated.eq(true))
-                .execute(conn)
-                .await?;
+            // Zap receipts not judged yet stay with the zap actor (the recount counts
+            // them only once judged).
+            diesel::update(
+                events::table
+                    .filter(events::aggregated.eq(false))
+                    .filter(events::kind.ne(9735)),
+            )
+            .set(events::aggregated.eq(true))
+            .execute(conn)
+            .await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 diesel::insert_into(event_stats::table)
                     .values(chunk)
@@ -313,29 +330,8 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
-        let mut conn = self.conn().await?;
-        Ok(zap_servers::table
-            .select((zap_servers::recipient, zap_servers::server))
-            .load(&mut conn)
-            .await?)
-    }
-
-    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
-        let mut conn = self.conn().await?;
-        super::queries::zap_server_upsert!(recipient, server, now_secs())
-            .execute(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<Value> =
-            diesel::sql_query(format!("{}{limit}", super::queries::PENDING_ZAP_RECIPIENTS))
-                .load(&mut conn)
-                .await?;
-        Ok(rows.into_iter().map(|r| r.value).collect())
+    fn zap_store(&self) -> std::sync::Arc<dyn ZapStore> {
+        std::sync::Arc::new(self.clone())
     }
 
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
@@ -398,8 +394,74 @@ impl EventStore for PgStore {
 }
 
 /// One text column, for `sql_query`.
-#[derive(diesel::QueryableByName)]
-struct Value {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    value: String,
+#[async_trait]
+impl ZapStore for PgStore {
+    async fn zap_receipts(&self, seqs: &[i64]) -> StoreResult<Vec<Receipt>> {
+        Ok(PgZaps(&mut *self.conn().await?).receipts(seqs).await?)
+    }
+
+    async fn unjudged_zaps(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .unjudged(after_seq, limit)
+            .await?)
+    }
+
+    async fn zaps_awaiting(&self, targets: &[String]) -> StoreResult<Vec<i64>> {
+        Ok(PgZaps(&mut *self.conn().await?).awaiting(targets).await?)
+    }
+
+    async fn zaps_with_stored_targets(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .with_stored_targets(after_seq, limit)
+            .await?)
+    }
+
+    async fn zaps_counted(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        Ok(PgZaps(&mut *self.conn().await?).counted(ids).await?)
+    }
+
+    async fn zaps_of(&self, recipient: &str, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .of(recipient, after_seq, limit)
+            .await?)
+    }
+
+    async fn zap_facts(&self, targets: &[String], recipients: &[String]) -> StoreResult<Facts> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .facts(targets, recipients)
+            .await?)
+    }
+
+    async fn settle_zaps(&self, s: &Settlement, now: i64, recheck_secs: i64) -> StoreResult<usize> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgZaps(c).settle(s, now, recheck_secs).await)
+            .await?)
+    }
+
+    async fn due_zap_recipients(&self, now: i64, limit: i64) -> StoreResult<Vec<(String, i32)>> {
+        Ok(PgZaps(&mut *self.conn().await?).due(now, limit).await?)
+    }
+
+    async fn zap_server_answered(
+        &self,
+        recipient: &str,
+        server: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgZaps(c).answered(recipient, server, now).await)
+            .await?)
+    }
+
+    async fn zap_server_failed(&self, recipient: &str, next_check: i64) -> StoreResult<()> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .failed(recipient, next_check)
+            .await?)
+    }
+
+    async fn zap_servers(&self) -> StoreResult<Vec<ZapServer>> {
+        Ok(PgZaps(&mut *self.conn().await?).servers().await?)
+    }
 }

@@ -102,27 +102,6 @@ macro_rules! record_window_upsert {
 }
 pub(crate) use record_window_upsert;
 
-/// The upsert that remembers a zap recipient's LNURL server, for both backends.
-macro_rules! zap_server_upsert {
-    ($recipient:expr, $server:expr, $now:expr) => {{
-        use diesel::upsert::excluded;
-        use $crate::storage::schema::zap_servers as z;
-        diesel::insert_into(z::table)
-            .values((
-                z::recipient.eq($recipient),
-                z::server.eq($server),
-                z::checked_at.eq($now),
-            ))
-            .on_conflict(z::recipient)
-            .do_update()
-            .set((
-                z::server.eq(excluded(z::server)),
-                z::checked_at.eq(excluded(z::checked_at)),
-            ))
-    }};
-}
-pub(crate) use zap_server_upsert;
-
 /// One applied migration (diesel's own table).
 #[derive(diesel::QueryableByName)]
 pub(crate) struct Version {
@@ -136,12 +115,6 @@ pub(crate) const MIGRATIONS_QUERY: &str =
 /// The no-op write of `EventStore::probe_write`.
 pub(crate) const PROBE_WRITE: &str =
     "UPDATE events SET aggregated = aggregated WHERE seq = (SELECT max(seq) FROM events)";
-
-/// Recipients of zap receipts in the aggregation backlog (through the partial index of
-/// unaggregated events), for `EventStore::pending_zap_recipients`.
-pub(crate) const PENDING_ZAP_RECIPIENTS: &str = "SELECT DISTINCT t.value AS value \
-     FROM events e JOIN event_tags t ON t.event_seq = e.seq \
-     WHERE NOT e.aggregated AND e.kind = 9735 AND t.name = 'p' LIMIT ";
 
 /// The stored events a deletion tombstone names (left by a writer that ran beside the
 /// deletion's), for `EventStore::purge`. Driven from the tombstones through the

@@ -97,6 +97,23 @@ diesel::table! {
         recipient -> Text,
         server -> Nullable<Text>,
         checked_at -> BigInt,
+        keys -> Text,
+        next_check -> Nullable<BigInt>,
+        failures -> Integer,
+    }
+}
+
+diesel::table! {
+    zap_pending (seq) {
+        seq -> BigInt,
+        recipient -> Text,
+        target -> Text,
+    }
+}
+
+diesel::table! {
+    zap_counted (id) {
+        id -> Text,
     }
 }
 
@@ -111,5 +128,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     deleted_events,
     deleted_addresses,
     retractions,
-    zap_servers
+    zap_servers,
+    zap_pending,
+    zap_counted
 );

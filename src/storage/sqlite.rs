@@ -13,6 +13,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::AsyncConnection;
+use futures::executor::block_on;
 use futures::FutureExt;
 use nostr_sdk::Event;
 
@@ -22,12 +23,12 @@ use diesel::sql_types::Bool;
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_servers};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_counted};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::write;
+use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
-use crate::nostr::zap::ZapPolicy;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -37,14 +38,18 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 pub const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
+#[derive(Clone)]
 pub struct SqliteStore {
-    /// Judges zap receipts (what they count, whether they wait).
-    zaps: ZapPolicy,
     pool: Pool<Conn>,
 }
 
+/// The zap judge's queries on a SQLite connection.
+pub(crate) struct SqliteZaps<'c>(pub(crate) &'c mut SqliteConnection);
+
+super::zaps::impl_zap_queries!(SqliteZaps, rows: ROWS_PER_STATEMENT, run: []);
+
 impl SqliteStore {
-    pub fn open(path: &str, max_connections: usize, zaps: ZapPolicy) -> StoreResult<Self> {
+    pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
         let mut config = ManagerConfig::default();
         config.custom_setup = Box::new(|url| {
             let url = url.to_owned();
@@ -62,7 +67,7 @@ impl SqliteStore {
             .max_size(max_connections)
             .build()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool, zaps })
+        Ok(Self { pool })
     }
 
     async fn run<R, F>(&self, f: F) -> StoreResult<R>
@@ -82,20 +87,14 @@ impl SqliteStore {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
-        let mut prep = Prepared::new(batch, now_secs(), &self.zaps);
-        let zaps = self.zaps.clone();
+        let mut prep = Prepared::new(batch, now_secs());
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let (rows, removals) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
                     // The SQLite steps never wait: the shared driver runs to its end
                     // at once on this blocking thread.
-                    futures::executor::block_on(write(
-                        &mut SqliteSteps(conn),
-                        &mut prep,
-                        tags,
-                        &zaps,
-                    ))
+                    futures::executor::block_on(write(&mut SqliteSteps(conn), &mut prep, tags))
                 })
             })
             .await?;
@@ -129,7 +128,6 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge(&self, now: i64) -> StoreResult<Purged> {
-        let zaps = self.zaps.clone();
         self.run(move |conn| {
             conn.immediate_transaction(|conn| {
                 let expired: Vec<(bool, EventRow)> =
@@ -145,10 +143,17 @@ impl EventStore for SqliteStore {
                     deleted: tombstoned.len() as u64,
                     retractions: 0,
                 };
-                let retractions = super::batch::retractions(
-                    expired.into_iter().chain(tombstoned).collect(),
-                    &zaps,
-                );
+                let removed: Vec<(bool, EventRow)> =
+                    expired.into_iter().chain(tombstoned).collect();
+                let mut counted = HashSet::new();
+                for chunk in super::zaps::counted_receipt_ids(&removed).chunks(ROWS_PER_STATEMENT) {
+                    counted.extend(
+                        diesel::delete(zap_counted::table.filter(zap_counted::id.eq_any(chunk)))
+                            .returning(zap_counted::id)
+                            .get_results::<String>(conn)?,
+                    );
+                }
+                let retractions = super::batch::retractions(removed, &counted);
                 for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(retractions::table)
                         .values(chunk)
@@ -256,9 +261,15 @@ impl EventStore for SqliteStore {
                 // The recount holds every stored event and none removed: nothing is
                 // left to add or to subtract.
                 diesel::delete(retractions::table).execute(conn)?;
-                diesel::update(events::table.filter(events::aggregated.eq(false)))
-                    .set(events::aggregated.eq(true))
-                    .execute(conn)?;
+                // Zap receipts not judged yet stay with the zap actor (the recount
+                // counts them only once judged).
+                diesel::update(
+                    events::table
+                        .filter(events::aggregated.eq(false))
+                        .filter(events::kind.ne(9735)),
+                )
+                .set(events::aggregated.eq(true))
+                .execute(conn)?;
                 for row in &rows {
                     diesel::insert_into(event_stats::table)
                         .values(row)
@@ -349,33 +360,8 @@ impl EventStore for SqliteStore {
         Ok(row.map(|r| r.delta()))
     }
 
-    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
-        self.run(|conn| {
-            zap_servers::table
-                .select((zap_servers::recipient, zap_servers::server))
-                .load(conn)
-        })
-        .await
-    }
-
-    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
-        let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
-        self.run(move |conn| {
-            super::queries::zap_server_upsert!(recipient, server, now_secs())
-                .execute(conn)
-                .map(drop)
-        })
-        .await
-    }
-
-    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
-        let rows: Vec<Value> = self
-            .run(move |conn| {
-                diesel::sql_query(format!("{}{limit}", super::queries::PENDING_ZAP_RECIPIENTS))
-                    .load(conn)
-            })
-            .await?;
-        Ok(rows.into_iter().map(|r| r.value).collect())
+    fn zap_store(&self) -> std::sync::Arc<dyn ZapStore> {
+        std::sync::Arc::new(self.clone())
     }
 
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
@@ -446,9 +432,83 @@ impl EventStore for SqliteStore {
     }
 }
 
-/// One text column, for `sql_query`.
-#[derive(diesel::QueryableByName)]
-struct Value {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    value: String,
+#[async_trait]
+impl ZapStore for SqliteStore {
+    async fn zap_receipts(&self, seqs: &[i64]) -> StoreResult<Vec<Receipt>> {
+        let seqs = seqs.to_vec();
+        self.run(move |c| block_on(SqliteZaps(c).receipts(&seqs)))
+            .await
+    }
+
+    async fn unjudged_zaps(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        self.run(move |c| block_on(SqliteZaps(c).unjudged(after_seq, limit)))
+            .await
+    }
+
+    async fn zaps_awaiting(&self, targets: &[String]) -> StoreResult<Vec<i64>> {
+        let targets = targets.to_vec();
+        self.run(move |c| block_on(SqliteZaps(c).awaiting(&targets)))
+            .await
+    }
+
+    async fn zaps_with_stored_targets(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        self.run(move |c| block_on(SqliteZaps(c).with_stored_targets(after_seq, limit)))
+            .await
+    }
+
+    async fn zaps_counted(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let ids = ids.to_vec();
+        self.run(move |c| block_on(SqliteZaps(c).counted(&ids)))
+            .await
+    }
+
+    async fn zaps_of(&self, recipient: &str, after_seq: i64, limit: i64) -> StoreResult<Vec<i64>> {
+        let recipient = recipient.to_owned();
+        self.run(move |c| block_on(SqliteZaps(c).of(&recipient, after_seq, limit)))
+            .await
+    }
+
+    async fn zap_facts(&self, targets: &[String], recipients: &[String]) -> StoreResult<Facts> {
+        let (targets, recipients) = (targets.to_vec(), recipients.to_vec());
+        self.run(move |c| block_on(SqliteZaps(c).facts(&targets, &recipients)))
+            .await
+    }
+
+    async fn settle_zaps(&self, s: &Settlement, now: i64, recheck_secs: i64) -> StoreResult<usize> {
+        let s = s.clone();
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteZaps(c).settle(&s, now, recheck_secs)))
+        })
+        .await
+    }
+
+    async fn due_zap_recipients(&self, now: i64, limit: i64) -> StoreResult<Vec<(String, i32)>> {
+        self.run(move |c| block_on(SqliteZaps(c).due(now, limit)))
+            .await
+    }
+
+    async fn zap_server_answered(
+        &self,
+        recipient: &str,
+        server: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
+        self.run(move |c| {
+            c.immediate_transaction(|c| {
+                block_on(SqliteZaps(c).answered(&recipient, server.as_deref(), now))
+            })
+        })
+        .await
+    }
+
+    async fn zap_server_failed(&self, recipient: &str, next_check: i64) -> StoreResult<()> {
+        let recipient = recipient.to_owned();
+        self.run(move |c| block_on(SqliteZaps(c).failed(&recipient, next_check)))
+            .await
+    }
+
+    async fn zap_servers(&self) -> StoreResult<Vec<ZapServer>> {
+        self.run(|c| block_on(SqliteZaps(c).servers())).await
+    }
 }

@@ -8,9 +8,11 @@
 //!   `mention` tags never make a reply.
 //! - NIP-18: a repost (kind 6) or generic repost (kind 16) counts for its `e` tag; a
 //!   generic repost with only an `a` tag counts for that address (`kind:pubkey:d`).
-//! - NIP-57: a zap receipt (kind 9735) counts for its last `e` tag with its invoice's
-//!   amount, only when it holds together (see `zap_msats`); otherwise it counts
-//!   nothing. Sums never wrap.
+//! - NIP-57: a zap receipt (kind 9735) counts for its `e` tag (else its `a` tag) with
+//!   its invoice's amount, only when it holds together (see `zap_msats`) and its `p`
+//!   is the zapped event's author or one of the event's `zap` split tags (appendix G;
+//!   for an `a` tag, the address's pubkey); otherwise it counts nothing. Sums never
+//!   wrap.
 //! - This service's own bound (docs/guarantees.md): an address (`kind:pubkey:d`)
 //!   longer than 1,024 bytes is no database key. An event at such an address is not
 //!   kept, and an `a` tag naming one counts nothing and deletes nothing.
@@ -35,8 +37,10 @@ fn e_values(event: &Event) -> Vec<(String, Option<String>)> {
 /// together: the invoice must decode (checksum, signature), carry an amount no larger
 /// than the 21 million bitcoin that exist, and commit by its description hash to the
 /// `description` tag, which must be a signed kind-9734 request whose `amount` (if any)
-/// is the invoice's and whose `p` and `e` tags are the receipt's.
-fn zap_msats(receipt: &Event) -> Option<i64> {
+/// is the invoice's. The request "MUST have only one p tag" and "0 or 1 e tags"; the
+/// receipt's `p`, `e` and `a` tags are the request's. Returns the amount, the `p`, and
+/// the target (the `e`, else the `a` coordinate).
+fn zap_msats(receipt: &Event) -> Option<(i64, String, String)> {
     use bitcoin::hashes::{sha256, Hash};
     use nostr_sdk::JsonUtil;
     let first = |e: &Event, name: &str| -> Option<String> {
@@ -67,13 +71,46 @@ fn zap_msats(receipt: &Event) -> Option<i64> {
             return None;
         }
     }
-    if first(receipt, "p") != first(&request, "p") || first(receipt, "e") != first(&request, "e") {
-        return None;
+    let all = |e: &Event, name: &str| -> Vec<String> {
+        e.tags
+            .iter()
+            .map(|t| t.as_slice())
+            .filter(|t| t.len() > 1 && t[0] == name)
+            .map(|t| t[1].clone())
+            .collect()
+    };
+    for name in ["p", "e", "a"] {
+        let (ours, theirs) = (all(receipt, name), all(&request, name));
+        if ours.len() > 1 || ours != theirs {
+            return None;
+        }
     }
-    Some(msats as i64)
+    let p = all(receipt, "p").pop()?.to_lowercase();
+    let target = match e_values(receipt).pop() {
+        Some((id, _)) => id,
+        None => all(receipt, "a").pop().and_then(|a| coordinate(&a))?,
+    };
+    Some((msats as i64, p, target))
 }
 
-fn target(event: &Event) -> Option<(String, StatsDelta)> {
+/// Whether `p` may receive zaps for `target`: its author, or one of its `zap` tags
+/// (NIP-57 appendix G); for an address, the address's pubkey.
+fn pays(p: &str, target: &str, events: &HashMap<String, &Event>) -> bool {
+    if target.contains(':') {
+        return target.split(':').nth(1) == Some(p);
+    }
+    let Some(event) = events.get(target) else {
+        return false;
+    };
+    event.pubkey.to_hex() == p
+        || event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .any(|t| t.len() > 1 && t[0] == "zap" && t[1].to_lowercase() == p)
+}
+
+fn target(event: &Event, events: &HashMap<String, &Event>) -> Option<(String, StatsDelta)> {
     let tags = e_values(event);
     let one = StatsDelta::default();
     match event.kind.as_u16() {
@@ -107,9 +144,12 @@ fn target(event: &Event) -> Option<(String, StatsDelta)> {
             Some((parent.0.clone(), StatsDelta { replies: 1, ..one }))
         }
         9735 => {
-            let msats = zap_msats(event)?;
+            let (msats, p, target) = zap_msats(event)?;
+            if !pays(&p, &target, events) {
+                return None;
+            }
             Some((
-                tags.last()?.0.clone(),
+                target,
                 StatsDelta {
                     zaps: 1,
                     zap_msats: msats,
@@ -125,9 +165,11 @@ fn target(event: &Event) -> Option<(String, StatsDelta)> {
 pub fn expected_stats<'a>(
     events: impl IntoIterator<Item = &'a Event>,
 ) -> HashMap<String, StatsDelta> {
+    let events: Vec<&Event> = events.into_iter().collect();
+    let by_id: HashMap<String, &Event> = events.iter().map(|e| (e.id.to_hex(), *e)).collect();
     let mut out: HashMap<String, StatsDelta> = HashMap::new();
     for event in events {
-        if let Some((target, d)) = target(event) {
+        if let Some((target, d)) = target(event, &by_id) {
             let s = out.entry(target).or_default();
             s.reactions = s.reactions.saturating_add(d.reactions);
             s.replies = s.replies.saturating_add(d.replies);
@@ -141,10 +183,11 @@ pub fn expected_stats<'a>(
 
 /// As `expected_stats`, with NIP-57 appendix F's last rule: "The zapReceipt event's
 /// pubkey MUST be the same as the recipient's lnurl provider's nostrPubkey". `servers`
-/// maps a recipient (`p`, hex) to that key (hex); receipts of anyone else count nothing.
+/// maps a recipient (`p`, hex) to the keys (hex) their provider used; receipts signed
+/// by anyone else count nothing.
 pub fn expected_stats_with_servers<'a>(
     events: impl IntoIterator<Item = &'a Event>,
-    servers: &HashMap<String, String>,
+    servers: &HashMap<String, Vec<String>>,
 ) -> HashMap<String, StatsDelta> {
     let signed_by_server = |e: &&Event| {
         if e.kind.as_u16() != 9735 {
@@ -156,7 +199,9 @@ pub fn expected_stats_with_servers<'a>(
             .map(|t| t.as_slice())
             .find(|t| t.len() > 1 && t[0] == "p")
             .map(|t| t[1].to_lowercase());
-        recipient.and_then(|r| servers.get(&r)) == Some(&e.pubkey.to_hex())
+        recipient
+            .and_then(|r| servers.get(&r))
+            .is_some_and(|keys| keys.contains(&e.pubkey.to_hex()))
     };
     expected_stats(events.into_iter().filter(signed_by_server))
 }

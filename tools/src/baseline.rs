@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use nostr_sync::nostr::aggregate::{contribution, Sourced, StatsDelta};
-use nostr_sync::nostr::zap::ZapPolicy;
 use nostr_sync::storage::{
     EventStore, ItemQuery, Overview, Purged, Removals, StoreResult, Written,
 };
@@ -57,9 +56,7 @@ impl EventStore for Baseline {
             }
             let one = self.0.insert_events(std::slice::from_ref(event)).await?;
             let row = one.rows.first().copied().flatten();
-            if let (Some(seq), Some(contribution)) =
-                (row, contribution(event, &ZapPolicy::default()))
-            {
+            if let (Some(seq), Some(contribution)) = (row, contribution(event)) {
                 self.0
                     .apply_contributions(&[Sourced { seq, contribution }])
                     .await?;
@@ -91,16 +88,8 @@ impl EventStore for Baseline {
         self.0.unaggregated(after_seq, limit).await
     }
 
-    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
-        self.0.zap_servers().await
-    }
-
-    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
-        self.0.save_zap_server(recipient, server).await
-    }
-
-    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
-        self.0.pending_zap_recipients(limit).await
+    fn zap_store(&self) -> Arc<dyn nostr_sync::storage::ZapStore> {
+        self.0.zap_store()
     }
 
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {

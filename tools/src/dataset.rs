@@ -10,8 +10,8 @@ use ::rand::rngs::StdRng;
 use ::rand::{Rng, SeedableRng};
 use nostr_relay_builder::prelude::*;
 
-use nostr_sync::nostr::aggregate::{contribution, sum_by_target, StatsDelta};
-use nostr_sync::nostr::zap::ZapPolicy;
+use nostr_sync::nostr::aggregate::{contribution, sum_by_target, zap_contribution, StatsDelta};
+use nostr_sync::nostr::zap::{TargetFacts, ZapPolicy};
 
 /// A generated data set: unique events and, per relay, the indices it holds.
 pub struct Dataset {
@@ -44,7 +44,7 @@ pub fn deletions(events: &[Event], authors: &[Keys], every: usize) -> Vec<Event>
     let keys: HashMap<PublicKey, &Keys> = authors.iter().map(|k| (k.public_key(), k)).collect();
     events
         .iter()
-        .filter(|e| contribution(e, &ZapPolicy::default()).is_some() && e.kind != Kind::ZapReceipt)
+        .filter(|e| contribution(e).is_some())
         .step_by(every.max(1))
         .filter_map(|e| {
             let author = keys.get(&e.pubkey)?;
@@ -58,15 +58,30 @@ pub fn deletions(events: &[Event], authors: &[Keys], every: usize) -> Vec<Event>
 
 /// The aggregates a recount of `events` gives, zap receipts judged by the rules alone.
 pub fn expected_stats(events: &[Event]) -> HashMap<String, StatsDelta> {
-    expected_stats_by(events, &ZapPolicy::default())
+    expected_stats_by(events, events, &ZapPolicy::default())
 }
 
-/// The aggregates a recount of `events` gives, zap receipts judged by `zaps` (a
-/// service's policy: with LNURL verification and no server to ask, they wait).
-pub fn expected_stats_by(events: &[Event], zaps: &ZapPolicy) -> HashMap<String, StatsDelta> {
+/// The aggregates a recount of `events` gives, zap receipts judged by `zaps` against
+/// their targets among `seen` (events stored once, deleted since or not: a zap counted
+/// stays counted, as a reaction does).
+pub fn expected_stats_by(
+    events: &[Event],
+    seen: &[Event],
+    zaps: &ZapPolicy,
+) -> HashMap<String, StatsDelta> {
+    let targets: HashMap<String, TargetFacts> = seen
+        .iter()
+        .map(|e| (e.id.to_hex(), TargetFacts::of(e)))
+        .collect();
     let items: Vec<_> = events
         .iter()
-        .filter_map(|e| contribution(e, zaps))
+        .filter_map(|e| {
+            contribution(e).or_else(|| {
+                let zap = nostr_sync::nostr::zap::verdict(e).ok()?;
+                let zap = zaps.judge(e, 0, targets.get(zap.target.key()), None).ok()?;
+                Some(zap_contribution(&zap))
+            })
+        })
         .collect();
     sum_by_target(&items)
 }

@@ -14,10 +14,38 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     println!("generating and signing {events} events for {RELAYS} relays...");
     let seed = rand::random();
     let (signed, authors) = crate::dataset::sign_events_by(events, seed);
-    let data = Dataset {
+    let mut data = Dataset {
         placement: crate::dataset::place(signed.len(), RELAYS, 0.4, seed),
         events: signed,
     };
+    // The zapper's LNURL server, on loopback, and a profile for every author naming it
+    // (LUD-06), so that receipts count under the default verification: signed by the
+    // recipient's server (NIP-57 appendix F).
+    let zapper = data
+        .events
+        .iter()
+        .find(|e| e.kind == nostr_sdk::Kind::ZapReceipt)
+        .map(|e| e.pubkey);
+    let lnurl = match zapper {
+        Some(key) => Some(crate::lnurl::LnurlServer::start(key).await?),
+        None => None,
+    };
+    if let Some(server) = &lnurl {
+        for (i, author) in authors.iter().enumerate() {
+            let content = format!(
+                r#"{{"name":"author{i}","lud06":"{}"}}"#,
+                server.lud06(&format!("a{i}"))
+            );
+            let profile = nostr_sdk::EventBuilder::new(nostr_sdk::Kind::Metadata, content)
+                .sign_with_keys(author)?;
+            data.placement[i % RELAYS].push(data.events.len());
+            data.events.push(profile);
+        }
+        settings.aggregates.lnurl_allow_private = true;
+        settings.aggregates.lnurl_check_secs = 1;
+        settings.aggregates.lnurl_fetches_per_sec = 1_000;
+        settings.aggregates.lnurl_host_fetches_per_sec = 1_000;
+    }
     let mut relays = Vec::new();
     for r in 0..RELAYS {
         relays.push(HostedRelay::start(data.relay_events(r), 500).await?);
@@ -45,9 +73,14 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     let synced = app.wait_for_cycles(1, Duration::from_secs(300)).await;
     let elapsed = started.elapsed();
     let store = app.store.clone();
-    // Receipts are judged as the service judged them (by default: by LNURL servers,
-    // which the demo has none of, so they wait and count nothing).
-    let zaps = app.zaps.clone();
+    // Every receipt's recipient names the zapper as its server: judged by the rules
+    // alone, receipts count as the service counts them once it asked the servers.
+    let zaps = nostr_sync::nostr::zap::ZapPolicy::default();
+    let expected = crate::dataset::expected_stats_by(&data.events, &data.events, &zaps);
+    let zapped = Instant::now();
+    while store.stats().await? != expected && zapped.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let counters = app.counters.clone();
     app.shutdown(Duration::from_secs(30)).await;
     anyhow::ensure!(synced, "relays did not finish their first cycle");
@@ -67,8 +100,15 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         Counters::get(&c.stored) as f64 / elapsed.as_secs_f64()
     );
 
+    if let Some(server) = &lnurl {
+        println!(
+            "  zap receipts judged  : by the recipients' LNURL server ({} documents fetched from {})",
+            server.served(),
+            server.base
+        );
+    }
+
     let stats = store.stats().await?;
-    let expected = crate::dataset::expected_stats_by(&data.events, &zaps);
     let mut top: Vec<_> = expected
         .keys()
         .filter_map(|id| stats.get(id).map(|s| (id, s)))
@@ -144,7 +184,7 @@ pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
         .filter(|e| !deleted.contains(&e.id.to_hex()))
         .cloned()
         .collect();
-    let expected = crate::dataset::expected_stats_by(&remaining, &zaps);
+    let expected = crate::dataset::expected_stats_by(&remaining, &data.events, &zaps);
     let mismatched = expected
         .iter()
         .filter(|(id, d)| stats.get(*id) != Some(d))

@@ -10,3 +10,4 @@ pub mod bench;
 pub mod dataset;
 pub mod dead;
 pub mod demo;
+pub mod lnurl;

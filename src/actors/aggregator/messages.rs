@@ -20,9 +20,3 @@ pub struct FlushNow;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retracted;
-
-/// Zap receipts waiting for their recipient's LNURL server may now be judged: the
-/// aggregation backlog is applied again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Rejudge;

@@ -22,16 +22,13 @@ use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 
-use self::messages::{Contribute, FlushNow, Rejudge, Retracted};
+use self::messages::{Contribute, FlushNow, Retracted};
 use crate::metrics::Counters;
 use crate::nostr::aggregate::Sourced;
-use crate::nostr::zap::ZapPolicy;
 use crate::storage::EventStore;
 
 pub struct AggregatorActor {
     store: Arc<dyn EventStore>,
-    /// Judges the zap receipts of the backlog.
-    zaps: ZapPolicy,
     counters: Arc<Counters>,
     interval: Duration,
     mailbox: usize,
@@ -42,7 +39,6 @@ pub struct AggregatorActor {
     retracting: bool,
     flushing: bool,
     purging: bool,
-    rejudging: bool,
 }
 
 /// Retractions claimed per transaction.
@@ -51,7 +47,6 @@ const RETRACTIONS_PER_FLUSH: i64 = 5_000;
 impl AggregatorActor {
     pub fn new(
         store: Arc<dyn EventStore>,
-        zaps: ZapPolicy,
         counters: Arc<Counters>,
         interval: Duration,
         mailbox: usize,
@@ -59,7 +54,6 @@ impl AggregatorActor {
     ) -> Self {
         Self {
             store,
-            zaps,
             counters,
             interval,
             mailbox,
@@ -68,7 +62,6 @@ impl AggregatorActor {
             retracting: false,
             flushing: false,
             purging: false,
-            rejudging: false,
         }
     }
 
@@ -190,33 +183,6 @@ impl Actor for AggregatorActor {
     }
 }
 
-impl Handler<Rejudge> for AggregatorActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Rejudge, ctx: &mut Self::Context) {
-        if self.rejudging {
-            return;
-        }
-        self.rejudging = true;
-        let (store, counters) = (self.store.clone(), self.counters.clone());
-        let zaps = self.zaps.clone();
-        ctx.spawn(
-            async move { apply_unaggregated(store.as_ref(), &zaps, &counters).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    act.rejudging = false;
-                    match result {
-                        Ok(n) => {
-                            act.counters.aggregated.fetch_add(n, Ordering::Relaxed);
-                            tracing::info!(events = n, "zap receipts judged now that their LNURL servers are known");
-                        }
-                        Err(error) => tracing::warn!(%error, "judging waiting zap receipts failed, will retry"),
-                    }
-                }),
-        );
-    }
-}
-
 impl Handler<Retracted> for AggregatorActor {
     type Result = ();
 
@@ -264,10 +230,9 @@ impl Handler<FlushNow> for AggregatorActor {
 /// start-up must not wait for a database that takes no writes yet.)
 pub async fn apply_backlog(
     store: &dyn EventStore,
-    zaps: &ZapPolicy,
     counters: &Counters,
 ) -> Result<u64, crate::storage::StoreError> {
-    let applied = apply_unaggregated(store, zaps, counters).await?;
+    let applied = apply_unaggregated(store, counters).await?;
     Ok(applied + retract_all(store).await?)
 }
 
@@ -312,7 +277,6 @@ async fn apply_isolating(
 
 async fn apply_unaggregated(
     store: &dyn EventStore,
-    zaps: &ZapPolicy,
     counters: &Counters,
 ) -> Result<u64, crate::storage::StoreError> {
     let mut applied = 0;
@@ -323,15 +287,15 @@ async fn apply_unaggregated(
             return Ok(applied);
         };
         after = *last;
-        // A row whose contribution the rules no longer give (`aggregates.zap_signers`
-        // changed) is claimed with nothing to add, so that it leaves the backlog. A
-        // receipt waiting for its recipient's LNURL server stays in it.
+        // Zap receipts are the zap actor's to judge. Any other row whose contribution
+        // the rules no longer give is claimed with nothing to add, so that it leaves
+        // the backlog.
         let items: Vec<Sourced> = events
             .iter()
-            .filter(|(_, e)| !crate::nostr::aggregate::is_pending(e, zaps))
+            .filter(|(_, e)| e.kind != nostr_sdk::Kind::ZapReceipt)
             .map(|(seq, e)| Sourced {
                 seq: *seq,
-                contribution: crate::nostr::aggregate::contribution(e, zaps).unwrap_or_default(),
+                contribution: crate::nostr::aggregate::contribution(e).unwrap_or_default(),
             })
             .collect();
         applied += apply_isolating(store, &items, counters).await? as u64;

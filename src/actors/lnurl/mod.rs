@@ -1,84 +1,97 @@
 //! LnurlActor: learns the keys zap receipts must be signed with (NIP-57 appendix F).
 //!
-//! Every `aggregates.lnurl_check_secs` it asks the database for the recipients of zap
-//! receipts still waiting in the aggregation backlog, and for each recipient whose
-//! LNURL server is not known yet: reads their newest stored kind 0, fetches the pay
-//! document its `lud16`/`lud06` names (bounded: one at a time, at most a few a second,
-//! 16 kB, a deadline, no redirects), and remembers the server's `nostrPubkey` in the
-//! database (`zap_servers`) and in the trust receipts are judged by. Then it asks the
-//! aggregator to apply the backlog again, which counts the receipts now judged.
-//! Recipients without a stored profile, or whose server cannot be reached, are tried
-//! again later (doubling from a minute to a day).
+//! Every `aggregates.lnurl_check_secs` it asks the database which recipients' servers
+//! are due to be asked (`zap_servers.next_check`, the longest due first: a recipient
+//! is due when a receipt waits for their server, at once if it was never asked, else
+//! `aggregates.lnurl_recheck_secs` after its last answer). For each, it reads their
+//! newest stored kind 0 and fetches the pay document its `lud16`/`lud06` names
+//! (`fetch::get_public`: public addresses only unless `aggregates.lnurl_allow_private`;
+//! one fetch at a time, at most `lnurl_fetches_per_sec` in all and
+//! `lnurl_host_fetches_per_sec` per host; 16 kB, a deadline, no redirects). The answer goes to the database
+//! (`zap_servers`: the few newest keys the server named), then `Learnt` to the zap
+//! actor, which judges that recipient's waiting receipts. A recipient without a
+//! stored profile, or whose server cannot be reached, is asked again later (doubling
+//! from a minute to a day, `nostr::lnurl::retry_after`); the schedule lives in the
+//! database, so instances sharing it share it, and this actor holds only a bounded
+//! map of hosts.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Recipient, WrapFuture};
 use nostr_sdk::PublicKey;
 
-use crate::actors::aggregator::messages::Rejudge;
-use crate::config::Settings;
+use crate::actors::zaps::messages::Learnt;
 use crate::nostr::lnurl;
-use crate::nostr::zap::ZapPolicy;
-use crate::storage::{EventStore, StoreResult};
+use crate::storage::{EventStore, StoreResult, ZapStore};
 
 /// Recipients looked at per round.
-const PER_ROUND: i64 = 200;
-/// Pause between two fetches.
-const BETWEEN_FETCHES: Duration = Duration::from_millis(200);
+const PER_ROUND: i64 = 1_000;
 /// Deadline of one fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// First and longest wait before a recipient is tried again.
-const RETRY_MIN: Duration = Duration::from_secs(60);
-const RETRY_MAX: Duration = Duration::from_secs(86_400);
+/// Hosts whose last fetch is remembered.
+const HOSTS: usize = 1_024;
+
+/// What a round needs besides the store (`[aggregates]`).
+#[derive(Clone)]
+pub struct LnurlOptions {
+    pub every: Duration,
+    pub allow_private: bool,
+    /// Pause after each fetch (`lnurl_fetches_per_sec`).
+    pub between_fetches: Duration,
+    /// Least time between two fetches from one host (`lnurl_host_fetches_per_sec`).
+    pub per_host: Duration,
+}
 
 pub struct LnurlActor {
     store: Arc<dyn EventStore>,
-    /// Where learnt servers go.
-    zaps: ZapPolicy,
-    aggregator: Recipient<Rejudge>,
-    every: Duration,
-    /// Recipients that failed: when to try again, and the wait after that.
-    retry: Arc<std::sync::Mutex<HashMap<PublicKey, (Instant, Duration)>>>,
+    zaps: Arc<dyn ZapStore>,
+    judge: Recipient<Learnt>,
+    options: LnurlOptions,
+    /// When each host was last fetched from.
+    hosts: Arc<std::sync::Mutex<lru::LruCache<String, Instant>>>,
     busy: bool,
+    /// Quiesced: no new step starts.
+    stopped: bool,
 }
 
 impl LnurlActor {
     pub fn new(
         store: Arc<dyn EventStore>,
-        zaps: ZapPolicy,
-        aggregator: Recipient<Rejudge>,
-        every: Duration,
+        judge: Recipient<Learnt>,
+        options: LnurlOptions,
     ) -> Self {
+        let hosts = lru::LruCache::new(NonZeroUsize::new(HOSTS).unwrap_or(NonZeroUsize::MIN));
         Self {
+            zaps: store.zap_store(),
             store,
-            zaps,
-            aggregator,
-            every,
-            retry: Default::default(),
+            judge,
+            options,
+            hosts: Arc::new(std::sync::Mutex::new(hosts)),
             busy: false,
+            stopped: false,
         }
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
+        if self.busy || self.stopped {
             return;
         }
         self.busy = true;
-        let (store, retry) = (self.store.clone(), self.retry.clone());
-        let zaps = self.zaps.clone();
+        let (store, zaps, judge) = (self.store.clone(), self.zaps.clone(), self.judge.clone());
+        let (hosts, options) = (self.hosts.clone(), self.options.clone());
         ctx.spawn(
-            async move { learn(store.as_ref(), &zaps, &retry).await }
+            async move { learn(&*store, &*zaps, &judge, &hosts, &options).await }
                 .into_actor(self)
                 .map(|result, act, _| {
                     act.busy = false;
                     match result {
                         Ok(0) => {}
-                        Ok(n) => {
-                            tracing::info!(recipients = n, "LNURL servers learnt for zap receipts");
-                            act.aggregator.do_send(Rejudge);
-                        }
+                        Ok(n) => tracing::info!(
+                            recipients = n,
+                            "LNURL servers answered for zap receipts"
+                        ),
                         Err(error) => tracing::warn!(%error, "looking up zap recipients failed"),
                     }
                 }),
@@ -91,98 +104,109 @@ impl Actor for LnurlActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.round(ctx);
-        ctx.run_interval(self.every, |act, ctx| act.round(ctx));
+        ctx.run_interval(self.options.every, |act, ctx| act.round(ctx));
     }
 }
 
-/// One round: returns how many recipients' receipts can be judged now.
+/// How asking one recipient's server went.
+enum Asked {
+    /// It answered: the key it names, if any.
+    Answered(Option<PublicKey>),
+    /// No answer now (no profile, no LNURL, unreachable, not a pay document).
+    Failed,
+    /// Its host was asked moments ago: left due for the next round.
+    HostBusy,
+}
+
+/// One round: returns how many servers answered.
 async fn learn(
     store: &dyn EventStore,
-    zaps: &ZapPolicy,
-    retry: &std::sync::Mutex<HashMap<PublicKey, (Instant, Duration)>>,
+    zaps: &dyn ZapStore,
+    judge: &Recipient<Learnt>,
+    hosts: &std::sync::Mutex<lru::LruCache<String, Instant>>,
+    options: &LnurlOptions,
 ) -> StoreResult<usize> {
-    let mut judged = 0;
-    for hex in store.pending_zap_recipients(PER_ROUND).await? {
-        let Ok(recipient) = PublicKey::from_hex(&hex) else {
-            continue;
-        };
-        if zaps.knows(&recipient) {
-            // Learnt before these receipts arrived (or before the last judging).
-            judged += 1;
-            continue;
-        }
-        let due = retry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&recipient)
-            .is_none_or(|(at, _)| *at <= Instant::now());
-        if !due {
-            continue;
-        }
-        match server_of(store, &recipient, &hex).await? {
-            Some(server) => {
-                store
-                    .save_zap_server(&hex, server.map(|k| k.to_hex()).as_deref())
+    let mut answered = 0;
+    let now = crate::storage::now_secs();
+    for (recipient, failures) in zaps.due_zap_recipients(now, PER_ROUND).await? {
+        let (asked, fetched) = ask(store, &recipient, hosts, options).await?;
+        match asked {
+            Asked::Answered(server) => {
+                let server = server.map(|k| k.to_hex());
+                zaps.zap_server_answered(&recipient, server.as_deref(), crate::storage::now_secs())
                     .await?;
-                zaps.learn(recipient, server);
-                retry
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&recipient);
-                judged += 1;
+                judge.do_send(Learnt(recipient));
+                answered += 1;
             }
-            None => {
-                let mut retry = retry.lock().unwrap_or_else(|e| e.into_inner());
-                let wait = retry
-                    .get(&recipient)
-                    .map_or(RETRY_MIN, |(_, w)| (*w * 2).min(RETRY_MAX));
-                retry.insert(recipient, (Instant::now() + wait, wait));
+            Asked::Failed => {
+                let wait = lnurl::retry_after(failures.saturating_add(1));
+                zaps.zap_server_failed(&recipient, now + wait.as_secs() as i64)
+                    .await?;
             }
+            Asked::HostBusy => {}
         }
-        tokio::time::sleep(BETWEEN_FETCHES).await;
+        if fetched {
+            tokio::time::sleep(options.between_fetches).await;
+        }
     }
-    Ok(judged)
+    Ok(answered)
 }
 
-/// The LNURL server key of `recipient`: `Some(Some(key))`, `Some(None)` when their
-/// server signs no receipts, `None` when it cannot be told now (no profile stored, no
-/// LNURL in it, the server unreachable or not answering a pay document).
-async fn server_of(
+/// Asks the LNURL server of `recipient` (hex); says whether a request went out.
+async fn ask(
     store: &dyn EventStore,
-    recipient: &PublicKey,
-    hex: &str,
-) -> StoreResult<Option<Option<PublicKey>>> {
-    let Some(profile) = store.profile(hex).await? else {
+    recipient: &str,
+    hosts: &std::sync::Mutex<lru::LruCache<String, Instant>>,
+    options: &LnurlOptions,
+) -> StoreResult<(Asked, bool)> {
+    let allow_private = options.allow_private;
+    let Some(profile) = store.profile(recipient).await? else {
         tracing::debug!(%recipient, "no stored profile for a zap recipient");
-        return Ok(None);
+        return Ok((Asked::Failed, false));
     };
-    let Some(url) = lnurl::pay_url(&profile) else {
-        tracing::debug!(%recipient, "the zap recipient's profile names no LNURL");
-        return Ok(None);
+    let Some(url) = lnurl::pay_url(&profile, allow_private) else {
+        tracing::debug!(%recipient, "the zap recipient's profile names no usable LNURL");
+        return Ok((Asked::Failed, false));
     };
-    match crate::fetch::get(&url, "application/json", FETCH_TIMEOUT, lnurl::MAX_DOCUMENT).await {
-        Ok(body) => Ok(lnurl::server_key(&body)),
+    let host = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    {
+        let mut hosts = hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if hosts
+            .get(&host)
+            .is_some_and(|at| at.elapsed() < options.per_host)
+        {
+            return Ok((Asked::HostBusy, false));
+        }
+        hosts.put(host, Instant::now());
+    }
+    let fetched = crate::fetch::get_public(
+        &url,
+        "application/json",
+        FETCH_TIMEOUT,
+        lnurl::MAX_DOCUMENT,
+        allow_private,
+    )
+    .await;
+    match fetched {
+        Ok(body) => Ok((
+            lnurl::server_key(&body).map_or(Asked::Failed, Asked::Answered),
+            true,
+        )),
         Err(error) => {
             tracing::debug!(%recipient, %url, %error, "LNURL server not reached");
-            Ok(None)
+            Ok((Asked::Failed, true))
         }
     }
 }
 
-/// The trust zap receipts are judged by: the configuration, and every LNURL server the
-/// database remembers. Set before anything is counted (start-up, `check-aggregates`).
-pub async fn load_trust(
-    settings: &Settings,
-    store: &dyn EventStore,
-    zaps: &ZapPolicy,
-) -> StoreResult<()> {
-    let mut trust = settings.aggregates.zap_trust();
-    for (recipient, server) in store.zap_servers().await? {
-        if let Ok(recipient) = PublicKey::from_hex(&recipient) {
-            let server = server.and_then(|s| PublicKey::from_hex(&s).ok());
-            trust.servers.insert(recipient, server);
-        }
+impl actix::Handler<crate::actors::Quiesce> for LnurlActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: crate::actors::Quiesce, _: &mut Self::Context) -> bool {
+        self.stopped = true;
+        self.busy
     }
-    zaps.set(trust);
-    Ok(())
 }

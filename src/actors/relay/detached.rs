@@ -65,24 +65,8 @@ impl EventStore for Detached {
         .await
     }
 
-    async fn zap_servers(&self) -> StoreResult<Vec<(String, Option<String>)>> {
-        detached(&self.0, |s| async move { s.zap_servers().await }).await
-    }
-
-    async fn save_zap_server(&self, recipient: &str, server: Option<&str>) -> StoreResult<()> {
-        let (recipient, server) = (recipient.to_owned(), server.map(str::to_owned));
-        detached(&self.0, |s| async move {
-            s.save_zap_server(&recipient, server.as_deref()).await
-        })
-        .await
-    }
-
-    async fn pending_zap_recipients(&self, limit: i64) -> StoreResult<Vec<String>> {
-        detached(
-            &self.0,
-            |s| async move { s.pending_zap_recipients(limit).await },
-        )
-        .await
+    fn zap_store(&self) -> Arc<dyn crate::storage::ZapStore> {
+        self.0.zap_store()
     }
 
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {

@@ -2,8 +2,9 @@
 //!
 //! In: `StoreBatch` from relay actors, routed by author (`router`), each carrying the
 //! admission permits of its events.
-//! Out: `Contribute` to the aggregator for rows that were new, `Committed` to the dedup
-//! actor, and each event's commit guard resolved.
+//! Out: `Contribute` to the aggregator for rows that were new, `Stored` to the zap
+//! actor (new receipts to judge, new ids that waiting receipts may name), `Committed`
+//! to the dedup actor, and each event's commit guard resolved.
 //!
 //! Batching: a batch is queued, then a flush is scheduled behind whatever else is already
 //! in the mailbox. While a transaction is in flight the mailbox stays open and the next
@@ -31,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 use tokio::sync::OwnedSemaphorePermit;
 
 use self::messages::{IsIdle, StoreBatch};
@@ -42,9 +43,9 @@ use crate::actors::dedup::messages::{Committed, Release};
 use crate::actors::dedup::DedupActor;
 use crate::actors::item::InFlight;
 use crate::actors::item::Item;
+use crate::actors::zaps::messages::Stored;
 use crate::metrics::Counters;
 use crate::nostr::aggregate::{contribution, Sourced};
-use crate::nostr::zap::ZapPolicy;
 use crate::storage::{EventStore, StoreError};
 
 /// How a storage actor batches its writes.
@@ -63,8 +64,8 @@ pub struct StorageActor {
     /// Messages its mailbox holds (events are bounded by the admission semaphore).
     mailbox: usize,
     store: Arc<dyn EventStore>,
-    /// Judges zap receipts (what they count, why not).
-    zaps: ZapPolicy,
+    /// Judges new zap receipts.
+    judge: Recipient<Stored>,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
@@ -85,7 +86,7 @@ impl StorageActor {
     pub fn new(
         id: usize,
         store: Arc<dyn EventStore>,
-        zaps: ZapPolicy,
+        judge: Recipient<Stored>,
         dedup: Addr<DedupActor>,
         aggregator: Addr<AggregatorActor>,
         counters: Arc<Counters>,
@@ -97,7 +98,7 @@ impl StorageActor {
             id,
             mailbox,
             store,
-            zaps,
+            judge,
             dedup,
             aggregator,
             counters,
@@ -163,7 +164,7 @@ impl StorageActor {
         self.writing = true;
         let writer = Writer {
             store: self.store.clone(),
-            zaps: self.zaps.clone(),
+            judge: self.judge.clone(),
             dedup: self.dedup.clone(),
             aggregator: self.aggregator.clone(),
             counters: self.counters.clone(),
@@ -225,7 +226,7 @@ impl StorageActor {
 /// What a write needs, detached from the actor so the write can run as a future.
 struct Writer {
     store: Arc<dyn EventStore>,
-    zaps: ZapPolicy,
+    judge: Recipient<Stored>,
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
@@ -319,16 +320,31 @@ impl Writer {
             .zip(&new)
             .filter_map(|(e, seq)| {
                 let seq = (*seq)?;
-                let c = contribution(e, &self.zaps);
-                if c.is_none() && e.kind == nostr_sdk::Kind::ZapReceipt {
-                    if let Err(why) = self.zaps.amount(e) {
-                        tracing::debug!(id = %e.id, reason = why.label(), "zap receipt does not count");
+                contribution(e).map(|contribution| Sourced { seq, contribution })
+            })
+            .collect();
+        let mut stored = Stored {
+            receipts: Vec::new(),
+            targets: Vec::new(),
+        };
+        for (e, seq) in events.iter().zip(&new) {
+            let Some(seq) = seq else { continue };
+            if e.kind == nostr_sdk::Kind::ZapReceipt {
+                match crate::nostr::zap::verdict(e) {
+                    Ok(_) => stored.receipts.push(*seq),
+                    Err(why) => {
+                        tracing::debug!(id = %e.id, reason = why.label(), "zap receipt counts nothing");
                         counters.zap_rejects[why as usize].fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                c.map(|contribution| Sourced { seq, contribution })
-            })
-            .collect();
+            }
+            stored.targets.push(crate::nostr::hex(e.id.as_bytes()));
+        }
+        // The database holds all of it: the zap actor only needs telling, and a
+        // notice it drops is found again by its search of the database.
+        if !stored.targets.is_empty() {
+            self.judge.do_send(stored);
+        }
         if !contributions.is_empty() {
             // The aggregation watermark in the database keeps these safe if this fails.
             if let Err(e) = self.aggregator.send(Contribute(contributions)).await {

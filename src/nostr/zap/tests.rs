@@ -24,7 +24,7 @@ fn receipts_count_only_when_they_hold_together() {
     let target = (EventId::from_hex(&"ab".repeat(32)).unwrap(), recipient);
     let t = Timestamp::from(1_700_000_000);
     let good = zapper.receipt(&sender, target, 21_000, t);
-    assert_eq!(ZapPolicy::default().amount(&good), Ok(21_000));
+    assert_eq!(zap_of(&good).map(|z| z.msats), Ok(21_000));
 
     let request = |msats: &str| {
         EventBuilder::new(Kind::ZapRequest, "")
@@ -92,7 +92,7 @@ fn receipts_count_only_when_they_hold_together() {
         ),
     ];
     for (i, (event, want)) in cases.into_iter().enumerate() {
-        assert_eq!(ZapPolicy::default().amount(&event), want, "case {i}");
+        assert_eq!(zap_of(&event).map(|z| z.msats), want, "case {i}");
     }
 }
 
@@ -101,62 +101,313 @@ proptest::proptest! {
     #[test]
     fn any_invoice_string_is_judged(s in "(ln|LN)?\\\\PC{0,120}") {
         let zapper = Zapper::new(2);
-        let _ = ZapPolicy::default().amount(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
+        let _ = zap_of(&receipt(&zapper, &"cd".repeat(32), Some(&s), Some("{}")));
     }
 }
 
 /// `Invoice::decode` accepts what `Bolt11Invoice::from_str` accepts, with the same
 /// amount, on invoices that differ in each checked part.
-/// Appendix F: "The zapReceipt event's pubkey MUST be the same as the recipient's
-/// lnurl provider's nostrPubkey"; an allowlisted zapper counts for anyone; until the
-/// provider is known the receipt waits.
+/// A receipt signed by `by` whose request (by `sender`) and receipt carry `request`
+/// and `receipt` tags (`p`, `e`, `a`), for 21 sats.
+fn tagged(by: &Keys, request: &[[&str; 2]], receipt: &[[&str; 2]]) -> Event {
+    let zapper = Zapper::with_keys(by.clone(), 5);
+    let t = Timestamp::from(1_700_000_000);
+    let req = EventBuilder::new(Kind::ZapRequest, "")
+        .tags(request.iter().map(|t| Tag::parse(*t).unwrap()))
+        .tag(Tag::parse(["amount", "21000"]).unwrap())
+        .sign_with_keys(&Keys::generate())
+        .unwrap()
+        .as_json();
+    let invoice = zapper.invoice(&req, 21_000, t);
+    EventBuilder::new(Kind::ZapReceipt, "")
+        .tags(receipt.iter().map(|t| Tag::parse(*t).unwrap()))
+        .tag(Tag::parse(["bolt11", &invoice]).unwrap())
+        .tag(Tag::parse(["description", &req]).unwrap())
+        .custom_created_at(t)
+        .sign_with_keys(by)
+        .unwrap()
+}
+
+/// NIP-57: "The zap request event MUST have only one p tag", "0 or 1 e tags", and the
+/// receipt's `p`, `e` and `a` are the request's. The target is the `e`, else the `a`.
 #[test]
-fn signers_are_judged_by_the_recipients_lnurl_server() {
-    let (server, stranger) = (Keys::generate(), Keys::generate());
-    let (bob, carol) = (Keys::generate().public_key(), Keys::generate().public_key());
-    let signed = |by: &Keys, to: &PublicKey| {
-        EventBuilder::new(Kind::ZapReceipt, "")
-            .tag(Tag::public_key(*to))
-            .sign_with_keys(by)
-            .unwrap()
+fn one_rule_names_the_recipient_and_the_target() {
+    let server = Keys::generate();
+    let bob = Keys::generate().public_key().to_hex();
+    let carol = Keys::generate().public_key().to_hex();
+    let (x, y) = ("ab".repeat(32), "cd".repeat(32));
+    let address = format!("30023:{bob}:Post");
+    let p = |k: &str| ["p", k].map(str::to_owned);
+    let cases: Vec<(
+        Vec<[String; 2]>,
+        Vec<[String; 2]>,
+        Result<Target, ZapReject>,
+    )> = vec![
+        (
+            vec![p(&bob), ["e".into(), x.clone()]],
+            vec![p(&bob), ["e".into(), x.clone()]],
+            Ok(Target::Event(x.clone())),
+        ),
+        // The count went to the last `e`, the check compared the first.
+        (
+            vec![p(&bob), ["e".into(), x.clone()]],
+            vec![p(&bob), ["e".into(), x.clone()], ["e".into(), y.clone()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![p(&bob), ["e".into(), x.clone()]],
+            vec![p(&bob), ["e".into(), y.clone()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![p(&bob), p(&carol), ["e".into(), x.clone()]],
+            vec![p(&bob), p(&carol), ["e".into(), x.clone()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![p(&bob), ["e".into(), x.clone()]],
+            vec![p(&bob), p(&bob), ["e".into(), x.clone()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![["p".into(), "junk".into()], ["e".into(), x.clone()]],
+            vec![["p".into(), "junk".into()], ["e".into(), x.clone()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![p(&bob), ["a".into(), address.clone()]],
+            vec![p(&bob), ["a".into(), address.clone()]],
+            Ok(Target::Address(address.clone())),
+        ),
+        (
+            vec![p(&bob), ["a".into(), address.clone()]],
+            vec![p(&bob), ["a".into(), address.to_lowercase()]],
+            Err(ZapReject::TagMismatch),
+        ),
+        (
+            vec![
+                p(&bob),
+                ["e".into(), x.clone()],
+                ["a".into(), address.clone()],
+            ],
+            vec![
+                p(&bob),
+                ["e".into(), x.clone()],
+                ["a".into(), address.clone()],
+            ],
+            Ok(Target::Event(x.clone())),
+        ),
+        (vec![p(&bob)], vec![p(&bob)], Err(ZapReject::NoTarget)),
+        (
+            vec![p(&bob), ["e".into(), "short".into()]],
+            vec![p(&bob), ["e".into(), "short".into()]],
+            Err(ZapReject::NoTarget),
+        ),
+    ];
+    for (i, (request, receipt, want)) in cases.into_iter().enumerate() {
+        let request: Vec<[&str; 2]> = request.iter().map(|t| [&*t[0], &*t[1]]).collect();
+        let receipt: Vec<[&str; 2]> = receipt.iter().map(|t| [&*t[0], &*t[1]]).collect();
+        let got = zap_of(&tagged(&server, &request, &receipt)).map(|z| z.target);
+        assert_eq!(got, want, "case {i}");
+    }
+}
+
+/// A zap counts for its target only when it pays the target's author or one of the
+/// target's `zap` splits (appendix G), or for an address, the address's pubkey; and
+/// only when signed by a key the recipient's server named (appendix F) or an
+/// allowlisted zapper. It waits for a target not stored and for a server not asked
+/// since the receipt arrived.
+#[test]
+fn receipts_are_judged_against_their_target_and_server() {
+    let (server, old_server, stranger) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let (bob, split) = (
+        Keys::generate().public_key().to_hex(),
+        Keys::generate().public_key().to_hex(),
+    );
+    let x = "ab".repeat(32);
+    let bobs = TargetFacts {
+        author: bob.clone(),
+        splits: vec![],
     };
-    let servers: HashMap<PublicKey, Option<PublicKey>> =
-        [(bob, Some(server.public_key())), (carol, None)].into();
-    let lnurl = Trust {
+    let shared = TargetFacts {
+        author: Keys::generate().public_key().to_hex(),
+        splits: vec![split.clone(), bob.clone()],
+    };
+    let strangers = TargetFacts {
+        author: Keys::generate().public_key().to_hex(),
+        splits: vec![],
+    };
+    let known = ServerFacts {
+        keys: vec![
+            server.public_key().to_hex(),
+            old_server.public_key().to_hex(),
+        ],
+        checked_at: 1_000,
+    };
+    let to_x = |by: &Keys, p: &str| {
+        let tags = [["p", p], ["e", x.as_str()]];
+        tagged(by, &tags, &tags)
+    };
+    let lnurl = ZapPolicy {
+        any: false,
+        allow: vec![],
         lnurl: true,
-        servers: servers.clone(),
-        ..Default::default()
     };
-    let allow = Trust {
+    let allow = ZapPolicy {
         allow: vec![stranger.public_key()],
         ..lnurl.clone()
     };
-    let offline = Trust {
+    let offline = ZapPolicy {
         lnurl: false,
         ..allow.clone()
     };
-    let any = Trust {
-        any: true,
-        ..Default::default()
+    let address = format!("30023:{bob}:d");
+    let to_address = |p: &str| {
+        let tags = [["p", p], ["a", address.as_str()]];
+        tagged(&server, &tags, &tags)
     };
-    let nobody = Keys::generate().public_key();
-    let cases = [
-        (&lnurl, &server, bob, Ok(())),
-        (&lnurl, &stranger, bob, Err(ZapReject::UnknownSigner)),
-        (&lnurl, &server, carol, Err(ZapReject::UnknownSigner)),
-        (&lnurl, &server, nobody, Err(ZapReject::Pending)),
-        (&allow, &stranger, nobody, Ok(())),
-        (&offline, &server, bob, Err(ZapReject::UnknownSigner)),
-        (&offline, &stranger, bob, Ok(())),
-        (&any, &stranger, bob, Ok(())),
+    let ok = Ok(21_000);
+    let any = any_signer();
+    let cases: Vec<(
+        &ZapPolicy,
+        Event,
+        i64,
+        Option<&TargetFacts>,
+        Option<&ServerFacts>,
+        Result<i64, ZapReject>,
+    )> = vec![
+        (
+            &lnurl,
+            to_x(&server, &bob),
+            900,
+            Some(&bobs),
+            Some(&known),
+            ok,
+        ),
+        (
+            &lnurl,
+            to_x(&old_server, &bob),
+            900,
+            Some(&bobs),
+            Some(&known),
+            ok,
+        ),
+        (
+            &lnurl,
+            to_x(&server, &split),
+            900,
+            Some(&shared),
+            Some(&known),
+            ok,
+        ),
+        (
+            &lnurl,
+            to_x(&server, &bob),
+            900,
+            Some(&shared),
+            Some(&known),
+            ok,
+        ),
+        // The forged zap: the attacker's own server, on somebody else's note.
+        (
+            &lnurl,
+            to_x(&server, &bob),
+            900,
+            Some(&strangers),
+            Some(&known),
+            Err(ZapReject::WrongRecipient),
+        ),
+        (
+            &any,
+            to_x(&stranger, &bob),
+            900,
+            Some(&strangers),
+            None,
+            Err(ZapReject::WrongRecipient),
+        ),
+        (
+            &lnurl,
+            to_x(&server, &bob),
+            900,
+            None,
+            Some(&known),
+            Err(ZapReject::AwaitingTarget),
+        ),
+        (
+            &lnurl,
+            to_x(&stranger, &bob),
+            900,
+            Some(&bobs),
+            Some(&known),
+            Err(ZapReject::UnknownSigner),
+        ),
+        // Arrived after the server's last answer: it may have changed provider.
+        (
+            &lnurl,
+            to_x(&stranger, &bob),
+            1_000,
+            Some(&bobs),
+            Some(&known),
+            Err(ZapReject::Pending),
+        ),
+        (
+            &lnurl,
+            to_x(&server, &bob),
+            900,
+            Some(&bobs),
+            None,
+            Err(ZapReject::Pending),
+        ),
+        (&allow, to_x(&stranger, &bob), 900, Some(&bobs), None, ok),
+        (
+            &offline,
+            to_x(&server, &bob),
+            900,
+            Some(&bobs),
+            Some(&known),
+            Err(ZapReject::UnknownSigner),
+        ),
+        (&offline, to_x(&stranger, &bob), 900, Some(&bobs), None, ok),
+        (&lnurl, to_address(&bob), 900, None, Some(&known), ok),
+        (
+            &lnurl,
+            to_address(&split),
+            900,
+            None,
+            Some(&known),
+            Err(ZapReject::WrongRecipient),
+        ),
     ];
-    for (i, (trust, by, to, want)) in cases.into_iter().enumerate() {
-        assert_eq!(
-            signed_by_trusted(&signed(by, &to), Some(trust)),
-            want,
-            "case {i}"
-        );
+    for (i, (policy, receipt, first_seen, target, server, want)) in cases.into_iter().enumerate() {
+        let got = policy
+            .judge(&receipt, first_seen, target, server)
+            .map(|z| z.msats);
+        assert_eq!(got, want, "case {i}");
     }
+}
+
+fn any_signer() -> ZapPolicy {
+    ZapPolicy::default()
+}
+
+/// Appendix G: `["zap", pubkey, relay, weight]`.
+#[test]
+fn split_tags_name_recipients() {
+    let (a, b) = ("aa".repeat(32), "BB".repeat(32));
+    let note = EventBuilder::text_note("x")
+        .tag(Tag::parse(["zap", &a, "wss://r", "1"]).unwrap())
+        .tag(Tag::parse(["zap", &b]).unwrap())
+        .tag(Tag::parse(["zap", "short"]).unwrap())
+        .tag(Tag::parse(["p", &"cc".repeat(32)]).unwrap())
+        .sign_with_keys(&Keys::generate())
+        .unwrap();
+    assert_eq!(
+        split_recipients(note.tags.iter().map(|t| t.as_slice())),
+        vec![a, b.to_lowercase()]
+    );
+    let facts = TargetFacts::of(&note);
+    assert!(facts.pays(&note.pubkey.to_hex()));
+    assert!(!facts.pays(&"cc".repeat(32)));
 }
 
 #[test]

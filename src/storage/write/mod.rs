@@ -12,7 +12,6 @@ pub(crate) mod sqlite;
 
 use super::batch::{retractions, Prepared, Removals};
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
-use crate::nostr::zap::ZapPolicy;
 use crate::nostr::Deletion;
 
 /// A stored event a step removed, and whether its contributions were applied.
@@ -51,6 +50,9 @@ pub(crate) trait Steps {
     async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()>;
 
     async fn queue_retractions(&mut self, rows: &[NewRetraction]) -> QueryResult<()>;
+
+    /// Takes the `zap_counted` rows of `ids`; returns the ids it took.
+    async fn uncount_zaps(&mut self, ids: &[String]) -> QueryResult<Vec<String>>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
@@ -159,6 +161,13 @@ macro_rules! impl_steps {
                     .execute(self.0)$(.$aw)?
                     .map(drop)
             }
+
+            async fn uncount_zaps(&mut self, ids: &[String]) -> QueryResult<Vec<String>> {
+                use $crate::storage::schema::zap_counted;
+                diesel::delete(zap_counted::table.filter(zap_counted::id.eq_any(ids)))
+                    .returning(zap_counted::id)
+                    .get_results(self.0)$(.$aw)?
+            }
         }
     };
 }
@@ -170,7 +179,6 @@ pub(crate) async fn write<S: Steps>(
     db: &mut S,
     prep: &mut Prepared,
     tags: Vec<Vec<NewTag>>,
-    zaps: &ZapPolicy,
 ) -> QueryResult<(Vec<Option<i64>>, Removals)> {
     let ids = prep.ids();
     let mut removals = Removals::default();
@@ -226,7 +234,11 @@ pub(crate) async fn write<S: Steps>(
         db.insert_tags(chunk).await?;
     }
     // 5. What the removed events had counted.
-    let retractions = retractions(removed, zaps);
+    let mut counted = HashSet::new();
+    for chunk in crate::storage::zaps::counted_receipt_ids(&removed).chunks(S::ROWS) {
+        counted.extend(db.uncount_zaps(chunk).await?);
+    }
+    let retractions = retractions(removed, &counted);
     for chunk in retractions.chunks(S::ROWS) {
         db.queue_retractions(chunk).await?;
     }

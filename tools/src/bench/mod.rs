@@ -222,10 +222,12 @@ fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
         for chunk in held.chunks(5_000) {
             store.insert_events(chunk).await?;
         }
-        nostr_sync::actors::aggregator::apply_backlog(
-            &*store,
+        nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
+        nostr_sync::actors::zaps::judge::judge_backlog(
+            &*store.zap_store(),
             &ZapPolicy::default(),
-            &Default::default(),
+            storage::now_secs(),
+            86_400,
         )
         .await?;
         eprintln!("  the database holds {} events before the run", held.len());

@@ -1,0 +1,262 @@
+//! ZapActor: judges zap receipts against the database (`nostr::zap`, [`judge`]) on an
+//! Arbiter of its own, so that however many receipts wait, ingest never waits for them.
+//!
+//! In: `Stored` from the storage workers (new receipts, and new events that waiting
+//! receipts may name), `Learnt` from the LNURL actor (a recipient's server answered).
+//! Each is only queued (bounded: past `MAX_QUEUED` the queue is dropped and the
+//! database searched instead, by the backlog passes below), and every
+//! `aggregates.flush_interval_ms` one step judges what is queued: new receipts, the
+//! receipts waiting for the new targets (by index), the waiting receipts of one
+//! learnt recipient (by index, a page at a time). At start, and after a dropped
+//! queue or a failed step, it also judges receipts never judged and receipts whose
+//! target is stored meanwhile, a page per step. Out: counts, in the same
+//! transaction that marks each receipt aggregated (`ZapStore::settle_zaps`).
+
+pub mod judge;
+pub mod messages;
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
+
+use self::judge::{judge, Judged, PAGE};
+use self::messages::{Learnt, Stored};
+use crate::metrics::Counters;
+use crate::nostr::zap::ZapPolicy;
+use crate::storage::{StoreResult, ZapStore};
+
+/// Receipt sequence numbers or target keys held before the queue is dropped for a
+/// search of the database (about 100 bytes each).
+const MAX_QUEUED: usize = 100_000;
+/// Learnt recipients held; beyond, the oldest is dropped (its receipts are judged at
+/// its server's next answer, or by a backlog pass).
+const MAX_LEARNT: usize = 10_000;
+
+pub struct ZapActor {
+    store: Arc<dyn ZapStore>,
+    policy: ZapPolicy,
+    counters: Arc<Counters>,
+    every: Duration,
+    recheck_secs: i64,
+    receipts: Vec<i64>,
+    targets: Vec<String>,
+    /// Learnt recipients, with the last waiting receipt already judged.
+    learnt: VecDeque<(String, i64)>,
+    /// Where the passes over the database stand (`None`: not needed).
+    unjudged: Option<i64>,
+    stored_targets: Option<i64>,
+    busy: bool,
+    /// Quiesced: no new step starts.
+    stopped: bool,
+}
+
+/// One step's work.
+#[derive(Default)]
+struct Step {
+    receipts: Vec<i64>,
+    targets: Vec<String>,
+    learnt: Option<(String, i64)>,
+    unjudged: Option<i64>,
+    stored_targets: Option<i64>,
+}
+
+/// What a step leaves to the next.
+struct Done {
+    judged: Judged,
+    learnt: Option<(String, i64)>,
+    unjudged: Option<i64>,
+    stored_targets: Option<i64>,
+}
+
+impl ZapActor {
+    pub fn new(
+        store: Arc<dyn ZapStore>,
+        policy: ZapPolicy,
+        counters: Arc<Counters>,
+        every: Duration,
+        recheck_secs: i64,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            counters,
+            every,
+            recheck_secs,
+            receipts: Vec::new(),
+            targets: Vec::new(),
+            learnt: VecDeque::new(),
+            unjudged: Some(0),
+            stored_targets: Some(0),
+            busy: false,
+            stopped: false,
+        }
+    }
+
+    fn step(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.stopped {
+            return;
+        }
+        let take = (PAGE as usize).min(self.receipts.len());
+        let step = Step {
+            receipts: self.receipts.drain(..take).collect(),
+            targets: std::mem::take(&mut self.targets),
+            learnt: self.learnt.pop_front(),
+            unjudged: self.unjudged,
+            stored_targets: self.stored_targets,
+        };
+        if step.receipts.is_empty()
+            && step.targets.is_empty()
+            && step.learnt.is_none()
+            && step.unjudged.is_none()
+            && step.stored_targets.is_none()
+        {
+            return;
+        }
+        self.busy = true;
+        let (store, policy, recheck) = (self.store.clone(), self.policy.clone(), self.recheck_secs);
+        ctx.spawn(
+            async move { run(&*store, &policy, step, recheck).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.busy = false;
+                    match result {
+                        Ok(done) => {
+                            let c = &act.counters;
+                            c.aggregated
+                                .fetch_add(done.judged.counted as u64, Ordering::Relaxed);
+                            c.aggregates_isolated
+                                .fetch_add(done.judged.isolated, Ordering::Relaxed);
+                            for (slot, n) in c.zap_rejects.iter().zip(done.judged.rejects) {
+                                slot.fetch_add(n, Ordering::Relaxed);
+                            }
+                            if let Some(more) = done.learnt {
+                                act.learnt.push_front(more);
+                            }
+                            act.unjudged = done.unjudged;
+                            act.stored_targets = done.stored_targets;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "judging zap receipts failed, will search the database again");
+                            act.unjudged = Some(0);
+                            act.stored_targets = Some(0);
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+/// One step: every source of receipts to judge, then one judgement of them all.
+async fn run(
+    store: &dyn ZapStore,
+    policy: &ZapPolicy,
+    step: Step,
+    recheck_secs: i64,
+) -> StoreResult<Done> {
+    let mut seqs = step.receipts;
+    if !step.targets.is_empty() {
+        seqs.extend(store.zaps_awaiting(&step.targets).await?);
+    }
+    let learnt = match step.learnt {
+        Some((recipient, after)) => {
+            let page = store.zaps_of(&recipient, after, PAGE).await?;
+            let more = (page.len() as i64 == PAGE).then(|| (recipient, page[page.len() - 1]));
+            seqs.extend(page);
+            more
+        }
+        None => None,
+    };
+    let unjudged = match step.unjudged {
+        Some(after) => {
+            let page = store.unjudged_zaps(after, PAGE).await?;
+            let next = page.last().copied();
+            seqs.extend(page);
+            next
+        }
+        None => None,
+    };
+    let stored_targets = match step.stored_targets {
+        Some(after) => {
+            let page = store.zaps_with_stored_targets(after, PAGE).await?;
+            let next = page.last().copied();
+            seqs.extend(page);
+            next
+        }
+        None => None,
+    };
+    seqs.sort_unstable();
+    seqs.dedup();
+    let judged = judge(
+        store,
+        policy,
+        &seqs,
+        crate::storage::now_secs(),
+        recheck_secs,
+    )
+    .await?;
+    Ok(Done {
+        judged,
+        learnt,
+        unjudged,
+        stored_targets,
+    })
+}
+
+impl Actor for ZapActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.step(ctx);
+        ctx.run_interval(self.every, |act, ctx| act.step(ctx));
+    }
+}
+
+impl Handler<Stored> for ZapActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stored, _: &mut Self::Context) {
+        if self.receipts.len() + msg.receipts.len() > MAX_QUEUED {
+            self.receipts.clear();
+            self.unjudged.get_or_insert(0);
+        } else {
+            self.receipts.extend(msg.receipts);
+        }
+        if self.targets.len() + msg.targets.len() > MAX_QUEUED {
+            self.targets.clear();
+            self.stored_targets.get_or_insert(0);
+        } else {
+            self.targets.extend(msg.targets);
+        }
+    }
+}
+
+impl Handler<Learnt> for ZapActor {
+    type Result = ();
+
+    fn handle(&mut self, Learnt(recipient): Learnt, _: &mut Self::Context) {
+        if self.learnt.len() >= MAX_LEARNT {
+            self.learnt.pop_front();
+        }
+        self.learnt.push_back((recipient, 0));
+    }
+}
+
+/// At shutdown, after the storage workers drained: judges what is queued, a step at a
+/// time without waiting for the timer, and answers `true` until nothing is left.
+impl actix::Handler<crate::actors::Quiesce> for ZapActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: crate::actors::Quiesce, ctx: &mut Self::Context) -> bool {
+        self.step(ctx);
+        let queued = !self.receipts.is_empty()
+            || !self.targets.is_empty()
+            || !self.learnt.is_empty()
+            || self.unjudged.is_some()
+            || self.stored_targets.is_some();
+        self.stopped = !queued && !self.busy;
+        self.busy || queued
+    }
+}
