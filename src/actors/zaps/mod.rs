@@ -51,6 +51,8 @@ pub struct ZapActor {
     busy: bool,
     /// Quiesced: no new step starts.
     stopped: bool,
+    /// Shutdown began: one last search of the database is under way.
+    draining: bool,
 }
 
 /// One step's work.
@@ -92,6 +94,7 @@ impl ZapActor {
             stored_targets: Some(0),
             busy: false,
             stopped: false,
+            draining: false,
         }
     }
 
@@ -250,6 +253,13 @@ impl actix::Handler<crate::actors::Quiesce> for ZapActor {
     type Result = bool;
 
     fn handle(&mut self, _: crate::actors::Quiesce, ctx: &mut Self::Context) -> bool {
+        // A write whose commit the worker could not confirm (an outage) is retried and
+        // then reports its receipts as not new: one last search finds them.
+        if !self.draining {
+            self.draining = true;
+            self.unjudged.get_or_insert(0);
+            self.stored_targets.get_or_insert(0);
+        }
         self.step(ctx);
         let queued = !self.receipts.is_empty()
             || !self.targets.is_empty()
