@@ -122,10 +122,14 @@ impl App {
             Duration::from_secs(settings.retention.expiry_check_secs),
         )
         .start();
-        // Zap receipts are judged on an Arbiter of their own, with connections of their
-        // own (a PostgreSQL connection dies with the Arbiter that opened it).
+        // Zap receipts are judged on an Arbiter of their own. On PostgreSQL with
+        // connections of their own (one dies with the Arbiter that opened it); SQLite's
+        // run on blocking threads and are shared (one writer at a time anyway).
         let zap_arbiter = Arbiter::new();
-        let zap_store = storage::open(&settings.database.url, 2).await?;
+        let zap_store = match storage::Backend::of_url(&settings.database.url) {
+            Some(storage::Backend::Postgres) => storage::open(&settings.database.url, 2).await?,
+            _ => store.clone(),
+        };
         let judge = {
             let (store, zaps, counters) = (zap_store.zap_store(), zaps.clone(), counters.clone());
             let every = settings.flush_interval();
@@ -353,10 +357,13 @@ impl App {
         }
         // Zap receipts queued are judged now; what a timeout leaves is judged at the next
         // start (it is stored).
+        let mut judged = true;
         for actor in &self.quiesce {
-            while Instant::now() < deadline
-                && actor.send(crate::actors::Quiesce).await.unwrap_or(false)
-            {
+            while actor.send(crate::actors::Quiesce).await.unwrap_or(false) {
+                if Instant::now() >= deadline {
+                    judged = false;
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -367,14 +374,15 @@ impl App {
         if let Some((_, stop)) = self.http {
             let _ = stop.send(());
         }
-        if !(drained && flushed) {
+        if !(drained && flushed && judged) {
             tracing::warn!(
                 drained,
                 flushed,
+                judged,
                 "shutdown timed out; the next start re-fetches and re-aggregates"
             );
         }
-        drained && flushed
+        drained && flushed && judged
     }
 }
 

@@ -98,10 +98,7 @@ mod tests {
             .unwrap()
     }
 
-    fn lnurl(url: &str) -> String {
-        let hrp = bech32::Hrp::parse("lnurl").unwrap();
-        bech32::encode::<bech32::Bech32>(hrp, url.as_bytes()).unwrap()
-    }
+    use nostr_sync_tools::lnurl::lud06 as lnurl;
 
     /// LUD-16: "<username>@<domainname>" is fetched from
     /// "https://<domain>/.well-known/lnurlp/<username>"; LUD-06: bech32 with the `lnurl`

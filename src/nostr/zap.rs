@@ -246,13 +246,9 @@ impl ZapPolicy {
     }
 }
 
-fn tag<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
-    event
-        .tags
-        .iter()
-        .map(|t| t.as_slice())
-        .find(|t| t.len() >= 2 && t[0] == name)
-        .map(|t| t[1].as_str())
+/// The first value of `event`'s `name` tags.
+fn tag<'a>(event: &'a Event, name: &'a str) -> Option<&'a str> {
+    values(event, name).next()
 }
 
 /// The values of `event`'s `name` tags.

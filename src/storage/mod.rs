@@ -309,13 +309,15 @@ pub async fn recount(
         let counted: std::collections::HashSet<String> =
             judge.zaps_counted(&ids).await?.into_iter().collect();
         let zapped = receipts.iter().filter_map(|e| {
-            let zap = crate::nostr::zap::verdict(e).ok()?;
-            let target = facts.targets.get(zap.target.key());
-            let server = facts.servers.get(&zap.recipient);
-            let judged = zaps.judge(e, 0, target, server);
-            let gone = judged == Err(crate::nostr::zap::ZapReject::AwaitingTarget)
-                && counted.contains(&e.id.to_hex());
-            let zap = if gone { zap } else { judged.ok()? };
+            let zap = match facts.judge(zaps, e, 0) {
+                // Counted while its target was stored: it stays counted.
+                Err(crate::nostr::zap::ZapReject::AwaitingTarget)
+                    if counted.contains(&e.id.to_hex()) =>
+                {
+                    crate::nostr::zap::verdict(e).ok()?
+                }
+                judged => judged.ok()?,
+            };
             Some(crate::nostr::aggregate::zap_contribution(&zap))
         });
         for c in page

@@ -16,9 +16,9 @@ use diesel::sql_types::Bool;
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_counted};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
-use super::write::write;
+use super::write::{retract, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
@@ -28,10 +28,44 @@ pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
 }
 
+/// Claims the source rows of `items` not claimed yet and adds the contributions of
+/// those it claimed, on a connection in a transaction (`EventStore::apply_contributions`,
+/// and the zap judge's settlement). Returns the rows it claimed.
+pub(crate) async fn apply_in(
+    conn: &mut AsyncPgConnection,
+    items: &[Sourced],
+) -> QueryResult<HashSet<i64>> {
+    let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
+    let mut claimed: HashSet<i64> = HashSet::new();
+    for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<i64> = diesel::update(
+            events::table
+                .filter(events::seq.eq_any(chunk))
+                .filter(events::aggregated.eq(false)),
+        )
+        .set(events::aggregated.eq(true))
+        .returning(events::seq)
+        .get_results(conn)
+        .await?;
+        claimed.extend(ids);
+    }
+    let rows = claimed_deltas(items, &claimed);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        diesel::insert_into(event_stats::table)
+            .values(chunk)
+            .on_conflict(event_stats::event_id)
+            .do_update()
+            .set(super::queries::add_excluded_stats!())
+            .execute(conn)
+            .await?;
+    }
+    Ok(claimed)
+}
+
 /// The zap judge's queries on a PostgreSQL connection.
 pub(crate) struct PgZaps<'c>(pub(crate) &'c mut AsyncPgConnection);
 
-super::zaps::impl_zap_queries!(PgZaps, rows: ROWS_PER_STATEMENT, run: [await]);
+super::zaps::impl_zap_queries!(PgZaps, rows: ROWS_PER_STATEMENT, run: [await], apply: apply_in);
 
 impl PgStore {
     pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
@@ -109,68 +143,25 @@ impl EventStore for PgStore {
                         .returning((events::aggregated, EventRow::as_select()))
                         .get_results(conn)
                         .await?;
-                let mut purged = Purged {
-                    expired: expired.len() as u64,
-                    deleted: tombstoned.len() as u64,
-                    retractions: 0,
-                };
-                let removed: Vec<(bool, EventRow)> =
-                    expired.into_iter().chain(tombstoned).collect();
-                let mut counted = HashSet::new();
-                for chunk in super::zaps::counted_receipt_ids(&removed).chunks(ROWS_PER_STATEMENT) {
-                    counted.extend(
-                        diesel::delete(zap_counted::table.filter(zap_counted::id.eq_any(chunk)))
-                            .returning(zap_counted::id)
-                            .get_results::<String>(conn)
-                            .await?,
-                    );
-                }
-                let retractions = super::batch::retractions(removed, &counted);
-                for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(retractions::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
-                purged.retractions = retractions.len() as u64;
-                Ok::<_, diesel::result::Error>(purged)
+                let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
+                let removed = expired.into_iter().chain(tombstoned).collect();
+                let retractions = retract(&mut PgSteps(conn), removed).await?;
+                Ok::<_, diesel::result::Error>(Purged {
+                    expired: expired_n,
+                    deleted,
+                    retractions,
+                })
             })
             .await?;
         Ok(purged)
     }
 
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
-        let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
         let mut conn = self.conn().await?;
-        let applied = conn
-            .transaction(async |conn| {
-                let mut claimed: HashSet<i64> = HashSet::new();
-                for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-                    let ids: Vec<i64> = diesel::update(
-                        events::table
-                            .filter(events::seq.eq_any(chunk))
-                            .filter(events::aggregated.eq(false)),
-                    )
-                    .set(events::aggregated.eq(true))
-                    .returning(events::seq)
-                    .get_results(conn)
-                    .await?;
-                    claimed.extend(ids);
-                }
-                let rows = claimed_deltas(items, &claimed);
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(event_stats::table)
-                        .values(chunk)
-                        .on_conflict(event_stats::event_id)
-                        .do_update()
-                        .set(super::queries::add_excluded_stats!())
-                        .execute(conn)
-                        .await?;
-                }
-                Ok::<_, diesel::result::Error>(claimed.len())
-            })
+        let claimed = conn
+            .transaction(async |conn| apply_in(conn, items).await)
             .await?;
-        Ok(applied)
+        Ok(claimed.len())
     }
 
     async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {

@@ -23,9 +23,9 @@ use diesel::sql_types::Bool;
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions, zap_counted};
+use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
-use super::write::write;
+use super::write::{retract, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
@@ -43,10 +43,42 @@ pub struct SqliteStore {
     pool: Pool<Conn>,
 }
 
+/// Claims the source rows of `items` not claimed yet and adds the contributions of
+/// those it claimed, on a connection in a transaction (`EventStore::apply_contributions`,
+/// and the zap judge's settlement). Returns the rows it claimed. SQLite takes no
+/// multi-row upsert: one statement per stats row.
+pub(crate) fn apply_in(
+    conn: &mut SqliteConnection,
+    items: &[Sourced],
+) -> QueryResult<HashSet<i64>> {
+    let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
+    let mut claimed: HashSet<i64> = HashSet::new();
+    for chunk in sources.chunks(ROWS_PER_STATEMENT) {
+        let seqs: Vec<i64> = diesel::update(
+            events::table
+                .filter(events::seq.eq_any(chunk))
+                .filter(events::aggregated.eq(false)),
+        )
+        .set(events::aggregated.eq(true))
+        .returning(events::seq)
+        .get_results(conn)?;
+        claimed.extend(seqs);
+    }
+    for row in claimed_deltas(items, &claimed) {
+        diesel::insert_into(event_stats::table)
+            .values(&row)
+            .on_conflict(event_stats::event_id)
+            .do_update()
+            .set(super::queries::add_excluded_stats!())
+            .execute(conn)?;
+    }
+    Ok(claimed)
+}
+
 /// The zap judge's queries on a SQLite connection.
 pub(crate) struct SqliteZaps<'c>(pub(crate) &'c mut SqliteConnection);
 
-super::zaps::impl_zap_queries!(SqliteZaps, rows: ROWS_PER_STATEMENT, run: []);
+super::zaps::impl_zap_queries!(SqliteZaps, rows: ROWS_PER_STATEMENT, run: [], apply: apply_in);
 
 impl SqliteStore {
     pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
@@ -138,29 +170,15 @@ impl EventStore for SqliteStore {
                     diesel::delete(events::table.filter(sql::<Bool>(super::queries::TOMBSTONED)))
                         .returning((events::aggregated, EventRow::as_select()))
                         .get_results(conn)?;
-                let mut purged = Purged {
-                    expired: expired.len() as u64,
-                    deleted: tombstoned.len() as u64,
-                    retractions: 0,
-                };
-                let removed: Vec<(bool, EventRow)> =
-                    expired.into_iter().chain(tombstoned).collect();
-                let mut counted = HashSet::new();
-                for chunk in super::zaps::counted_receipt_ids(&removed).chunks(ROWS_PER_STATEMENT) {
-                    counted.extend(
-                        diesel::delete(zap_counted::table.filter(zap_counted::id.eq_any(chunk)))
-                            .returning(zap_counted::id)
-                            .get_results::<String>(conn)?,
-                    );
-                }
-                let retractions = super::batch::retractions(removed, &counted);
-                for chunk in retractions.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(retractions::table)
-                        .values(chunk)
-                        .execute(conn)?;
-                }
-                purged.retractions = retractions.len() as u64;
-                Ok(purged)
+                let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
+                let removed = expired.into_iter().chain(tombstoned).collect();
+                // The SQLite steps never wait (see `insert_events`).
+                let retractions = block_on(retract(&mut SqliteSteps(conn), removed))?;
+                Ok(Purged {
+                    expired: expired_n,
+                    deleted,
+                    retractions,
+                })
             })
         })
         .await
@@ -168,33 +186,10 @@ impl EventStore for SqliteStore {
 
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {
         let items = items.to_vec();
-        self.run(move |conn| {
-            conn.immediate_transaction(|conn| {
-                let sources: Vec<i64> = items.iter().map(|s| s.seq).collect();
-                let mut claimed: HashSet<i64> = HashSet::new();
-                for chunk in sources.chunks(ROWS_PER_STATEMENT) {
-                    let seqs: Vec<i64> = diesel::update(
-                        events::table
-                            .filter(events::seq.eq_any(chunk))
-                            .filter(events::aggregated.eq(false)),
-                    )
-                    .set(events::aggregated.eq(true))
-                    .returning(events::seq)
-                    .get_results(conn)?;
-                    claimed.extend(seqs);
-                }
-                for row in claimed_deltas(&items, &claimed) {
-                    diesel::insert_into(event_stats::table)
-                        .values(&row)
-                        .on_conflict(event_stats::event_id)
-                        .do_update()
-                        .set(super::queries::add_excluded_stats!())
-                        .execute(conn)?;
-                }
-                Ok(claimed.len())
-            })
-        })
-        .await
+        let claimed = self
+            .run(move |conn| conn.immediate_transaction(|conn| apply_in(conn, &items)))
+            .await?;
+        Ok(claimed.len())
     }
 
     async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {

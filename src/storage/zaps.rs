@@ -12,7 +12,7 @@ use nostr_sdk::Event;
 
 use super::StoreResult;
 use crate::nostr::aggregate::Contribution;
-use crate::nostr::zap::{ServerFacts, TargetFacts};
+use crate::nostr::zap::{verdict, ServerFacts, TargetFacts, Zap, ZapPolicy, ZapReject};
 
 /// A stored receipt not yet counted.
 #[derive(Debug, Clone)]
@@ -30,6 +30,22 @@ pub struct Facts {
     pub targets: HashMap<String, TargetFacts>,
     /// By recipient: their server, when it was ever looked up.
     pub servers: HashMap<String, ServerFacts>,
+}
+
+impl Facts {
+    /// `receipt`, stored at `first_seen`, judged by `policy` against these facts: what
+    /// it zaps (`Err` for why it counts nothing, or waits).
+    pub fn judge(
+        &self,
+        policy: &ZapPolicy,
+        receipt: &Event,
+        first_seen: i64,
+    ) -> Result<Zap, ZapReject> {
+        let zap = verdict(receipt)?;
+        let target = self.targets.get(zap.target.key());
+        let server = self.servers.get(&zap.recipient);
+        policy.judge(receipt, first_seen, target, server)
+    }
 }
 
 /// A receipt that waits to be judged again.
@@ -156,7 +172,7 @@ pub(crate) fn target_facts(pubkey: String, tags: &str) -> TargetFacts {
 /// Implements the queries of [`ZapStore`] on a backend's `$q` (a connection), awaited
 /// (`run: [await]`) or run at once (`run: []`), as `write::impl_steps` does.
 macro_rules! impl_zap_queries {
-    ($q:ident, rows: $rows:expr, run: [$($aw:tt)?]) => {
+    ($q:ident, rows: $rows:expr, run: [$($aw:tt)?], apply: $apply:path) => {
         impl $q<'_> {
             pub(crate) async fn receipts(&mut self, seqs: &[i64]) -> QueryResult<Vec<$crate::storage::zaps::Receipt>> {
                 use $crate::storage::schema::events;
@@ -281,53 +297,33 @@ macro_rules! impl_zap_queries {
                 now: i64,
                 recheck_secs: i64,
             ) -> QueryResult<usize> {
-                use $crate::storage::schema::{event_stats, events, zap_counted, zap_pending, zap_servers};
+                use $crate::storage::schema::{zap_counted, zap_pending, zap_servers};
                 use diesel::dsl::sql;
                 use diesel::sql_types::{BigInt, Nullable};
-                let decided: Vec<i64> = s
+                // Counted and refused receipts are claimed as the aggregator claims its
+                // rows; a refused one adds nothing.
+                let items: Vec<$crate::nostr::aggregate::Sourced> = s
                     .counted
                     .iter()
-                    .map(|(seq, _, _)| *seq)
-                    .chain(s.refused.iter().copied())
+                    .map(|(seq, _, c)| $crate::nostr::aggregate::Sourced { seq: *seq, contribution: c.clone() })
+                    .chain(s.refused.iter().map(|seq| $crate::nostr::aggregate::Sourced { seq: *seq, contribution: Default::default() }))
                     .collect();
-                let mut claimed = std::collections::HashSet::new();
+                let claimed = $apply(&mut *self.0, &items)$(.$aw)??;
+                let decided: Vec<i64> = items.iter().map(|i| i.seq).collect();
                 for chunk in decided.chunks($rows) {
-                    let seqs: Vec<i64> = diesel::update(
-                        events::table
-                            .filter(events::seq.eq_any(chunk))
-                            .filter(events::aggregated.eq(false)),
-                    )
-                    .set(events::aggregated.eq(true))
-                    .returning(events::seq)
-                    .get_results(&mut *self.0)$(.$aw)??;
-                    claimed.extend(seqs);
                     diesel::delete(zap_pending::table.filter(zap_pending::seq.eq_any(chunk)))
                         .execute(&mut *self.0)$(.$aw)??;
                 }
-                let counted: Vec<&(i64, String, $crate::nostr::aggregate::Contribution)> =
-                    s.counted.iter().filter(|(seq, _, _)| claimed.contains(seq)).collect();
-                let ids: Vec<_> = counted
+                let ids: Vec<_> = s
+                    .counted
                     .iter()
+                    .filter(|(seq, _, _)| claimed.contains(seq))
                     .map(|(_, id, _)| $crate::storage::models::NewZapCounted { id })
                     .collect();
                 for chunk in ids.chunks($rows) {
                     diesel::insert_into(zap_counted::table)
                         .values(chunk)
                         .on_conflict_do_nothing()
-                        .execute(&mut *self.0)$(.$aw)??;
-                }
-                let items: Vec<$crate::nostr::aggregate::Sourced> = counted
-                    .iter()
-                    .map(|(seq, _, c)| $crate::nostr::aggregate::Sourced { seq: *seq, contribution: c.clone() })
-                    .collect();
-                let rows = $crate::storage::queries::claimed_deltas(&items, &claimed);
-                // One row per statement: SQLite takes no multi-row upsert (zaps are few).
-                for row in &rows {
-                    diesel::insert_into(event_stats::table)
-                        .values(row)
-                        .on_conflict(event_stats::event_id)
-                        .do_update()
-                        .set($crate::storage::queries::add_excluded_stats!())
                         .execute(&mut *self.0)$(.$aw)??;
                 }
                 let parked: Vec<_> = s
@@ -371,7 +367,7 @@ macro_rules! impl_zap_queries {
                         .set(zap_servers::next_check.eq(sql::<Nullable<BigInt>>(&due)))
                         .execute(&mut *self.0)$(.$aw)??;
                 }
-                Ok(counted.len())
+                Ok(ids.len())
             }
 
             pub(crate) async fn due(&mut self, now: i64, limit: i64) -> QueryResult<Vec<(String, i32)>> {
@@ -458,16 +454,6 @@ macro_rules! impl_zap_queries {
     };
 }
 pub(crate) use impl_zap_queries;
-
-/// Ids of removed rows that are counted receipts, among `removed` (`(aggregated, row)`):
-/// the ones whose `zap_counted` row is to be taken, and their zap retracted.
-pub(crate) fn counted_receipt_ids(removed: &[super::write::Removed]) -> Vec<String> {
-    removed
-        .iter()
-        .filter(|(aggregated, row)| *aggregated && row.kind == 9735)
-        .map(|(_, row)| row.id.clone())
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

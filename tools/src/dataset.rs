@@ -69,18 +69,17 @@ pub fn expected_stats_by(
     seen: &[Event],
     zaps: &ZapPolicy,
 ) -> HashMap<String, StatsDelta> {
-    let targets: HashMap<String, TargetFacts> = seen
-        .iter()
-        .map(|e| (e.id.to_hex(), TargetFacts::of(e)))
-        .collect();
+    let facts = nostr_sync::storage::zaps::Facts {
+        targets: seen
+            .iter()
+            .map(|e| (e.id.to_hex(), TargetFacts::of(e)))
+            .collect(),
+        servers: HashMap::new(),
+    };
     let items: Vec<_> = events
         .iter()
         .filter_map(|e| {
-            contribution(e).or_else(|| {
-                let zap = nostr_sync::nostr::zap::verdict(e).ok()?;
-                let zap = zaps.judge(e, 0, targets.get(zap.target.key()), None).ok()?;
-                Some(zap_contribution(&zap))
-            })
+            contribution(e).or_else(|| Some(zap_contribution(&facts.judge(zaps, e, 0).ok()?)))
         })
         .collect();
     sum_by_target(&items)

@@ -325,7 +325,7 @@ impl Writer {
             .collect();
         let mut stored = Stored {
             receipts: Vec::new(),
-            targets: Vec::new(),
+            targets: Vec::with_capacity(fresh as usize),
         };
         for (e, seq) in events.iter().zip(&new) {
             let Some(seq) = seq else { continue };
@@ -338,7 +338,7 @@ impl Writer {
                     }
                 }
             }
-            stored.targets.push(crate::nostr::hex(e.id.as_bytes()));
+            stored.targets.push(e.id);
         }
         // The database holds all of it: the zap actor only needs telling, and a
         // notice it drops is found again by its search of the database.

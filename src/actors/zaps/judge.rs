@@ -98,32 +98,24 @@ async fn judge_once(
     };
     let facts = judge_facts(store, receipts.iter().map(|r| &r.event)).await?;
     for r in &receipts {
-        let zap = match verdict(&r.event) {
-            Ok(zap) => zap,
-            Err(why) => {
-                judged.rejects[why as usize] += 1;
-                s.refused.push(r.seq);
-                continue;
-            }
-        };
-        let target = facts.targets.get(zap.target.key());
-        let server = facts.servers.get(&zap.recipient);
-        match policy.judge(&r.event, r.first_seen, target, server) {
+        match facts.judge(policy, &r.event, r.first_seen) {
             Ok(zap) => s
                 .counted
                 .push((r.seq, r.event.id.to_hex(), zap_contribution(&zap))),
             Err(why) => {
                 judged.rejects[why as usize] += 1;
-                if why.waits() {
-                    s.waiting.push(Waiting {
+                // A receipt that waits held together: its zap names whom and what.
+                match verdict(&r.event) {
+                    Ok(zap) if why.waits() => s.waiting.push(Waiting {
                         seq: r.seq,
-                        recipient: zap.recipient.clone(),
+                        recipient: zap.recipient,
                         target: zap.target.key().to_owned(),
                         on_server: why == ZapReject::Pending,
-                    });
-                } else {
-                    tracing::debug!(id = %r.event.id, reason = why.label(), "zap receipt counts nothing");
-                    s.refused.push(r.seq);
+                    }),
+                    _ => {
+                        tracing::debug!(id = %r.event.id, reason = why.label(), "zap receipt counts nothing");
+                        s.refused.push(r.seq);
+                    }
                 }
             }
         }
@@ -198,5 +190,6 @@ pub async fn judge_backlog(
     }
 }
 
-/// Receipts judged per step.
-pub const PAGE: i64 = 2_000;
+/// Receipts judged per step: each is loaded whole (about 2 kB with its invoice and
+/// request), so a step holds about a megabyte.
+pub const PAGE: i64 = 500;

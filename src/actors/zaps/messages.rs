@@ -3,13 +3,13 @@
 use actix::Message;
 
 /// A storage write committed these rows: `receipts`, the sequence numbers of new zap
-/// receipts to judge; `targets`, the ids (and addresses) of every new event, which
-/// waiting receipts may name.
+/// receipts to judge; `targets`, the ids of every new event, which waiting receipts
+/// may name.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stored {
     pub receipts: Vec<i64>,
-    pub targets: Vec<String>,
+    pub targets: Vec<nostr_sdk::EventId>,
 }
 
 /// The server of this recipient (hex) answered: its waiting receipts may be judged.

@@ -31,6 +31,8 @@ use crate::storage::{StoreResult, ZapStore};
 /// Receipt sequence numbers or target keys held before the queue is dropped for a
 /// search of the database (about 100 bytes each).
 const MAX_QUEUED: usize = 100_000;
+/// Longest pause after failed steps (a database that is down).
+const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// Learnt recipients held; beyond, the oldest is dropped (its receipts are judged at
 /// its server's next answer, or by a backlog pass).
 const MAX_LEARNT: usize = 10_000;
@@ -42,13 +44,15 @@ pub struct ZapActor {
     every: Duration,
     recheck_secs: i64,
     receipts: Vec<i64>,
-    targets: Vec<String>,
+    targets: Vec<nostr_sdk::EventId>,
     /// Learnt recipients, with the last waiting receipt already judged.
     learnt: VecDeque<(String, i64)>,
     /// Where the passes over the database stand (`None`: not needed).
     unjudged: Option<i64>,
     stored_targets: Option<i64>,
     busy: bool,
+    /// After a failed step, no step starts before this (doubling up to `MAX_PAUSE`).
+    paused: Option<(std::time::Instant, Duration)>,
     /// Quiesced: no new step starts.
     stopped: bool,
     /// Shutdown began: one last search of the database is under way.
@@ -59,7 +63,7 @@ pub struct ZapActor {
 #[derive(Default)]
 struct Step {
     receipts: Vec<i64>,
-    targets: Vec<String>,
+    targets: Vec<nostr_sdk::EventId>,
     learnt: Option<(String, i64)>,
     unjudged: Option<i64>,
     stored_targets: Option<i64>,
@@ -93,6 +97,7 @@ impl ZapActor {
             unjudged: Some(0),
             stored_targets: Some(0),
             busy: false,
+            paused: None,
             stopped: false,
             draining: false,
         }
@@ -102,13 +107,19 @@ impl ZapActor {
         if self.busy || self.stopped {
             return;
         }
+        if self
+            .paused
+            .is_some_and(|(until, _)| std::time::Instant::now() < until)
+        {
+            return;
+        }
         let take = (PAGE as usize).min(self.receipts.len());
         let step = Step {
             receipts: self.receipts.drain(..take).collect(),
             targets: std::mem::take(&mut self.targets),
             learnt: self.learnt.pop_front(),
-            unjudged: self.unjudged,
-            stored_targets: self.stored_targets,
+            unjudged: self.unjudged.take(),
+            stored_targets: self.stored_targets.take(),
         };
         if step.receipts.is_empty()
             && step.targets.is_empty()
@@ -120,13 +131,15 @@ impl ZapActor {
         }
         self.busy = true;
         let (store, policy, recheck) = (self.store.clone(), self.policy.clone(), self.recheck_secs);
+        let learnt = step.learnt.clone();
         ctx.spawn(
             async move { run(&*store, &policy, step, recheck).await }
                 .into_actor(self)
-                .map(|result, act, _| {
+                .map(move |result, act, _| {
                     act.busy = false;
                     match result {
                         Ok(done) => {
+                            act.paused = None;
                             let c = &act.counters;
                             c.aggregated
                                 .fetch_add(done.judged.counted as u64, Ordering::Relaxed);
@@ -138,11 +151,17 @@ impl ZapActor {
                             if let Some(more) = done.learnt {
                                 act.learnt.push_front(more);
                             }
-                            act.unjudged = done.unjudged;
-                            act.stored_targets = done.stored_targets;
+                            // A search asked for meanwhile (a dropped queue) starts over.
+                            act.unjudged = act.unjudged.or(done.unjudged);
+                            act.stored_targets = act.stored_targets.or(done.stored_targets);
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "judging zap receipts failed, will search the database again");
+                            let pause = act.paused.map_or(act.every, |(_, p)| (p * 2).min(MAX_PAUSE));
+                            act.paused = Some((std::time::Instant::now() + pause, pause));
+                            tracing::warn!(%error, retry_in = ?pause, "judging zap receipts failed, will search the database again");
+                            // Its new receipts and targets are found by the searches; a
+                            // learnt recipient's waiting receipts only through it.
+                            act.learnt.extend(learnt);
                             act.unjudged = Some(0);
                             act.stored_targets = Some(0);
                         }
@@ -161,33 +180,28 @@ async fn run(
 ) -> StoreResult<Done> {
     let mut seqs = step.receipts;
     if !step.targets.is_empty() {
-        seqs.extend(store.zaps_awaiting(&step.targets).await?);
+        let targets: Vec<String> = step.targets.iter().map(|id| id.to_hex()).collect();
+        seqs.extend(store.zaps_awaiting(&targets).await?);
     }
     let learnt = match step.learnt {
         Some((recipient, after)) => {
             let page = store.zaps_of(&recipient, after, PAGE).await?;
-            let more = (page.len() as i64 == PAGE).then(|| (recipient, page[page.len() - 1]));
-            seqs.extend(page);
-            more
+            let full = page.len() as i64 == PAGE;
+            next_page(&mut seqs, page)
+                .filter(|_| full)
+                .map(|last| (recipient, last))
         }
         None => None,
     };
     let unjudged = match step.unjudged {
-        Some(after) => {
-            let page = store.unjudged_zaps(after, PAGE).await?;
-            let next = page.last().copied();
-            seqs.extend(page);
-            next
-        }
+        Some(after) => next_page(&mut seqs, store.unjudged_zaps(after, PAGE).await?),
         None => None,
     };
     let stored_targets = match step.stored_targets {
-        Some(after) => {
-            let page = store.zaps_with_stored_targets(after, PAGE).await?;
-            let next = page.last().copied();
-            seqs.extend(page);
-            next
-        }
+        Some(after) => next_page(
+            &mut seqs,
+            store.zaps_with_stored_targets(after, PAGE).await?,
+        ),
         None => None,
     };
     seqs.sort_unstable();
@@ -206,6 +220,14 @@ async fn run(
         unjudged,
         stored_targets,
     })
+}
+
+/// Adds a page of receipts to `seqs`; returns where the next page starts (`None`:
+/// the search is done).
+fn next_page(seqs: &mut Vec<i64>, page: Vec<i64>) -> Option<i64> {
+    let next = page.last().copied();
+    seqs.extend(page);
+    next
 }
 
 impl Actor for ZapActor {

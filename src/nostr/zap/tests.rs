@@ -107,6 +107,19 @@ proptest::proptest! {
 
 /// `Invoice::decode` accepts what `Bolt11Invoice::from_str` accepts, with the same
 /// amount, on invoices that differ in each checked part.
+/// `(name, value)` tags, as a case gives them.
+type Tags = Vec<[String; 2]>;
+
+/// A policy, a receipt, when it arrived, its target's and server's facts, the verdict.
+type JudgeCase<'a> = (
+    &'a ZapPolicy,
+    Event,
+    i64,
+    Option<&'a TargetFacts>,
+    Option<&'a ServerFacts>,
+    Result<i64, ZapReject>,
+);
+
 /// A receipt signed by `by` whose request (by `sender`) and receipt carry `request`
 /// and `receipt` tags (`p`, `e`, `a`), for 21 sats.
 fn tagged(by: &Keys, request: &[[&str; 2]], receipt: &[[&str; 2]]) -> Event {
@@ -138,11 +151,7 @@ fn one_rule_names_the_recipient_and_the_target() {
     let (x, y) = ("ab".repeat(32), "cd".repeat(32));
     let address = format!("30023:{bob}:Post");
     let p = |k: &str| ["p", k].map(str::to_owned);
-    let cases: Vec<(
-        Vec<[String; 2]>,
-        Vec<[String; 2]>,
-        Result<Target, ZapReject>,
-    )> = vec![
+    let cases: Vec<(Tags, Tags, Result<Target, ZapReject>)> = vec![
         (
             vec![p(&bob), ["e".into(), x.clone()]],
             vec![p(&bob), ["e".into(), x.clone()]],
@@ -268,115 +277,27 @@ fn receipts_are_judged_against_their_target_and_server() {
     };
     let ok = Ok(21_000);
     let any = any_signer();
-    let cases: Vec<(
-        &ZapPolicy,
-        Event,
-        i64,
-        Option<&TargetFacts>,
-        Option<&ServerFacts>,
-        Result<i64, ZapReject>,
-    )> = vec![
-        (
-            &lnurl,
-            to_x(&server, &bob),
-            900,
-            Some(&bobs),
-            Some(&known),
-            ok,
-        ),
-        (
-            &lnurl,
-            to_x(&old_server, &bob),
-            900,
-            Some(&bobs),
-            Some(&known),
-            ok,
-        ),
-        (
-            &lnurl,
-            to_x(&server, &split),
-            900,
-            Some(&shared),
-            Some(&known),
-            ok,
-        ),
-        (
-            &lnurl,
-            to_x(&server, &bob),
-            900,
-            Some(&shared),
-            Some(&known),
-            ok,
-        ),
+    let wrong = Err(ZapReject::WrongRecipient);
+    let (unknown, pending) = (Err(ZapReject::UnknownSigner), Err(ZapReject::Pending));
+    #[rustfmt::skip]
+    let cases: Vec<JudgeCase> = vec![
+        (&lnurl, to_x(&server, &bob), 900, Some(&bobs), Some(&known), ok),
+        (&lnurl, to_x(&old_server, &bob), 900, Some(&bobs), Some(&known), ok),
+        (&lnurl, to_x(&server, &split), 900, Some(&shared), Some(&known), ok),
+        (&lnurl, to_x(&server, &bob), 900, Some(&shared), Some(&known), ok),
         // The forged zap: the attacker's own server, on somebody else's note.
-        (
-            &lnurl,
-            to_x(&server, &bob),
-            900,
-            Some(&strangers),
-            Some(&known),
-            Err(ZapReject::WrongRecipient),
-        ),
-        (
-            &any,
-            to_x(&stranger, &bob),
-            900,
-            Some(&strangers),
-            None,
-            Err(ZapReject::WrongRecipient),
-        ),
-        (
-            &lnurl,
-            to_x(&server, &bob),
-            900,
-            None,
-            Some(&known),
-            Err(ZapReject::AwaitingTarget),
-        ),
-        (
-            &lnurl,
-            to_x(&stranger, &bob),
-            900,
-            Some(&bobs),
-            Some(&known),
-            Err(ZapReject::UnknownSigner),
-        ),
+        (&lnurl, to_x(&server, &bob), 900, Some(&strangers), Some(&known), wrong),
+        (&any, to_x(&stranger, &bob), 900, Some(&strangers), None, wrong),
+        (&lnurl, to_x(&server, &bob), 900, None, Some(&known), Err(ZapReject::AwaitingTarget)),
+        (&lnurl, to_x(&stranger, &bob), 900, Some(&bobs), Some(&known), unknown),
         // Arrived after the server's last answer: it may have changed provider.
-        (
-            &lnurl,
-            to_x(&stranger, &bob),
-            1_000,
-            Some(&bobs),
-            Some(&known),
-            Err(ZapReject::Pending),
-        ),
-        (
-            &lnurl,
-            to_x(&server, &bob),
-            900,
-            Some(&bobs),
-            None,
-            Err(ZapReject::Pending),
-        ),
+        (&lnurl, to_x(&stranger, &bob), 1_000, Some(&bobs), Some(&known), pending),
+        (&lnurl, to_x(&server, &bob), 900, Some(&bobs), None, pending),
         (&allow, to_x(&stranger, &bob), 900, Some(&bobs), None, ok),
-        (
-            &offline,
-            to_x(&server, &bob),
-            900,
-            Some(&bobs),
-            Some(&known),
-            Err(ZapReject::UnknownSigner),
-        ),
+        (&offline, to_x(&server, &bob), 900, Some(&bobs), Some(&known), unknown),
         (&offline, to_x(&stranger, &bob), 900, Some(&bobs), None, ok),
         (&lnurl, to_address(&bob), 900, None, Some(&known), ok),
-        (
-            &lnurl,
-            to_address(&split),
-            900,
-            None,
-            Some(&known),
-            Err(ZapReject::WrongRecipient),
-        ),
+        (&lnurl, to_address(&split), 900, None, Some(&known), wrong),
     ];
     for (i, (policy, receipt, first_seen, target, server, want)) in cases.into_iter().enumerate() {
         let got = policy

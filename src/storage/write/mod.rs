@@ -234,14 +234,26 @@ pub(crate) async fn write<S: Steps>(
         db.insert_tags(chunk).await?;
     }
     // 5. What the removed events had counted.
+    removals.retractions = retract(db, removed).await?;
+    Ok((rows, removals))
+}
+
+/// Queues the retractions of `removed` rows (step 5, and the purge of expired and
+/// tombstoned events): what each counted, a zap receipt only if `zap_counted` held it
+/// (the row is taken). Returns how many it queued.
+pub(crate) async fn retract<S: Steps>(db: &mut S, removed: Vec<Removed>) -> QueryResult<u64> {
+    let receipts: Vec<String> = removed
+        .iter()
+        .filter(|(aggregated, row)| *aggregated && row.kind == 9735)
+        .map(|(_, row)| row.id.clone())
+        .collect();
     let mut counted = HashSet::new();
-    for chunk in crate::storage::zaps::counted_receipt_ids(&removed).chunks(S::ROWS) {
+    for chunk in receipts.chunks(S::ROWS) {
         counted.extend(db.uncount_zaps(chunk).await?);
     }
     let retractions = retractions(removed, &counted);
     for chunk in retractions.chunks(S::ROWS) {
         db.queue_retractions(chunk).await?;
     }
-    removals.retractions = retractions.len() as u64;
-    Ok((rows, removals))
+    Ok(retractions.len() as u64)
 }
