@@ -422,10 +422,13 @@ impl Counters {
         (done, relays.len())
     }
 
+    /// Zap receipts judged to count nothing (judgements that made one wait are not
+    /// rejections: it is judged again).
     pub fn zaps_rejected(&self) -> u64 {
-        self.zap_rejects
+        crate::nostr::zap::ZapReject::ALL
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .filter(|r| !r.waits())
+            .map(|r| self.zap_rejects[*r as usize].load(Ordering::Relaxed))
             .sum()
     }
 

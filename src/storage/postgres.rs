@@ -446,9 +446,20 @@ impl ZapStore for PgStore {
             .await?)
     }
 
-    async fn zap_server_failed(&self, recipient: &str, next_check: i64) -> StoreResult<()> {
+    async fn zap_profiles_stored(&self, recipients: &[String], now: i64) -> StoreResult<()> {
         Ok(PgZaps(&mut *self.conn().await?)
-            .failed(recipient, next_check)
+            .profiles_stored(recipients, now)
+            .await?)
+    }
+
+    async fn zap_server_failed(
+        &self,
+        recipient: &str,
+        next_check: i64,
+        asked_at: i64,
+    ) -> StoreResult<()> {
+        Ok(PgZaps(&mut *self.conn().await?)
+            .failed(recipient, next_check, asked_at)
             .await?)
     }
 

@@ -497,9 +497,20 @@ impl ZapStore for SqliteStore {
         .await
     }
 
-    async fn zap_server_failed(&self, recipient: &str, next_check: i64) -> StoreResult<()> {
+    async fn zap_profiles_stored(&self, recipients: &[String], now: i64) -> StoreResult<()> {
+        let recipients = recipients.to_vec();
+        self.run(move |c| block_on(SqliteZaps(c).profiles_stored(&recipients, now)))
+            .await
+    }
+
+    async fn zap_server_failed(
+        &self,
+        recipient: &str,
+        next_check: i64,
+        asked_at: i64,
+    ) -> StoreResult<()> {
         let recipient = recipient.to_owned();
-        self.run(move |c| block_on(SqliteZaps(c).failed(&recipient, next_check)))
+        self.run(move |c| block_on(SqliteZaps(c).failed(&recipient, next_check, asked_at)))
             .await
     }
 

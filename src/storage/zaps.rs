@@ -131,8 +131,20 @@ pub trait ZapStore: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<()>;
 
-    /// Records that `recipient`'s server could not be asked; asks again at `next_check`.
-    async fn zap_server_failed(&self, recipient: &str, next_check: i64) -> StoreResult<()>;
+    /// New profiles of `recipients` were stored: those a receipt waits for are due
+    /// again just after `now`, however long their lookup was backing off (no profile
+    /// then, or one naming no server).
+    async fn zap_profiles_stored(&self, recipients: &[String], now: i64) -> StoreResult<()>;
+
+    /// Records that `recipient`'s server could not be asked in a round that began at
+    /// `asked_at`; asks again at `next_check`, unless a new profile made the lookup due
+    /// after `asked_at` meanwhile.
+    async fn zap_server_failed(
+        &self,
+        recipient: &str,
+        next_check: i64,
+        asked_at: i64,
+    ) -> StoreResult<()>;
 
     /// Every row of `zap_servers`, by recipient.
     async fn zap_servers(&self) -> StoreResult<Vec<ZapServer>>;
@@ -411,9 +423,29 @@ macro_rules! impl_zap_queries {
                     .map(drop)
             }
 
-            pub(crate) async fn failed(&mut self, recipient: &str, next_check: i64) -> QueryResult<()> {
+            pub(crate) async fn profiles_stored(&mut self, recipients: &[String], now: i64) -> QueryResult<()> {
                 use $crate::storage::schema::zap_servers;
-                diesel::update(zap_servers::table.filter(zap_servers::recipient.eq(recipient)))
+                for chunk in recipients.chunks($rows) {
+                    // After `now`: a round that began by `now` and found no profile
+                    // cannot back this lookup off (`failed`).
+                    diesel::update(
+                        zap_servers::table
+                            .filter(zap_servers::recipient.eq_any(chunk))
+                            .filter(zap_servers::next_check.is_not_null()),
+                    )
+                    .set(zap_servers::next_check.eq(Some(now + 1)))
+                    .execute(&mut *self.0)$(.$aw)??;
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn failed(&mut self, recipient: &str, next_check: i64, asked_at: i64) -> QueryResult<()> {
+                use $crate::storage::schema::zap_servers;
+                diesel::update(
+                    zap_servers::table
+                        .filter(zap_servers::recipient.eq(recipient))
+                        .filter(zap_servers::next_check.le(asked_at)),
+                )
                     .set((
                         zap_servers::failures.eq(zap_servers::failures + 1),
                         zap_servers::next_check.eq(Some(next_check)),

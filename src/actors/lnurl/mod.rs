@@ -140,7 +140,7 @@ async fn learn(
             }
             Asked::Failed => {
                 let wait = lnurl::retry_after(failures.saturating_add(1));
-                zaps.zap_server_failed(&recipient, now + wait.as_secs() as i64)
+                zaps.zap_server_failed(&recipient, now + wait.as_secs() as i64, now)
                     .await?;
             }
             Asked::HostBusy => {}

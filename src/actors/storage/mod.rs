@@ -326,9 +326,13 @@ impl Writer {
         let mut stored = Stored {
             receipts: Vec::new(),
             targets: Vec::with_capacity(fresh as usize),
+            profiles: Vec::new(),
         };
         for (e, seq) in events.iter().zip(&new) {
             let Some(seq) = seq else { continue };
+            if e.kind == nostr_sdk::Kind::Metadata {
+                stored.profiles.push(e.pubkey);
+            }
             if e.kind == nostr_sdk::Kind::ZapReceipt {
                 match crate::nostr::zap::verdict(e) {
                     Ok(_) => stored.receipts.push(*seq),

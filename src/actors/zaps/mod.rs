@@ -2,7 +2,8 @@
 //! Arbiter of its own, so that however many receipts wait, ingest never waits for them.
 //!
 //! In: `Stored` from the storage workers (new receipts, and new events that waiting
-//! receipts may name), `Learnt` from the LNURL actor (a recipient's server answered).
+//! receipts may name, new profiles whose server lookups may now succeed), `Learnt`
+//! from the LNURL actor (a recipient's server answered).
 //! Each is only queued (bounded: past `MAX_QUEUED` the queue is dropped and the
 //! database searched instead, by the backlog passes below), and every
 //! `aggregates.flush_interval_ms` one step judges what is queued: new receipts, the
@@ -45,6 +46,7 @@ pub struct ZapActor {
     recheck_secs: i64,
     receipts: Vec<i64>,
     targets: Vec<nostr_sdk::EventId>,
+    profiles: Vec<nostr_sdk::PublicKey>,
     /// Learnt recipients, with the last waiting receipt already judged.
     learnt: VecDeque<(String, i64)>,
     /// Where the passes over the database stand (`None`: not needed).
@@ -64,6 +66,7 @@ pub struct ZapActor {
 struct Step {
     receipts: Vec<i64>,
     targets: Vec<nostr_sdk::EventId>,
+    profiles: Vec<nostr_sdk::PublicKey>,
     learnt: Option<(String, i64)>,
     unjudged: Option<i64>,
     stored_targets: Option<i64>,
@@ -93,6 +96,7 @@ impl ZapActor {
             recheck_secs,
             receipts: Vec::new(),
             targets: Vec::new(),
+            profiles: Vec::new(),
             learnt: VecDeque::new(),
             unjudged: Some(0),
             stored_targets: Some(0),
@@ -117,12 +121,14 @@ impl ZapActor {
         let step = Step {
             receipts: self.receipts.drain(..take).collect(),
             targets: std::mem::take(&mut self.targets),
+            profiles: std::mem::take(&mut self.profiles),
             learnt: self.learnt.pop_front(),
             unjudged: self.unjudged.take(),
             stored_targets: self.stored_targets.take(),
         };
         if step.receipts.is_empty()
             && step.targets.is_empty()
+            && step.profiles.is_empty()
             && step.learnt.is_none()
             && step.unjudged.is_none()
             && step.stored_targets.is_none()
@@ -178,6 +184,11 @@ async fn run(
     step: Step,
     recheck_secs: i64,
 ) -> StoreResult<Done> {
+    let now = crate::storage::now_secs();
+    if !step.profiles.is_empty() {
+        let profiles: Vec<String> = step.profiles.iter().map(|k| k.to_hex()).collect();
+        store.zap_profiles_stored(&profiles, now).await?;
+    }
     let mut seqs = step.receipts;
     if !step.targets.is_empty() {
         let targets: Vec<String> = step.targets.iter().map(|id| id.to_hex()).collect();
@@ -206,14 +217,7 @@ async fn run(
     };
     seqs.sort_unstable();
     seqs.dedup();
-    let judged = judge(
-        store,
-        policy,
-        &seqs,
-        crate::storage::now_secs(),
-        recheck_secs,
-    )
-    .await?;
+    let judged = judge(store, policy, &seqs, now, recheck_secs).await?;
     Ok(Done {
         judged,
         learnt,
@@ -254,6 +258,10 @@ impl Handler<Stored> for ZapActor {
             self.stored_targets.get_or_insert(0);
         } else {
             self.targets.extend(msg.targets);
+        }
+        // Beyond the bound a profile only waits for its lookup's backoff.
+        if self.profiles.len() + msg.profiles.len() <= MAX_QUEUED {
+            self.profiles.extend(msg.profiles);
         }
     }
 }
