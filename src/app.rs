@@ -120,6 +120,7 @@ impl App {
             settings.flush_interval(),
             mailbox.aggregator,
             Duration::from_secs(settings.retention.expiry_check_secs),
+            settings.retention.max_unseen_tombstones,
         )
         .start();
         // Zap receipts are judged on an Arbiter of their own. On PostgreSQL with

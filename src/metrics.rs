@@ -363,6 +363,12 @@ pub struct Counters {
     /// those subtracted so far.
     pub retractions_queued: AtomicU64,
     pub retracted: AtomicU64,
+    /// Ids deletions named past their bound of unseen tombstones (not recorded), the
+    /// tombstones for unseen ids removed past `retention.max_unseen_tombstones`, and
+    /// how many of those are kept (as of the last sweep).
+    pub tombstones_dropped: AtomicU64,
+    pub tombstones_evicted: AtomicU64,
+    pub tombstones_unseen: AtomicU64,
     /// Zap receipts stored but not counted, by `nostr::zap::ZapReject` (its order).
     pub zap_rejects: [AtomicU64; crate::nostr::zap::ZapReject::ALL.len()],
     /// From an event's frame leaving the socket to the commit of its row.

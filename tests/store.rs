@@ -314,9 +314,139 @@ fn queries_read_what_was_written(db: TestDb) {
     });
 }
 
+/// Deletions naming ids never stored, signed once per run: `(first, rest, blocked,
+/// freed)`. `first` (by one author) names the id of `freed` first, then made-up ids;
+/// each of the 499 `rest` (by another) names 2,000 ids, the last of them naming the id
+/// of `blocked` first. Neither note is stored.
+fn many_deletions() -> &'static (Event, Vec<Event>, Event, Event) {
+    static SET: std::sync::OnceLock<(Event, Vec<Event>, Event, Event)> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let (k0, k) = (Keys::generate(), Keys::generate());
+        let mut n = 0u128;
+        let mut made_up = move || {
+            n += 1;
+            let x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            format!("{x:032x}{:032x}", x.rotate_left(61) ^ n)
+        };
+        let deletion = |keys: &Keys, ids: Vec<String>| {
+            EventBuilder::new(Kind::EventDeletion, "")
+                .tags(ids.iter().map(|id| Tag::parse(["e", id.as_str()]).unwrap()))
+                .sign_with_keys(keys)
+                .unwrap()
+        };
+        let freed = EventBuilder::text_note("freed")
+            .sign_with_keys(&k0)
+            .unwrap();
+        let blocked = EventBuilder::text_note("blocked")
+            .sign_with_keys(&k)
+            .unwrap();
+        let first = deletion(
+            &k0,
+            std::iter::once(freed.id.to_hex())
+                .chain((1..2_000).map(|_| made_up()))
+                .collect(),
+        );
+        let mut rest: Vec<Event> = (0..498)
+            .map(|_| deletion(&k, (0..2_000).map(|_| made_up()).collect()))
+            .collect();
+        rest.push(deletion(
+            &k,
+            std::iter::once(blocked.id.to_hex())
+                .chain((1..2_000).map(|_| made_up()))
+                .collect(),
+        ));
+        (first, rest, blocked, freed)
+    })
+}
+
+/// Runs `query` on `db` from inside the runtime (the harness's connection blocks).
+fn sql(db: &TestDb, query: &str) {
+    std::thread::scope(|s| {
+        s.spawn(|| db.execute(query));
+    });
+}
+
+/// 500 deletions naming 2,000 made-up ids each: each records its first 1,000
+/// (`UNSEEN_TOMBSTONES_PER_DELETION`), the sweep reads only tombstones added since
+/// the last one, and past the bound the oldest tombstones go first.
+fn tombstones_are_swept_incrementally_and_bounded(db: TestDb) {
+    use nostr_sync::storage::batch::UNSEEN_TOMBSTONES_PER_DELETION as PER;
+    let (first, rest, blocked, freed) = many_deletions();
+    run(async {
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let mut dropped = 0;
+        for batch in std::iter::once(first)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .chunks(25)
+        {
+            let batch: Vec<Event> = batch.iter().map(|e| (*e).clone()).collect();
+            dropped += store
+                .insert_events(&batch)
+                .await
+                .unwrap()
+                .removals
+                .tombstones_dropped;
+        }
+        assert_eq!(dropped, 500 * (2_000 - PER as u64));
+        // Dated an hour ago (the first deletion's two), so that the sweep counts them.
+        sql(&db, "UPDATE deleted_events SET added_at = added_at - 3600");
+        sql(
+            &db,
+            &format!(
+                "UPDATE deleted_events SET added_at = added_at - 3600 WHERE pubkey = '{}'",
+                first.pubkey
+            ),
+        );
+        let purged = store.purge(0, u64::MAX).await.unwrap();
+        assert_eq!((purged.unseen, purged.evicted), (500 * PER as u64, 0));
+
+        // Incremental: a tombstone dated before the last sweep is not read again, one
+        // added since is (as a concurrent writer's would be).
+        let notes: Vec<Event> = (0..2)
+            .map(|i| {
+                EventBuilder::text_note(format!("raced {i}"))
+                    .sign_with_keys(&Keys::generate())
+                    .unwrap()
+            })
+            .collect();
+        store.insert_events(&notes).await.unwrap();
+        sql(
+            &db,
+            &format!(
+            "INSERT INTO deleted_events (id, pubkey, added_at, seen) VALUES ('{}', '{}', 1, TRUE)",
+            notes[0].id, notes[0].pubkey
+        ),
+        );
+        sql(
+            &db,
+            &format!(
+                "INSERT INTO deleted_events (id, pubkey, seen) VALUES ('{}', '{}', TRUE)",
+                notes[1].id, notes[1].pubkey
+            ),
+        );
+        let purged = store.purge(0, u64::MAX).await.unwrap();
+        assert_eq!(purged.deleted, 1, "only the new tombstone's event goes");
+        let held = stored_ids(&*store).await;
+        assert!(held.contains(&notes[0].id) && !held.contains(&notes[1].id));
+
+        // Bounded: one deletion's worth over, the oldest (the first deletion's) go.
+        let max = 499 * PER as u64;
+        let purged = store.purge(0, max).await.unwrap();
+        assert_eq!((purged.unseen, purged.evicted), (max, PER as u64));
+        let written = store
+            .insert_events(&[freed.clone(), blocked.clone()])
+            .await
+            .unwrap();
+        assert!(written.rows[0].is_some(), "its tombstone was evicted");
+        assert!(written.rows[1].is_none(), "its tombstone is kept");
+    });
+}
+
 both_backends!(
     arrival_order_changes_nothing,
     writing_again_changes_nothing,
     rows_follow_the_batch,
     queries_read_what_was_written,
+    tombstones_are_swept_incrementally_and_bounded,
 );

@@ -7,6 +7,7 @@ impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             expiry_check_secs: 60,
+            max_unseen_tombstones: 1_000_000,
         }
     }
 }

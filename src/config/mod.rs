@@ -285,8 +285,12 @@ impl AggregateSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSettings {
     /// How often stored events whose NIP-40 expiration has passed are removed (and
-    /// their aggregate contributions retracted); 0: never.
+    /// their aggregate contributions retracted); 0: never. The same check sweeps the
+    /// tombstones added since the last one.
     pub expiry_check_secs: u64,
+    /// Most tombstones kept for ids whose event was never stored when their deletion
+    /// came (each deletion records at most 1,000 such); past it, the oldest go.
+    pub max_unseen_tombstones: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -149,6 +149,21 @@ pub const METRICS: &[Metric] = &[
         Read::Total(|c| get(&c.expired_purged)),
     ),
     metric(
+        "tombstones_unseen",
+        "Tombstones kept for ids never stored when their deletion came (as of the last sweep)",
+        Read::Level(|c, _| get(&c.tombstones_unseen) as i64),
+    ),
+    metric(
+        "tombstones_dropped",
+        "Ids deletions named beyond the 1,000 unseen ones each records",
+        Read::Total(|c| get(&c.tombstones_dropped)),
+    ),
+    metric(
+        "tombstones_evicted",
+        "Oldest tombstones for unseen ids removed past retention.max_unseen_tombstones",
+        Read::Total(|c| get(&c.tombstones_evicted)),
+    ),
+    metric(
         "aggregate_retractions_queued",
         "Contributions of removed events queued for subtraction",
         Read::Total(|c| get(&c.retractions_queued)),

@@ -42,6 +42,37 @@ pub struct Removals {
     /// Events of the batch the rules kept out (counted in `superseded` or `deleted`
     /// too): with the new rows, the rest of the batch was stored already.
     pub kept_out: u64,
+    /// Ids deletions named beyond [`UNSEEN_TOMBSTONES_PER_DELETION`]: not recorded.
+    pub tombstones_dropped: u64,
+}
+
+/// Most tombstones one deletion request records for ids whose event is not stored
+/// when it arrives (the ones it removed are always recorded). A deletion may name
+/// `limits.max_tags` ids, any of them made up; the rest are counted, not recorded.
+pub const UNSEEN_TOMBSTONES_PER_DELETION: usize = 1_000;
+
+/// The tombstones a deletion naming `ids` records once it removed the events of
+/// `removed` (ids): `(id, seen)` for each removed id, and for the first
+/// [`UNSEEN_TOMBSTONES_PER_DELETION`] others (`seen` false); and how many it drops.
+pub(crate) fn tombstones<'a>(
+    ids: &'a [String],
+    removed: &HashSet<&str>,
+) -> (Vec<(&'a str, bool)>, u64) {
+    let mut unseen = 0;
+    let mut dropped = 0;
+    let mut kept = Vec::with_capacity(ids.len());
+    for id in ids {
+        let seen = removed.contains(id.as_str());
+        if !seen {
+            if unseen == UNSEEN_TOMBSTONES_PER_DELETION {
+                dropped += 1;
+                continue;
+            }
+            unseen += 1;
+        }
+        kept.push((id.as_str(), seen));
+    }
+    (kept, dropped)
 }
 
 impl Prepared {
@@ -305,5 +336,50 @@ mod tests {
         // A deletion request is never blocked, even when a tombstone names it.
         let self_named = vec![(deletion.id.to_hex(), a.public_key().to_hex())];
         assert_eq!(p.blocked(&self_named, &[]), vec![false; 4]);
+    }
+
+    /// What a deletion records: every id whose event it removed, and the first
+    /// `UNSEEN_TOMBSTONES_PER_DELETION` of the others, in tag order.
+    #[test]
+    fn tombstones_for_unseen_ids_are_bounded_per_deletion() {
+        let cap = UNSEEN_TOMBSTONES_PER_DELETION;
+        let ids = |n: usize| (0..n).map(|i| format!("{i:064x}")).collect::<Vec<_>>();
+        // (ids named, of which removed, tombstones recorded, unseen among them, dropped)
+        let cases: Vec<(usize, Vec<usize>, usize, usize, u64)> = vec![
+            (0, vec![], 0, 0, 0),
+            (3, vec![1], 3, 2, 0),
+            (cap, vec![], cap, cap, 0),
+            (cap + 1, vec![], cap, cap, 1),
+            (2_000, vec![], cap, cap, (2_000 - cap) as u64),
+            // Removed ids are recorded however many come before them.
+            (
+                2_000,
+                vec![0, 1_999],
+                cap + 2,
+                cap,
+                (2_000 - cap - 2) as u64,
+            ),
+        ];
+        for (n, removed, recorded, unseen, dropped) in cases {
+            let named = ids(n);
+            let gone: HashSet<&str> = removed.iter().map(|i| named[*i].as_str()).collect();
+            let (kept, lost) = tombstones(&named, &gone);
+            assert_eq!(kept.len(), recorded, "{n} named, {removed:?} removed");
+            assert_eq!(kept.iter().filter(|(_, seen)| !seen).count(), unseen);
+            assert_eq!(lost, dropped);
+            for i in &removed {
+                assert!(kept.contains(&(named[*i].as_str(), true)));
+            }
+            // The unseen kept are the first ones named.
+            let first: Vec<&str> = named
+                .iter()
+                .map(String::as_str)
+                .filter(|id| !gone.contains(id))
+                .take(unseen)
+                .collect();
+            let kept_unseen: Vec<&str> =
+                kept.iter().filter(|(_, s)| !s).map(|(id, _)| *id).collect();
+            assert_eq!(kept_unseen, first);
+        }
     }
 }

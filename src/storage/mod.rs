@@ -148,6 +148,10 @@ pub struct Purged {
     /// Events a tombstone names, stored meanwhile by another instance.
     pub deleted: u64,
     pub retractions: u64,
+    /// Tombstones for unseen ids removed, the oldest first, to keep them within the
+    /// bound; and how many are left (those the sweeps have counted).
+    pub evicted: u64,
+    pub unseen: u64,
 }
 
 /// Which stored events a reconciliation (NIP-77) compares: those of a filter's kinds
@@ -201,9 +205,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// the same transaction (so each is applied once); returns how many it applied.
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize>;
 
-    /// Removes the events expired at `now` (NIP-40), and any event a tombstone names
-    /// that a concurrent writer stored (two instances); queues their retractions.
-    async fn purge(&self, now: i64) -> StoreResult<Purged>;
+    /// Removes the events expired at `now` (NIP-40; none when 0), and any event a
+    /// tombstone added since the last purge names that a concurrent writer stored (two
+    /// instances); queues their retractions. Keeps at most `max_unseen` tombstones for
+    /// ids never seen, removing the oldest.
+    async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged>;
 
     /// In one transaction: marks the source events of `items` as aggregated, skipping
     /// those already marked, and adds the deltas of the ones it marked. Returns how many
@@ -221,6 +227,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     async fn count_events(&self) -> StoreResult<i64>;
+
     /// The aggregates of one event (`None`: nothing counts toward it).
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>>;
     /// Records how a window of `filter` on `relay` ended: `error` is `None` on success.

@@ -10,15 +10,12 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use nostr_sdk::Event;
 
-use diesel::dsl::sql;
-use diesel::sql_types::Bool;
-
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
-use super::write::{retract, write};
+use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
@@ -129,29 +126,10 @@ impl EventStore for PgStore {
         Ok(applied)
     }
 
-    async fn purge(&self, now: i64) -> StoreResult<Purged> {
+    async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged> {
         let mut conn = self.conn().await?;
         let purged = conn
-            .transaction(async |conn| {
-                let expired: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(events::expires_at.le(now)))
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)
-                        .await?;
-                let tombstoned: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(sql::<Bool>(super::queries::TOMBSTONED)))
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)
-                        .await?;
-                let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
-                let removed = expired.into_iter().chain(tombstoned).collect();
-                let retractions = retract(&mut PgSteps(conn), removed).await?;
-                Ok::<_, diesel::result::Error>(Purged {
-                    expired: expired_n,
-                    deleted,
-                    retractions,
-                })
-            })
+            .transaction(async |conn| purge(&mut PgSteps(conn), now, max_unseen).await)
             .await?;
         Ok(purged)
     }

@@ -116,15 +116,34 @@ pub(crate) const MIGRATIONS_QUERY: &str =
 pub(crate) const PROBE_WRITE: &str =
     "UPDATE events SET aggregated = aggregated WHERE seq = (SELECT max(seq) FROM events)";
 
-/// The stored events a deletion tombstone names (left by a writer that ran beside the
-/// deletion's), for `EventStore::purge`. Driven from the tombstones through the
-/// events' id and address indexes: the sweep runs every `retention.expiry_check_secs`
-/// and must not scan every event (on SQLite it holds the write lock meanwhile).
-pub(crate) const TOMBSTONED: &str = "seq IN (\
-     SELECT e.seq FROM deleted_events d JOIN events e ON e.id = d.id \
-     WHERE e.pubkey = d.pubkey AND e.kind <> 5 \
-     UNION ALL SELECT e.seq FROM deleted_addresses a JOIN events e ON e.address = a.address \
-     WHERE e.created_at <= a.until AND e.kind <> 5)";
+/// The stored events named by the tombstones added since `from` (left by a writer
+/// that ran beside the deletion's), for the purge's sweep. Driven from the new
+/// tombstones (their `added_at` index) through the events' id and address indexes:
+/// the sweep runs every `retention.expiry_check_secs` and must read neither every
+/// event nor every tombstone (on SQLite it holds the write lock meanwhile).
+macro_rules! tombstoned_since {
+    ($from:expr) => {
+        diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "seq IN (SELECT e.seq FROM deleted_events d JOIN events e ON e.id = d.id \
+             WHERE e.pubkey = d.pubkey AND e.kind <> 5 AND d.added_at >= ",
+        )
+        .bind::<diesel::sql_types::BigInt, _>($from)
+        .sql(
+            " UNION ALL SELECT e.seq FROM deleted_addresses a \
+             JOIN events e ON e.address = a.address \
+             WHERE e.created_at <= a.until AND e.kind <> 5 AND a.added_at >= ",
+        )
+        .bind::<diesel::sql_types::BigInt, _>($from)
+        .sql(")")
+    };
+}
+pub(crate) use tombstoned_since;
+
+/// Removes the `$2` oldest tombstones for unseen ids added before `$1` (SQLite numbers
+/// `$1`, `$2` as PostgreSQL does).
+pub(crate) const EVICT_UNSEEN: &str = "DELETE FROM deleted_events WHERE (id, pubkey) IN (\
+     SELECT id, pubkey FROM deleted_events WHERE NOT seen AND added_at < $1 \
+     ORDER BY added_at LIMIT $2)";
 
 /// The conditional upsert's `WHERE`: the offered version replaces the head (NIP-01).
 pub(crate) const REPLACES_HEAD: &str = "excluded.created_at > replaceable_heads.created_at \

@@ -70,6 +70,8 @@ diesel::table! {
     deleted_events (id, pubkey) {
         id -> Text,
         pubkey -> Text,
+        added_at -> BigInt,
+        seen -> Bool,
     }
 }
 
@@ -77,6 +79,15 @@ diesel::table! {
     deleted_addresses (address) {
         address -> Text,
         until -> BigInt,
+        added_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    tombstone_sweep (id) {
+        id -> Integer,
+        swept_to -> BigInt,
+        unseen -> BigInt,
     }
 }
 
@@ -130,5 +141,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     retractions,
     zap_servers,
     zap_pending,
-    zap_counted
+    zap_counted,
+    tombstone_sweep
 );

@@ -17,15 +17,12 @@ use futures::executor::block_on;
 use futures::FutureExt;
 use nostr_sdk::Event;
 
-use diesel::dsl::sql;
-use diesel::sql_types::Bool;
-
 use super::batch::Prepared;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
-use super::write::{retract, write};
+use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
@@ -159,26 +156,11 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn purge(&self, now: i64) -> StoreResult<Purged> {
+    async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged> {
         self.run(move |conn| {
+            // The SQLite steps never wait (see `insert_events`).
             conn.immediate_transaction(|conn| {
-                let expired: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(events::expires_at.le(now)))
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)?;
-                let tombstoned: Vec<(bool, EventRow)> =
-                    diesel::delete(events::table.filter(sql::<Bool>(super::queries::TOMBSTONED)))
-                        .returning((events::aggregated, EventRow::as_select()))
-                        .get_results(conn)?;
-                let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
-                let removed = expired.into_iter().chain(tombstoned).collect();
-                // The SQLite steps never wait (see `insert_events`).
-                let retractions = block_on(retract(&mut SqliteSteps(conn), removed))?;
-                Ok(Purged {
-                    expired: expired_n,
-                    deleted,
-                    retractions,
-                })
+                block_on(purge(&mut SqliteSteps(conn), now, max_unseen))
             })
         })
         .await

@@ -80,8 +80,8 @@ impl EventStore for Baseline {
         self.0.apply_retractions(limit).await
     }
 
-    async fn purge(&self, now: i64) -> StoreResult<Purged> {
-        self.0.purge(now).await
+    async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged> {
+        self.0.purge(now, max_unseen).await
     }
 
     async fn unaggregated(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {

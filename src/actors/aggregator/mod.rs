@@ -34,6 +34,8 @@ pub struct AggregatorActor {
     mailbox: usize,
     /// How often expired events are purged (zero: never).
     expiry_check: Duration,
+    /// Most tombstones for ids never seen kept (`retention.max_unseen_tombstones`).
+    max_unseen_tombstones: u64,
     pending: Vec<Sourced>,
     /// Retractions may be queued in the database.
     retracting: bool,
@@ -51,6 +53,7 @@ impl AggregatorActor {
         interval: Duration,
         mailbox: usize,
         expiry_check: Duration,
+        max_unseen_tombstones: u64,
     ) -> Self {
         Self {
             store,
@@ -58,6 +61,7 @@ impl AggregatorActor {
             interval,
             mailbox,
             expiry_check,
+            max_unseen_tombstones,
             pending: Vec::new(),
             retracting: false,
             flushing: false,
@@ -75,6 +79,7 @@ impl AggregatorActor {
         self.purging = true;
         self.retracting = true;
         let store = self.store.clone();
+        let max_unseen = self.max_unseen_tombstones;
         // `expires_at <= 0` holds for no event: the tombstone sweep alone.
         let now = if expiry {
             crate::storage::now_secs()
@@ -82,7 +87,7 @@ impl AggregatorActor {
             0
         };
         ctx.spawn(
-            async move { store.purge(now).await }
+            async move { store.purge(now, max_unseen).await }
                 .into_actor(self)
                 .map(|result, act, _| {
                     act.purging = false;
@@ -93,6 +98,17 @@ impl AggregatorActor {
                             c.deleted.fetch_add(p.deleted, Ordering::Relaxed);
                             c.retractions_queued
                                 .fetch_add(p.retractions, Ordering::Relaxed);
+                            c.tombstones_evicted.fetch_add(p.evicted, Ordering::Relaxed);
+                            c.tombstones_unseen.store(p.unseen, Ordering::Relaxed);
+                            if p.evicted > 0 {
+                                tracing::warn!(
+                                    evicted = p.evicted,
+                                    kept = p.unseen,
+                                    "removed the oldest tombstones for ids never seen: \
+                                     past retention.max_unseen_tombstones, those events \
+                                     would be stored if they came"
+                                );
+                            }
                             if p.expired + p.deleted > 0 {
                                 tracing::info!(expired = p.expired, deleted = p.deleted, "purged");
                             }

@@ -38,8 +38,8 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.apply_retractions(limit).await }).await
     }
 
-    async fn purge(&self, now: i64) -> StoreResult<Purged> {
-        detached(&self.0, |s| async move { s.purge(now).await }).await
+    async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged> {
+        detached(&self.0, |s| async move { s.purge(now, max_unseen).await }).await
     }
 
     async fn apply_contributions(&self, items: &[Sourced]) -> StoreResult<usize> {

@@ -309,6 +309,16 @@ impl Writer {
         counters
             .deleted
             .fetch_add(removals.deleted, Ordering::Relaxed);
+        if removals.tombstones_dropped > 0 {
+            counters
+                .tombstones_dropped
+                .fetch_add(removals.tombstones_dropped, Ordering::Relaxed);
+            tracing::warn!(
+                ids = removals.tombstones_dropped,
+                "deletions named more ids never stored than are recorded per deletion: \
+                 those events would be stored if they came"
+            );
+        }
         if removals.retractions > 0 {
             counters
                 .retractions_queued

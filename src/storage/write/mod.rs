@@ -10,8 +10,9 @@ use diesel::QueryResult;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
-use super::batch::{retractions, Prepared, Removals};
+use super::batch::{retractions, tombstones, Prepared, Removals};
 use super::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
+use super::Purged;
 use crate::nostr::Deletion;
 
 /// A stored event a step removed, and whether its contributions were applied.
@@ -24,9 +25,12 @@ pub(crate) trait Steps {
     /// Rows per statement: what the backend's parameter limit and buffers allow.
     const ROWS: usize;
 
-    /// Records `author`'s tombstones of `deletion` and removes the stored events
-    /// they name (ids of the author's, versions of the addresses up to `until`).
+    /// Removes the stored events `author`'s `deletion` names (ids of the author's,
+    /// versions of the addresses up to `until`) and records its address tombstones.
     async fn delete(&mut self, author: &str, deletion: &Deletion) -> QueryResult<Vec<Removed>>;
+
+    /// Records `author`'s tombstones of `(id, seen)`: whether the id's event was stored.
+    async fn tombstone_ids(&mut self, author: &str, ids: &[(&str, bool)]) -> QueryResult<()>;
 
     /// `(id, author)` of the tombstones naming any of `ids`.
     async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>>;
@@ -53,28 +57,37 @@ pub(crate) trait Steps {
 
     /// Takes the `zap_counted` rows of `ids`; returns the ids it took.
     async fn uncount_zaps(&mut self, ids: &[String]) -> QueryResult<Vec<String>>;
+
+    /// Removes the events expired at `now`.
+    async fn expire(&mut self, now: i64) -> QueryResult<Vec<Removed>>;
+
+    /// Locks the sweep's row; returns its `(swept_to, unseen)` and the database's time.
+    async fn claim_sweep(&mut self) -> QueryResult<(i64, i64, i64)>;
+
+    /// Removes the events named by the tombstones added since `from`.
+    async fn tombstoned_since(&mut self, from: i64) -> QueryResult<Vec<Removed>>;
+
+    /// How many tombstones for unseen ids were added in `[from, to)`.
+    async fn count_unseen(&mut self, from: i64, to: i64) -> QueryResult<i64>;
+
+    /// Removes the `n` oldest tombstones for unseen ids added before `before`.
+    async fn evict_unseen(&mut self, before: i64, n: i64) -> QueryResult<u64>;
+
+    async fn save_sweep(&mut self, swept_to: i64, unseen: i64) -> QueryResult<()>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
 /// queries are written once, and run awaited on an async connection (`run: [await]`)
-/// or at once on a sync one (`run: []`). Only `offer_heads` is the backend's own
-/// (PostgreSQL upserts many heads per statement, SQLite one).
+/// or at once on a sync one (`run: []`); `now` is the backend's SQL for the database's
+/// clock in unix seconds (the tombstones' `added_at` default). Only `offer_heads` is
+/// the backend's own (PostgreSQL upserts many heads per statement, SQLite one).
 macro_rules! impl_steps {
-    ($steps:ident, rows: $rows:expr, run: [$($aw:tt)?], $($offer:tt)*) => {
+    ($steps:ident, rows: $rows:expr, now: $now:expr, run: [$($aw:tt)?], $($offer:tt)*) => {
         impl Steps for $steps<'_> {
             const ROWS: usize = $rows;
 
             async fn delete(&mut self, author: &str, d: &Deletion) -> QueryResult<Vec<Removed>> {
                 let conn = &mut *self.0;
-                let tombstones: Vec<_> = d
-                    .ids
-                    .iter()
-                    .map(|id| (deleted_events::id.eq(id), deleted_events::pubkey.eq(author)))
-                    .collect();
-                diesel::insert_into(deleted_events::table)
-                    .values(&tombstones)
-                    .on_conflict_do_nothing()
-                    .execute(&mut *conn)$(.$aw)??;
                 let mut gone: Vec<Removed> = diesel::delete(
                     events::table
                         .filter(events::id.eq_any(&d.ids))
@@ -91,7 +104,10 @@ macro_rules! impl_steps {
                         ))
                         .on_conflict(deleted_addresses::address)
                         .do_update()
-                        .set(deleted_addresses::until.eq(excluded(deleted_addresses::until)));
+                        .set((
+                            deleted_addresses::until.eq(excluded(deleted_addresses::until)),
+                            deleted_addresses::added_at.eq(excluded(deleted_addresses::added_at)),
+                        ));
                     diesel::query_dsl::methods::FilterDsl::filter(
                         upsert,
                         deleted_addresses::until.lt(excluded(deleted_addresses::until)),
@@ -110,9 +126,28 @@ macro_rules! impl_steps {
                 Ok(gone)
             }
 
+            async fn tombstone_ids(&mut self, author: &str, ids: &[(&str, bool)]) -> QueryResult<()> {
+                let rows: Vec<_> = ids
+                    .iter()
+                    .map(|(id, seen)| {
+                        (
+                            deleted_events::id.eq(*id),
+                            deleted_events::pubkey.eq(author),
+                            deleted_events::seen.eq(*seen),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(deleted_events::table)
+                    .values(&rows)
+                    .on_conflict_do_nothing()
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
+
             async fn tombstoned_ids(&mut self, ids: &[String]) -> QueryResult<Vec<(String, String)>> {
                 deleted_events::table
                     .filter(deleted_events::id.eq_any(ids))
+                    .select((deleted_events::id, deleted_events::pubkey))
                     .load(self.0)$(.$aw)?
             }
 
@@ -122,6 +157,7 @@ macro_rules! impl_steps {
             ) -> QueryResult<Vec<(String, i64)>> {
                 deleted_addresses::table
                     .filter(deleted_addresses::address.eq_any(addresses))
+                    .select((deleted_addresses::address, deleted_addresses::until))
                     .load(self.0)$(.$aw)?
             }
 
@@ -168,6 +204,54 @@ macro_rules! impl_steps {
                     .returning(zap_counted::id)
                     .get_results(self.0)$(.$aw)?
             }
+
+            async fn expire(&mut self, now: i64) -> QueryResult<Vec<Removed>> {
+                diesel::delete(events::table.filter(events::expires_at.le(now)))
+                    .returning((events::aggregated, EventRow::as_select()))
+                    .get_results(self.0)$(.$aw)?
+            }
+
+            async fn claim_sweep(&mut self) -> QueryResult<(i64, i64, i64)> {
+                use $crate::storage::schema::tombstone_sweep as s;
+                let (swept_to, unseen) = diesel::update(s::table)
+                    .set(s::id.eq(s::id))
+                    .returning((s::swept_to, s::unseen))
+                    .get_result::<(i64, i64)>(&mut *self.0)$(.$aw)??;
+                let now = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>($now))
+                    .get_result::<i64>(&mut *self.0)$(.$aw)??;
+                Ok((swept_to, unseen, now))
+            }
+
+            async fn tombstoned_since(&mut self, from: i64) -> QueryResult<Vec<Removed>> {
+                diesel::delete(events::table.filter($crate::storage::queries::tombstoned_since!(from)))
+                    .returning((events::aggregated, EventRow::as_select()))
+                    .get_results(self.0)$(.$aw)?
+            }
+
+            async fn count_unseen(&mut self, from: i64, to: i64) -> QueryResult<i64> {
+                deleted_events::table
+                    .filter(deleted_events::seen.eq(false))
+                    .filter(deleted_events::added_at.ge(from))
+                    .filter(deleted_events::added_at.lt(to))
+                    .count()
+                    .get_result(self.0)$(.$aw)?
+            }
+
+            async fn evict_unseen(&mut self, before: i64, n: i64) -> QueryResult<u64> {
+                diesel::sql_query($crate::storage::queries::EVICT_UNSEEN)
+                    .bind::<diesel::sql_types::BigInt, _>(before)
+                    .bind::<diesel::sql_types::BigInt, _>(n)
+                    .execute(self.0)$(.$aw)?
+                    .map(|n| n as u64)
+            }
+
+            async fn save_sweep(&mut self, swept_to: i64, unseen: i64) -> QueryResult<()> {
+                use $crate::storage::schema::tombstone_sweep as s;
+                diesel::update(s::table)
+                    .set((s::swept_to.eq(swept_to), s::unseen.eq(unseen)))
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
         }
     };
 }
@@ -183,10 +267,16 @@ pub(crate) async fn write<S: Steps>(
     let ids = prep.ids();
     let mut removals = Removals::default();
     let mut removed: Vec<Removed> = Vec::new();
-    // 1. Deletion requests: tombstones, and the stored events they name.
+    // 1. Deletion requests: the stored events they name, and tombstones.
     for (author, deletion) in &prep.deletions {
         let gone = db.delete(author, deletion).await?;
+        let removed_ids: HashSet<&str> = gone.iter().map(|(_, row)| row.id.as_str()).collect();
+        let (tombstones, dropped) = tombstones(&deletion.ids, &removed_ids);
+        for chunk in tombstones.chunks(S::ROWS) {
+            db.tombstone_ids(author, chunk).await?;
+        }
         removals.deleted += gone.len() as u64;
+        removals.tombstones_dropped += dropped;
         removed.extend(gone);
     }
     // 2. Events that tombstones keep out.
@@ -256,4 +346,38 @@ pub(crate) async fn retract<S: Steps>(db: &mut S, removed: Vec<Removed>) -> Quer
         db.queue_retractions(chunk).await?;
     }
     Ok(retractions.len() as u64)
+}
+
+/// How long after the database time a tombstone is dated with it may still commit:
+/// each sweep reads again the tombstones of this last stretch (PostgreSQL dates a row
+/// with its transaction's start, and a writer's transaction may still be open).
+pub(crate) const SWEEP_OVERLAP_SECS: i64 = 300;
+
+/// Removes the events expired at `now` (none when 0), then sweeps the tombstones
+/// added since the last sweep (any instance's): events they name that a concurrent
+/// writer stored are removed, tombstones for unseen ids are counted, and the oldest
+/// of those beyond `max_unseen` go. Retractions of the removed are queued.
+pub(crate) async fn purge<S: Steps>(db: &mut S, now: i64, max_unseen: u64) -> QueryResult<Purged> {
+    let expired = db.expire(now).await?;
+    let (swept_to, unseen, db_now) = db.claim_sweep().await?;
+    let tombstoned = db.tombstoned_since(swept_to).await?;
+    let to = swept_to.max(db_now - SWEEP_OVERLAP_SECS);
+    let mut unseen = unseen + db.count_unseen(swept_to, to).await?;
+    let excess = unseen - i64::try_from(max_unseen).unwrap_or(i64::MAX);
+    let evicted = if excess > 0 {
+        db.evict_unseen(to, excess).await?
+    } else {
+        0
+    };
+    unseen -= evicted as i64;
+    db.save_sweep(to, unseen).await?;
+    let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
+    let removed = expired.into_iter().chain(tombstoned).collect();
+    Ok(Purged {
+        expired: expired_n,
+        deleted,
+        retractions: retract(db, removed).await?,
+        evicted,
+        unseen: unseen.max(0) as u64,
+    })
 }

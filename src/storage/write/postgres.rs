@@ -27,6 +27,7 @@ pub(crate) struct PgSteps<'c>(pub(crate) &'c mut AsyncPgConnection);
 super::impl_steps!(
     PgSteps,
     rows: ROWS_PER_STATEMENT,
+    now: "extract(epoch from now())::BIGINT",
     run: [await],
     async fn offer_heads(&mut self, offers: &[NewHead<'_>]) -> QueryResult<HashSet<String>> {
         let upsert = diesel::insert_into(replaceable_heads::table)

@@ -25,6 +25,7 @@ pub(crate) struct SqliteSteps<'c>(pub(crate) &'c mut SqliteConnection);
 super::impl_steps!(
     SqliteSteps,
     rows: ROWS_PER_STATEMENT,
+    now: "CAST(strftime('%s', 'now') AS INTEGER)",
     run: [],
     async fn offer_heads(&mut self, offers: &[NewHead<'_>]) -> QueryResult<HashSet<String>> {
         // One statement per offer: diesel has no multi-row upsert for SQLite.

@@ -69,4 +69,11 @@ pub struct BenchArgs {
     /// run then also measures threads and the CPU of an idle spell after the sync.
     #[arg(long, default_value_t = 0)]
     pub dead_relays: usize,
+    /// Zap receipts for one recipient stored before a live run, waiting for the
+    /// recipient's LNURL server (`zap_verification = "lnurl"`); the recipient's profile,
+    /// naming a loopback LNURL server, is published as the live window opens, so that
+    /// all of them are judged during it. The run then also reports how long they took
+    /// to count. Live only.
+    #[arg(long, default_value_t = 0)]
+    pub pending_zaps: usize,
 }

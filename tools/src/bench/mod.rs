@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use nostr_sdk::Event;
+use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Timestamp};
 
 mod args;
 mod data;
@@ -45,6 +45,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(
         (0.0..1.0).contains(&args.held) && (args.held == 0.0 || args.mode == Mode::Backfill),
         "--held must be within 0..1, in backfill mode"
+    );
+    ensure!(
+        args.pending_zaps == 0 || args.mode == Mode::Live,
+        "--pending-zaps is for live mode"
     );
     ensure!(
         (0.0..=1.0).contains(&args.overlap),
@@ -89,6 +93,10 @@ fn run_profile(
     if let (Some(file), true) = (events_file, args.held > 0.0) {
         hold(&db.url, file, args.held)?;
     }
+    let pending = match args.pending_zaps {
+        0 => None,
+        n => Some(pend_zaps(&db.url, n)?),
+    };
     let mut relays = RelayProcess::spawn(args, events_file)?;
     // Defaults plus any NOSTR_SYNC__* overrides, so a tuning can be measured as is.
     let mut settings = Settings::load(None)?;
@@ -98,8 +106,17 @@ fn run_profile(
     settings.sync.eose_timeout_secs = 120;
     settings.http.listen = String::new();
     // The generated receipts come from a zapper with no LNURL server; the check below
-    // counts them as they hold together.
-    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
+    // counts them as they hold together. With pending zaps, the recipients' servers
+    // decide (the generated ones, with none, wait), as by default.
+    settings.aggregates.zap_verification = if pending.is_some() {
+        settings.aggregates.lnurl_allow_private = true;
+        settings.aggregates.lnurl_fetches_per_sec = 1_000;
+        settings.aggregates.lnurl_host_fetches_per_sec = 1_000;
+        nostr_sync::config::ZapVerification::Lnurl
+    } else {
+        nostr_sync::config::ZapVerification::None
+    };
+    let zaps = settings.aggregates.zap_policy();
     if profile == Profile::Baseline {
         settings.dedup.lru_capacity = 1;
         settings.storage.workers = 1;
@@ -112,12 +129,18 @@ fn run_profile(
     let cpu_before = cpu_seconds("/proc/self/stat");
     let relays_before = cpu_seconds(&relay_stat);
     PEAK_THREADS.store(0, std::sync::atomic::Ordering::Relaxed);
-    let outcome = actix_rt::System::new().block_on(sync(args, profile, settings, &mut relays));
+    let outcome = actix_rt::System::new().block_on(sync(
+        args,
+        profile,
+        settings,
+        &mut relays,
+        pending.as_ref(),
+    ));
     let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
     let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
     let peak_rss_mb = peak_rss_mb();
     relays.stop();
-    let (counters, elapsed, mut expected, idle_cpu_pct) = outcome?;
+    let (counters, elapsed, mut expected, idle_cpu_pct, zaps_settled_s) = outcome?;
     if args.mode == Mode::Backfill {
         expected.stats = Some(load_expected_stats(&args.cache_dir, args.events)?);
     }
@@ -127,7 +150,7 @@ fn run_profile(
         let store = storage::open(&db.url, 2).await?;
         let count = store.count_events().await?;
         let stats = store.stats().await?;
-        let recount = storage::recount(&*store, &ZapPolicy::default()).await?;
+        let recount = storage::recount(&*store, &zaps).await?;
         anyhow::Ok((count, stats, recount))
     })?;
     ensure!(
@@ -188,6 +211,8 @@ fn run_profile(
         dead_relays: args.dead_relays,
         peak_threads: PEAK_THREADS.load(std::sync::atomic::Ordering::Relaxed),
         idle_cpu_pct,
+        pending_zaps: args.pending_zaps,
+        zaps_settled_s,
     })
 }
 
@@ -235,6 +260,74 @@ fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
     })
 }
 
+/// Zap receipts stored before a live run, waiting for their recipient's server.
+struct PendingZaps {
+    recipient: Keys,
+    /// The recipient's note they zap.
+    target: EventId,
+    /// The key the recipient's LNURL server names, which signed them.
+    server: PublicKey,
+    count: usize,
+}
+
+/// Stores `n` zap receipts for one recipient's note (and the note), signed by a
+/// server the database does not know yet, outside the measurement.
+fn pend_zaps(url: &str, n: usize) -> anyhow::Result<PendingZaps> {
+    let recipient = Keys::generate();
+    let zapper = crate::dataset::Zapper::new(9_735);
+    let sender = Keys::generate();
+    let note = EventBuilder::text_note("zap me")
+        .custom_created_at(Timestamp::from(Timestamp::now().as_secs() - 86_400))
+        .sign_with_keys(&recipient)?;
+    let at = note.created_at.as_secs();
+    let receipts: Vec<Event> = (0..n)
+        .map(|i| {
+            let when = Timestamp::from(at + 1 + (i as u64 % 80_000));
+            zapper.receipt(
+                &sender,
+                (note.id, recipient.public_key()),
+                1_000 + i as u64,
+                when,
+            )
+        })
+        .collect();
+    actix_rt::System::new().block_on(async {
+        let store = storage::open(url, 2).await?;
+        store.insert_events(std::slice::from_ref(&note)).await?;
+        for chunk in receipts.chunks(5_000) {
+            store.insert_events(chunk).await?;
+        }
+        eprintln!("  {n} zap receipts wait for their recipient's server");
+        anyhow::Ok(())
+    })?;
+    Ok(PendingZaps {
+        server: zapper.keys.public_key(),
+        recipient,
+        target: note.id,
+        count: n,
+    })
+}
+
+/// Starts `pending`'s recipient's LNURL server and publishes the recipient's profile
+/// naming it to `relay`.
+async fn learn_recipient(
+    pending: &PendingZaps,
+    relay: &str,
+) -> anyhow::Result<crate::lnurl::LnurlServer> {
+    let server = crate::lnurl::LnurlServer::start(pending.server).await?;
+    let content = format!(
+        r#"{{"name":"zapped","lud06":"{}"}}"#,
+        server.lud06("zapped")
+    );
+    let profile = EventBuilder::new(Kind::Metadata, content).sign_with_keys(&pending.recipient)?;
+    let client = nostr_sdk::Client::default();
+    client.add_relay(relay).await?;
+    client.connect().await;
+    client.send_event(&profile).await?;
+    client.disconnect().await;
+    Ok(server)
+}
+
 /// What the run must end with.
 struct Expected {
     count: u64,
@@ -249,7 +342,8 @@ async fn sync(
     profile: Profile,
     settings: Settings,
     relays: &mut RelayProcess,
-) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>)> {
+    pending: Option<&PendingZaps>,
+) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>, Option<f64>)> {
     let started = Instant::now();
     let good: Vec<String> = settings.relays[..args.relays].to_vec();
     let app = match profile {
@@ -260,6 +354,7 @@ async fn sync(
     };
     let counters = app.counters.clone();
     let mut idle_cpu_pct = None;
+    let mut zaps_settled_s = None;
     let result: anyhow::Result<(Duration, Expected)> = match args.mode {
         Mode::Backfill => {
             let total = args.events as u64;
@@ -302,20 +397,47 @@ async fn sync(
             // Only the live window counts: the first cycles found empty relays.
             let commits_before = Counters::get(&counters.db_commits);
             relays.go()?;
-            let stored = progress(&app, total, live_started, async {
-                let deadline = Instant::now() + Duration::from_secs(args.duration + 60);
-                while Counters::get(&app.counters.stored) < total && Instant::now() < deadline {
+            let _server = match pending {
+                Some(p) => Some(learn_recipient(p, &good[0]).await?),
+                None => None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(args.duration + 60);
+            let settled = async {
+                let Some(p) = pending else { return true };
+                let target = p.target.to_hex();
+                while Instant::now() < deadline {
+                    let zaps = app.store.stats_of(&target).await.ok().flatten();
+                    if zaps.is_some_and(|s| s.zaps >= p.count as i64) {
+                        zaps_settled_s = Some(live_started.elapsed().as_secs_f64());
+                        return true;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                false
+            };
+            let stored = progress(&app, total + 1, live_started, async {
+                // The live events and the recipient's profile.
+                while Counters::get(&app.counters.stored) < total + u64::from(pending.is_some())
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                settled.await;
                 Counters::get(&app.counters.stored) >= total
             })
             .await;
+            ensure!(
+                pending.is_none() || zaps_settled_s.is_some(),
+                "the pending zap receipts were not all counted within a minute of the end"
+            );
             ensure!(
                 stored,
                 "live events were not all stored within a minute of the end"
             );
             let expected = Expected {
-                count: total,
+                // Live events; with pending zaps, also the receipts, their note and the
+                // recipient's profile.
+                count: total + pending.map_or(0, |p| p.count as u64 + 2),
                 stats: None,
                 commits_before,
             };
@@ -324,7 +446,7 @@ async fn sync(
     };
     app.shutdown(Duration::from_secs(60)).await;
     let (elapsed, expected) = result?;
-    Ok((counters, elapsed, expected, idle_cpu_pct))
+    Ok((counters, elapsed, expected, idle_cpu_pct, zaps_settled_s))
 }
 
 /// Prints a progress line every second while `work` runs.

@@ -62,6 +62,11 @@ pub struct Report {
     /// one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_cpu_pct: Option<f64>,
+    /// Zap receipts waiting for their recipient's server when the live window opened,
+    /// and the seconds from its opening until all of them counted.
+    pub pending_zaps: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zaps_settled_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
 }
@@ -121,6 +126,15 @@ pub(super) fn print_table(reports: &[Report]) {
                 None => String::new(),
             }
         );
+    }
+    for r in reports {
+        if let Some(s) = r.zaps_settled_s {
+            println!(
+                "pending zaps ({}): {} receipts counted {s:.1} s into the live window",
+                format!("{:?}", r.profile).to_lowercase(),
+                r.pending_zaps
+            );
+        }
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {
         println!("speedup (default / baseline unique events/s): {s:.1}x");
