@@ -416,13 +416,14 @@ async fn sync(
                 false
             };
             let stored = progress(&app, total + 1, live_started, async {
-                // The live events and the recipient's profile.
-                while Counters::get(&app.counters.stored) < total + u64::from(pending.is_some())
-                    && Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                settled.await;
+                // The live events and the recipient's profile, while the receipts settle.
+                let stored = async {
+                    let want = total + u64::from(pending.is_some());
+                    while Counters::get(&app.counters.stored) < want && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::join!(stored, settled);
                 Counters::get(&app.counters.stored) >= total
             })
             .await;
