@@ -155,7 +155,13 @@ impl App {
         });
         let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
             .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
-        let dedup = DedupActor::new(lru, mailbox.dedup, counters.clone()).start();
+        let filter = crate::actors::dedup::FilterSlot::default();
+        let dedup = DedupActor::new(lru, filter.clone(), mailbox.dedup, counters.clone()).start();
+        actix_rt::spawn(crate::actors::dedup::load_filter(
+            store.clone(),
+            filter,
+            counters.clone(),
+        ));
         let verify_threads = settings.verify_threads();
         let verify = {
             let counters = counters.clone();
@@ -208,6 +214,7 @@ impl App {
             verify,
             verify_threads,
             storage: handles,
+            store: store.clone(),
             counters: counters.clone(),
             frame_bytes: Arc::new(tokio::sync::Semaphore::new(mailbox.frame_bytes_total)),
         };

@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod app;
 pub mod config;
+pub mod dedup_filter;
 pub mod fetch;
 pub mod http;
 pub mod logging;

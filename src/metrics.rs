@@ -352,6 +352,12 @@ pub struct Counters {
     pub aggregates_isolated: AtomicU64,
     /// In-flight ids released because their copy was dropped uncommitted (a restart).
     pub abandoned: AtomicU64,
+    /// Fresh ids (not in the LRU) the committed-id filter may hold, looked up in the
+    /// database before verification; those found stored (duplicates, not verified
+    /// again); and the filter's size.
+    pub stored_lookups: AtomicU64,
+    pub found_stored: AtomicU64,
+    pub dedup_filter_bytes: AtomicU64,
     /// Versions not stored, or removed, because a newer version of their address is
     /// kept (NIP-01).
     pub superseded: AtomicU64,

@@ -122,6 +122,7 @@ both_backends!(
     ephemeral_and_expired_events_are_not_stored,
     negentropy_catch_up_transfers_only_what_is_missing,
     overlapping_relays_store_each_event_once,
+    stored_copies_are_looked_up_not_verified_again,
     forged_events_are_rejected_and_never_stored,
     restart_resumes_without_gaps_or_double_counts,
     relay_page_limit_is_paged_through,
@@ -170,6 +171,36 @@ fn overlapping_relays_store_each_event_once(db: TestDb) {
                 .await
                 .unwrap(),
             common::oracle::expected_stats(&data.events)
+        );
+    });
+}
+
+/// Copies of stored events that the dedup LRU does not hold (a new run, relays new to
+/// it, paged from the top) are found in the database and dropped before verification:
+/// each id is looked up once, none is verified or stored again.
+fn stored_copies_are_looked_up_not_verified_again(db: TestDb) {
+    run(async {
+        let data = Dataset::generate(1_500, 2, 0.5, 11);
+        let (_relays, urls) = common::host(&data, &[500]).await;
+        let mut s = settings(&db, urls);
+        s.sync.negentropy = Negentropy::Off;
+        let first = sync_once(s.clone()).await;
+        assert_eq!(Counters::get(&first.stored) as usize, data.events.len());
+
+        let (_again, urls) = common::host(&data, &[500]).await;
+        s.relays = urls;
+        let second = sync_once(s).await;
+        assert!(second.received() as usize >= data.events.len());
+        assert_eq!(Counters::get(&second.stored), 0);
+        assert_eq!(
+            Counters::get(&second.verified),
+            0,
+            "a stored event was verified again"
+        );
+        assert_eq!(
+            Counters::get(&second.found_stored) as usize,
+            data.events.len(),
+            "each stored id is looked up once"
         );
     });
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::Addr;
 use futures::{Stream, StreamExt};
 
-use crate::actors::dedup::messages::{Check, Release};
+use crate::actors::dedup::messages::{Check, Committed, Fresh, Release};
 use crate::actors::dedup::DedupActor;
 use crate::actors::item::Item;
 use crate::actors::storage::messages::StoreBatch;
@@ -14,6 +14,7 @@ use crate::actors::storage::router::route;
 use crate::actors::storage::StorageActor;
 use crate::actors::verify::{Verify, VerifyActor};
 use crate::metrics::{Counters, RelayCounters};
+use crate::storage::EventStore;
 
 /// The addresses a relay actor hands events to.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct Pipeline {
     pub verify: Addr<VerifyActor>,
     pub verify_threads: usize,
     pub storage: Vec<StorageHandle>,
+    /// For looking up ids the dedup actor's filter may hold.
+    pub store: Arc<dyn EventStore>,
     pub counters: Arc<Counters>,
     /// Bytes of raw frames all relays together may hold before parsing
     /// (`mailbox.frame_bytes_total`).
@@ -70,16 +73,65 @@ impl Pipeline {
         }
     }
 
-    /// The items seen for the first time; the rest are resolved or parked.
+    /// The items seen for the first time and not stored; the rest are resolved or
+    /// parked.
     async fn dedup(&self, items: Vec<Item>) -> Vec<Item> {
         if items.is_empty() {
             return items;
         }
-        self.dedup.send(Check(items)).await.unwrap_or_else(|e| {
+        let fresh = self.dedup.send(Check(items)).await.unwrap_or_else(|e| {
             // Dropping the items fails their REQs: no cursor moves past them.
             tracing::error!(error = %e, "dedup actor unavailable");
-            Vec::new()
-        })
+            Fresh::default()
+        });
+        self.drop_stored(fresh).await
+    }
+
+    /// Looks up the ids the committed-id filter may hold (older than the LRU's reach,
+    /// or any while it loads) and drops those stored, as committed duplicates: an old
+    /// copy costs an indexed lookup, not a signature check. If the lookup fails, all
+    /// go on to be verified, as before.
+    async fn drop_stored(&self, fresh: Fresh) -> Vec<Item> {
+        if fresh.maybe_stored.is_empty() {
+            return fresh.items;
+        }
+        let ids: Vec<String> = fresh.maybe_stored.iter().map(|id| id.to_hex()).collect();
+        self.counters
+            .stored_lookups
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        // A task of its own: a relay actor's restart may drop this future mid-call
+        // (see `relay::detached`).
+        let store = self.store.clone();
+        let found = match actix_rt::spawn(async move { store.stored_among(&ids).await }).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "looking up ids failed; verifying them");
+                return fresh.items;
+            }
+            Err(_) => return fresh.items,
+        };
+        if found.is_empty() {
+            return fresh.items;
+        }
+        let found: std::collections::HashSet<String> = found.into_iter().collect();
+        let (stored, rest): (Vec<Item>, Vec<Item>) = fresh
+            .items
+            .into_iter()
+            .partition(|i| found.contains(&i.event.id.to_hex()));
+        let n = stored.len() as u64;
+        // The dedup actor remembers them as committed before their claims go (copies
+        // parked behind them resolve as duplicates).
+        let ids = stored.iter().map(|i| i.event.id).collect();
+        if let Err(e) = self.dedup.send(Committed(ids)).await {
+            tracing::error!(error = %e, "dedup actor unavailable");
+        }
+        stored.into_iter().for_each(Item::settle);
+        let c = &self.counters;
+        c.found_stored
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        c.duplicates
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        rest
     }
 
     /// Hands `valid` to storage and counts `invalid`; returns the copies that were

@@ -129,6 +129,21 @@ pub const METRICS: &[Metric] = &[
         Read::Total(|c| get(&c.aggregates_isolated)),
     ),
     metric(
+        "stored_lookups",
+        "Ids past the dedup LRU that the committed-id filter may hold, looked up in the database",
+        Read::Total(|c| get(&c.stored_lookups)),
+    ),
+    metric(
+        "found_stored",
+        "Looked-up ids found stored: duplicates dropped without verifying them again",
+        Read::Total(|c| get(&c.found_stored)),
+    ),
+    metric(
+        "dedup_filter_bytes",
+        "Bytes of the committed-id Bloom filter",
+        Read::Level(|c, _| get(&c.dedup_filter_bytes) as i64),
+    ),
+    metric(
         "abandoned",
         "In-flight ids released after their copy was dropped",
         Read::Total(|c| get(&c.abandoned)),

@@ -228,6 +228,12 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn count_events(&self) -> StoreResult<i64>;
 
+    /// Which of `ids` (lowercase hex) are stored: one indexed lookup per id, in one
+    /// query per thousand.
+    async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+
+    /// `(seq, id)` of up to `limit` stored events after `after_seq`, in `seq` order.
+    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;
     /// The aggregates of one event (`None`: nothing counts toward it).
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>>;
     /// Records how a window of `filter` on `relay` ended: `error` is `None` on success.
@@ -281,6 +287,9 @@ pub async fn open(url: &str, max_connections: usize) -> StoreResult<Arc<dyn Even
         ))),
     }
 }
+
+/// Ids per query of `EventStore::stored_among`.
+pub(crate) const LOOKUPS_PER_QUERY: usize = 1_000;
 
 /// Unix time now, in seconds.
 pub fn now_secs() -> i64 {

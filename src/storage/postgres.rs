@@ -246,6 +246,31 @@ impl EventStore for PgStore {
         Ok(events::table.count().get_result(&mut conn).await?)
     }
 
+    async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let mut found = Vec::new();
+        for chunk in ids.chunks(super::LOOKUPS_PER_QUERY) {
+            let held: Vec<String> = events::table
+                .filter(events::id.eq_any(chunk))
+                .select(events::id)
+                .load(&mut conn)
+                .await?;
+            found.extend(held);
+        }
+        Ok(found)
+    }
+
+    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        let mut conn = self.conn().await?;
+        Ok(events::table
+            .filter(events::seq.gt(after_seq))
+            .order(events::seq)
+            .limit(limit)
+            .select((events::seq, events::id))
+            .load(&mut conn)
+            .await?)
+    }
+
     async fn probe_write(&self) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         diesel::sql_query(super::queries::PROBE_WRITE)

@@ -208,6 +208,34 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let ids = ids.to_vec();
+        self.run(move |conn| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(super::LOOKUPS_PER_QUERY) {
+                let held: Vec<String> = events::table
+                    .filter(events::id.eq_any(chunk))
+                    .select(events::id)
+                    .load(conn)?;
+                found.extend(held);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        self.run(move |conn| {
+            events::table
+                .filter(events::seq.gt(after_seq))
+                .order(events::seq)
+                .limit(limit)
+                .select((events::seq, events::id))
+                .load(conn)
+        })
+        .await
+    }
+
     async fn probe_write(&self) -> StoreResult<()> {
         self.run(|conn| {
             diesel::sql_query(super::queries::PROBE_WRITE)

@@ -104,6 +104,14 @@ impl EventStore for Baseline {
         self.0.count_events().await
     }
 
+    async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.0.stored_among(ids).await
+    }
+
+    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        self.0.ids_after(after_seq, limit).await
+    }
+
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {
         self.0.stats_of(event_id).await
     }

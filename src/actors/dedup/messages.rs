@@ -7,8 +7,16 @@ use crate::actors::item::Item;
 
 /// Keep the items seen for the first time (now in flight); drop or park the rest.
 #[derive(Message)]
-#[rtype(result = "Vec<Item>")]
+#[rtype(result = "Fresh")]
 pub struct Check(pub Vec<Item>);
+
+/// The items of a `Check` seen for the first time, now in flight, and the ids among
+/// them that the committed-id filter may hold (to look up before verifying).
+#[derive(Default)]
+pub struct Fresh {
+    pub items: Vec<Item>,
+    pub maybe_stored: Vec<EventId>,
+}
 
 /// These ids are committed.
 #[derive(Message)]

@@ -7,6 +7,11 @@
 //! failed write never makes an event look stored; copies arriving while it is in
 //! flight are held until then (and handed back if the in-flight copy was forged).
 //!
+//! Beyond the LRU, a Bloom filter of every committed id (`crate::dedup_filter`, loaded
+//! from the database at start by `load_filter`, then fed by `Committed`) marks the
+//! fresh ids that may be stored already: the pipeline looks those up in the database
+//! before verifying them.
+//!
 //! The copy let through carries an [`InFlight`] token. Committed or released, it is
 //! settled; dropped on any other path (a relay actor restarted mid-ingest, a stopped
 //! storage worker), it sends `Abandon`: the id is forgotten and the copies parked
@@ -23,12 +28,18 @@ use std::sync::Arc;
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 
 use self::cache::{Seen, SeenCache};
-use self::messages::{Check, Committed, Release};
+use self::messages::{Check, Committed, Fresh, Release};
 use crate::actors::item::{Abandon, InFlight, Item};
+use crate::dedup_filter::IdFilter;
 use crate::metrics::Counters;
+use crate::storage::EventStore;
+
+/// The committed-id filter, once `load_filter` has sized it.
+pub type FilterSlot = Arc<std::sync::OnceLock<IdFilter>>;
 
 pub struct DedupActor {
     cache: SeenCache<Item>,
+    filter: FilterSlot,
     /// Where dropped `InFlight` tokens report; set once started.
     me: Option<Arc<Recipient<Abandon>>>,
     mailbox: usize,
@@ -36,9 +47,15 @@ pub struct DedupActor {
 }
 
 impl DedupActor {
-    pub fn new(capacity: NonZeroUsize, mailbox: usize, counters: Arc<Counters>) -> Self {
+    pub fn new(
+        capacity: NonZeroUsize,
+        filter: FilterSlot,
+        mailbox: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
         Self {
             cache: SeenCache::new(capacity),
+            filter,
             me: None,
             mailbox,
             counters,
@@ -46,8 +63,11 @@ impl DedupActor {
     }
 
     /// Sorts `items` into fresh, duplicate and parked.
-    fn classify(&mut self, items: Vec<Item>) -> Vec<Item> {
-        let mut fresh = Vec::with_capacity(items.len());
+    fn classify(&mut self, items: Vec<Item>) -> Fresh {
+        let mut fresh = Fresh {
+            items: Vec::with_capacity(items.len()),
+            maybe_stored: Vec::new(),
+        };
         for item in items {
             let id = item.event.id;
             match self.cache.check(id) {
@@ -57,7 +77,10 @@ impl DedupActor {
                         id,
                         dedup: self.me.clone(),
                     });
-                    fresh.push(item)
+                    if self.filter.get().is_none_or(|f| f.may_hold(id.as_bytes())) {
+                        fresh.maybe_stored.push(id);
+                    }
+                    fresh.items.push(item)
                 }
                 Seen::Committed => {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -88,10 +111,10 @@ impl Actor for DedupActor {
 }
 
 impl Handler<Check> for DedupActor {
-    type Result = Vec<Item>;
+    type Result = actix::MessageResult<Check>;
 
-    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Vec<Item> {
-        self.classify(items)
+    fn handle(&mut self, Check(items): Check, _: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.classify(items))
     }
 }
 
@@ -99,7 +122,11 @@ impl Handler<Committed> for DedupActor {
     type Result = ();
 
     fn handle(&mut self, Committed(ids): Committed, _: &mut Self::Context) {
+        let filter = self.filter.get();
         for id in ids {
+            if let Some(f) = filter {
+                f.insert(id.as_bytes());
+            }
             for parked in self.cache.committed(id) {
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 parked.ack.resolve(false);
@@ -128,4 +155,51 @@ impl Handler<Release> for DedupActor {
             .flat_map(|id| self.cache.released(id))
             .collect()
     }
+}
+
+/// Ids read per query while loading the filter.
+const LOAD_PAGE: i64 = 50_000;
+
+/// Sizes the committed-id filter for twice what the database holds (a million at
+/// least), shares it (commits feed it from then on), then inserts every stored id and
+/// marks it loaded. Runs in the background at start; until it is done every fresh id
+/// is looked up. A failure leaves it unloaded (looked up, as before) and is logged.
+pub async fn load_filter(store: Arc<dyn EventStore>, slot: FilterSlot, counters: Arc<Counters>) {
+    let began = std::time::Instant::now();
+    let held = match store.count_events().await {
+        Ok(n) => n.max(0) as u64,
+        Err(error) => {
+            tracing::warn!(%error, "cannot size the committed-id filter: every fresh id is looked up");
+            return;
+        }
+    };
+    let filter = slot.get_or_init(|| IdFilter::with_capacity((2 * held).max(1_000_000)));
+    counters
+        .dedup_filter_bytes
+        .store(filter.bytes(), Ordering::Relaxed);
+    let mut after = 0;
+    loop {
+        let page = match store.ids_after(after, LOAD_PAGE).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(%error, "loading the committed-id filter failed: every fresh id is looked up");
+                return;
+            }
+        };
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        for (_, id) in &page {
+            if let Ok(id) = nostr_sdk::EventId::from_hex(id) {
+                filter.insert(id.as_bytes());
+            }
+        }
+    }
+    filter.set_loaded();
+    tracing::info!(
+        ids = filter.inserted(),
+        capacity = filter.capacity(),
+        bytes = filter.bytes(),
+        seconds = began.elapsed().as_secs_f64(),
+        "committed-id filter loaded"
+    );
 }

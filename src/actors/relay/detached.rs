@@ -78,6 +78,19 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.count_events().await }).await
     }
 
+    async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let ids = ids.to_vec();
+        detached(&self.0, |s| async move { s.stored_among(&ids).await }).await
+    }
+
+    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        detached(
+            &self.0,
+            |s| async move { s.ids_after(after_seq, limit).await },
+        )
+        .await
+    }
+
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {
         let id = event_id.to_owned();
         detached(&self.0, |s| async move { s.stats_of(&id).await }).await
