@@ -25,6 +25,8 @@ both_backends!(
     a_silent_relay_is_restarted_by_the_watchdog,
     an_event_the_database_refuses_does_not_stall_the_rest,
     a_live_subscription_comes_back_after_the_connection_drops,
+    live_subscriptions_are_not_read_again,
+    a_relay_that_does_not_deliver_live_loses_nothing,
 );
 
 #[test]
@@ -254,6 +256,80 @@ fn an_event_the_database_refuses_does_not_stall_the_rest(db: TestDb) {
             common::oracle::expected_stats(&data.events)
         );
     });
+}
+
+/// While a live subscription stays open, polling cycles do not read again what it
+/// brought: a note published late (dated before the subscription opened) is still
+/// found by the next cycle, and the live notes are received about once, not once per
+/// cycle.
+fn live_subscriptions_are_not_read_again(db: TestDb) {
+    run(async {
+        let relay = HostedRelay::start(std::iter::empty(), 500).await.unwrap();
+        let mut s = settings(&db, vec![relay.url().await]);
+        s.sync.live = true;
+        let app = App::start(s).await.unwrap();
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        let keys = Keys::generate();
+        for i in 0..50 {
+            let note = EventBuilder::text_note(format!("live {i}"))
+                .sign_with_keys(&keys)
+                .unwrap();
+            relay.publish(&note).await.unwrap();
+        }
+        let late = EventBuilder::text_note("late")
+            .custom_created_at(Timestamp::from(Timestamp::now().as_secs() - 120))
+            .sign_with_keys(&keys)
+            .unwrap();
+        relay.publish(&late).await.unwrap();
+        let stored = wait_stored(&app, 51).await;
+        assert_eq!(stored, 51, "the late note was not found");
+        let before = app
+            .counters
+            .relay(&relay.url().await)
+            .cycles_ok
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(app.wait_for_cycles(before + 5, SYNC_TIMEOUT).await);
+        let received = app.counters.received();
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+        // Each cycle reads the late note again (it is dated below the opening); the
+        // 50 live notes came once. Read again, they would be 50 more per cycle.
+        assert!(received < 51 + 2 * (before + 5) + 20, "received {received}");
+    });
+}
+
+/// A relay that stores events without sending them to live subscribers: a whole read
+/// of the window (once per `sync.overlap_secs`) finds them, and from then on its
+/// windows are read whole.
+fn a_relay_that_does_not_deliver_live_loses_nothing(db: TestDb) {
+    run(async {
+        let relay = HostedRelay::start(std::iter::empty(), 500).await.unwrap();
+        let mut s = settings(&db, vec![relay.url().await]);
+        s.sync.live = true;
+        s.sync.overlap_secs = 3;
+        let app = App::start(s).await.unwrap();
+        assert!(app.wait_for_cycles(1, SYNC_TIMEOUT).await);
+        let keys = Keys::generate();
+        // Once the subscription has been open for longer than the overlap.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        for i in 0..5 {
+            let note = EventBuilder::text_note(format!("silent {i}"))
+                .sign_with_keys(&keys)
+                .unwrap();
+            relay.store_silently(&note).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        let stored = wait_stored(&app, 5).await;
+        assert!(app.shutdown(Duration::from_secs(30)).await);
+        assert_eq!(stored, 5, "events the relay did not send live were missed");
+    });
+}
+
+async fn wait_stored(app: &App, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while Counters::get(&app.counters.stored) < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Counters::get(&app.counters.stored)
 }
 
 /// The connection to a live relay is cut between polls: the relay actor notices within

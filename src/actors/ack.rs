@@ -100,6 +100,21 @@ impl Pending {
     pub fn same_req(&self, other: &Pending) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
+
+    /// A watch on this REQ's guards that holds none.
+    pub fn watch(&self) -> AckWatch {
+        AckWatch(self.inner.clone())
+    }
+}
+
+/// Whether any guard of a REQ was dropped unresolved so far (a live subscription's,
+/// which never completes).
+pub struct AckWatch(Arc<AckInner>);
+
+impl AckWatch {
+    pub fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Pending {

@@ -3,4 +3,5 @@
 
 pub mod closed;
 pub mod filter;
+pub mod live;
 pub mod plan;

@@ -358,6 +358,13 @@ impl HostedRelay {
         self.relay.notify_event(event.clone());
         Ok(())
     }
+
+    /// Stores `event` without sending it to live subscribers (as a relay that drops
+    /// live delivery under load does).
+    pub async fn store_silently(&self, event: &Event) -> anyhow::Result<()> {
+        self.database.save_event(event).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::metrics::RelayCounters;
 use crate::storage::EventStore;
 use crate::sync::closed::Closed;
 use crate::sync::filter::{filter_key, narrowed};
+use crate::sync::live::{self, LiveRead};
 use crate::sync::plan::{self, Failure, Planner, Shortfall, Step};
 
 static SUB_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -43,6 +44,8 @@ pub(super) struct Cycle {
     pub(super) filters: Arc<Vec<FilterSettings>>,
     pub(super) client: Client,
     pub(super) subs: Arc<SubTable>,
+    /// This connection's live subscriptions (`live`).
+    pub(super) live: Arc<super::live::LiveSubs>,
     pub(super) store: Arc<dyn EventStore>,
     pub(super) held: Arc<crate::metrics::Gauge>,
     pub(super) known: Arc<Known>,
@@ -173,7 +176,7 @@ impl Cycle {
             let mut tries = 0;
             let error = loop {
                 tries += 1;
-                let synced = match self.sync_filter(relay, filter).await {
+                let synced = match self.sync_filter(relay, i, filter).await {
                     Ok((n, top)) => self.repair_if_due(relay, filter, top).await.map(|()| n),
                     Err(e) => Err(e),
                 };
@@ -265,6 +268,7 @@ impl Cycle {
     async fn sync_filter(
         &self,
         relay: &Relay,
+        i: usize,
         f: &FilterSettings,
     ) -> Result<(u64, u64), CycleError> {
         let sync = &self.settings.sync;
@@ -285,6 +289,10 @@ impl Cycle {
         let resume = Backfill::load(&*self.store, &self.url, &keys)
             .await?
             .filter(|b| b.floor > since);
+        // What a live subscription of this filter brought is not read again.
+        let live = self.live_state(relay, i).await;
+        let lossy = self.known.live_lossy.load(Ordering::Relaxed);
+        let live_read = live::read(live, lossy, since, started, sync.overlap_secs);
         let (pages_tx, pages_rx) = mpsc::unbounded_channel();
         let read = async {
             let pages = pages_tx;
@@ -324,13 +332,38 @@ impl Cycle {
                             return Ok(shortfalls);
                         }
                     }
-                    self.read_range(relay, f, since, upper, &pages, true).await
+                    match live_read {
+                        LiveRead::Whole => {
+                            self.read_range(relay, f, since, upper, &pages, true).await
+                        }
+                        LiveRead::Below(top) => {
+                            self.read_range(relay, f, since, Some(top), &pages, true)
+                                .await
+                        }
+                        LiveRead::Nothing => Ok(Vec::new()),
+                    }
                 }
             }
         };
         let outcome = self
             .settle(read, pages_rx, (since, started), &keys, &key)
             .await?;
+        if live_read == LiveRead::Whole && live.is_some() {
+            if live::shows_loss(live, since, outcome.new_rows) {
+                self.known.live_lossy.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    relay = %self.url,
+                    filter = %key,
+                    missed = outcome.new_rows,
+                    "the relay stored events our live subscription did not bring: its windows are read whole from now on"
+                );
+            }
+            self.live.read_whole(i, started);
+        }
+        if live.is_some_and(|l| l.lost) {
+            // Lost on our side: opened anew, the next cycle reads below the new one.
+            self.reopen_live(relay, i).await?;
+        }
         // Progress first: a crash in between re-reads, it never skips.
         self.store.delete_cursor(&self.url, &keys.floor).await?;
         self.store.delete_cursor(&self.url, &keys.top).await?;

@@ -1,11 +1,44 @@
 //! A cycle's live subscriptions (`sync.live`): opened with the connection, reopened
-//! after the relay closes one, forgotten when the connection is lost.
+//! after the relay closes one, forgotten when the connection is lost. What each has
+//! covered since it opened spares the polling cycles re-reading it (`sync::live`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use nostr_sdk::prelude::*;
 
 use super::cycle::{Cycle, CycleError};
-use crate::actors::ack::Pending;
+use crate::actors::ack::{AckWatch, Pending};
 use crate::sync::filter::to_filter;
+use crate::sync::live::Live;
+
+/// The live subscriptions open on the current connection, by filter.
+#[derive(Default)]
+pub(super) struct LiveSubs(Mutex<HashMap<usize, LiveSub>>);
+
+struct LiveSub {
+    opened: u64,
+    /// Whether an event it brought was dropped before its commit.
+    watch: AckWatch,
+    whole_at: u64,
+}
+
+impl LiveSubs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, LiveSub>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A cycle starting at `started` read filter `i`'s window whole.
+    pub(super) fn read_whole(&self, i: usize, started: u64) {
+        if let Some(sub) = self.lock().get_mut(&i) {
+            sub.whole_at = started;
+        }
+    }
+}
+
+fn live_id(i: usize) -> SubscriptionId {
+    SubscriptionId::new(format!("live-{i}"))
+}
 
 impl Cycle {
     /// Opens each live subscription that is not open: on a new connection, and after
@@ -19,14 +52,23 @@ impl Cycle {
             .enumerate()
             .filter(|(_, f)| f.until == 0)
         {
-            let id = SubscriptionId::new(format!("live-{i}"));
+            let id = live_id(i);
             if relay.subscription(&id).await.is_some() {
                 continue;
             }
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
+            let opened = Timestamp::now();
+            self.live.lock().insert(
+                i,
+                LiveSub {
+                    opened: opened.as_secs(),
+                    watch: root.watch(),
+                    whole_at: opened.as_secs(),
+                },
+            );
             self.subs.open(id.as_str(), root, None, false, None);
-            let filter = to_filter(f).since(Timestamp::now());
+            let filter = to_filter(f).since(opened);
             relay
                 .subscribe_with_id(id, filter, SubscribeOptions::default())
                 .await?;
@@ -39,12 +81,35 @@ impl Cycle {
     /// would replay everything since then); `ensure_live` opens them anew.
     pub(super) async fn drop_live(&self, relay: &Relay) {
         for i in 0..self.filters.len() {
-            let id = SubscriptionId::new(format!("live-{i}"));
+            let id = live_id(i);
             if relay.subscription(&id).await.is_some() {
                 // Not connected: the CLOSE cannot be sent, the SDK forgets it anyway.
                 let _ = relay.unsubscribe(&id).await;
             }
             self.subs.forget(id.as_str());
+            self.live.lock().remove(&i);
         }
+    }
+
+    /// Filter `i`'s live subscription as this cycle finds it: `None` unless it is open.
+    pub(super) async fn live_state(&self, relay: &Relay, i: usize) -> Option<Live> {
+        if !self.settings.sync.live || relay.subscription(&live_id(i)).await.is_none() {
+            return None;
+        }
+        self.live.lock().get(&i).map(|sub| Live {
+            opened: sub.opened,
+            lost: sub.watch.failed(),
+            whole_at: sub.whole_at,
+        })
+    }
+
+    /// Closes filter `i`'s live subscription (an event of it was lost) and opens it
+    /// anew.
+    pub(super) async fn reopen_live(&self, relay: &Relay, i: usize) -> Result<(), CycleError> {
+        let id = live_id(i);
+        let _ = relay.unsubscribe(&id).await;
+        self.subs.forget(id.as_str());
+        self.live.lock().remove(&i);
+        self.ensure_live(relay).await
     }
 }

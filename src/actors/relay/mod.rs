@@ -83,6 +83,9 @@ pub struct Known {
     pub negentropy: AtomicU8,
     /// Filters it refused: filter key → when to ask again.
     refused: Mutex<HashMap<String, Instant>>,
+    /// It stored events a live subscription of ours should have brought and did not:
+    /// its windows are read whole (`sync::live`).
+    pub live_lossy: std::sync::atomic::AtomicBool,
 }
 
 impl Known {
@@ -123,6 +126,7 @@ pub struct RelayActor {
     clients: Arc<clients::Clients>,
     client: Option<Client>,
     subs: Arc<SubTable>,
+    live: Arc<live::LiveSubs>,
     cycle_running: bool,
     failures: u32,
     /// NIP-42 key, if configured.
@@ -159,6 +163,7 @@ impl RelayActor {
             clients,
             client: None,
             subs,
+            live: Arc::default(),
             cycle_running: false,
             failures: 0,
             auth,
@@ -197,6 +202,7 @@ impl Actor for RelayActor {
         let client = self.clients.client(self.auth.as_ref());
         self.client = Some(client.clone());
         self.subs = Arc::new(SubTable::new(self.settings.limits.max_frames_per_req));
+        self.live = Arc::default();
         // Reconnection is ours: a cycle that finds the connection down reconnects, and a
         // failed one backs off through `next_interval` (exponential, capped, jittered).
         let opts = RelayOptions::new()
@@ -319,6 +325,7 @@ impl Handler<RunCycle> for RelayActor {
             filters: self.filters.clone(),
             client,
             subs: self.subs.clone(),
+            live: self.live.clone(),
             store: self.store.clone(),
             held: self.pipeline.counters.held.clone(),
             known: self.known.clone(),
