@@ -315,9 +315,10 @@ fn queries_read_what_was_written(db: TestDb) {
 }
 
 /// Deletions naming ids never stored, signed once per run: `(first, rest, blocked,
-/// freed)`. `first` (by one author) names the id of `freed` first, then made-up ids;
-/// each of the 499 `rest` (by another) names 2,000 ids, the last of them naming the id
-/// of `blocked` first. Neither note is stored.
+/// freed)`. `first` (by one author) names the id of `freed` and made-up ids; each of
+/// the 499 `rest` (by another) names 2,000 ids, the last of them the id of `blocked`
+/// too. Neither note is stored. Made-up ids start with `f` and the notes' do not, so
+/// the notes' are among the 1,000 lowest (those a deletion records).
 fn many_deletions() -> &'static (Event, Vec<Event>, Event, Event) {
     static SET: std::sync::OnceLock<(Event, Vec<Event>, Event, Event)> = std::sync::OnceLock::new();
     SET.get_or_init(|| {
@@ -326,7 +327,7 @@ fn many_deletions() -> &'static (Event, Vec<Event>, Event, Event) {
         let mut made_up = move || {
             n += 1;
             let x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-            format!("{x:032x}{:032x}", x.rotate_left(61) ^ n)
+            format!("f{:031x}{:032x}", x >> 4, x.rotate_left(61) ^ n)
         };
         let deletion = |keys: &Keys, ids: Vec<String>| {
             EventBuilder::new(Kind::EventDeletion, "")
@@ -334,12 +335,17 @@ fn many_deletions() -> &'static (Event, Vec<Event>, Event, Event) {
                 .sign_with_keys(keys)
                 .unwrap()
         };
-        let freed = EventBuilder::text_note("freed")
-            .sign_with_keys(&k0)
-            .unwrap();
-        let blocked = EventBuilder::text_note("blocked")
-            .sign_with_keys(&k)
-            .unwrap();
+        let note = |keys: &Keys, text: &str| {
+            (0..)
+                .map(|i| {
+                    EventBuilder::text_note(format!("{text} {i}"))
+                        .sign_with_keys(keys)
+                        .unwrap()
+                })
+                .find(|e| !e.id.to_hex().starts_with('f'))
+                .unwrap()
+        };
+        let (freed, blocked) = (note(&k0, "freed"), note(&k, "blocked"));
         let first = deletion(
             &k0,
             std::iter::once(freed.id.to_hex())

@@ -339,7 +339,8 @@ mod tests {
     }
 
     /// What a deletion records: every id whose event it removed, and the first
-    /// `UNSEEN_TOMBSTONES_PER_DELETION` of the others, in tag order.
+    /// `UNSEEN_TOMBSTONES_PER_DELETION` of the others, in the order of `ids` (sorted by
+    /// `nostr::deletion`: the lowest ids, however the tags were ordered).
     #[test]
     fn tombstones_for_unseen_ids_are_bounded_per_deletion() {
         let cap = UNSEEN_TOMBSTONES_PER_DELETION;

@@ -45,7 +45,7 @@ pub(super) struct Cycle {
     pub(super) client: Client,
     pub(super) subs: Arc<SubTable>,
     /// This connection's live subscriptions (`live`).
-    pub(super) live: Arc<super::live::LiveSubs>,
+    pub(super) live: Arc<super::subs::LiveSubs>,
     pub(super) store: Arc<dyn EventStore>,
     pub(super) held: Arc<crate::metrics::Gauge>,
     pub(super) known: Arc<Known>,

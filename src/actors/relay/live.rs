@@ -2,39 +2,12 @@
 //! after the relay closes one, forgotten when the connection is lost. What each has
 //! covered since it opened spares the polling cycles re-reading it (`sync::live`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use nostr_sdk::prelude::*;
 
 use super::cycle::{Cycle, CycleError};
-use crate::actors::ack::{AckWatch, Pending};
+use super::subs::LiveSub;
+use crate::actors::ack::Pending;
 use crate::sync::filter::to_filter;
-use crate::sync::live::Live;
-
-/// The live subscriptions open on the current connection, by filter.
-#[derive(Default)]
-pub(super) struct LiveSubs(Mutex<HashMap<usize, LiveSub>>);
-
-struct LiveSub {
-    opened: u64,
-    /// Whether an event it brought was dropped before its commit.
-    watch: AckWatch,
-    whole_at: u64,
-}
-
-impl LiveSubs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, LiveSub>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A cycle starting at `started` read filter `i`'s window whole.
-    pub(super) fn read_whole(&self, i: usize, started: u64) {
-        if let Some(sub) = self.lock().get_mut(&i) {
-            sub.whole_at = started;
-        }
-    }
-}
 
 fn live_id(i: usize) -> SubscriptionId {
     SubscriptionId::new(format!("live-{i}"))
@@ -59,7 +32,7 @@ impl Cycle {
             // No one waits on a live subscription's completion: its receiver is dropped.
             let (root, _) = Pending::root(self.held.clone());
             let opened = Timestamp::now();
-            self.live.lock().insert(
+            self.live.insert(
                 i,
                 LiveSub {
                     opened: opened.as_secs(),
@@ -87,20 +60,20 @@ impl Cycle {
                 let _ = relay.unsubscribe(&id).await;
             }
             self.subs.forget(id.as_str());
-            self.live.lock().remove(&i);
+            self.live.remove(i);
         }
     }
 
     /// Filter `i`'s live subscription as this cycle finds it: `None` unless it is open.
-    pub(super) async fn live_state(&self, relay: &Relay, i: usize) -> Option<Live> {
+    pub(super) async fn live_state(
+        &self,
+        relay: &Relay,
+        i: usize,
+    ) -> Option<crate::sync::live::Live> {
         if !self.settings.sync.live || relay.subscription(&live_id(i)).await.is_none() {
             return None;
         }
-        self.live.lock().get(&i).map(|sub| Live {
-            opened: sub.opened,
-            lost: sub.watch.failed(),
-            whole_at: sub.whole_at,
-        })
+        self.live.state(i)
     }
 
     /// Closes filter `i`'s live subscription (an event of it was lost) and opens it
@@ -109,7 +82,7 @@ impl Cycle {
         let id = live_id(i);
         let _ = relay.unsubscribe(&id).await;
         self.subs.forget(id.as_str());
-        self.live.lock().remove(&i);
+        self.live.remove(i);
         self.ensure_live(relay).await
     }
 }

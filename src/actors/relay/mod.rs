@@ -126,7 +126,7 @@ pub struct RelayActor {
     clients: Arc<clients::Clients>,
     client: Option<Client>,
     subs: Arc<SubTable>,
-    live: Arc<live::LiveSubs>,
+    live: Arc<subs::LiveSubs>,
     cycle_running: bool,
     failures: u32,
     /// NIP-42 key, if configured.

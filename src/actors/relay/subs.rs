@@ -9,7 +9,8 @@ use nostr_sdk::{Event, EventId};
 use tokio::sync::oneshot;
 
 use super::frames::Place;
-use crate::actors::ack::Pending;
+use crate::actors::ack::{AckWatch, Pending};
+use crate::sync::live::Live;
 use crate::sync::plan::PageSummary;
 
 /// How one REQ ended.
@@ -191,6 +192,48 @@ impl SubTable {
                 let _ = done.send(std::mem::take(&mut sub.end));
             }
             sub.ack.resolve(false);
+        }
+    }
+}
+
+/// The live subscriptions open on the current connection, by filter (`live.rs` opens
+/// and closes them; cycles read what they covered, see `sync::live`).
+#[derive(Default)]
+pub(super) struct LiveSubs(Mutex<HashMap<usize, LiveSub>>);
+
+pub(super) struct LiveSub {
+    pub(super) opened: u64,
+    /// Whether an event it brought was dropped before its commit.
+    pub(super) watch: AckWatch,
+    pub(super) whole_at: u64,
+}
+
+impl LiveSubs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, LiveSub>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn insert(&self, i: usize, sub: LiveSub) {
+        self.lock().insert(i, sub);
+    }
+
+    pub(super) fn remove(&self, i: usize) {
+        self.lock().remove(&i);
+    }
+
+    /// Filter `i`'s subscription as a cycle sees it.
+    pub(super) fn state(&self, i: usize) -> Option<Live> {
+        self.lock().get(&i).map(|sub| Live {
+            opened: sub.opened,
+            lost: sub.watch.failed(),
+            whole_at: sub.whole_at,
+        })
+    }
+
+    /// A cycle starting at `started` read filter `i`'s window whole.
+    pub(super) fn read_whole(&self, i: usize, started: u64) {
+        if let Some(sub) = self.lock().get_mut(&i) {
+            sub.whole_at = started;
         }
     }
 }
