@@ -5,21 +5,28 @@
 //! event the relay accepts from then on, whenever it arrives there, reaches us live.
 //! A cycle then reads only what is dated before that second (events that reached the
 //! relay late), not the whole overlap window again. Once per `overlap` the window is
-//! read whole anyway; a whole read of a window dated entirely after the opening that
-//! finds new events shows a relay that does not deliver live what it stores, and its
-//! live delivery is not trusted again.
+//! checked: read whole but for its last [`SETTLE_SECS`] (what the relay stored just
+//! before the check may still be on its way to us live; the next check reads it). A
+//! check of a window dated entirely after the opening that finds new events shows a
+//! relay that does not deliver live what it stores, and its live delivery is not
+//! trusted again.
 
 /// What the cycle reads of `[since, now]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveRead {
     /// All of it, as without a live subscription.
     Whole,
+    /// The periodic check: `[since, top]`, all but the last seconds.
+    Check(u64),
     /// Only `[since, top]`: the live subscription brought what is dated after (from
     /// the second it opened: `since` is inclusive).
     Below(u64),
     /// Nothing: the live subscription covers the whole window.
     Nothing,
 }
+
+/// Seconds below its start a check stops reading.
+pub const SETTLE_SECS: u64 = 5;
 
 /// The live subscription of a filter, as a cycle finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +47,7 @@ pub fn read(live: Option<Live>, lossy: bool, since: u64, started: u64, overlap: 
         return LiveRead::Whole;
     };
     if started >= live.whole_at.saturating_add(overlap) {
-        return LiveRead::Whole;
+        return LiveRead::Check(started.saturating_sub(SETTLE_SECS).max(since));
     }
     if live.opened <= since {
         LiveRead::Nothing
@@ -49,7 +56,7 @@ pub fn read(live: Option<Live>, lossy: bool, since: u64, started: u64, overlap: 
     }
 }
 
-/// Whether a whole read of `[since, …]` that stored `new_rows` events shows the
+/// Whether a check of `[since, …]` that stored `new_rows` events shows the
 /// relay's live delivery lossy: the window was dated entirely after the opening, so
 /// the subscription should have brought every one of them.
 pub fn shows_loss(live: Option<Live>, since: u64, new_rows: u64) -> bool {
@@ -87,8 +94,21 @@ mod tests {
             (live(1_000, 1_000), false, 999, 1_300, LiveRead::Below(999)),
             (live(1_000, 1_000), false, 1_000, 1_500, LiveRead::Nothing),
             (live(1_000, 1_000), false, 1_200, 1_599, LiveRead::Nothing),
-            // Once per overlap, whole.
-            (live(1_000, 1_000), false, 1_200, 1_600, LiveRead::Whole),
+            // Once per overlap, a check: all but the last seconds.
+            (
+                live(1_000, 1_000),
+                false,
+                1_200,
+                1_600,
+                LiveRead::Check(1_595),
+            ),
+            (
+                live(1_000, 1_000),
+                false,
+                1_598,
+                1_600,
+                LiveRead::Check(1_598),
+            ),
             (live(1_000, 1_600), false, 1_700, 1_900, LiveRead::Nothing),
             // A lost event, or a relay that did not deliver live: whole.
             (lost, false, 1_200, 1_300, LiveRead::Whole),

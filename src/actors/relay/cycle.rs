@@ -336,7 +336,7 @@ impl Cycle {
                         LiveRead::Whole => {
                             self.read_range(relay, f, since, upper, &pages, true).await
                         }
-                        LiveRead::Below(top) => {
+                        LiveRead::Below(top) | LiveRead::Check(top) => {
                             self.read_range(relay, f, since, Some(top), &pages, true)
                                 .await
                         }
@@ -348,7 +348,7 @@ impl Cycle {
         let outcome = self
             .settle(read, pages_rx, (since, started), &keys, &key)
             .await?;
-        if live_read == LiveRead::Whole && live.is_some() {
+        if matches!(live_read, LiveRead::Check(_)) {
             if live::shows_loss(live, since, outcome.new_rows) {
                 self.known.live_lossy.store(true, Ordering::Relaxed);
                 tracing::warn!(
