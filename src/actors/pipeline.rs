@@ -113,11 +113,15 @@ impl Pipeline {
         if found.is_empty() {
             return fresh.items;
         }
-        let found: std::collections::HashSet<String> = found.into_iter().collect();
+        // The few found are parsed back, rather than every fresh item's id formatted.
+        let found: std::collections::HashSet<nostr_sdk::EventId> = found
+            .iter()
+            .filter_map(|id| nostr_sdk::EventId::from_hex(id).ok())
+            .collect();
         let (stored, rest): (Vec<Item>, Vec<Item>) = fresh
             .items
             .into_iter()
-            .partition(|i| found.contains(&i.event.id.to_hex()));
+            .partition(|i| found.contains(&i.event.id));
         let n = stored.len() as u64;
         // The dedup actor remembers them as committed before their claims go (copies
         // parked behind them resolve as duplicates).
