@@ -144,6 +144,61 @@ async fn write_and_check(store: &dyn EventStore, all: &[Event], batches: Vec<Vec
         .filter(|(_, s)| *s != StatsDelta::default())
         .collect();
     assert_eq!(stats, expected_stats(&want), "stats");
+    assert_fingerprints(store).await;
+}
+
+/// The maintained fingerprints are those of the stored events, computed apart by the
+/// protocol's reference (the `negentropy` crate): per second and kind, and in total
+/// (where rows of what was removed would show); the store's own recount agrees.
+async fn assert_fingerprints(store: &dyn EventStore) {
+    use negentropy::{Id, NegentropyStorageBase, NegentropyStorageVector};
+    let reference = |events: &[&Event]| {
+        let mut v = NegentropyStorageVector::new();
+        for e in events {
+            v.insert(e.created_at.as_secs(), Id::from_byte_array(e.id.to_bytes()))
+                .unwrap();
+        }
+        v.seal().unwrap();
+        v.fingerprint(0, events.len()).unwrap().to_bytes()
+    };
+    let stored: Vec<Event> = store
+        .events_after(0, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let mut groups: HashMap<(u64, u16), Vec<&Event>> = HashMap::new();
+    for e in &stored {
+        groups
+            .entry((e.created_at.as_secs(), e.kind.as_u16()))
+            .or_default()
+            .push(e);
+    }
+    for ((at, kind), events) in &groups {
+        let at = *at as i64;
+        let sums = store
+            .fingerprint_sums(&[i32::from(*kind)], &[(at, at + 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            sums[0].count,
+            events.len() as i64,
+            "second {at}, kind {kind}"
+        );
+        assert_eq!(
+            sums[0].fingerprint(),
+            reference(events),
+            "second {at}, kind {kind}"
+        );
+    }
+    let all = store.fingerprint_sums(&[], &[(0, i64::MAX)]).await.unwrap();
+    assert_eq!(
+        all[0].fingerprint(),
+        reference(&stored.iter().collect::<Vec<_>>())
+    );
+    let (recounted, differing) = store.check_fingerprints(false).await.unwrap();
+    assert_eq!(differing, 0, "of {recounted} rows recounted");
 }
 
 fn arrival_order_changes_nothing(db: TestDb) {
@@ -449,7 +504,74 @@ fn tombstones_are_swept_incrementally_and_bounded(db: TestDb) {
     });
 }
 
+/// Every way events come and go (inserts, deletions, replaced versions, expiry, the
+/// tombstone sweep) keeps the fingerprints in step; a drifted row is found and
+/// rewritten by the check.
+fn fingerprints_follow_every_write(db: TestDb) {
+    run(async {
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let all = events();
+        for batch in all.chunks(7) {
+            store.insert_events(batch).await.unwrap();
+        }
+        assert_fingerprints(&*store).await;
+        // Expiry.
+        let keys = Keys::generate();
+        let now = nostr_sync::storage::now_secs() as u64;
+        let expiring: Vec<Event> = (0..3)
+            .map(|i| {
+                EventBuilder::text_note(format!("expiring {i}"))
+                    .tag(Tag::parse(["expiration", &(now + 1_000).to_string()]).unwrap())
+                    .custom_created_at(Timestamp::from(1_700_000_000 + i))
+                    .sign_with_keys(&keys)
+                    .unwrap()
+            })
+            .collect();
+        store.insert_events(&expiring).await.unwrap();
+        assert_fingerprints(&*store).await;
+        let purged = store.purge(now as i64 + 2_000, u64::MAX).await.unwrap();
+        assert_eq!(purged.expired, 3);
+        assert_fingerprints(&*store).await;
+        // The sweep: a tombstone a concurrent writer's deletion left.
+        let note = EventBuilder::text_note("raced")
+            .custom_created_at(Timestamp::from(1_700_000_003))
+            .sign_with_keys(&keys)
+            .unwrap();
+        store
+            .insert_events(std::slice::from_ref(&note))
+            .await
+            .unwrap();
+        sql(
+            &db,
+            &format!(
+                "INSERT INTO deleted_events (id, pubkey, seen) VALUES ('{}', '{}', TRUE)",
+                note.id, note.pubkey
+            ),
+        );
+        assert_eq!(store.purge(0, u64::MAX).await.unwrap().deleted, 1);
+        assert_fingerprints(&*store).await;
+        // Drift, found and repaired.
+        sql(
+            &db,
+            "UPDATE fingerprints SET l3 = l3 + 1 WHERE second = 1700000001",
+        );
+        sql(
+            &db,
+            "INSERT INTO fingerprints VALUES (5, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1)",
+        );
+        assert_eq!(store.check_fingerprints(false).await.unwrap().1, 2);
+        assert_eq!(
+            store.check_fingerprints(false).await.unwrap().1,
+            2,
+            "a check alone repairs nothing"
+        );
+        assert_eq!(store.check_fingerprints(true).await.unwrap().1, 2);
+        assert_fingerprints(&*store).await;
+    });
+}
+
 both_backends!(
+    fingerprints_follow_every_write,
     arrival_order_changes_nothing,
     writing_again_changes_nothing,
     rows_follow_the_batch,

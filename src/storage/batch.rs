@@ -14,12 +14,16 @@
 //! 4. The rest is inserted (`ON CONFLICT DO NOTHING` on the id).
 //! 5. What removed events had counted is queued in `retractions` ([`retractions`]),
 //!    for the aggregator's flush to subtract.
+//! 6. The inserted and removed events' ids are added to and taken from the
+//!    `fingerprints` of their second and kind ([`fingerprint_deltas`]), last, so that
+//!    the rows two writers share stay locked only until the commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use nostr_sdk::Event;
 
-use super::models::{EventRow, NewEvent, NewHead, NewRetraction};
+use super::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction};
+use crate::nostr::fingerprint::IdSum;
 use crate::nostr::{self, aggregate, Deletion};
 
 /// A batch, ready for the steps above.
@@ -226,6 +230,35 @@ fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
             .or_insert(i);
     }
     best
+}
+
+/// The changes to `fingerprints` of inserting `added` and removing `removed`, each an
+/// event's `(created_at, kind, id)`: one row per second and kind, in key order (two
+/// writers lock shared rows in the same order), none that changes nothing.
+pub(crate) fn fingerprint_deltas<'a>(
+    added: impl Iterator<Item = (i64, i32, &'a str)>,
+    removed: impl Iterator<Item = (i64, i32, &'a str)>,
+) -> Vec<FingerprintRow> {
+    let mut sums: BTreeMap<(i64, i32), IdSum> = BTreeMap::new();
+    let mut apply = |(at, kind, id): (i64, i32, &str), add: bool| {
+        let Some(bytes) = nostr::id_bytes(id) else {
+            // Stored ids are hex of 32 bytes; another would be in no fingerprint.
+            tracing::error!(%id, "stored event id is not 32 bytes of hex");
+            return;
+        };
+        let sum = sums.entry((at, kind)).or_default();
+        if add {
+            sum.add(&IdSum::of(&bytes));
+        } else {
+            sum.sub(&IdSum::of(&bytes));
+        }
+    };
+    added.for_each(|e| apply(e, true));
+    removed.for_each(|e| apply(e, false));
+    sums.into_iter()
+        .filter(|(_, sum)| !sum.is_zero())
+        .map(|((at, kind), sum)| FingerprintRow::new(at, kind, &sum))
+        .collect()
 }
 
 /// What removed rows had counted, to be subtracted: rows whose contribution was

@@ -6,6 +6,7 @@
 //! transaction, so each stored event is counted exactly once whatever crashes.
 
 pub mod batch;
+pub(crate) mod fingerprints;
 pub mod migrate;
 pub mod models;
 mod postgres;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::fingerprint::IdSum;
 use crate::nostr::zap::ZapPolicy;
 pub use zaps::ZapStore;
 
@@ -231,6 +233,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// Which of `ids` (lowercase hex) are stored: one indexed lookup per id, in one
     /// query per thousand.
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Per span `[from, to)` of `created_at`: how many events of `kinds` (every kind
+    /// when empty) are stored, and the sum of their ids, from `fingerprints`.
+    async fn fingerprint_sums(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<IdSum>>;
+
+    /// Recounts `fingerprints` from the events: `(rows recounted, rows that differ)`.
+    /// With `repair`, rewrites the table from the recount when any differ (writers
+    /// wait meanwhile).
+    async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)>;
 
     /// `(seq, id)` of up to `limit` stored events after `after_seq`, in `seq` order.
     async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;

@@ -4,9 +4,11 @@ use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
 use super::schema::{
-    event_stats, event_tags, events, replaceable_heads, retractions, zap_counted, zap_pending,
+    event_stats, event_tags, events, fingerprints, replaceable_heads, retractions, zap_counted,
+    zap_pending,
 };
 use crate::nostr::aggregate::{contribution, StatsDelta};
+use crate::nostr::fingerprint::IdSum;
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = events)]
@@ -207,4 +209,50 @@ pub struct NewZapPending<'a> {
 #[diesel(treat_none_as_default_value = false)]
 pub struct NewZapCounted<'a> {
     pub id: &'a str,
+}
+
+/// What a write adds to (or, negative, takes from) the `fingerprints` row of one second
+/// and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable, Queryable, Selectable)]
+#[diesel(table_name = fingerprints)]
+pub struct FingerprintRow {
+    pub second: i64,
+    pub kind: i32,
+    pub n: i64,
+    pub l0: i64,
+    pub l1: i64,
+    pub l2: i64,
+    pub l3: i64,
+    pub l4: i64,
+    pub l5: i64,
+    pub l6: i64,
+    pub l7: i64,
+}
+
+impl FingerprintRow {
+    pub fn new(second: i64, kind: i32, sum: &IdSum) -> Self {
+        let [l0, l1, l2, l3, l4, l5, l6, l7] = sum.limbs;
+        FingerprintRow {
+            second,
+            kind,
+            n: sum.count,
+            l0,
+            l1,
+            l2,
+            l3,
+            l4,
+            l5,
+            l6,
+            l7,
+        }
+    }
+
+    pub fn sum(&self) -> IdSum {
+        IdSum {
+            count: self.n,
+            limbs: [
+                self.l0, self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7,
+            ],
+        }
+    }
 }

@@ -11,6 +11,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use nostr_sdk::Event;
 
 use super::batch::Prepared;
+use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
@@ -19,6 +20,7 @@ use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::fingerprint::IdSum;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -258,6 +260,52 @@ impl EventStore for PgStore {
             found.extend(held);
         }
         Ok(found)
+    }
+
+    async fn fingerprint_sums(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<IdSum>> {
+        use diesel::sql_types::{Array, BigInt, Integer};
+        let mut conn = self.conn().await?;
+        let mut sums = Vec::with_capacity(spans.len());
+        for chunk in spans.chunks(fingerprints::SPANS_PER_QUERY) {
+            let (from, to): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            let rows: Vec<fingerprints::SpanSum> = diesel::sql_query(fingerprints::PG_SPAN_SUMS)
+                .bind::<Array<BigInt>, _>(from)
+                .bind::<Array<BigInt>, _>(to)
+                .bind::<Array<Integer>, _>(kinds)
+                .load(&mut conn)
+                .await?;
+            sums.extend(rows.iter().map(fingerprints::SpanSum::sum));
+        }
+        Ok(sums)
+    }
+
+    async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
+        let mut conn = self.conn().await?;
+        let checked: fingerprints::Checked = diesel::sql_query(fingerprints::PG_CHECK)
+            .get_result(&mut conn)
+            .await?;
+        if repair && checked.differing > 0 {
+            conn.transaction(async |conn| {
+                // Writers add to the table last in their transaction: they wait here
+                // and add theirs after, to rows that count none of their events.
+                diesel::sql_query("LOCK TABLE fingerprints IN EXCLUSIVE MODE")
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query("DELETE FROM fingerprints")
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query(fingerprints::PG_RECOUNT)
+                    .execute(conn)
+                    .await?;
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await?;
+        }
+        Ok((checked.recounted as u64, checked.differing as u64))
     }
 
     async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {

@@ -13,6 +13,26 @@ use crate::nostr::aggregate::{Contribution, Sourced, StatsDelta};
 /// saturating at `i64::MAX` so no sum of claimed amounts can overflow (PostgreSQL would
 /// refuse the write forever; SQLite would turn the column into a float). Deltas are
 /// never negative: retractions go through `retract_stats!`.
+/// The `fingerprints` upsert's `SET`: each row's count and limbs added to those stored.
+macro_rules! add_excluded_fingerprints {
+    () => {{
+        use diesel::upsert::excluded;
+        use $crate::storage::schema::fingerprints::dsl::*;
+        (
+            n.eq(n + excluded(n)),
+            l0.eq(l0 + excluded(l0)),
+            l1.eq(l1 + excluded(l1)),
+            l2.eq(l2 + excluded(l2)),
+            l3.eq(l3 + excluded(l3)),
+            l4.eq(l4 + excluded(l4)),
+            l5.eq(l5 + excluded(l5)),
+            l6.eq(l6 + excluded(l6)),
+            l7.eq(l7 + excluded(l7)),
+        )
+    }};
+}
+pub(crate) use add_excluded_fingerprints;
+
 macro_rules! add_excluded_stats {
     () => {{
         use diesel::dsl::sql;

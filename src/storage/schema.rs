@@ -128,6 +128,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    fingerprints (second, kind) {
+        second -> BigInt,
+        kind -> Integer,
+        n -> BigInt,
+        l0 -> BigInt,
+        l1 -> BigInt,
+        l2 -> BigInt,
+        l3 -> BigInt,
+        l4 -> BigInt,
+        l5 -> BigInt,
+        l6 -> BigInt,
+        l7 -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
 diesel::allow_tables_to_appear_in_same_query!(
     events,
@@ -142,5 +158,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     zap_servers,
     zap_pending,
     zap_counted,
-    tombstone_sweep
+    tombstone_sweep,
+    fingerprints
 );

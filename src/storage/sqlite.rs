@@ -18,6 +18,7 @@ use futures::FutureExt;
 use nostr_sdk::Event;
 
 use super::batch::Prepared;
+use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
@@ -26,6 +27,7 @@ use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
 use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::fingerprint::IdSum;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
@@ -220,6 +222,46 @@ impl EventStore for SqliteStore {
                 found.extend(held);
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn fingerprint_sums(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<IdSum>> {
+        use diesel::sql_types::Text;
+        let kinds = serde_json::to_string(kinds).unwrap_or_default();
+        let spans = spans.to_vec();
+        self.run(move |conn| {
+            let mut sums = Vec::with_capacity(spans.len());
+            for chunk in spans.chunks(fingerprints::SPANS_PER_QUERY) {
+                let chunk = serde_json::to_string(chunk).unwrap_or_default();
+                let rows: Vec<fingerprints::SpanSum> =
+                    diesel::sql_query(fingerprints::SQLITE_SPAN_SUMS)
+                        .bind::<Text, _>(chunk)
+                        .bind::<Text, _>(&kinds)
+                        .load(conn)?;
+                sums.extend(rows.iter().map(fingerprints::SpanSum::sum));
+            }
+            Ok(sums)
+        })
+        .await
+    }
+
+    async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
+        self.run(move |conn| {
+            // One transaction: SQLite has one writer, and none writes meanwhile.
+            conn.immediate_transaction(|conn| {
+                let checked: fingerprints::Checked =
+                    diesel::sql_query(fingerprints::SQLITE_CHECK).get_result(conn)?;
+                if repair && checked.differing > 0 {
+                    diesel::sql_query("DELETE FROM fingerprints").execute(conn)?;
+                    diesel::sql_query(fingerprints::SQLITE_RECOUNT).execute(conn)?;
+                }
+                Ok((checked.recounted as u64, checked.differing as u64))
+            })
         })
         .await
     }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use nostr_sync::nostr::aggregate::{contribution, Sourced, StatsDelta};
+use nostr_sync::nostr::fingerprint::IdSum;
 use nostr_sync::storage::{
     EventStore, ItemQuery, Overview, Purged, Removals, StoreResult, Written,
 };
@@ -110,6 +111,18 @@ impl EventStore for Baseline {
 
     async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
         self.0.ids_after(after_seq, limit).await
+    }
+
+    async fn fingerprint_sums(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<IdSum>> {
+        self.0.fingerprint_sums(kinds, spans).await
+    }
+
+    async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
+        self.0.check_fingerprints(repair).await
     }
 
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>> {

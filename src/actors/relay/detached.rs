@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
+use crate::nostr::fingerprint::IdSum;
 use crate::storage::{EventStore, ItemQuery, Overview, Purged, StoreError, StoreResult, Written};
 
 pub struct Detached(pub Arc<dyn EventStore>);
@@ -81,6 +82,26 @@ impl EventStore for Detached {
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
         let ids = ids.to_vec();
         detached(&self.0, |s| async move { s.stored_among(&ids).await }).await
+    }
+
+    async fn fingerprint_sums(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<IdSum>> {
+        let (kinds, spans) = (kinds.to_vec(), spans.to_vec());
+        detached(&self.0, |s| async move {
+            s.fingerprint_sums(&kinds, &spans).await
+        })
+        .await
+    }
+
+    async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
+        detached(
+            &self.0,
+            |s| async move { s.check_fingerprints(repair).await },
+        )
+        .await
     }
 
     async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {

@@ -10,8 +10,8 @@ use diesel::QueryResult;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
-use super::batch::{retractions, tombstones, Prepared, Removals};
-use super::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
+use super::batch::{fingerprint_deltas, retractions, tombstones, Prepared, Removals};
+use super::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction, NewTag};
 use super::Purged;
 use crate::nostr::Deletion;
 
@@ -74,13 +74,17 @@ pub(crate) trait Steps {
     async fn evict_unseen(&mut self, before: i64, n: i64) -> QueryResult<u64>;
 
     async fn save_sweep(&mut self, swept_to: i64, unseen: i64) -> QueryResult<()>;
+
+    /// Adds each row's count and limbs to those of its second and kind.
+    async fn add_fingerprints(&mut self, rows: &[FingerprintRow]) -> QueryResult<()>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
 /// queries are written once, and run awaited on an async connection (`run: [await]`)
 /// or at once on a sync one (`run: []`); `now` is the backend's SQL for the database's
-/// clock in unix seconds (the tombstones' `added_at` default). Only `offer_heads` is
-/// the backend's own (PostgreSQL upserts many heads per statement, SQLite one).
+/// clock in unix seconds (the tombstones' `added_at` default). Only `offer_heads` and
+/// `add_fingerprints` are the backend's own (PostgreSQL upserts many rows per
+/// statement, SQLite one).
 macro_rules! impl_steps {
     ($steps:ident, rows: $rows:expr, now: $now:expr, run: [$($aw:tt)?], $($offer:tt)*) => {
         impl Steps for $steps<'_> {
@@ -303,12 +307,17 @@ pub(crate) async fn write<S: Steps>(
         removed.extend(gone);
     }
     // 4. The rest, and the tags of what was new.
-    let rows = prep.take_kept(&keep);
+    let kept = prep.take_kept(&keep);
     let mut inserted = Vec::new();
-    for chunk in rows.chunks(S::ROWS) {
+    for chunk in kept.chunks(S::ROWS) {
         inserted.extend(db.insert_events(chunk).await?);
     }
     let by_id: HashMap<&str, i64> = inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+    let added = kept
+        .iter()
+        .filter(|row| by_id.contains_key(row.id.as_str()))
+        .map(|row| (row.created_at, row.kind, row.id.as_str()));
+    let fingerprints = fingerprint_deltas(added, gone(&removed));
     let rows: Vec<Option<i64>> = ids
         .iter()
         .map(|id| by_id.get(id.as_str()).copied())
@@ -325,7 +334,23 @@ pub(crate) async fn write<S: Steps>(
     }
     // 5. What the removed events had counted.
     removals.retractions = retract(db, removed).await?;
+    // 6. The fingerprints of what came and went.
+    add_fingerprints(db, &fingerprints).await?;
     Ok((rows, removals))
+}
+
+/// `(created_at, kind, id)` of removed rows.
+fn gone(removed: &[Removed]) -> impl Iterator<Item = (i64, i32, &str)> {
+    removed
+        .iter()
+        .map(|(_, row)| (row.created_at, row.kind, row.id.as_str()))
+}
+
+async fn add_fingerprints<S: Steps>(db: &mut S, rows: &[FingerprintRow]) -> QueryResult<()> {
+    for chunk in rows.chunks(S::ROWS) {
+        db.add_fingerprints(chunk).await?;
+    }
+    Ok(())
 }
 
 /// Queues the retractions of `removed` rows (step 5, and the purge of expired and
@@ -372,11 +397,14 @@ pub(crate) async fn purge<S: Steps>(db: &mut S, now: i64, max_unseen: u64) -> Qu
     unseen -= evicted as i64;
     db.save_sweep(to, unseen).await?;
     let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
-    let removed = expired.into_iter().chain(tombstoned).collect();
+    let removed: Vec<Removed> = expired.into_iter().chain(tombstoned).collect();
+    let fingerprints = fingerprint_deltas(std::iter::empty(), gone(&removed));
+    let retractions = retract(db, removed).await?;
+    add_fingerprints(db, &fingerprints).await?;
     Ok(Purged {
         expired: expired_n,
         deleted,
-        retractions: retract(db, removed).await?,
+        retractions,
         evicted,
         unseen: unseen.max(0) as u64,
     })

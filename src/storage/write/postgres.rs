@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{Removed, Steps};
 use crate::nostr::Deletion;
-use crate::storage::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
+use crate::storage::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction, NewTag};
 use crate::storage::queries::REPLACES_HEAD;
 use crate::storage::schema::{
     deleted_addresses, deleted_events, event_tags, events, replaceable_heads, retractions,
@@ -44,5 +44,17 @@ super::impl_steps!(
                 .get_results(self.0)
                 .await?;
         Ok(won.into_iter().collect())
+    }
+
+    async fn add_fingerprints(&mut self, rows: &[FingerprintRow]) -> QueryResult<()> {
+        use crate::storage::schema::fingerprints as f;
+        diesel::insert_into(f::table)
+            .values(rows)
+            .on_conflict((f::second, f::kind))
+            .do_update()
+            .set(crate::storage::queries::add_excluded_fingerprints!())
+            .execute(self.0)
+            .await
+            .map(drop)
     }
 );

@@ -10,7 +10,7 @@ use diesel::SqliteConnection;
 
 use super::{Removed, Steps};
 use crate::nostr::Deletion;
-use crate::storage::models::{EventRow, NewEvent, NewHead, NewRetraction, NewTag};
+use crate::storage::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction, NewTag};
 use crate::storage::queries::REPLACES_HEAD;
 use crate::storage::schema::{
     deleted_addresses, deleted_events, event_tags, events, replaceable_heads, retractions,
@@ -46,5 +46,18 @@ super::impl_steps!(
             );
         }
         Ok(won)
+    }
+
+    async fn add_fingerprints(&mut self, rows: &[FingerprintRow]) -> QueryResult<()> {
+        use crate::storage::schema::fingerprints as f;
+        for row in rows {
+            diesel::insert_into(f::table)
+                .values(row)
+                .on_conflict((f::second, f::kind))
+                .do_update()
+                .set(crate::storage::queries::add_excluded_fingerprints!())
+                .execute(&mut *self.0)?;
+        }
+        Ok(())
     }
 );

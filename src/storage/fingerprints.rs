@@ -1,0 +1,356 @@
+//! The `fingerprints` table's queries (see its migration and
+//! `crate::nostr::fingerprint`): sums over spans of seconds for reconciliation, and
+//! the recount from the events that checks and repairs it. The id's limbs are read
+//! from its hex in SQL, so a recount moves no event through the service.
+
+use diesel::sql_types::BigInt;
+
+use crate::nostr::fingerprint::IdSum;
+
+/// Spans per statement of [`PG_SPAN_SUMS`] and [`SQLITE_SPAN_SUMS`].
+pub(crate) const SPANS_PER_QUERY: usize = 1_000;
+
+/// Per span `[$1[i], $2[i])` of seconds, the sums of the rows of kinds `$3` (all
+/// when empty), one row per span in order.
+pub(crate) const PG_SPAN_SUMS: &str =
+    "SELECT r.i, COALESCE(sum(f.n), 0)::BIGINT AS n, COALESCE(sum(f.l0), 0)::BIGINT \
+     AS l0, COALESCE(sum(f.l1), 0)::BIGINT AS l1, COALESCE(sum(f.l2), 0)::BIGINT AS \
+     l2, COALESCE(sum(f.l3), 0)::BIGINT AS l3, COALESCE(sum(f.l4), 0)::BIGINT AS l4, \
+     COALESCE(sum(f.l5), 0)::BIGINT AS l5, COALESCE(sum(f.l6), 0)::BIGINT AS l6, \
+     COALESCE(sum(f.l7), 0)::BIGINT AS l7 FROM unnest($1::BIGINT[], $2::BIGINT[]) \
+     WITH ORDINALITY AS r(lo, hi, i) LEFT JOIN fingerprints f ON f.second >= r.lo AND \
+     f.second < r.hi AND (cardinality($3::INT[]) = 0 OR f.kind = ANY($3)) GROUP BY \
+     r.i ORDER BY r.i";
+
+/// As [`PG_SPAN_SUMS`]; the spans are a JSON array of `[from, to]`, the kinds one of
+/// numbers.
+pub(crate) const SQLITE_SPAN_SUMS: &str =
+    "WITH r(i, lo, hi) AS (SELECT key, json_extract(value, '$[0]'), \
+     json_extract(value, '$[1]') FROM json_each(?1)) SELECT r.i AS i, \
+     COALESCE(sum(f.n), 0) AS n, COALESCE(sum(f.l0), 0) AS l0, COALESCE(sum(f.l1), 0) \
+     AS l1, COALESCE(sum(f.l2), 0) AS l2, COALESCE(sum(f.l3), 0) AS l3, \
+     COALESCE(sum(f.l4), 0) AS l4, COALESCE(sum(f.l5), 0) AS l5, COALESCE(sum(f.l6), \
+     0) AS l6, COALESCE(sum(f.l7), 0) AS l7 FROM r LEFT JOIN fingerprints f ON \
+     f.second >= r.lo AND f.second < r.hi AND (?2 = '[]' OR f.kind IN (SELECT value \
+     FROM json_each(?2))) GROUP BY r.i ORDER BY r.i";
+
+/// How many rows a recount from the events has, and how many rows of the table differ
+/// from it (a row of zeros counts as absent).
+pub(crate) const PG_CHECK: &str =
+    "SELECT (SELECT count(*) FROM (SELECT created_at AS second, kind, \
+     count(*)::BIGINT AS n, sum(l0)::BIGINT AS l0, sum(l1)::BIGINT AS l1, \
+     sum(l2)::BIGINT AS l2, sum(l3)::BIGINT AS l3, sum(l4)::BIGINT AS l4, \
+     sum(l5)::BIGINT AS l5, sum(l6)::BIGINT AS l6, sum(l7)::BIGINT AS l7 FROM (SELECT \
+     created_at, kind, ('x' || substr(id, 7, 2) || substr(id, 5, 2) || substr(id, 3, \
+     2) || substr(id, 1, 2))::bit(32)::bigint AS l0, ('x' || substr(id, 15, 2) || \
+     substr(id, 13, 2) || substr(id, 11, 2) || substr(id, 9, 2))::bit(32)::bigint AS \
+     l1, ('x' || substr(id, 23, 2) || substr(id, 21, 2) || substr(id, 19, 2) || \
+     substr(id, 17, 2))::bit(32)::bigint AS l2, ('x' || substr(id, 31, 2) || \
+     substr(id, 29, 2) || substr(id, 27, 2) || substr(id, 25, 2))::bit(32)::bigint AS \
+     l3, ('x' || substr(id, 39, 2) || substr(id, 37, 2) || substr(id, 35, 2) || \
+     substr(id, 33, 2))::bit(32)::bigint AS l4, ('x' || substr(id, 47, 2) || \
+     substr(id, 45, 2) || substr(id, 43, 2) || substr(id, 41, 2))::bit(32)::bigint AS \
+     l5, ('x' || substr(id, 55, 2) || substr(id, 53, 2) || substr(id, 51, 2) || \
+     substr(id, 49, 2))::bit(32)::bigint AS l6, ('x' || substr(id, 63, 2) || \
+     substr(id, 61, 2) || substr(id, 59, 2) || substr(id, 57, 2))::bit(32)::bigint AS \
+     l7 FROM events) AS limbs GROUP BY created_at, kind) AS c) AS recounted, (SELECT \
+     count(*) FROM (SELECT created_at AS second, kind, count(*)::BIGINT AS n, \
+     sum(l0)::BIGINT AS l0, sum(l1)::BIGINT AS l1, sum(l2)::BIGINT AS l2, \
+     sum(l3)::BIGINT AS l3, sum(l4)::BIGINT AS l4, sum(l5)::BIGINT AS l5, \
+     sum(l6)::BIGINT AS l6, sum(l7)::BIGINT AS l7 FROM (SELECT created_at, kind, ('x' \
+     || substr(id, 7, 2) || substr(id, 5, 2) || substr(id, 3, 2) || substr(id, 1, \
+     2))::bit(32)::bigint AS l0, ('x' || substr(id, 15, 2) || substr(id, 13, 2) || \
+     substr(id, 11, 2) || substr(id, 9, 2))::bit(32)::bigint AS l1, ('x' || \
+     substr(id, 23, 2) || substr(id, 21, 2) || substr(id, 19, 2) || substr(id, 17, \
+     2))::bit(32)::bigint AS l2, ('x' || substr(id, 31, 2) || substr(id, 29, 2) || \
+     substr(id, 27, 2) || substr(id, 25, 2))::bit(32)::bigint AS l3, ('x' || \
+     substr(id, 39, 2) || substr(id, 37, 2) || substr(id, 35, 2) || substr(id, 33, \
+     2))::bit(32)::bigint AS l4, ('x' || substr(id, 47, 2) || substr(id, 45, 2) || \
+     substr(id, 43, 2) || substr(id, 41, 2))::bit(32)::bigint AS l5, ('x' || \
+     substr(id, 55, 2) || substr(id, 53, 2) || substr(id, 51, 2) || substr(id, 49, \
+     2))::bit(32)::bigint AS l6, ('x' || substr(id, 63, 2) || substr(id, 61, 2) || \
+     substr(id, 59, 2) || substr(id, 57, 2))::bit(32)::bigint AS l7 FROM events) AS \
+     limbs GROUP BY created_at, kind) AS r FULL OUTER JOIN fingerprints f ON f.second \
+     = r.second AND f.kind = r.kind WHERE COALESCE(r.n, 0) <> COALESCE(f.n, 0) OR \
+     COALESCE(r.l0, 0) <> COALESCE(f.l0, 0) OR COALESCE(r.l1, 0) <> COALESCE(f.l1, 0) \
+     OR COALESCE(r.l2, 0) <> COALESCE(f.l2, 0) OR COALESCE(r.l3, 0) <> COALESCE(f.l3, \
+     0) OR COALESCE(r.l4, 0) <> COALESCE(f.l4, 0) OR COALESCE(r.l5, 0) <> \
+     COALESCE(f.l5, 0) OR COALESCE(r.l6, 0) <> COALESCE(f.l6, 0) OR COALESCE(r.l7, 0) \
+     <> COALESCE(f.l7, 0)) AS differing";
+
+pub(crate) const SQLITE_CHECK: &str =
+    "SELECT (SELECT count(*) FROM (SELECT created_at AS second, kind, count(*) AS n, \
+     sum(l0) AS l0, sum(l1) AS l1, sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, \
+     sum(l5) AS l5, sum(l6) AS l6, sum(l7) AS l7 FROM (SELECT created_at, kind, \
+     ((instr('0123456789abcdef', substr(id, 1, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
+     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
+     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
+     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
+     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
+     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
+     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
+     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
+     events) AS limbs GROUP BY created_at, kind) AS c) AS recounted, (SELECT count(*) \
+     FROM (SELECT created_at AS second, kind, count(*) AS n, sum(l0) AS l0, sum(l1) \
+     AS l1, sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, sum(l5) AS l5, sum(l6) AS \
+     l6, sum(l7) AS l7 FROM (SELECT created_at, kind, ((instr('0123456789abcdef', \
+     substr(id, 1, 1)) - 1) * 16 + (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) \
+     * 1 + ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
+     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
+     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
+     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
+     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
+     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
+     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
+     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
+     events) AS limbs GROUP BY created_at, kind) AS r FULL OUTER JOIN fingerprints f \
+     ON f.second = r.second AND f.kind = r.kind WHERE COALESCE(r.n, 0) <> \
+     COALESCE(f.n, 0) OR COALESCE(r.l0, 0) <> COALESCE(f.l0, 0) OR COALESCE(r.l1, 0) \
+     <> COALESCE(f.l1, 0) OR COALESCE(r.l2, 0) <> COALESCE(f.l2, 0) OR COALESCE(r.l3, \
+     0) <> COALESCE(f.l3, 0) OR COALESCE(r.l4, 0) <> COALESCE(f.l4, 0) OR \
+     COALESCE(r.l5, 0) <> COALESCE(f.l5, 0) OR COALESCE(r.l6, 0) <> COALESCE(f.l6, 0) \
+     OR COALESCE(r.l7, 0) <> COALESCE(f.l7, 0)) AS differing";
+
+/// The table's rows recounted from the events.
+pub(crate) const PG_RECOUNT: &str =
+    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) \
+     SELECT created_at AS second, kind, count(*)::BIGINT AS n, sum(l0)::BIGINT AS l0, \
+     sum(l1)::BIGINT AS l1, sum(l2)::BIGINT AS l2, sum(l3)::BIGINT AS l3, \
+     sum(l4)::BIGINT AS l4, sum(l5)::BIGINT AS l5, sum(l6)::BIGINT AS l6, \
+     sum(l7)::BIGINT AS l7 FROM (SELECT created_at, kind, ('x' || substr(id, 7, 2) || \
+     substr(id, 5, 2) || substr(id, 3, 2) || substr(id, 1, 2))::bit(32)::bigint AS \
+     l0, ('x' || substr(id, 15, 2) || substr(id, 13, 2) || substr(id, 11, 2) || \
+     substr(id, 9, 2))::bit(32)::bigint AS l1, ('x' || substr(id, 23, 2) || \
+     substr(id, 21, 2) || substr(id, 19, 2) || substr(id, 17, 2))::bit(32)::bigint AS \
+     l2, ('x' || substr(id, 31, 2) || substr(id, 29, 2) || substr(id, 27, 2) || \
+     substr(id, 25, 2))::bit(32)::bigint AS l3, ('x' || substr(id, 39, 2) || \
+     substr(id, 37, 2) || substr(id, 35, 2) || substr(id, 33, 2))::bit(32)::bigint AS \
+     l4, ('x' || substr(id, 47, 2) || substr(id, 45, 2) || substr(id, 43, 2) || \
+     substr(id, 41, 2))::bit(32)::bigint AS l5, ('x' || substr(id, 55, 2) || \
+     substr(id, 53, 2) || substr(id, 51, 2) || substr(id, 49, 2))::bit(32)::bigint AS \
+     l6, ('x' || substr(id, 63, 2) || substr(id, 61, 2) || substr(id, 59, 2) || \
+     substr(id, 57, 2))::bit(32)::bigint AS l7 FROM events) AS limbs GROUP BY \
+     created_at, kind";
+
+pub(crate) const SQLITE_RECOUNT: &str =
+    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) \
+     SELECT created_at AS second, kind, count(*) AS n, sum(l0) AS l0, sum(l1) AS l1, \
+     sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, sum(l5) AS l5, sum(l6) AS l6, \
+     sum(l7) AS l7 FROM (SELECT created_at, kind, ((instr('0123456789abcdef', \
+     substr(id, 1, 1)) - 1) * 16 + (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) \
+     * 1 + ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
+     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
+     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
+     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
+     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
+     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
+     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
+     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
+     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
+     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
+     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
+     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
+     events) AS limbs GROUP BY created_at, kind";
+
+/// One span's sums.
+#[derive(Debug, diesel::QueryableByName)]
+pub(crate) struct SpanSum {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = BigInt)]
+    l0: i64,
+    #[diesel(sql_type = BigInt)]
+    l1: i64,
+    #[diesel(sql_type = BigInt)]
+    l2: i64,
+    #[diesel(sql_type = BigInt)]
+    l3: i64,
+    #[diesel(sql_type = BigInt)]
+    l4: i64,
+    #[diesel(sql_type = BigInt)]
+    l5: i64,
+    #[diesel(sql_type = BigInt)]
+    l6: i64,
+    #[diesel(sql_type = BigInt)]
+    l7: i64,
+}
+
+impl SpanSum {
+    pub(crate) fn sum(&self) -> IdSum {
+        IdSum {
+            count: self.n,
+            limbs: [
+                self.l0, self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7,
+            ],
+        }
+    }
+}
+
+/// The recount's and the check's two numbers.
+#[derive(Debug, diesel::QueryableByName)]
+pub(crate) struct Checked {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) recounted: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) differing: i64,
+}
