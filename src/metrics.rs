@@ -243,6 +243,9 @@ pub struct RelayCounters {
     /// NIP-77 reconciliations completed, and events fetched by id after them.
     pub reconciliations: AtomicU64,
     pub fetched_by_id: AtomicU64,
+    /// Our events (and ids looked up) that reconciliations from the fingerprints read:
+    /// what they cost beyond the per-second sums.
+    pub fingerprint_rows_read: AtomicU64,
     /// Repair passes completed, and the new events they stored.
     pub repairs: AtomicU64,
     pub repair_found: AtomicU64,

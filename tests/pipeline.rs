@@ -115,6 +115,35 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
             store.stats().await.unwrap(),
             common::oracle::expected_stats(&data.events)
         );
+        // Our side came from the per-second fingerprints: what was read of the
+        // 99,000 held is about the ids the relay listed near the missing ones.
+        let read = Counters::get(&relay_counters.fingerprint_rows_read);
+        eprintln!("rows read: {read}");
+        assert!(
+            read < 50_000,
+            "{read} rows read for 1,000 missing of 100,000"
+        );
+
+        // Another relay holds all of them and one more, dated in the oldest hour: it
+        // is found, and what is read of ours is about that hour's second, not the rest.
+        let extra = EventBuilder::text_note("late")
+            .custom_created_at(data.events[5].created_at)
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let all: Vec<&Event> = data.events.iter().chain([&extra]).collect();
+        let relay = HostedRelay::start(all.iter().copied(), 100_000)
+            .await
+            .unwrap();
+        let url = relay.url().await;
+        let counters = sync_once(settings(&db, vec![url.clone()])).await;
+        let c = counters.relay(&url);
+        assert_eq!(Counters::get(&c.fetched_by_id), 1);
+        assert_eq!(store.count_events().await.unwrap(), 100_001);
+        let read = Counters::get(&c.fingerprint_rows_read);
+        assert!(
+            read <= 64,
+            "{read} rows read for one event missing of 100,001"
+        );
     });
 }
 

@@ -294,6 +294,11 @@ pub const METRICS: &[Metric] = &[
         Read::PerRelay(|r| &r.reconciliations),
     ),
     metric(
+        "relay_reconcile_rows_read",
+        "Stored events read and ids looked up by NIP-77 reconciliations from the per-second fingerprints",
+        Read::PerRelay(|r| &r.fingerprint_rows_read),
+    ),
+    metric(
         "relay_fetched_by_id",
         "Events fetched by id after a reconciliation",
         Read::PerRelay(|r| &r.fetched_by_id),

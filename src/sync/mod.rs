@@ -4,4 +4,5 @@
 pub mod closed;
 pub mod filter;
 pub mod live;
+pub mod negentropy;
 pub mod plan;

@@ -40,8 +40,11 @@ pub enum Frame {
         message: String,
     },
     Notice(String),
-    /// NEG-MSG or NEG-ERR (NIP-77): the SDK reconciles, we only see it answering.
-    Negentropy,
+    /// NEG-MSG (`Ok`, the message in hex) or NEG-ERR (`Err`, the reason) (NIP-77).
+    Negentropy {
+        sub: String,
+        reply: Result<String, String>,
+    },
     Other,
 }
 
@@ -126,7 +129,20 @@ pub fn classify(raw: &str, limits: &Limits, now: u64) -> Frame {
             message: message.into_owned(),
         },
         RelayMessage::Notice(message) => Frame::Notice(message.into_owned()),
-        RelayMessage::NegMsg { .. } | RelayMessage::NegErr { .. } => Frame::Negentropy,
+        RelayMessage::NegMsg {
+            subscription_id,
+            message,
+        } => Frame::Negentropy {
+            sub: subscription_id.as_str().to_owned(),
+            reply: Ok(message.into_owned()),
+        },
+        RelayMessage::NegErr {
+            subscription_id,
+            message,
+        } => Frame::Negentropy {
+            sub: subscription_id.as_str().to_owned(),
+            reply: Err(message.into_owned()),
+        },
         _ => Frame::Other,
     }
 }

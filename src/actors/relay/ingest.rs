@@ -93,7 +93,7 @@ fn classify_frames(
                 counters.notices.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%message, "relay notice");
             }
-            Frame::Negentropy => subs.touch_negentropy(),
+            Frame::Negentropy { sub, reply } => subs.on_negentropy(&sub, reply),
             Frame::Other => {}
         }
     }

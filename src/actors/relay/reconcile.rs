@@ -16,6 +16,7 @@
 //! `sync.reconcile_timeout_secs`. A range in which the relay holds more than
 //! [`MAX_NEED`] ids we lack is halved, so what one answer makes us hold stays bounded.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -27,8 +28,10 @@ use super::backfill::Backfill;
 use super::cycle::{Cycle, CycleError, PageDone};
 use crate::actors::ack::Pending;
 use crate::config::FilterSettings;
-use crate::storage::ItemQuery;
+use crate::nostr::fingerprint::IdSum;
+use crate::storage::{EventStore, ItemQuery, StoreError};
 use crate::sync::filter::{filter_key, to_filter};
+use crate::sync::negentropy::{self, Id, Initiator, Source};
 use crate::sync::plan::{Failure, Shortfall};
 
 /// Longest wait for a relay's first answer to NEG-OPEN (relays that do not know NIP-77
@@ -79,36 +82,41 @@ impl Cycle {
     ) -> Result<Option<Vec<Shortfall>>, CycleError> {
         let mut ranges = vec![(since, until)];
         let mut shortfalls = Vec::new();
+        let by_sums = summed(f);
         while let Some((lo, hi)) = ranges.pop() {
-            let query = ItemQuery {
-                kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
-                authors: f.authors.clone(),
-                since: lo as i64,
-                until: hi as i64,
-                limit: SLICE_ITEMS + 1,
-            };
-            let items = self.store.items(&query).await?;
             let split = |ranges: &mut Vec<(u64, u64)>| {
                 let mid = lo + (hi - lo) / 2;
                 // Popped newest first.
                 ranges.push((lo, mid));
                 ranges.push((mid + 1, hi));
             };
-            if items.len() as i64 > SLICE_ITEMS && lo < hi {
-                split(&mut ranges);
-                continue;
-            }
-            let items: Vec<(EventId, Timestamp)> = items
-                .into_iter()
-                .filter_map(|(id, at)| {
-                    Some((EventId::from_hex(&id).ok()?, Timestamp::from(at as u64)))
-                })
-                .collect();
-            let ours = items.len();
-            let filter = to_filter(f)
-                .since(Timestamp::from(lo))
-                .until(Timestamp::from(hi));
-            let need = match self.negentropy(relay, filter, items).await {
+            let need = if by_sums {
+                self.negentropy_by_sums(relay, f, lo, hi).await
+            } else {
+                let query = ItemQuery {
+                    kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
+                    authors: f.authors.clone(),
+                    since: lo as i64,
+                    until: hi as i64,
+                    limit: SLICE_ITEMS + 1,
+                };
+                let items = self.store.items(&query).await?;
+                if items.len() as i64 > SLICE_ITEMS && lo < hi {
+                    split(&mut ranges);
+                    continue;
+                }
+                let items: Vec<(EventId, Timestamp)> = items
+                    .into_iter()
+                    .filter_map(|(id, at)| {
+                        Some((EventId::from_hex(&id).ok()?, Timestamp::from(at as u64)))
+                    })
+                    .collect();
+                let filter = to_filter(f)
+                    .since(Timestamp::from(lo))
+                    .until(Timestamp::from(hi));
+                self.negentropy(relay, filter, items).await
+            };
+            let need = match need {
                 Ok(need) if need.len() > MAX_NEED && lo < hi => {
                     tracing::debug!(relay = %self.url, lo, hi, missing = need.len(), "too many ids to fetch at once; halving the range");
                     split(&mut ranges);
@@ -147,7 +155,7 @@ impl Cycle {
             self.counters
                 .reconciliations
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(relay = %self.url, lo, hi, ours, missing = need.len(), "reconciled");
+            tracing::debug!(relay = %self.url, lo, hi, by_sums, missing = need.len(), "reconciled");
             shortfalls.extend(self.fetch_ids(relay, need, pages).await?);
             let _ = pages.send(PageDone {
                 done: None,
@@ -206,6 +214,94 @@ impl Cycle {
         }
     }
 
+    /// Reconciles our events of `f` dated within `[since, until]` with the relay's,
+    /// taking our side from the maintained fingerprints (`crate::sync::negentropy`):
+    /// the ids it holds that we lack.
+    async fn negentropy_by_sums(
+        &self,
+        relay: &Relay,
+        f: &FilterSettings,
+        since: u64,
+        until: u64,
+    ) -> Result<Vec<EventId>, NegError> {
+        let _ =
+            self.known
+                .negentropy
+                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
+        let mut src = Stored {
+            store: &*self.store,
+            kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
+        };
+        let mut us = Initiator::new(since, until);
+        let first = us.open(&mut src).await.map_err(store_error)?;
+        let id = SubscriptionId::generate();
+        let mut replies = self.subs.open_negentropy(id.as_str());
+        let filter = to_filter(f)
+            .since(Timestamp::from(since))
+            .until(Timestamp::from(until));
+        let exchange = async {
+            let mut next = ClientMessage::NegOpen {
+                subscription_id: Cow::Borrowed(&id),
+                filter: Cow::Owned(filter),
+                id_size: None,
+                initial_message: Cow::Owned(crate::nostr::hex(&first)),
+            };
+            let idle = Duration::from_secs(self.settings.sync.eose_timeout_secs);
+            let mut wait = idle.min(FIRST_ANSWER);
+            loop {
+                relay
+                    .send_msg(next)
+                    .map_err(|_| NegError::Broken(CycleError::ConnectionLost))?;
+                let reply = match tokio::time::timeout(wait, replies.recv()).await {
+                    Ok(Some(reply)) => reply,
+                    _ if !relay.is_connected() => {
+                        return Err(NegError::Broken(CycleError::ConnectionLost))
+                    }
+                    _ => return Err(NegError::Refused(format!("no answer for {wait:?}"))),
+                };
+                wait = idle;
+                let msg = match reply {
+                    Ok(msg) => msg,
+                    Err(m) if m.trim_start().starts_with("blocked:") => {
+                        return Err(NegError::Blocked(m))
+                    }
+                    Err(m) => return Err(NegError::Refused(m)),
+                };
+                let bytes = crate::nostr::unhex(&msg)
+                    .ok_or_else(|| NegError::Refused("NEG-MSG is not hex".into()))?;
+                match us.answer(&mut src, &bytes).await.map_err(store_error)? {
+                    Some(answer) => {
+                        next = ClientMessage::NegMsg {
+                            subscription_id: Cow::Borrowed(&id),
+                            message: Cow::Owned(crate::nostr::hex(&answer)),
+                        }
+                    }
+                    None => return Ok(()),
+                }
+                if us.need().len() > MAX_NEED {
+                    return Ok(());
+                }
+            }
+        };
+        let deadline = Duration::from_secs(self.settings.sync.reconcile_timeout_secs);
+        let outcome = tokio::time::timeout(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| Err(NegError::Refused(format!("not done within {deadline:?}"))));
+        self.subs.close_negentropy(id.as_str());
+        let _ = relay.send_msg(ClientMessage::NegClose {
+            subscription_id: Cow::Borrowed(&id),
+        });
+        self.counters
+            .fingerprint_rows_read
+            .fetch_add(us.rows_read, Ordering::Relaxed);
+        outcome?;
+        Ok(us
+            .take_need()
+            .into_iter()
+            .map(EventId::from_byte_array)
+            .collect())
+    }
+
     /// Fetches `ids` through our own REQs, in pages the relay will serve whole; ids it
     /// does not serve are asked for again while rounds bring any.
     pub(super) async fn fetch_ids(
@@ -248,6 +344,63 @@ impl Cycle {
         }
         Ok(Vec::new())
     }
+}
+
+/// Whether the maintained fingerprints answer `f`: they are kept per second and kind,
+/// so filters naming authors or tags take the items path.
+fn summed(f: &FilterSettings) -> bool {
+    f.authors.is_empty() && f.tags().is_empty()
+}
+
+/// A reconciliation's failure to read our side.
+fn store_error(e: negentropy::Error<StoreError>) -> NegError {
+    match e {
+        negentropy::Error::Malformed(m) => NegError::Refused(m.to_string()),
+        negentropy::Error::Source(e) => NegError::Broken(CycleError::Store(e)),
+    }
+}
+
+/// Our events of one filter, as the initiator reads them.
+struct Stored<'a> {
+    store: &'a dyn EventStore,
+    kinds: Vec<i32>,
+}
+
+impl Source for Stored<'_> {
+    type Error = StoreError;
+
+    async fn sums(&mut self, spans: &[(u64, u64)]) -> Result<Vec<IdSum>, StoreError> {
+        let spans: Vec<(i64, i64)> = spans.iter().map(|&(a, b)| (secs(a), secs(b))).collect();
+        self.store.fingerprint_sums(&self.kinds, &spans).await
+    }
+
+    async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, StoreError> {
+        let query = ItemQuery {
+            kinds: self.kinds.clone(),
+            authors: Vec::new(),
+            since: secs(from),
+            until: secs(to).saturating_sub(1),
+            limit: i64::MAX,
+        };
+        let items = self.store.items(&query).await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|(id, at)| Some((at as u64, crate::nostr::id_bytes(&id)?)))
+            .collect())
+    }
+
+    async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, StoreError> {
+        let hex: Vec<String> = ids.iter().map(|id| crate::nostr::hex(id)).collect();
+        let found = self.store.stored_among(&hex).await?;
+        Ok(found
+            .iter()
+            .filter_map(|id| crate::nostr::id_bytes(id))
+            .collect())
+    }
+}
+
+fn secs(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
 }
 
 impl Cycle {

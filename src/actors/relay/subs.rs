@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use nostr_sdk::{Event, EventId};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::frames::Place;
 use crate::actors::ack::{AckWatch, Pending};
@@ -52,6 +52,9 @@ pub struct SubTable {
     subs: Mutex<Subs>,
     /// When the relay last answered a reconciliation (or one was opened).
     last_negentropy: Mutex<Instant>,
+    /// Our own reconciliations (not the SDK's), by subscription id: where the relay's
+    /// answers go.
+    negentropy: Mutex<HashMap<String, mpsc::UnboundedSender<Result<String, String>>>>,
     /// Most EVENT frames a REQ may bring, at least (twice its `limit` when that is more;
     /// the live subscription has no end).
     max_frames: usize,
@@ -62,6 +65,7 @@ impl SubTable {
         Self {
             subs: Mutex::default(),
             last_negentropy: Mutex::new(Instant::now()),
+            negentropy: Mutex::default(),
             max_frames,
         }
     }
@@ -99,6 +103,35 @@ impl SubTable {
             .last_negentropy
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Opens one of our reconciliations: the relay's answers to `id` come out of the
+    /// receiver until [`Self::close_negentropy`].
+    pub fn open_negentropy(&self, id: &str) -> mpsc::UnboundedReceiver<Result<String, String>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.negentropy_lock().insert(id.to_owned(), tx);
+        self.touch_negentropy();
+        rx
+    }
+
+    pub fn close_negentropy(&self, id: &str) {
+        self.negentropy_lock().remove(id);
+    }
+
+    /// A NEG-MSG or NEG-ERR: handed to our reconciliation of `id` if it is one (else
+    /// the SDK's own reads it).
+    pub fn on_negentropy(&self, id: &str, reply: Result<String, String>) {
+        self.touch_negentropy();
+        if let Some(tx) = self.negentropy_lock().get(id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn negentropy_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Result<String, String>>>>
+    {
+        self.negentropy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long since the relay answered a reconciliation: live events and notices on

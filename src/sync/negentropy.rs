@@ -1,0 +1,610 @@
+//! Our side of a NIP-77 reconciliation, as the initiator, answered from sums kept per
+//! second of `created_at` instead of from our items.
+//!
+//! Negentropy compares ranges of `(created_at, id)` by fingerprint (`IdSum`): the sum
+//! of the ids and their count. We choose our ranges' bounds on whole seconds, so the
+//! fingerprint of any of them is a sum of per-second rows the database keeps with every
+//! write ([`Source::sums`]). A relay's own bounds fall on whole seconds too, unless two
+//! of its events share one; only then are that second's ids read. Our items are read
+//! only in ranges that differ and have become small: fewer than [`ID_LIST_BELOW`] of
+//! ours, or a second or two. Ids a relay lists for a range are looked up
+//! ([`Source::held`]), not compared with a reading of ours: we only take (direction
+//! down), so what we hold and the relay does not is never listed.
+//!
+//! A differing range spanning whole seconds is split into up to [`BUCKETS`] equal
+//! spans of time; one within a second or two, on its items, as the protocol's
+//! reference does. The relay answers in kind, and the rounds go on until nothing
+//! differs. What the relay listed that we lack is [`Initiator::need`].
+
+use std::collections::{HashMap, HashSet};
+
+use crate::nostr::fingerprint::{varint, IdSum, FINGERPRINT_BYTES};
+
+pub const PROTOCOL_VERSION: u8 = 0x61;
+
+/// Sub-ranges a differing range is split into.
+pub const BUCKETS: usize = 16;
+
+/// Our ranges with fewer items than this are sent as lists of ids.
+pub const ID_LIST_BELOW: i64 = 2 * BUCKETS as i64;
+
+/// Most bytes of one of our messages (before hex); strfry's own client uses 60,000.
+pub const FRAME_LIMIT: usize = 60_000;
+
+/// The end of time: a bound past every item.
+const END: u64 = u64::MAX;
+
+pub type Id = [u8; 32];
+
+/// A range's upper end: items below `(at, prefix padded with zeros)` are in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub at: u64,
+    pub prefix: Vec<u8>,
+}
+
+impl Bound {
+    pub fn second(at: u64) -> Self {
+        Bound {
+            at,
+            prefix: Vec::new(),
+        }
+    }
+
+    /// Whether the item `(at, id)` lies below this bound.
+    fn above(&self, at: u64, id: &Id) -> bool {
+        at < self.at || (at == self.at && id[..self.prefix.len()] < self.prefix[..])
+    }
+
+    /// The shortest bound between two neighbouring items (the reference's rule).
+    fn between(prev: (u64, &Id), next: (u64, &Id)) -> Self {
+        if prev.0 != next.0 {
+            return Bound::second(next.0);
+        }
+        let shared = prev
+            .1
+            .iter()
+            .zip(next.1)
+            .take_while(|(a, b)| a == b)
+            .count();
+        Bound {
+            at: next.0,
+            prefix: next.1[..(shared + 1).min(32)].to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Skip,
+    Fingerprint([u8; FINGERPRINT_BYTES]),
+    IdList(Vec<Id>),
+}
+
+/// One range of a message: from the previous range's bound up to `upper`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    pub upper: Bound,
+    pub body: Body,
+}
+
+/// A message that does not follow the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid negentropy message: {0}")]
+pub struct Malformed(pub &'static str);
+
+pub fn decode(msg: &[u8]) -> Result<Vec<Range>, Malformed> {
+    let (&version, mut rest) = msg.split_first().ok_or(Malformed("empty"))?;
+    if version != PROTOCOL_VERSION {
+        return Err(Malformed("unsupported protocol version"));
+    }
+    let mut last = 0u64;
+    let mut ranges = Vec::new();
+    let mut previous = Bound::second(0);
+    while !rest.is_empty() {
+        let at = match read_varint(&mut rest)? {
+            0 => END,
+            n => last.saturating_add(n - 1),
+        };
+        last = at;
+        let len = read_varint(&mut rest)? as usize;
+        if len > 32 {
+            return Err(Malformed("bound longer than an id"));
+        }
+        let prefix = take(&mut rest, len)?.to_vec();
+        let upper = Bound { at, prefix };
+        if (upper.at, &upper.prefix) < (previous.at, &previous.prefix) {
+            return Err(Malformed("bounds out of order"));
+        }
+        let body = match read_varint(&mut rest)? {
+            0 => Body::Skip,
+            1 => Body::Fingerprint(take_array(&mut rest)?),
+            2 => {
+                let n = read_varint(&mut rest)?;
+                if n > (rest.len() / 32) as u64 {
+                    return Err(Malformed("id list longer than the message"));
+                }
+                (0..n)
+                    .map(|_| take_array(&mut rest))
+                    .collect::<Result<_, Malformed>>()
+                    .map(Body::IdList)?
+            }
+            _ => return Err(Malformed("unknown mode")),
+        };
+        previous = upper.clone();
+        ranges.push(Range { upper, body });
+    }
+    Ok(ranges)
+}
+
+pub fn encode(ranges: &[Range]) -> Vec<u8> {
+    let mut out = vec![PROTOCOL_VERSION];
+    let mut last = 0u64;
+    for r in ranges {
+        encode_range(&mut out, &mut last, r);
+    }
+    out
+}
+
+fn encode_range(out: &mut Vec<u8>, last: &mut u64, r: &Range) {
+    if r.upper.at == END {
+        out.push(0);
+    } else {
+        out.extend(varint(r.upper.at.saturating_sub(*last) + 1));
+    }
+    *last = r.upper.at;
+    out.extend(varint(r.upper.prefix.len() as u64));
+    out.extend(&r.upper.prefix);
+    match &r.body {
+        Body::Skip => out.push(0),
+        Body::Fingerprint(f) => {
+            out.push(1);
+            out.extend(f);
+        }
+        Body::IdList(ids) => {
+            out.push(2);
+            out.extend(varint(ids.len() as u64));
+            ids.iter().for_each(|id| out.extend(id));
+        }
+    }
+}
+
+fn read_varint(rest: &mut &[u8]) -> Result<u64, Malformed> {
+    let mut n: u64 = 0;
+    loop {
+        let (&byte, tail) = rest.split_first().ok_or(Malformed("cut short"))?;
+        *rest = tail;
+        if n >> 57 != 0 {
+            return Err(Malformed("varint too long"));
+        }
+        n = (n << 7) | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            return Ok(n);
+        }
+    }
+}
+
+fn take_array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], Malformed> {
+    let mut out = [0u8; N];
+    out.copy_from_slice(take(rest, N)?);
+    Ok(out)
+}
+
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], Malformed> {
+    if rest.len() < n {
+        return Err(Malformed("cut short"));
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+/// Our stored events of the filter being reconciled, as the initiator reads them.
+#[allow(async_fn_in_trait)] // Used with concrete sources only.
+pub trait Source {
+    type Error;
+    /// The sums of our items dated within each `[from, to)` (unix seconds).
+    async fn sums(&mut self, spans: &[(u64, u64)]) -> Result<Vec<IdSum>, Self::Error>;
+    /// Our items dated within `[from, to)`, as `(created_at, id)`, in any order.
+    async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, Self::Error>;
+    /// Which of `ids` we hold (of any filter: an id names one event).
+    async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, Self::Error>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error<E> {
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    #[error("source: {0}")]
+    Source(E),
+}
+
+/// The initiator's state through the rounds of one reconciliation of our items dated
+/// within `[since, until]`.
+pub struct Initiator {
+    since: u64,
+    /// One past `until`.
+    end: u64,
+    /// Seconds whose items were read, sorted by id.
+    seconds: HashMap<u64, Vec<Id>>,
+    need: Vec<Id>,
+    needed: HashSet<Id>,
+    /// Ids we listed to the relay: held, so not looked up when it lists them back.
+    sent: HashSet<Id>,
+    /// Our items read and ids looked up, so far.
+    pub rows_read: u64,
+}
+
+/// A differing range, to be split.
+struct Differs {
+    lower: Bound,
+    upper: Bound,
+    ours: IdSum,
+}
+
+impl Initiator {
+    pub fn new(since: u64, until: u64) -> Self {
+        Initiator {
+            since,
+            end: until.saturating_add(1),
+            seconds: HashMap::new(),
+            need: Vec::new(),
+            needed: HashSet::new(),
+            sent: HashSet::new(),
+            rows_read: 0,
+        }
+    }
+
+    /// Ids the relay holds that we lack, found so far.
+    pub fn need(&self) -> &[Id] {
+        &self.need
+    }
+
+    pub fn take_need(&mut self) -> Vec<Id> {
+        self.needed.clear();
+        std::mem::take(&mut self.need)
+    }
+
+    /// The first message: the whole window, split.
+    pub async fn open<S: Source>(&mut self, src: &mut S) -> Result<Vec<u8>, Error<S::Error>> {
+        let whole = self.sums(src, &[(0, END)]).await?[0];
+        let ranges = vec![Differs {
+            lower: Bound::second(0),
+            upper: Bound::second(END),
+            ours: whole,
+        }];
+        let split = self.split(src, ranges).await?;
+        self.frame(src, split, Vec::new()).await
+    }
+
+    /// Our answer to the relay's `msg`, or `None` when nothing differs any more.
+    pub async fn answer<S: Source>(
+        &mut self,
+        src: &mut S,
+        msg: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error<S::Error>> {
+        let ranges = decode(msg)?;
+        // The relay's bounds within one of its seconds need that second's ids.
+        let mut lower = Bound::second(0);
+        let mut spans = Vec::new();
+        let mut listed = Vec::new();
+        for r in &ranges {
+            match &r.body {
+                Body::Fingerprint(_) => {
+                    self.load_partial(src, &lower).await?;
+                    self.load_partial(src, &r.upper).await?;
+                    spans.push(span(&lower, &r.upper));
+                }
+                Body::IdList(ids) => listed.extend(ids.iter().copied()),
+                Body::Skip => {}
+            }
+            lower = r.upper.clone();
+        }
+        let mut sums = self.sums(src, &spans).await?.into_iter();
+        // Ours against theirs, range by range; a run of matching ranges is skipped.
+        let mut lower = Bound::second(0);
+        let mut pieces: Vec<(Option<Bound>, Differs)> = Vec::new();
+        let mut skipped = false;
+        for r in ranges {
+            if let Body::Fingerprint(theirs) = r.body {
+                let mut ours = sums.next().unwrap_or_default();
+                ours.add(&self.partial(&r.upper));
+                ours.sub(&self.partial(&lower));
+                if ours.fingerprint() != theirs {
+                    let skip_to = skipped.then(|| lower.clone());
+                    skipped = false;
+                    pieces.push((
+                        skip_to,
+                        Differs {
+                            lower: lower.clone(),
+                            upper: r.upper.clone(),
+                            ours,
+                        },
+                    ));
+                } else {
+                    skipped = true;
+                }
+            } else {
+                skipped = true;
+            }
+            lower = r.upper;
+        }
+        self.take_listed(src, listed).await?;
+        let (skips, differing): (Vec<Option<Bound>>, Vec<Differs>) = pieces.into_iter().unzip();
+        let split = self.split(src, differing).await?;
+        if split.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.frame(src, split, skips).await?))
+    }
+
+    /// Ids listed by the relay that we do not hold become needed.
+    async fn take_listed<S: Source>(
+        &mut self,
+        src: &mut S,
+        listed: Vec<Id>,
+    ) -> Result<(), Error<S::Error>> {
+        let fresh: Vec<Id> = listed
+            .into_iter()
+            .filter(|id| !self.needed.contains(id) && !self.sent.contains(id))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.rows_read += fresh.len() as u64;
+        let held = src.held(&fresh).await.map_err(Error::Source)?;
+        for id in fresh {
+            if !held.contains(&id) && self.needed.insert(id) {
+                self.need.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Our message: each differing range's pieces, behind a skip of what matched
+    /// before it; past [`FRAME_LIMIT`], the rest of time is left as one fingerprint.
+    async fn frame<S: Source>(
+        &mut self,
+        src: &mut S,
+        split: Vec<Vec<Range>>,
+        skips: Vec<Option<Bound>>,
+    ) -> Result<Vec<u8>, Error<S::Error>> {
+        let mut out = vec![PROTOCOL_VERSION];
+        let mut last_at = 0u64;
+        let mut written: Option<Bound> = None;
+        let mut skips = skips.into_iter();
+        for pieces in split {
+            if out.len() > FRAME_LIMIT - 200 {
+                let from = written.clone().unwrap_or(Bound::second(0));
+                self.load_partial(src, &from).await?;
+                let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
+                rest.sub(&self.partial(&from));
+                let tail = Range {
+                    upper: Bound::second(END),
+                    body: Body::Fingerprint(rest.fingerprint()),
+                };
+                encode_range(&mut out, &mut last_at, &tail);
+                return Ok(out);
+            }
+            if let Some(Some(to)) = skips.next() {
+                let skip = Range {
+                    upper: to,
+                    body: Body::Skip,
+                };
+                encode_range(&mut out, &mut last_at, &skip);
+            }
+            for piece in pieces {
+                encode_range(&mut out, &mut last_at, &piece);
+                written = Some(piece.upper);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each differing range as the pieces we send for it.
+    async fn split<S: Source>(
+        &mut self,
+        src: &mut S,
+        differing: Vec<Differs>,
+    ) -> Result<Vec<Vec<Range>>, Error<S::Error>> {
+        // Edges of the ranges split in time, and the spans whose sums they need.
+        let mut plans: Vec<Option<Vec<Bound>>> = Vec::new();
+        let mut spans = Vec::new();
+        for d in &differing {
+            let (from, to) = self.whole_span(&d.lower, &d.upper);
+            let seconds = to.saturating_sub(from);
+            if d.ours.count < ID_LIST_BELOW || seconds < 2 {
+                plans.push(None);
+                continue;
+            }
+            let k = (BUCKETS as u64).min(seconds);
+            let mut edges: Vec<Bound> = (1..k)
+                .map(|j| Bound::second(from + seconds * j / k))
+                .collect();
+            edges.push(d.upper.clone());
+            let mut lower = d.lower.clone();
+            for edge in &edges {
+                spans.push(span(&lower, edge));
+                lower = edge.clone();
+            }
+            plans.push(Some(edges));
+        }
+        let mut sums = self.sums(src, &spans).await?.into_iter();
+        let mut out = Vec::new();
+        for (d, plan) in differing.into_iter().zip(plans) {
+            let pieces = match plan {
+                Some(edges) => {
+                    let mut lower = d.lower.clone();
+                    let mut pieces = Vec::new();
+                    for edge in edges {
+                        let mut sum = sums.next().unwrap_or_default();
+                        sum.add(&self.partial(&edge));
+                        sum.sub(&self.partial(&lower));
+                        pieces.push(Range {
+                            upper: edge.clone(),
+                            body: Body::Fingerprint(sum.fingerprint()),
+                        });
+                        lower = edge;
+                    }
+                    pieces
+                }
+                None => self.split_items(src, &d).await?,
+            };
+            out.push(pieces);
+        }
+        Ok(out)
+    }
+
+    /// A differing range that is small: our items in it, as one id list or, past
+    /// [`ID_LIST_BELOW`], as [`BUCKETS`] fingerprints of as many items each.
+    async fn split_items<S: Source>(
+        &mut self,
+        src: &mut S,
+        d: &Differs,
+    ) -> Result<Vec<Range>, Error<S::Error>> {
+        let items = self.items_in(src, &d.lower, &d.upper).await?;
+        let n = items.len();
+        if n < ID_LIST_BELOW as usize {
+            self.sent.extend(items.iter().map(|(_, id)| *id));
+            return Ok(vec![Range {
+                upper: d.upper.clone(),
+                body: Body::IdList(items.into_iter().map(|(_, id)| id).collect()),
+            }]);
+        }
+        let (each, extra) = (n / BUCKETS, n % BUCKETS);
+        let mut pieces = Vec::with_capacity(BUCKETS);
+        let mut start = 0;
+        for i in 0..BUCKETS {
+            let stop = start + each + usize::from(i < extra);
+            let mut sum = IdSum::default();
+            items[start..stop]
+                .iter()
+                .for_each(|(_, id)| sum.add(&IdSum::of(id)));
+            let upper = if stop == n {
+                d.upper.clone()
+            } else {
+                let (a, b) = (&items[stop - 1], &items[stop]);
+                Bound::between((a.0, &a.1), (b.0, &b.1))
+            };
+            pieces.push(Range {
+                upper,
+                body: Body::Fingerprint(sum.fingerprint()),
+            });
+            start = stop;
+        }
+        Ok(pieces)
+    }
+
+    /// Our items within `[lower, upper)`, in order.
+    async fn items_in<S: Source>(
+        &mut self,
+        src: &mut S,
+        lower: &Bound,
+        upper: &Bound,
+    ) -> Result<Vec<(u64, Id)>, Error<S::Error>> {
+        let past = upper.at.saturating_add(u64::from(!upper.prefix.is_empty()));
+        let (from, to) = (lower.at.max(self.since), past.min(self.end));
+        let mut items = if from >= to {
+            Vec::new()
+        } else if to - from <= 3 {
+            let mut items = Vec::new();
+            for at in from..to {
+                self.load(src, at).await?;
+                items.extend(self.seconds[&at].iter().map(|id| (at, *id)));
+            }
+            items
+        } else {
+            let items = src.ids(from, to).await.map_err(Error::Source)?;
+            self.rows_read += items.len() as u64;
+            items
+        };
+        items.retain(|(at, id)| !lower.above(*at, id) && upper.above(*at, id));
+        items.sort_unstable();
+        Ok(items)
+    }
+
+    /// The seconds of our window wholly within a range: `[from, to)`.
+    fn whole_span(&self, lower: &Bound, upper: &Bound) -> (u64, u64) {
+        let first = lower.at.saturating_add(u64::from(!lower.prefix.is_empty()));
+        (first.max(self.since), upper.at.min(self.end))
+    }
+
+    /// The sum of our items of `bound`'s second below it (its second must be loaded).
+    fn partial(&self, bound: &Bound) -> IdSum {
+        let mut sum = IdSum::default();
+        if bound.prefix.is_empty() {
+            return sum;
+        }
+        if let Some(ids) = self.seconds.get(&bound.at) {
+            ids.iter()
+                .filter(|id| bound.above(bound.at, id))
+                .for_each(|id| sum.add(&IdSum::of(id)));
+        }
+        sum
+    }
+
+    async fn load_partial<S: Source>(
+        &mut self,
+        src: &mut S,
+        bound: &Bound,
+    ) -> Result<(), Error<S::Error>> {
+        if bound.prefix.is_empty() {
+            return Ok(());
+        }
+        self.load(src, bound.at).await
+    }
+
+    async fn load<S: Source>(&mut self, src: &mut S, at: u64) -> Result<(), Error<S::Error>> {
+        if self.seconds.contains_key(&at) {
+            return Ok(());
+        }
+        let mut ids: Vec<Id> = if at < self.since || at >= self.end {
+            Vec::new()
+        } else {
+            let items = src.ids(at, at + 1).await.map_err(Error::Source)?;
+            self.rows_read += items.len() as u64;
+            items.into_iter().map(|(_, id)| id).collect()
+        };
+        ids.sort_unstable();
+        self.seconds.insert(at, ids);
+        Ok(())
+    }
+
+    /// Sums of `spans`, asking the source only for the non-empty ones.
+    async fn sums<S: Source>(
+        &mut self,
+        src: &mut S,
+        spans: &[(u64, u64)],
+    ) -> Result<Vec<IdSum>, Error<S::Error>> {
+        let clipped: Vec<(u64, u64)> = spans
+            .iter()
+            .map(|&(a, b)| (a.max(self.since), b.min(self.end)))
+            .collect();
+        let asked: Vec<(u64, u64)> = clipped.iter().copied().filter(|(a, b)| a < b).collect();
+        let mut answers = if asked.is_empty() {
+            Vec::new()
+        } else {
+            src.sums(&asked).await.map_err(Error::Source)?
+        }
+        .into_iter();
+        Ok(clipped
+            .iter()
+            .map(|(a, b)| {
+                if a < b {
+                    answers.next().unwrap_or_default()
+                } else {
+                    IdSum::default()
+                }
+            })
+            .collect())
+    }
+}
+
+/// The seconds whose sums make up a range's, before its bounds' partial seconds are
+/// added (the upper's items below it) and taken away (the lower's): `[from, to)`.
+fn span(lower: &Bound, upper: &Bound) -> (u64, u64) {
+    (lower.at, upper.at)
+}
+
+#[cfg(test)]
+mod tests;
