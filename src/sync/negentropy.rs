@@ -31,6 +31,9 @@ pub const ID_LIST_BELOW: i64 = 2 * BUCKETS as i64;
 /// Most bytes of one of our messages (before hex); strfry's own client uses 60,000.
 pub const FRAME_LIMIT: usize = 60_000;
 
+/// Differing ranges split at once: about what one message holds.
+const SPLIT_AT_ONCE: usize = 64;
+
 /// The end of time: a bound past every item.
 const END: u64 = u64::MAX;
 
@@ -273,8 +276,7 @@ impl Initiator {
             upper: Bound::second(END),
             ours: whole,
         }];
-        let split = self.split(src, ranges).await?;
-        self.frame(src, split, Vec::new()).await
+        self.frame(src, ranges, Vec::new()).await
     }
 
     /// Our answer to the relay's `msg`, or `None` when nothing differs any more.
@@ -330,12 +332,11 @@ impl Initiator {
             lower = r.upper;
         }
         self.take_listed(src, listed).await?;
-        let (skips, differing): (Vec<Option<Bound>>, Vec<Differs>) = pieces.into_iter().unzip();
-        let split = self.split(src, differing).await?;
-        if split.is_empty() {
+        if pieces.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.frame(src, split, skips).await?))
+        let (skips, differing): (Vec<Option<Bound>>, Vec<Differs>) = pieces.into_iter().unzip();
+        Ok(Some(self.frame(src, differing, skips).await?))
     }
 
     /// Ids listed by the relay that we do not hold become needed.
@@ -361,41 +362,52 @@ impl Initiator {
         Ok(())
     }
 
-    /// Our message: each differing range's pieces, behind a skip of what matched
-    /// before it; past [`FRAME_LIMIT`], the rest of time is left as one fingerprint.
+    /// Our message: each differing range split, behind a skip of what matched before
+    /// it. Past [`FRAME_LIMIT`] the rest of time is left as one fingerprint, for the
+    /// relay to split again: ranges are split [`SPLIT_AT_ONCE`] at a time, so what
+    /// does not fit is not read for nothing.
     async fn frame<S: Source>(
         &mut self,
         src: &mut S,
-        split: Vec<Vec<Range>>,
+        differing: Vec<Differs>,
         skips: Vec<Option<Bound>>,
     ) -> Result<Vec<u8>, Error<S::Error>> {
         let mut out = vec![PROTOCOL_VERSION];
         let mut last_at = 0u64;
         let mut written: Option<Bound> = None;
         let mut skips = skips.into_iter();
-        for pieces in split {
-            if out.len() > FRAME_LIMIT - 200 {
-                let from = written.clone().unwrap_or(Bound::second(0));
-                self.load_partial(src, &from).await?;
-                let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
-                rest.sub(&self.partial(&from));
-                let tail = Range {
-                    upper: Bound::second(END),
-                    body: Body::Fingerprint(rest.fingerprint()),
-                };
-                encode_range(&mut out, &mut last_at, &tail);
-                return Ok(out);
-            }
-            if let Some(Some(to)) = skips.next() {
-                let skip = Range {
-                    upper: to,
-                    body: Body::Skip,
-                };
-                encode_range(&mut out, &mut last_at, &skip);
-            }
-            for piece in pieces {
-                encode_range(&mut out, &mut last_at, &piece);
-                written = Some(piece.upper);
+        let mut differing = differing.into_iter().peekable();
+        while differing.peek().is_some() {
+            let chunk: Vec<Differs> = differing.by_ref().take(SPLIT_AT_ONCE).collect();
+            for pieces in self.split(src, chunk).await? {
+                let mut next = Vec::new();
+                let mut at = last_at;
+                if let Some(Some(to)) = skips.next() {
+                    let skip = Range {
+                        upper: to,
+                        body: Body::Skip,
+                    };
+                    encode_range(&mut next, &mut at, &skip);
+                }
+                for piece in &pieces {
+                    encode_range(&mut next, &mut at, piece);
+                }
+                // Room is kept for the rest's fingerprint (19 bytes).
+                if out.len() + next.len() > FRAME_LIMIT - 64 {
+                    let from = written.clone().unwrap_or(Bound::second(0));
+                    self.load_partial(src, &from).await?;
+                    let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
+                    rest.sub(&self.partial(&from));
+                    let tail = Range {
+                        upper: Bound::second(END),
+                        body: Body::Fingerprint(rest.fingerprint()),
+                    };
+                    encode_range(&mut out, &mut last_at, &tail);
+                    return Ok(out);
+                }
+                out.extend(next);
+                last_at = at;
+                written = pieces.last().map(|p| p.upper.clone());
             }
         }
         Ok(out)

@@ -23,8 +23,7 @@ impl Source for Memory {
             .map(|&(from, to)| {
                 let mut sum = IdSum::default();
                 self.items
-                    .iter()
-                    .filter(|(at, _)| (from..to).contains(at))
+                    .range((from, [0; 32])..(to, [0; 32]))
                     .for_each(|(_, id)| sum.add(&IdSum::of(id)));
                 sum
             })
@@ -34,8 +33,7 @@ impl Source for Memory {
     async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, Self::Error> {
         let found: Vec<(u64, Id)> = self
             .items
-            .iter()
-            .filter(|(at, _)| (from..to).contains(at))
+            .range((from, [0; 32])..(to, [0; 32]))
             .copied()
             .collect();
         self.rows += found.len() as u64;
@@ -44,11 +42,8 @@ impl Source for Memory {
 
     async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, Self::Error> {
         self.rows += ids.len() as u64;
-        Ok(ids
-            .iter()
-            .filter(|id| self.items.iter().any(|(_, held)| held == *id))
-            .copied()
-            .collect())
+        let held: HashSet<&Id> = self.items.iter().map(|(_, id)| id).collect();
+        Ok(ids.iter().filter(|id| held.contains(id)).copied().collect())
     }
 }
 
