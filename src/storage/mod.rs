@@ -242,6 +242,25 @@ pub trait EventStore: Send + Sync + 'static {
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>>;
 
+    /// Per second within `[from, to)` holding events of `kinds` (every kind when
+    /// empty), in order, at most `limit`: their count and id sum.
+    async fn fingerprint_seconds(
+        &self,
+        kinds: &[i32],
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, IdSum)>>;
+
+    /// `(created_at, id)` of the stored events of `kinds` (every kind when empty)
+    /// dated within any of `spans` (each `[from, to)`), found through the
+    /// `fingerprints` rows of those seconds: each (second, kind) an index lookup.
+    async fn ids_in_spans(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<(i64, String)>>;
+
     /// Recounts `fingerprints` from the events: `(rows recounted, rows that differ)`.
     /// With `repair`, rewrites the table from the recount when any differ (writers
     /// wait meanwhile).

@@ -283,6 +283,46 @@ impl EventStore for PgStore {
         Ok(sums)
     }
 
+    async fn fingerprint_seconds(
+        &self,
+        kinds: &[i32],
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, IdSum)>> {
+        use diesel::sql_types::{Array, BigInt, Integer};
+        let mut conn = self.conn().await?;
+        let rows: Vec<fingerprints::SpanSum> = diesel::sql_query(fingerprints::PG_SECONDS)
+            .bind::<BigInt, _>(from)
+            .bind::<BigInt, _>(to)
+            .bind::<Array<Integer>, _>(kinds)
+            .bind::<BigInt, _>(limit)
+            .load(&mut conn)
+            .await?;
+        Ok(rows.iter().map(|r| (r.i, r.sum())).collect())
+    }
+
+    async fn ids_in_spans(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<(i64, String)>> {
+        use diesel::sql_types::{Array, BigInt, Integer};
+        let mut conn = self.conn().await?;
+        let mut found = Vec::new();
+        for chunk in spans.chunks(fingerprints::SPANS_PER_QUERY) {
+            let (from, to): (Vec<i64>, Vec<i64>) = chunk.iter().copied().unzip();
+            let rows: Vec<fingerprints::Dated> = diesel::sql_query(fingerprints::PG_SPAN_IDS)
+                .bind::<Array<BigInt>, _>(from)
+                .bind::<Array<BigInt>, _>(to)
+                .bind::<Array<Integer>, _>(kinds)
+                .load(&mut conn)
+                .await?;
+            found.extend(rows.into_iter().map(|r| (r.created_at, r.id)));
+        }
+        Ok(found)
+    }
+
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
         let mut conn = self.conn().await?;
         let checked: fingerprints::Checked = diesel::sql_query(fingerprints::PG_CHECK)

@@ -250,6 +250,51 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn fingerprint_seconds(
+        &self,
+        kinds: &[i32],
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, IdSum)>> {
+        use diesel::sql_types::{BigInt, Text};
+        let kinds = serde_json::to_string(kinds).unwrap_or_default();
+        self.run(move |conn| {
+            let rows: Vec<fingerprints::SpanSum> = diesel::sql_query(fingerprints::SQLITE_SECONDS)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .bind::<Text, _>(&kinds)
+                .bind::<BigInt, _>(limit)
+                .load(conn)?;
+            Ok(rows.iter().map(|r| (r.i, r.sum())).collect())
+        })
+        .await
+    }
+
+    async fn ids_in_spans(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<(i64, String)>> {
+        use diesel::sql_types::Text;
+        let kinds = serde_json::to_string(kinds).unwrap_or_default();
+        let spans = spans.to_vec();
+        self.run(move |conn| {
+            let mut found = Vec::new();
+            for chunk in spans.chunks(fingerprints::SPANS_PER_QUERY) {
+                let chunk = serde_json::to_string(chunk).unwrap_or_default();
+                let rows: Vec<fingerprints::Dated> =
+                    diesel::sql_query(fingerprints::SQLITE_SPAN_IDS)
+                        .bind::<Text, _>(chunk)
+                        .bind::<Text, _>(&kinds)
+                        .load(conn)?;
+                found.extend(rows.into_iter().map(|r| (r.created_at, r.id)));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
         self.run(move |conn| {
             // One transaction: SQLite has one writer, and none writes meanwhile.

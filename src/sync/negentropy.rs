@@ -31,6 +31,11 @@ pub const ID_LIST_BELOW: i64 = 2 * BUCKETS as i64;
 /// Most bytes of one of our messages (before hex); strfry's own client uses 60,000.
 pub const FRAME_LIMIT: usize = 60_000;
 
+/// Most seconds of a window whose sums are read at once, at the start, and kept
+/// (cumulated: 88 bytes each); a window with more reads the sums it needs round by
+/// round. A day holds at most 86,400.
+pub const KEPT_SECONDS: usize = 200_000;
+
 /// Differing ranges split at once: about what one message holds.
 const SPLIT_AT_ONCE: usize = 64;
 
@@ -172,6 +177,13 @@ fn encode_range(out: &mut Vec<u8>, last: &mut u64, r: &Range) {
     }
 }
 
+/// `ranges` encoded after a range whose bound was at `last`; and the last bound's time.
+fn encoded<'a>(mut last: u64, ranges: impl Iterator<Item = &'a Range>) -> (Vec<u8>, u64) {
+    let mut out = Vec::new();
+    ranges.for_each(|r| encode_range(&mut out, &mut last, r));
+    (out, last)
+}
+
 fn read_varint(rest: &mut &[u8]) -> Result<u64, Malformed> {
     let mut n: u64 = 0;
     loop {
@@ -208,8 +220,17 @@ pub trait Source {
     type Error;
     /// The sums of our items dated within each `[from, to)` (unix seconds).
     async fn sums(&mut self, spans: &[(u64, u64)]) -> Result<Vec<IdSum>, Self::Error>;
-    /// Our items dated within `[from, to)`, as `(created_at, id)`, in any order.
-    async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, Self::Error>;
+    /// Our items dated within any of `spans` (each `[from, to)`), as
+    /// `(created_at, id)`, in any order.
+    async fn ids(&mut self, spans: &[(u64, u64)]) -> Result<Vec<(u64, Id)>, Self::Error>;
+    /// Per second within `[from, to)` holding any of our items, in order: their sum;
+    /// `None` if there are more than `limit` such seconds.
+    async fn seconds(
+        &mut self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, IdSum)>>, Self::Error>;
     /// Which of `ids` we hold (of any filter: an id names one event).
     async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, Self::Error>;
 }
@@ -234,6 +255,9 @@ pub struct Initiator {
     needed: HashSet<Id>,
     /// Ids we listed to the relay: held, so not looked up when it lists them back.
     sent: HashSet<Id>,
+    /// When the window has at most [`KEPT_SECONDS`] seconds with items: those seconds,
+    /// and the sums of all items before each (one more, the total, at the end).
+    kept: Option<(Vec<u64>, Vec<IdSum>)>,
     /// Our items read and ids looked up, so far.
     pub rows_read: u64,
 }
@@ -254,6 +278,7 @@ impl Initiator {
             need: Vec::new(),
             needed: HashSet::new(),
             sent: HashSet::new(),
+            kept: None,
             rows_read: 0,
         }
     }
@@ -270,6 +295,21 @@ impl Initiator {
 
     /// The first message: the whole window, split.
     pub async fn open<S: Source>(&mut self, src: &mut S) -> Result<Vec<u8>, Error<S::Error>> {
+        if self.since < self.end {
+            let rows = src.seconds(self.since, self.end, KEPT_SECONDS).await;
+            if let Some(rows) = rows.map_err(Error::Source)? {
+                let mut total = IdSum::default();
+                let mut cumulated = Vec::with_capacity(rows.len() + 1);
+                let mut seconds = Vec::with_capacity(rows.len());
+                for (at, sum) in rows {
+                    cumulated.push(total);
+                    seconds.push(at);
+                    total.add(&sum);
+                }
+                cumulated.push(total);
+                self.kept = Some((seconds, cumulated));
+            }
+        }
         let whole = self.sums(src, &[(0, END)]).await?[0];
         let ranges = vec![Differs {
             lower: Bound::second(0),
@@ -290,11 +330,16 @@ impl Initiator {
         let mut lower = Bound::second(0);
         let mut spans = Vec::new();
         let mut listed = Vec::new();
+        let mut seconds = Vec::new();
         for r in &ranges {
             match &r.body {
                 Body::Fingerprint(_) => {
-                    self.load_partial(src, &lower).await?;
-                    self.load_partial(src, &r.upper).await?;
+                    seconds.extend(
+                        [&lower, &r.upper]
+                            .iter()
+                            .filter(|b| !b.prefix.is_empty())
+                            .map(|b| b.at),
+                    );
                     spans.push(span(&lower, &r.upper));
                 }
                 Body::IdList(ids) => listed.extend(ids.iter().copied()),
@@ -302,6 +347,7 @@ impl Initiator {
             }
             lower = r.upper.clone();
         }
+        self.load_seconds(src, seconds).await?;
         let mut sums = self.sums(src, &spans).await?.into_iter();
         // Ours against theirs, range by range; a run of matching ranges is skipped.
         let mut lower = Bound::second(0);
@@ -363,9 +409,10 @@ impl Initiator {
     }
 
     /// Our message: each differing range split, behind a skip of what matched before
-    /// it. Past [`FRAME_LIMIT`] the rest of time is left as one fingerprint, for the
-    /// relay to split again: ranges are split [`SPLIT_AT_ONCE`] at a time, so what
-    /// does not fit is not read for nothing.
+    /// it. Ranges are split [`SPLIT_AT_ONCE`] at a time; once the next would not fit
+    /// in [`FRAME_LIMIT`], the rest go unsplit, each as our fingerprint, for the relay
+    /// to split in its answer (nothing is read for a range that does not fit, and none
+    /// is summed twice). Past even that, the rest of time is one fingerprint.
     async fn frame<S: Source>(
         &mut self,
         src: &mut S,
@@ -376,26 +423,38 @@ impl Initiator {
         let mut last_at = 0u64;
         let mut written: Option<Bound> = None;
         let mut skips = skips.into_iter();
-        let mut differing = differing.into_iter().peekable();
-        while differing.peek().is_some() {
-            let chunk: Vec<Differs> = differing.by_ref().take(SPLIT_AT_ONCE).collect();
-            for pieces in self.split(src, chunk).await? {
-                let mut next = Vec::new();
-                let mut at = last_at;
-                if let Some(Some(to)) = skips.next() {
-                    let skip = Range {
-                        upper: to,
-                        body: Body::Skip,
-                    };
-                    encode_range(&mut next, &mut at, &skip);
-                }
-                for piece in &pieces {
-                    encode_range(&mut next, &mut at, piece);
-                }
+        let mut full = false;
+        for chunk in differing.chunks(SPLIT_AT_ONCE) {
+            let split = if full {
+                Vec::new()
+            } else {
+                self.split(src, chunk).await?
+            };
+            let mut split = split.into_iter();
+            for d in chunk {
+                let skip = skips.next().flatten().map(|to| Range {
+                    upper: to,
+                    body: Body::Skip,
+                });
+                let unsplit = || {
+                    vec![Range {
+                        upper: d.upper.clone(),
+                        body: Body::Fingerprint(d.ours.fingerprint()),
+                    }]
+                };
+                let mut pieces = split.next().filter(|_| !full).unwrap_or_else(unsplit);
+                let mut next = encoded(last_at, skip.iter().chain(&pieces));
                 // Room is kept for the rest's fingerprint (19 bytes).
-                if out.len() + next.len() > FRAME_LIMIT - 64 {
-                    let from = written.clone().unwrap_or(Bound::second(0));
-                    self.load_partial(src, &from).await?;
+                if !full && out.len() + next.0.len() > FRAME_LIMIT - 64 {
+                    full = true;
+                    pieces = unsplit();
+                    next = encoded(last_at, skip.iter().chain(&pieces));
+                }
+                if out.len() + next.0.len() > FRAME_LIMIT - 64 {
+                    let from = written.unwrap_or(Bound::second(0));
+                    if !from.prefix.is_empty() {
+                        self.load_seconds(src, vec![from.at]).await?;
+                    }
                     let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
                     rest.sub(&self.partial(&from));
                     let tail = Range {
@@ -405,9 +464,9 @@ impl Initiator {
                     encode_range(&mut out, &mut last_at, &tail);
                     return Ok(out);
                 }
-                out.extend(next);
-                last_at = at;
-                written = pieces.last().map(|p| p.upper.clone());
+                out.extend(next.0);
+                last_at = next.1;
+                written = pieces.pop().map(|p| p.upper);
             }
         }
         Ok(out)
@@ -417,12 +476,12 @@ impl Initiator {
     async fn split<S: Source>(
         &mut self,
         src: &mut S,
-        differing: Vec<Differs>,
+        differing: &[Differs],
     ) -> Result<Vec<Vec<Range>>, Error<S::Error>> {
         // Edges of the ranges split in time, and the spans whose sums they need.
         let mut plans: Vec<Option<Vec<Bound>>> = Vec::new();
         let mut spans = Vec::new();
-        for d in &differing {
+        for d in differing {
             let (from, to) = self.whole_span(&d.lower, &d.upper);
             let seconds = to.saturating_sub(from);
             if d.ours.count < ID_LIST_BELOW || seconds < 2 {
@@ -442,8 +501,24 @@ impl Initiator {
             plans.push(Some(edges));
         }
         let mut sums = self.sums(src, &spans).await?.into_iter();
+        // Our items in the ranges split on them, in one read.
+        let item_spans: Vec<(u64, u64)> = differing
+            .iter()
+            .zip(&plans)
+            .filter(|(_, plan)| plan.is_none())
+            .map(|(d, _)| self.item_span(d))
+            .filter(|(from, to)| from < to)
+            .collect();
+        let mut pool = if item_spans.is_empty() {
+            Vec::new()
+        } else {
+            src.ids(&item_spans).await.map_err(Error::Source)?
+        };
+        self.rows_read += pool.len() as u64;
+        pool.sort_unstable();
+        pool.dedup();
         let mut out = Vec::new();
-        for (d, plan) in differing.into_iter().zip(plans) {
+        for (d, plan) in differing.iter().zip(plans) {
             let pieces = match plan {
                 Some(edges) => {
                     let mut lower = d.lower.clone();
@@ -460,7 +535,7 @@ impl Initiator {
                     }
                     pieces
                 }
-                None => self.split_items(src, &d).await?,
+                None => self.split_items(d, &pool),
             };
             out.push(pieces);
         }
@@ -469,19 +544,22 @@ impl Initiator {
 
     /// A differing range that is small: our items in it, as one id list or, past
     /// [`ID_LIST_BELOW`], as [`BUCKETS`] fingerprints of as many items each.
-    async fn split_items<S: Source>(
-        &mut self,
-        src: &mut S,
-        d: &Differs,
-    ) -> Result<Vec<Range>, Error<S::Error>> {
-        let items = self.items_in(src, &d.lower, &d.upper).await?;
+    fn split_items(&mut self, d: &Differs, pool: &[(u64, Id)]) -> Vec<Range> {
+        let (from, to) = self.item_span(d);
+        let first = pool.partition_point(|(at, _)| *at < from);
+        let last = pool.partition_point(|(at, _)| *at < to);
+        let items: Vec<(u64, Id)> = pool[first..last.max(first)]
+            .iter()
+            .filter(|(at, id)| !d.lower.above(*at, id) && d.upper.above(*at, id))
+            .copied()
+            .collect();
         let n = items.len();
         if n < ID_LIST_BELOW as usize {
             self.sent.extend(items.iter().map(|(_, id)| *id));
-            return Ok(vec![Range {
+            return vec![Range {
                 upper: d.upper.clone(),
                 body: Body::IdList(items.into_iter().map(|(_, id)| id).collect()),
-            }]);
+            }];
         }
         let (each, extra) = (n / BUCKETS, n % BUCKETS);
         let mut pieces = Vec::with_capacity(BUCKETS);
@@ -504,35 +582,16 @@ impl Initiator {
             });
             start = stop;
         }
-        Ok(pieces)
+        pieces
     }
 
-    /// Our items within `[lower, upper)`, in order.
-    async fn items_in<S: Source>(
-        &mut self,
-        src: &mut S,
-        lower: &Bound,
-        upper: &Bound,
-    ) -> Result<Vec<(u64, Id)>, Error<S::Error>> {
-        let past = upper.at.saturating_add(u64::from(!upper.prefix.is_empty()));
-        let (from, to) = (lower.at.max(self.since), past.min(self.end));
-        let mut items = if from >= to {
-            Vec::new()
-        } else if to - from <= 3 {
-            let mut items = Vec::new();
-            for at in from..to {
-                self.load(src, at).await?;
-                items.extend(self.seconds[&at].iter().map(|id| (at, *id)));
-            }
-            items
-        } else {
-            let items = src.ids(from, to).await.map_err(Error::Source)?;
-            self.rows_read += items.len() as u64;
-            items
-        };
-        items.retain(|(at, id)| !lower.above(*at, id) && upper.above(*at, id));
-        items.sort_unstable();
-        Ok(items)
+    /// The seconds of our window holding a range's items: `[from, to)`.
+    fn item_span(&self, d: &Differs) -> (u64, u64) {
+        let past = d
+            .upper
+            .at
+            .saturating_add(u64::from(!d.upper.prefix.is_empty()));
+        (d.lower.at.max(self.since), past.min(self.end))
     }
 
     /// The seconds of our window wholly within a range: `[from, to)`.
@@ -555,30 +614,34 @@ impl Initiator {
         sum
     }
 
-    async fn load_partial<S: Source>(
+    /// Reads the ids of the `seconds` not read yet, in one read.
+    async fn load_seconds<S: Source>(
         &mut self,
         src: &mut S,
-        bound: &Bound,
+        mut seconds: Vec<u64>,
     ) -> Result<(), Error<S::Error>> {
-        if bound.prefix.is_empty() {
-            return Ok(());
-        }
-        self.load(src, bound.at).await
-    }
-
-    async fn load<S: Source>(&mut self, src: &mut S, at: u64) -> Result<(), Error<S::Error>> {
-        if self.seconds.contains_key(&at) {
-            return Ok(());
-        }
-        let mut ids: Vec<Id> = if at < self.since || at >= self.end {
+        seconds.sort_unstable();
+        seconds.dedup();
+        seconds.retain(|at| !self.seconds.contains_key(at));
+        let spans: Vec<(u64, u64)> = seconds
+            .iter()
+            .filter(|at| (self.since..self.end).contains(*at))
+            .map(|at| (*at, at + 1))
+            .collect();
+        let items = if spans.is_empty() {
             Vec::new()
         } else {
-            let items = src.ids(at, at + 1).await.map_err(Error::Source)?;
-            self.rows_read += items.len() as u64;
-            items.into_iter().map(|(_, id)| id).collect()
+            src.ids(&spans).await.map_err(Error::Source)?
         };
-        ids.sort_unstable();
-        self.seconds.insert(at, ids);
+        self.rows_read += items.len() as u64;
+        let mut read: HashMap<u64, Vec<Id>> = seconds.iter().map(|at| (*at, Vec::new())).collect();
+        for (at, id) in items {
+            read.entry(at).or_default().push(id);
+        }
+        for (at, mut ids) in read {
+            ids.sort_unstable();
+            self.seconds.insert(at, ids);
+        }
         Ok(())
     }
 
@@ -592,6 +655,20 @@ impl Initiator {
             .iter()
             .map(|&(a, b)| (a.max(self.since), b.min(self.end)))
             .collect();
+        if let Some((seconds, cumulated)) = &self.kept {
+            let below = |t: u64| cumulated[seconds.partition_point(|at| *at < t)];
+            return Ok(clipped
+                .iter()
+                .map(|&(a, b)| {
+                    let mut sum = IdSum::default();
+                    if a < b {
+                        sum = below(b);
+                        sum.sub(&below(a));
+                    }
+                    sum
+                })
+                .collect());
+        }
         let asked: Vec<(u64, u64)> = clipped.iter().copied().filter(|(a, b)| a < b).collect();
         let mut answers = if asked.is_empty() {
             Vec::new()

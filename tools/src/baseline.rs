@@ -121,6 +121,24 @@ impl EventStore for Baseline {
         self.0.fingerprint_sums(kinds, spans).await
     }
 
+    async fn fingerprint_seconds(
+        &self,
+        kinds: &[i32],
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, IdSum)>> {
+        self.0.fingerprint_seconds(kinds, from, to, limit).await
+    }
+
+    async fn ids_in_spans(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<(i64, String)>> {
+        self.0.ids_in_spans(kinds, spans).await
+    }
+
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
         self.0.check_fingerprints(repair).await
     }

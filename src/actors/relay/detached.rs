@@ -96,6 +96,33 @@ impl EventStore for Detached {
         .await
     }
 
+    async fn fingerprint_seconds(
+        &self,
+        kinds: &[i32],
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, IdSum)>> {
+        let kinds = kinds.to_vec();
+        detached(&self.0, |s| async move {
+            s.fingerprint_seconds(&kinds, from, to, limit).await
+        })
+        .await
+    }
+
+    async fn ids_in_spans(
+        &self,
+        kinds: &[i32],
+        spans: &[(i64, i64)],
+    ) -> StoreResult<Vec<(i64, String)>> {
+        let (kinds, spans) = (kinds.to_vec(), spans.to_vec());
+        detached(
+            &self.0,
+            |s| async move { s.ids_in_spans(&kinds, &spans).await },
+        )
+        .await
+    }
+
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {
         detached(
             &self.0,

@@ -374,19 +374,26 @@ impl Source for Stored<'_> {
         self.store.fingerprint_sums(&self.kinds, &spans).await
     }
 
-    async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, StoreError> {
-        let query = ItemQuery {
-            kinds: self.kinds.clone(),
-            authors: Vec::new(),
-            since: secs(from),
-            until: secs(to).saturating_sub(1),
-            limit: i64::MAX,
-        };
-        let items = self.store.items(&query).await?;
+    async fn ids(&mut self, spans: &[(u64, u64)]) -> Result<Vec<(u64, Id)>, StoreError> {
+        let spans: Vec<(i64, i64)> = spans.iter().map(|&(a, b)| (secs(a), secs(b))).collect();
+        let items = self.store.ids_in_spans(&self.kinds, &spans).await?;
         Ok(items
             .into_iter()
-            .filter_map(|(id, at)| Some((at as u64, crate::nostr::id_bytes(&id)?)))
+            .filter_map(|(at, id)| Some((at as u64, crate::nostr::id_bytes(&id)?)))
             .collect())
+    }
+
+    async fn seconds(
+        &mut self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, IdSum)>>, StoreError> {
+        let rows = self
+            .store
+            .fingerprint_seconds(&self.kinds, secs(from), secs(to), limit as i64 + 1)
+            .await?;
+        Ok((rows.len() <= limit).then(|| rows.into_iter().map(|(at, s)| (at as u64, s)).collect()))
     }
 
     async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, StoreError> {

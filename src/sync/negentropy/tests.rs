@@ -12,6 +12,9 @@ use super::*;
 struct Memory {
     items: BTreeSet<(u64, Id)>,
     rows: u64,
+    /// Whether it answers `seconds` (as for a window of few seconds) or not (as for
+    /// one of too many).
+    keep_seconds: bool,
 }
 
 impl Source for Memory {
@@ -30,14 +33,33 @@ impl Source for Memory {
             .collect())
     }
 
-    async fn ids(&mut self, from: u64, to: u64) -> Result<Vec<(u64, Id)>, Self::Error> {
-        let found: Vec<(u64, Id)> = self
-            .items
-            .range((from, [0; 32])..(to, [0; 32]))
+    async fn ids(&mut self, spans: &[(u64, u64)]) -> Result<Vec<(u64, Id)>, Self::Error> {
+        let found: Vec<(u64, Id)> = spans
+            .iter()
+            .flat_map(|&(from, to)| self.items.range((from, [0; 32])..(to, [0; 32])))
             .copied()
             .collect();
         self.rows += found.len() as u64;
         Ok(found)
+    }
+
+    async fn seconds(
+        &mut self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(u64, IdSum)>>, Self::Error> {
+        if !self.keep_seconds {
+            return Ok(None);
+        }
+        let mut rows: Vec<(u64, IdSum)> = Vec::new();
+        for (at, id) in self.items.range((from, [0; 32])..(to, [0; 32])) {
+            match rows.last_mut() {
+                Some((last, sum)) if last == at => sum.add(&IdSum::of(id)),
+                _ => rows.push((*at, IdSum::of(id))),
+            }
+        }
+        Ok((rows.len() <= limit).then_some(rows))
     }
 
     async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, Self::Error> {
@@ -60,6 +82,7 @@ fn reconcile(
     theirs: &BTreeSet<(u64, Id)>,
     (since, until): (u64, u64),
     frame_limit: u64,
+    keep_seconds: bool,
 ) -> Outcome {
     // The relay applies the filter's window to what it holds.
     let mut storage = NegentropyStorageVector::new();
@@ -71,6 +94,7 @@ fn reconcile(
     let mut src = Memory {
         items: ours.clone(),
         rows: 0,
+        keep_seconds,
     };
     let mut us = Initiator::new(since, until);
     futures::executor::block_on(async {
@@ -81,7 +105,8 @@ fn reconcile(
             assert!(rounds < 100, "no end in sight");
             assert!(msg.len() <= FRAME_LIMIT, "{} bytes", msg.len());
             let reply = relay.reconcile(&msg).unwrap();
-            match us.answer(&mut src, &reply).await.unwrap() {
+            let answered = us.answer(&mut src, &reply).await.unwrap();
+            match answered {
                 Some(next) => msg = next,
                 None => break,
             }
@@ -187,12 +212,12 @@ fn finds_exactly_what_the_relay_holds_and_we_lack() {
         ),
     ];
     for (name, ours, theirs, w) in cases {
-        for limit in [0, 4_096] {
-            let got = reconcile(&ours, &theirs, w, limit);
+        for (limit, keep) in [(0, true), (0, false), (4_096, true)] {
+            let got = reconcile(&ours, &theirs, w, limit, keep);
             assert_eq!(
                 got.need,
                 lacking(&ours, &theirs, w),
-                "{name}, frame limit {limit}"
+                "{name}, frame limit {limit}, seconds kept: {keep}"
             );
         }
     }
@@ -212,7 +237,7 @@ fn random_sets_reconcile_to_their_difference() {
         let theirs: BTreeSet<_> = all.iter().filter(|_| rng.random_bool(q)).copied().collect();
         let lo = rng.random_range(0..span);
         let w = (lo, rng.random_range(lo..span + 10));
-        let got = reconcile(&ours, &theirs, w, 0);
+        let got = reconcile(&ours, &theirs, w, 0, round % 2 == 0);
         assert_eq!(got.need, lacking(&ours, &theirs, w), "round {round}");
     }
 }
@@ -225,7 +250,7 @@ fn one_old_event_costs_its_second_not_the_rest() {
     let extra = (1_000_500, rng.random());
     let mut theirs = ours.clone();
     theirs.insert(extra);
-    let got = reconcile(&ours, &theirs, (0, 2_000_000), 0);
+    let got = reconcile(&ours, &theirs, (0, 2_000_000), 0, false);
     assert_eq!(got.need, HashSet::from([extra.1]));
     assert!(got.rows <= 40, "read {} rows of 200,000", got.rows);
     assert!(got.rounds <= 6, "{} rounds", got.rounds);
