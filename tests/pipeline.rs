@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{lock_writes, run, settings, stored_ids, sync_once, TestDb, SYNC_TIMEOUT};
 use nostr_sdk::prelude::*;
 use nostr_sync::app::App;
-use nostr_sync::config::Negentropy;
+use nostr_sync::config::{Negentropy, ReconcileFrom};
 use nostr_sync::metrics::{Counters, Reject};
 use nostr_sync::storage;
 use nostr_sync_tools::dataset::{Dataset, HostedRelay};
@@ -82,8 +82,8 @@ fn hundred_thousand() -> &'static Dataset {
 }
 
 /// A relay holds 100,000 events of which we hold 99,000 (from elsewhere): the
-/// reconciliation (NIP-77) transfers about 1,000 events, not 100,000, and the copy ends
-/// complete and exact.
+/// reconciliation (NIP-77, our side from the fingerprints) transfers about 1,000
+/// events, not 100,000, and the copy ends complete and exact.
 fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
     run(async {
         let data = hundred_thousand();
@@ -101,7 +101,12 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
         assert_eq!(store.count_events().await.unwrap(), 99_000);
         let relay = HostedRelay::start(&data.events, 100_000).await.unwrap();
         let url = relay.url().await;
-        let counters = sync_once(settings(&db, vec![url.clone()])).await;
+        let from_fingerprints = |urls| {
+            let mut s = settings(&db, urls);
+            s.sync.reconcile_from = ReconcileFrom::Fingerprints;
+            s
+        };
+        let counters = sync_once(from_fingerprints(vec![url.clone()])).await;
         let relay_counters = counters.relay(&url);
         let received = counters.received();
         assert!(
@@ -135,7 +140,7 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
             .await
             .unwrap();
         let url = relay.url().await;
-        let counters = sync_once(settings(&db, vec![url.clone()])).await;
+        let counters = sync_once(from_fingerprints(vec![url.clone()])).await;
         let c = counters.relay(&url);
         assert_eq!(Counters::get(&c.fetched_by_id), 1);
         assert_eq!(store.count_events().await.unwrap(), 100_001);

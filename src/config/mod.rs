@@ -133,6 +133,9 @@ pub struct SyncSettings {
     /// NIP-77 reconciliation with relays that serve it: for crowded seconds, for
     /// windows older than twice `overlap_secs` (catch-up), and for the repair pass.
     pub negentropy: Negentropy,
+    /// Where our side of a reconciliation comes from, for filters without authors or
+    /// tags: the events' items, or the per-second fingerprints.
+    pub reconcile_from: ReconcileFrom,
     /// How often each filter's whole synced range is reconciled with each relay, which
     /// finds events that arrived with old timestamps (0: never).
     pub repair_interval_secs: u64,
@@ -154,6 +157,18 @@ pub enum Negentropy {
     Auto,
     /// Never: paging only.
     Off,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileFrom {
+    /// Our `(id, created_at)` items of the window, read from the events, reconciled by
+    /// the SDK: costs what we hold, in few database reads.
+    #[default]
+    Items,
+    /// The per-second fingerprints (`crate::sync::negentropy`): costs what differs
+    /// from a relay holding what we hold, but a round of database reads per message.
+    Fingerprints,
 }
 
 impl Negentropy {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::backfill::Backfill;
 use super::cycle::{Cycle, CycleError, PageDone};
 use crate::actors::ack::Pending;
-use crate::config::FilterSettings;
+use crate::config::{FilterSettings, ReconcileFrom};
 use crate::nostr::fingerprint::IdSum;
 use crate::storage::{EventStore, ItemQuery, StoreError};
 use crate::sync::filter::{filter_key, to_filter};
@@ -82,7 +82,7 @@ impl Cycle {
     ) -> Result<Option<Vec<Shortfall>>, CycleError> {
         let mut ranges = vec![(since, until)];
         let mut shortfalls = Vec::new();
-        let by_sums = summed(f);
+        let by_sums = self.settings.sync.reconcile_from == ReconcileFrom::Fingerprints && summed(f);
         while let Some((lo, hi)) = ranges.pop() {
             let split = |ranges: &mut Vec<(u64, u64)>| {
                 let mid = lo + (hi - lo) / 2;
@@ -269,6 +269,8 @@ impl Cycle {
                 };
                 let bytes = crate::nostr::unhex(&msg)
                     .ok_or_else(|| NegError::Refused("NEG-MSG is not hex".into()))?;
+                // Each round is progress: the watchdog restarts a relay without any.
+                self.counters.progress.fetch_add(1, Ordering::Relaxed);
                 match us.answer(&mut src, &bytes).await.map_err(store_error)? {
                     Some(answer) => {
                         next = ClientMessage::NegMsg {
