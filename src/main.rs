@@ -264,6 +264,18 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
     }
 }
 
+/// A check's exit code: 0 when nothing differs, 1 when something does, 2 on an error.
+fn check_exit(differing: anyhow::Result<u64>) -> ExitCode {
+    match differing {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn check_fingerprints(settings: Settings, repair: bool) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 2).await?;
@@ -276,14 +288,7 @@ async fn check_fingerprints(settings: Settings, repair: bool) -> ExitCode {
         Ok(differing)
     }
     .await;
-    match result {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    check_exit(result)
 }
 
 async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
@@ -318,12 +323,5 @@ async fn check_aggregates(settings: Settings, repair: bool) -> ExitCode {
         Ok(diffs)
     }
     .await;
-    match result {
-        Ok(0) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    check_exit(result)
 }

@@ -146,7 +146,7 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
         assert_eq!(store.count_events().await.unwrap(), 100_001);
         let read = Counters::get(&c.fingerprint_rows_read);
         assert!(
-            read <= 64,
+            (1..=64).contains(&read),
             "{read} rows read for one event missing of 100,001"
         );
     });

@@ -173,26 +173,6 @@ pub fn is_hex_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The 32 bytes of an id (or key) written in hex; `None` if it is not one.
-pub fn id_bytes(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    unhex(s)?.try_into().ok()
-}
-
-/// The bytes `s` writes in hex; `None` if it is not hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let s = s.as_bytes();
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
-}
-
 /// Lowercase hex of `bytes`, as ids, keys and signatures are written. The `hex`
 /// crate behind `to_hex()` pushes one `char` at a time, and a signature's `Display`
 /// formats each byte: together some 10% of the storage thread's time.
@@ -210,16 +190,6 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use nostr_sdk::{EventBuilder, Keys, Kind, Tag};
-
-    #[test]
-    fn id_bytes_read_back_what_hex_writes() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 41) as u8);
-        assert_eq!(id_bytes(&hex(&bytes)), Some(bytes));
-        assert_eq!(id_bytes(&hex(&bytes).to_uppercase()), Some(bytes));
-        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(63), &"a".repeat(66)] {
-            assert_eq!(id_bytes(bad), None, "{bad}");
-        }
-    }
 
     /// `hex` writes ids, keys and signatures as nostr does.
     #[test]

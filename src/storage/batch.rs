@@ -20,9 +20,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use bitcoin::hex::FromHex;
 use nostr_sdk::Event;
 
 use super::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction};
+
 use crate::nostr::fingerprint::IdSum;
 use crate::nostr::{self, aggregate, Deletion};
 
@@ -241,7 +243,7 @@ pub(crate) fn fingerprint_deltas<'a>(
 ) -> Vec<FingerprintRow> {
     let mut sums: BTreeMap<(i64, i32), IdSum> = BTreeMap::new();
     let mut apply = |(at, kind, id): (i64, i32, &str), add: bool| {
-        let Some(bytes) = nostr::id_bytes(id) else {
+        let Ok(bytes) = <[u8; 32]>::from_hex(id) else {
             // Stored ids are hex of 32 bytes; another would be in no fingerprint.
             tracing::error!(%id, "stored event id is not 32 bytes of hex");
             return;

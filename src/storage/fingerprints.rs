@@ -86,283 +86,134 @@ pub(crate) struct Dated {
     pub(crate) id: String,
 }
 
-/// How many rows a recount from the events has, and how many rows of the table differ
+/// The table's rows recounted from the events, as PostgreSQL reads the limbs from an
+/// id's hex (the same as the migration's).
+macro_rules! pg_recount {
+    () => {
+        "SELECT created_at AS second, kind, count(*)::BIGINT AS n, sum(l0)::BIGINT AS l0, \
+         sum(l1)::BIGINT AS l1, sum(l2)::BIGINT AS l2, sum(l3)::BIGINT AS l3, sum(l4)::BIGINT \
+         AS l4, sum(l5)::BIGINT AS l5, sum(l6)::BIGINT AS l6, sum(l7)::BIGINT AS l7 FROM \
+         (SELECT created_at, kind, ('x' || substr(id, 7, 2) || substr(id, 5, 2) || substr(id, \
+         3, 2) || substr(id, 1, 2))::bit(32)::bigint AS l0, ('x' || substr(id, 15, 2) || \
+         substr(id, 13, 2) || substr(id, 11, 2) || substr(id, 9, 2))::bit(32)::bigint AS l1, \
+         ('x' || substr(id, 23, 2) || substr(id, 21, 2) || substr(id, 19, 2) || substr(id, \
+         17, 2))::bit(32)::bigint AS l2, ('x' || substr(id, 31, 2) || substr(id, 29, 2) || \
+         substr(id, 27, 2) || substr(id, 25, 2))::bit(32)::bigint AS l3, ('x' || substr(id, \
+         39, 2) || substr(id, 37, 2) || substr(id, 35, 2) || substr(id, 33, \
+         2))::bit(32)::bigint AS l4, ('x' || substr(id, 47, 2) || substr(id, 45, 2) || \
+         substr(id, 43, 2) || substr(id, 41, 2))::bit(32)::bigint AS l5, ('x' || substr(id, \
+         55, 2) || substr(id, 53, 2) || substr(id, 51, 2) || substr(id, 49, \
+         2))::bit(32)::bigint AS l6, ('x' || substr(id, 63, 2) || substr(id, 61, 2) || \
+         substr(id, 59, 2) || substr(id, 57, 2))::bit(32)::bigint AS l7 FROM events) AS limbs \
+         GROUP BY created_at, kind"
+    };
+}
+
+/// As `pg_recount!`: SQLite has no hex parsing, so each digit is looked up.
+macro_rules! sqlite_recount {
+    () => {
+        "SELECT created_at AS second, kind, count(*) AS n, sum(l0) AS l0, sum(l1) AS l1, \
+         sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, sum(l5) AS l5, sum(l6) AS l6, sum(l7) \
+         AS l7 FROM (SELECT created_at, kind, ((instr('0123456789abcdef', substr(id, 1, 1)) - \
+         1) * 16 + (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + (instr('0123456789abcdef', \
+         substr(id, 4, 1)) - 1)) * 256 + ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * \
+         16 + (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + (instr('0123456789abcdef', \
+         substr(id, 8, 1)) - 1)) * 16777216 AS l0, ((instr('0123456789abcdef', substr(id, 9, \
+         1)) - 1) * 16 + (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
+         ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
+         ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
+         ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
+         ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
+         ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
+         ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
+         ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
+         ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
+         ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
+         (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM events) AS \
+         limbs GROUP BY created_at, kind"
+    };
+}
+
+/// Over a recount `r`: how many rows it has, and how many rows of the table differ
 /// from it (a row of zeros counts as absent).
+macro_rules! check_against_recount {
+    () => {
+        "SELECT (SELECT count(*) FROM r) AS recounted, (SELECT count(*) FROM r FULL OUTER \
+         JOIN fingerprints f ON f.second = r.second AND f.kind = r.kind WHERE COALESCE(r.n, \
+         0) <> COALESCE(f.n, 0) OR COALESCE(r.l0, 0) <> COALESCE(f.l0, 0) OR COALESCE(r.l1, \
+         0) <> COALESCE(f.l1, 0) OR COALESCE(r.l2, 0) <> COALESCE(f.l2, 0) OR COALESCE(r.l3, \
+         0) <> COALESCE(f.l3, 0) OR COALESCE(r.l4, 0) <> COALESCE(f.l4, 0) OR COALESCE(r.l5, \
+         0) <> COALESCE(f.l5, 0) OR COALESCE(r.l6, 0) <> COALESCE(f.l6, 0) OR COALESCE(r.l7, \
+         0) <> COALESCE(f.l7, 0)) AS differing"
+    };
+}
+
 pub(crate) const PG_CHECK: &str =
-    "SELECT (SELECT count(*) FROM (SELECT created_at AS second, kind, \
-     count(*)::BIGINT AS n, sum(l0)::BIGINT AS l0, sum(l1)::BIGINT AS l1, \
-     sum(l2)::BIGINT AS l2, sum(l3)::BIGINT AS l3, sum(l4)::BIGINT AS l4, \
-     sum(l5)::BIGINT AS l5, sum(l6)::BIGINT AS l6, sum(l7)::BIGINT AS l7 FROM (SELECT \
-     created_at, kind, ('x' || substr(id, 7, 2) || substr(id, 5, 2) || substr(id, 3, \
-     2) || substr(id, 1, 2))::bit(32)::bigint AS l0, ('x' || substr(id, 15, 2) || \
-     substr(id, 13, 2) || substr(id, 11, 2) || substr(id, 9, 2))::bit(32)::bigint AS \
-     l1, ('x' || substr(id, 23, 2) || substr(id, 21, 2) || substr(id, 19, 2) || \
-     substr(id, 17, 2))::bit(32)::bigint AS l2, ('x' || substr(id, 31, 2) || \
-     substr(id, 29, 2) || substr(id, 27, 2) || substr(id, 25, 2))::bit(32)::bigint AS \
-     l3, ('x' || substr(id, 39, 2) || substr(id, 37, 2) || substr(id, 35, 2) || \
-     substr(id, 33, 2))::bit(32)::bigint AS l4, ('x' || substr(id, 47, 2) || \
-     substr(id, 45, 2) || substr(id, 43, 2) || substr(id, 41, 2))::bit(32)::bigint AS \
-     l5, ('x' || substr(id, 55, 2) || substr(id, 53, 2) || substr(id, 51, 2) || \
-     substr(id, 49, 2))::bit(32)::bigint AS l6, ('x' || substr(id, 63, 2) || \
-     substr(id, 61, 2) || substr(id, 59, 2) || substr(id, 57, 2))::bit(32)::bigint AS \
-     l7 FROM events) AS limbs GROUP BY created_at, kind) AS c) AS recounted, (SELECT \
-     count(*) FROM (SELECT created_at AS second, kind, count(*)::BIGINT AS n, \
-     sum(l0)::BIGINT AS l0, sum(l1)::BIGINT AS l1, sum(l2)::BIGINT AS l2, \
-     sum(l3)::BIGINT AS l3, sum(l4)::BIGINT AS l4, sum(l5)::BIGINT AS l5, \
-     sum(l6)::BIGINT AS l6, sum(l7)::BIGINT AS l7 FROM (SELECT created_at, kind, ('x' \
-     || substr(id, 7, 2) || substr(id, 5, 2) || substr(id, 3, 2) || substr(id, 1, \
-     2))::bit(32)::bigint AS l0, ('x' || substr(id, 15, 2) || substr(id, 13, 2) || \
-     substr(id, 11, 2) || substr(id, 9, 2))::bit(32)::bigint AS l1, ('x' || \
-     substr(id, 23, 2) || substr(id, 21, 2) || substr(id, 19, 2) || substr(id, 17, \
-     2))::bit(32)::bigint AS l2, ('x' || substr(id, 31, 2) || substr(id, 29, 2) || \
-     substr(id, 27, 2) || substr(id, 25, 2))::bit(32)::bigint AS l3, ('x' || \
-     substr(id, 39, 2) || substr(id, 37, 2) || substr(id, 35, 2) || substr(id, 33, \
-     2))::bit(32)::bigint AS l4, ('x' || substr(id, 47, 2) || substr(id, 45, 2) || \
-     substr(id, 43, 2) || substr(id, 41, 2))::bit(32)::bigint AS l5, ('x' || \
-     substr(id, 55, 2) || substr(id, 53, 2) || substr(id, 51, 2) || substr(id, 49, \
-     2))::bit(32)::bigint AS l6, ('x' || substr(id, 63, 2) || substr(id, 61, 2) || \
-     substr(id, 59, 2) || substr(id, 57, 2))::bit(32)::bigint AS l7 FROM events) AS \
-     limbs GROUP BY created_at, kind) AS r FULL OUTER JOIN fingerprints f ON f.second \
-     = r.second AND f.kind = r.kind WHERE COALESCE(r.n, 0) <> COALESCE(f.n, 0) OR \
-     COALESCE(r.l0, 0) <> COALESCE(f.l0, 0) OR COALESCE(r.l1, 0) <> COALESCE(f.l1, 0) \
-     OR COALESCE(r.l2, 0) <> COALESCE(f.l2, 0) OR COALESCE(r.l3, 0) <> COALESCE(f.l3, \
-     0) OR COALESCE(r.l4, 0) <> COALESCE(f.l4, 0) OR COALESCE(r.l5, 0) <> \
-     COALESCE(f.l5, 0) OR COALESCE(r.l6, 0) <> COALESCE(f.l6, 0) OR COALESCE(r.l7, 0) \
-     <> COALESCE(f.l7, 0)) AS differing";
+    concat!("WITH r AS (", pg_recount!(), ") ", check_against_recount!());
 
-pub(crate) const SQLITE_CHECK: &str =
-    "SELECT (SELECT count(*) FROM (SELECT created_at AS second, kind, count(*) AS n, \
-     sum(l0) AS l0, sum(l1) AS l1, sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, \
-     sum(l5) AS l5, sum(l6) AS l6, sum(l7) AS l7 FROM (SELECT created_at, kind, \
-     ((instr('0123456789abcdef', substr(id, 1, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
-     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
-     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
-     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
-     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
-     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
-     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
-     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
-     events) AS limbs GROUP BY created_at, kind) AS c) AS recounted, (SELECT count(*) \
-     FROM (SELECT created_at AS second, kind, count(*) AS n, sum(l0) AS l0, sum(l1) \
-     AS l1, sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, sum(l5) AS l5, sum(l6) AS \
-     l6, sum(l7) AS l7 FROM (SELECT created_at, kind, ((instr('0123456789abcdef', \
-     substr(id, 1, 1)) - 1) * 16 + (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) \
-     * 1 + ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
-     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
-     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
-     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
-     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
-     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
-     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
-     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
-     events) AS limbs GROUP BY created_at, kind) AS r FULL OUTER JOIN fingerprints f \
-     ON f.second = r.second AND f.kind = r.kind WHERE COALESCE(r.n, 0) <> \
-     COALESCE(f.n, 0) OR COALESCE(r.l0, 0) <> COALESCE(f.l0, 0) OR COALESCE(r.l1, 0) \
-     <> COALESCE(f.l1, 0) OR COALESCE(r.l2, 0) <> COALESCE(f.l2, 0) OR COALESCE(r.l3, \
-     0) <> COALESCE(f.l3, 0) OR COALESCE(r.l4, 0) <> COALESCE(f.l4, 0) OR \
-     COALESCE(r.l5, 0) <> COALESCE(f.l5, 0) OR COALESCE(r.l6, 0) <> COALESCE(f.l6, 0) \
-     OR COALESCE(r.l7, 0) <> COALESCE(f.l7, 0)) AS differing";
+pub(crate) const SQLITE_CHECK: &str = concat!(
+    "WITH r AS (",
+    sqlite_recount!(),
+    ") ",
+    check_against_recount!()
+);
 
-/// The table's rows recounted from the events.
-pub(crate) const PG_RECOUNT: &str =
-    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) \
-     SELECT created_at AS second, kind, count(*)::BIGINT AS n, sum(l0)::BIGINT AS l0, \
-     sum(l1)::BIGINT AS l1, sum(l2)::BIGINT AS l2, sum(l3)::BIGINT AS l3, \
-     sum(l4)::BIGINT AS l4, sum(l5)::BIGINT AS l5, sum(l6)::BIGINT AS l6, \
-     sum(l7)::BIGINT AS l7 FROM (SELECT created_at, kind, ('x' || substr(id, 7, 2) || \
-     substr(id, 5, 2) || substr(id, 3, 2) || substr(id, 1, 2))::bit(32)::bigint AS \
-     l0, ('x' || substr(id, 15, 2) || substr(id, 13, 2) || substr(id, 11, 2) || \
-     substr(id, 9, 2))::bit(32)::bigint AS l1, ('x' || substr(id, 23, 2) || \
-     substr(id, 21, 2) || substr(id, 19, 2) || substr(id, 17, 2))::bit(32)::bigint AS \
-     l2, ('x' || substr(id, 31, 2) || substr(id, 29, 2) || substr(id, 27, 2) || \
-     substr(id, 25, 2))::bit(32)::bigint AS l3, ('x' || substr(id, 39, 2) || \
-     substr(id, 37, 2) || substr(id, 35, 2) || substr(id, 33, 2))::bit(32)::bigint AS \
-     l4, ('x' || substr(id, 47, 2) || substr(id, 45, 2) || substr(id, 43, 2) || \
-     substr(id, 41, 2))::bit(32)::bigint AS l5, ('x' || substr(id, 55, 2) || \
-     substr(id, 53, 2) || substr(id, 51, 2) || substr(id, 49, 2))::bit(32)::bigint AS \
-     l6, ('x' || substr(id, 63, 2) || substr(id, 61, 2) || substr(id, 59, 2) || \
-     substr(id, 57, 2))::bit(32)::bigint AS l7 FROM events) AS limbs GROUP BY \
-     created_at, kind";
+/// The table rewritten from the recount (emptied first by the caller).
+pub(crate) const PG_RECOUNT: &str = concat!(
+    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) ",
+    pg_recount!()
+);
 
-pub(crate) const SQLITE_RECOUNT: &str =
-    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) \
-     SELECT created_at AS second, kind, count(*) AS n, sum(l0) AS l0, sum(l1) AS l1, \
-     sum(l2) AS l2, sum(l3) AS l3, sum(l4) AS l4, sum(l5) AS l5, sum(l6) AS l6, \
-     sum(l7) AS l7 FROM (SELECT created_at, kind, ((instr('0123456789abcdef', \
-     substr(id, 1, 1)) - 1) * 16 + (instr('0123456789abcdef', substr(id, 2, 1)) - 1)) \
-     * 1 + ((instr('0123456789abcdef', substr(id, 3, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 4, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 5, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 6, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 7, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 8, 1)) - 1)) * 16777216 AS l0, \
-     ((instr('0123456789abcdef', substr(id, 9, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 10, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 11, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 12, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 13, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 14, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 15, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 16, 1)) - 1)) * 16777216 AS l1, \
-     ((instr('0123456789abcdef', substr(id, 17, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 18, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 19, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 20, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 21, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 22, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 23, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 24, 1)) - 1)) * 16777216 AS l2, \
-     ((instr('0123456789abcdef', substr(id, 25, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 26, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 27, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 28, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 29, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 30, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 31, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 32, 1)) - 1)) * 16777216 AS l3, \
-     ((instr('0123456789abcdef', substr(id, 33, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 34, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 35, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 36, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 37, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 38, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 39, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 40, 1)) - 1)) * 16777216 AS l4, \
-     ((instr('0123456789abcdef', substr(id, 41, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 42, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 43, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 44, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 45, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 46, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 47, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 48, 1)) - 1)) * 16777216 AS l5, \
-     ((instr('0123456789abcdef', substr(id, 49, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 50, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 51, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 52, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 53, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 54, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 55, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 56, 1)) - 1)) * 16777216 AS l6, \
-     ((instr('0123456789abcdef', substr(id, 57, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 58, 1)) - 1)) * 1 + \
-     ((instr('0123456789abcdef', substr(id, 59, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 60, 1)) - 1)) * 256 + \
-     ((instr('0123456789abcdef', substr(id, 61, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 62, 1)) - 1)) * 65536 + \
-     ((instr('0123456789abcdef', substr(id, 63, 1)) - 1) * 16 + \
-     (instr('0123456789abcdef', substr(id, 64, 1)) - 1)) * 16777216 AS l7 FROM \
-     events) AS limbs GROUP BY created_at, kind";
+pub(crate) const SQLITE_RECOUNT: &str = concat!(
+    "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) ",
+    sqlite_recount!()
+);
 
 /// One span's (or second's, `i`) sums.
 #[derive(Debug, diesel::QueryableByName)]

@@ -213,7 +213,7 @@ pub struct NewZapCounted<'a> {
 
 /// What a write adds to (or, negative, takes from) the `fingerprints` row of one second
 /// and kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable, Queryable, Selectable)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable)]
 #[diesel(table_name = fingerprints)]
 pub struct FingerprintRow {
     pub second: i64,
@@ -244,15 +244,6 @@ impl FingerprintRow {
             l5,
             l6,
             l7,
-        }
-    }
-
-    pub fn sum(&self) -> IdSum {
-        IdSum {
-            count: self.n,
-            limbs: [
-                self.l0, self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7,
-            ],
         }
     }
 }

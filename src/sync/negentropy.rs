@@ -14,7 +14,7 @@
 //! A differing range spanning whole seconds is split into up to [`BUCKETS`] equal
 //! spans of time; one within a second or two, on its items, as the protocol's
 //! reference does. The relay answers in kind, and the rounds go on until nothing
-//! differs. What the relay listed that we lack is [`Initiator::need`].
+//! differs. What the relay listed that we lack is [`Initiator::take_need`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -145,15 +145,6 @@ pub fn decode(msg: &[u8]) -> Result<Vec<Range>, Malformed> {
     Ok(ranges)
 }
 
-pub fn encode(ranges: &[Range]) -> Vec<u8> {
-    let mut out = vec![PROTOCOL_VERSION];
-    let mut last = 0u64;
-    for r in ranges {
-        encode_range(&mut out, &mut last, r);
-    }
-    out
-}
-
 fn encode_range(out: &mut Vec<u8>, last: &mut u64, r: &Range) {
     if r.upper.at == END {
         out.push(0);
@@ -251,8 +242,8 @@ pub struct Initiator {
     end: u64,
     /// Seconds whose items were read, sorted by id.
     seconds: HashMap<u64, Vec<Id>>,
-    need: Vec<Id>,
-    needed: HashSet<Id>,
+    /// Ids the relay listed that we lack.
+    need: HashSet<Id>,
     /// Ids we listed to the relay: held, so not looked up when it lists them back.
     sent: HashSet<Id>,
     /// When the window has at most [`KEPT_SECONDS`] seconds with items: those seconds,
@@ -275,8 +266,7 @@ impl Initiator {
             since,
             end: until.saturating_add(1),
             seconds: HashMap::new(),
-            need: Vec::new(),
-            needed: HashSet::new(),
+            need: HashSet::new(),
             sent: HashSet::new(),
             kept: None,
             rows_read: 0,
@@ -284,13 +274,13 @@ impl Initiator {
     }
 
     /// Ids the relay holds that we lack, found so far.
-    pub fn need(&self) -> &[Id] {
-        &self.need
+    /// How many ids we lack, found so far.
+    pub fn needed(&self) -> usize {
+        self.need.len()
     }
 
-    pub fn take_need(&mut self) -> Vec<Id> {
-        self.needed.clear();
-        std::mem::take(&mut self.need)
+    pub fn take_need(self) -> Vec<Id> {
+        self.need.into_iter().collect()
     }
 
     /// The first message: the whole window, split.
@@ -393,7 +383,7 @@ impl Initiator {
     ) -> Result<(), Error<S::Error>> {
         let fresh: Vec<Id> = listed
             .into_iter()
-            .filter(|id| !self.needed.contains(id) && !self.sent.contains(id))
+            .filter(|id| !self.need.contains(id) && !self.sent.contains(id))
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -401,8 +391,8 @@ impl Initiator {
         self.rows_read += fresh.len() as u64;
         let held = src.held(&fresh).await.map_err(Error::Source)?;
         for id in fresh {
-            if !held.contains(&id) && self.needed.insert(id) {
-                self.need.push(id);
+            if !held.contains(&id) {
+                self.need.insert(id);
             }
         }
         Ok(())
@@ -442,25 +432,17 @@ impl Initiator {
                         body: Body::Fingerprint(d.ours.fingerprint()),
                     }]
                 };
+                // Room is kept for the rest's fingerprint (19 bytes).
+                let fits = |next: &(Vec<u8>, u64)| out.len() + next.0.len() <= FRAME_LIMIT - 64;
                 let mut pieces = split.next().filter(|_| !full).unwrap_or_else(unsplit);
                 let mut next = encoded(last_at, skip.iter().chain(&pieces));
-                // Room is kept for the rest's fingerprint (19 bytes).
-                if !full && out.len() + next.0.len() > FRAME_LIMIT - 64 {
+                if !full && !fits(&next) {
                     full = true;
                     pieces = unsplit();
                     next = encoded(last_at, skip.iter().chain(&pieces));
                 }
-                if out.len() + next.0.len() > FRAME_LIMIT - 64 {
-                    let from = written.unwrap_or(Bound::second(0));
-                    if !from.prefix.is_empty() {
-                        self.load_seconds(src, vec![from.at]).await?;
-                    }
-                    let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
-                    rest.sub(&self.partial(&from));
-                    let tail = Range {
-                        upper: Bound::second(END),
-                        body: Body::Fingerprint(rest.fingerprint()),
-                    };
+                if !fits(&next) {
+                    let tail = self.rest(src, written.unwrap_or(Bound::second(0))).await?;
                     encode_range(&mut out, &mut last_at, &tail);
                     return Ok(out);
                 }
@@ -470,6 +452,23 @@ impl Initiator {
             }
         }
         Ok(out)
+    }
+
+    /// The rest of time from `from`, as one range with our fingerprint.
+    async fn rest<S: Source>(
+        &mut self,
+        src: &mut S,
+        from: Bound,
+    ) -> Result<Range, Error<S::Error>> {
+        if !from.prefix.is_empty() {
+            self.load_seconds(src, vec![from.at]).await?;
+        }
+        let mut rest = self.sums(src, &[span(&from, &Bound::second(END))]).await?[0];
+        rest.sub(&self.partial(&from));
+        Ok(Range {
+            upper: Bound::second(END),
+            body: Body::Fingerprint(rest.fingerprint()),
+        })
     }
 
     /// Each differing range as the pieces we send for it.

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bitcoin::hex::FromHex;
 use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
@@ -61,7 +62,27 @@ enum NegError {
     Broken(CycleError),
 }
 
+impl NegError {
+    /// The relay's NEG-ERR (or error message): too many records (`blocked:`), or a
+    /// refusal.
+    fn of_relay(message: String) -> Self {
+        if message.trim_start().starts_with("blocked:") {
+            NegError::Blocked(message)
+        } else {
+            NegError::Refused(message)
+        }
+    }
+}
+
 impl Cycle {
+    /// A first attempt is under way, unless the relay is known already.
+    fn mark_trying(&self) {
+        let _ =
+            self.known
+                .negentropy
+                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Whether reconciliation is to be tried with this relay.
     pub(super) fn negentropy_usable(&self) -> bool {
         self.settings.sync.negentropy.is_on()
@@ -178,10 +199,7 @@ impl Cycle {
             .dry_run()
             .direction(SyncDirection::Down)
             .initial_timeout(timeout.min(FIRST_ANSWER));
-        let _ =
-            self.known
-                .negentropy
-                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
+        self.mark_trying();
         let subs = self.subs.clone();
         subs.touch_negentropy();
         let idle = async {
@@ -204,9 +222,7 @@ impl Cycle {
         use nostr_sdk::pool::relay::Error as E;
         match result {
             Ok(rec) => Ok(rec.remote.into_iter().collect()),
-            Err(E::RelayMessage(m)) if m.trim_start().starts_with("blocked:") => {
-                Err(NegError::Blocked(m))
-            }
+            Err(E::RelayMessage(m)) => Err(NegError::of_relay(m)),
             Err(E::NotConnected) | Err(E::ReceivedShutdown) => {
                 Err(NegError::Broken(CycleError::ConnectionLost))
             }
@@ -224,10 +240,7 @@ impl Cycle {
         since: u64,
         until: u64,
     ) -> Result<Vec<EventId>, NegError> {
-        let _ =
-            self.known
-                .negentropy
-                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
+        self.mark_trying();
         let mut src = Stored {
             store: &*self.store,
             kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
@@ -260,15 +273,9 @@ impl Cycle {
                     _ => return Err(NegError::Refused(format!("no answer for {wait:?}"))),
                 };
                 wait = idle;
-                let msg = match reply {
-                    Ok(msg) => msg,
-                    Err(m) if m.trim_start().starts_with("blocked:") => {
-                        return Err(NegError::Blocked(m))
-                    }
-                    Err(m) => return Err(NegError::Refused(m)),
-                };
-                let bytes = crate::nostr::unhex(&msg)
-                    .ok_or_else(|| NegError::Refused("NEG-MSG is not hex".into()))?;
+                let msg = reply.map_err(NegError::of_relay)?;
+                let bytes = Vec::<u8>::from_hex(&msg)
+                    .map_err(|_| NegError::Refused("NEG-MSG is not hex".into()))?;
                 // Each round is progress: the watchdog restarts a relay without any.
                 self.counters.progress.fetch_add(1, Ordering::Relaxed);
                 match us.answer(&mut src, &bytes).await.map_err(store_error)? {
@@ -280,7 +287,7 @@ impl Cycle {
                     }
                     None => return Ok(()),
                 }
-                if us.need().len() > MAX_NEED {
+                if us.needed() > MAX_NEED {
                     return Ok(());
                 }
             }
@@ -381,7 +388,7 @@ impl Source for Stored<'_> {
         let items = self.store.ids_in_spans(&self.kinds, &spans).await?;
         Ok(items
             .into_iter()
-            .filter_map(|(at, id)| Some((at as u64, crate::nostr::id_bytes(&id)?)))
+            .filter_map(|(at, id)| Some((at as u64, Id::from_hex(&id).ok()?)))
             .collect())
     }
 
@@ -403,7 +410,7 @@ impl Source for Stored<'_> {
         let found = self.store.stored_among(&hex).await?;
         Ok(found
             .iter()
-            .filter_map(|id| crate::nostr::id_bytes(id))
+            .filter_map(|id| Id::from_hex(id).ok())
             .collect())
     }
 }

@@ -45,6 +45,9 @@ impl Sub {
     }
 }
 
+/// Where a reconciliation of ours hears the relay: NEG-MSG in hex, or NEG-ERR's reason.
+type NegReplies = mpsc::UnboundedSender<Result<String, String>>;
+
 /// Open subscriptions by id, hashed with foldhash (looked up for every frame).
 type Subs = HashMap<String, Sub, foldhash::fast::RandomState>;
 
@@ -54,7 +57,7 @@ pub struct SubTable {
     last_negentropy: Mutex<Instant>,
     /// Our own reconciliations (not the SDK's), by subscription id: where the relay's
     /// answers go.
-    negentropy: Mutex<HashMap<String, mpsc::UnboundedSender<Result<String, String>>>>,
+    negentropy: Mutex<HashMap<String, NegReplies>>,
     /// Most EVENT frames a REQ may bring, at least (twice its `limit` when that is more;
     /// the live subscription has no end).
     max_frames: usize,
@@ -127,10 +130,7 @@ impl SubTable {
         }
     }
 
-    fn negentropy_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Result<String, String>>>>
-    {
+    fn negentropy_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NegReplies>> {
         self.negentropy.lock().unwrap_or_else(|e| e.into_inner())
     }
 

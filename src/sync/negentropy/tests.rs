@@ -256,6 +256,11 @@ fn one_old_event_costs_its_second_not_the_rest() {
     assert!(got.rounds <= 6, "{} rounds", got.rounds);
 }
 
+/// A whole message of `ranges`, as the relay would read it.
+fn encode(ranges: &[Range]) -> Vec<u8> {
+    [vec![PROTOCOL_VERSION], encoded(0, ranges.iter()).0].concat()
+}
+
 #[test]
 fn messages_round_trip() {
     let ranges = vec![
