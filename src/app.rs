@@ -8,17 +8,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use actix::{Actor, Addr, Arbiter, Recipient, Supervisor, SyncArbiter};
+use actix::{Actor, Addr, Arbiter, Recipient, SyncArbiter};
 
 use crate::actors::aggregator::messages::FlushNow;
 use crate::actors::aggregator::{apply_backlog, AggregatorActor};
 use crate::actors::dedup::DedupActor;
-use crate::actors::interval::messages::Watch;
 use crate::actors::interval::policy::Bounds;
 use crate::actors::interval::IntervalSupervisor;
 use crate::actors::lnurl::{LnurlActor, LnurlOptions};
 use crate::actors::pipeline::{Pipeline, StorageHandle};
-use crate::actors::relay::RelayActor;
+use crate::actors::registry::{RegistryActor, Spawner};
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;
@@ -52,6 +51,7 @@ crate::actors::answers_ping!(
 const STORAGE_MAILBOX_MESSAGES: usize = 64;
 
 pub struct App {
+    registry: Addr<RegistryActor>,
     relays: Vec<Arbiter>,
     /// The zap actor's and the LNURL actor's, with what to quiesce before stopping it.
     zap_arbiter: Arbiter,
@@ -241,53 +241,39 @@ impl App {
         // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
         // connection dies with the Arbiter that opened it, so they get a pool of their
         // own rather than leaving dead connections in the writers' pool at shutdown.
-        let urls = settings.relay_urls();
-        let cursors = storage::open(&settings.database.url, urls.len().clamp(1, 4)).await?;
-        // Relay actors share about one Arbiter per core: a relay costs an actor and its
+        let cursors = storage::open(&settings.database.url, 4).await?;
+        // Relay actors share one Arbiter per core: a relay costs an actor and its
         // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
-        let clients = Arc::new(crate::actors::relay::clients::Clients::default());
         let mut relays = Vec::new();
-        for _ in 0..relay_arbiters(urls.len()) {
+        for _ in 0..relay_arbiters() {
             let runtime = relay_runtime()?;
             relays.push(Arbiter::with_tokio_rt(move || runtime));
         }
-        for (i, url) in urls.iter().enumerate() {
-            let auth = settings.auth_for(url).map_err(|e| anyhow::anyhow!(e))?;
-            let arbiter = &relays[i % relays.len()];
-            let actor = {
-                let (url, settings, pipeline, store, supervisor) = (
-                    url.clone(),
-                    settings.clone(),
-                    pipeline.clone(),
-                    cursors.clone(),
-                    supervisor.clone().recipient(),
-                );
-                let clients = clients.clone();
-                move |_: &mut _| {
-                    RelayActor::new(
-                        url,
-                        settings,
-                        pipeline,
-                        store,
-                        supervisor,
-                        auth.clone(),
-                        clients.clone(),
-                    )
-                }
-            };
-            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), actor);
-            actors.push((format!("relay {url}"), addr.clone().recipient()));
-            supervisor.do_send(Watch {
-                relay: url.clone(),
-                addr: addr.clone().recipient(),
-                counters: counters.relay(url),
-            });
-        }
+        // The registry actor writes the configuration's relays into the registry and
+        // starts the relay actors for the leases it takes.
+        let probes = crate::actors::registry::Probes::default();
+        let registry = RegistryActor::new(
+            settings.clone(),
+            store.registry(),
+            Spawner {
+                pipeline,
+                store: cursors.clone(),
+                registry: cursors.registry(),
+                supervisor: supervisor.clone(),
+                clients: Arc::new(crate::actors::relay::clients::Clients::default()),
+                arbiters: relays.iter().map(|a| a.handle()).collect(),
+                probes: probes.clone(),
+                health: health.clone(),
+            },
+            counters.clone(),
+        )
+        .start();
+        actors.push(("registry".into(), registry.clone().recipient()));
         let stop_probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let probes = actix_rt::spawn(probe(
             health.clone(),
             store.clone(),
-            actors,
+            (actors, probes),
             stop_probes.clone(),
         ));
         health.started.store(true, Ordering::Relaxed);
@@ -296,6 +282,7 @@ impl App {
             lnurl.clone().map(|l| l.recipient()).into_iter().collect();
         quiesce.push(judge.clone().recipient());
         Ok(App {
+            registry,
             relays,
             zap_arbiter,
             quiesce,
@@ -309,6 +296,22 @@ impl App {
             zaps,
             store,
         })
+    }
+
+    /// Applies a configuration read again (SIGHUP): its relays and filters; the keys
+    /// that need a restart are named in one warn line and keep their running values.
+    pub fn reload(&self, running: &Settings, read: Settings) -> Settings {
+        let (applied, ignored) = running.live_update(read);
+        if !ignored.is_empty() {
+            tracing::warn!(keys = ?ignored, "configuration reloaded; these keys need a restart and keep their running values");
+        } else {
+            tracing::info!("configuration reloaded");
+        }
+        self.registry
+            .do_send(crate::actors::registry::messages::Reload(Arc::new(
+                applied.clone(),
+            )));
+        applied
     }
 
     /// Where `/metrics`, `/livez` and `/readyz` are served, if they are.
@@ -337,6 +340,12 @@ impl App {
         let deadline = Instant::now() + timeout;
         SHUTTING_DOWN.store(true, Ordering::Relaxed);
         self.health.started.store(false, Ordering::Relaxed);
+        // Leases handed back first: the other instances take the relays at once.
+        let _ = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.registry.send(crate::actors::registry::messages::Leave),
+        )
+        .await;
         for arbiter in &self.relays {
             arbiter.stop();
         }
@@ -394,10 +403,9 @@ impl App {
     }
 }
 
-/// Arbiters the relay actors share: one per core, no more than relays.
-fn relay_arbiters(relays: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    relays.clamp(1, cores)
+/// Arbiters the relay actors share: one per core.
+fn relay_arbiters() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// The runtime of a relay Arbiter. Its blocking pool (name lookups) is kept small: the
@@ -416,7 +424,10 @@ fn relay_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 async fn probe(
     health: Arc<Health>,
     store: Arc<dyn EventStore>,
-    actors: Vec<(String, Recipient<Ping>)>,
+    (actors, relays): (
+        Vec<(String, Recipient<Ping>)>,
+        crate::actors::registry::Probes,
+    ),
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     const WAIT: Duration = Duration::from_secs(2);
@@ -444,15 +455,22 @@ async fn probe(
         if health.database.swap(ok, Ordering::Relaxed) != ok {
             tracing::info!(taking_writes = ok, "database");
         }
+        // The fixed actors and the relay actors of the moment (one that left is no
+        // longer asked); a relay's address is held only while its ask is sent.
+        let mut names: Vec<String> = actors.iter().map(|(name, _)| name.clone()).collect();
+        let mut asks: Vec<_> = actors.iter().map(|(_, actor)| actor.send(Ping)).collect();
+        for (name, weak) in relays.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(actor) = weak.upgrade() {
+                names.push(name.clone());
+                asks.push(actor.send(Ping));
+            }
+        }
         // All at once: a few silent actors must not delay the others' answers past
         // the window /livez allows.
-        let answers = futures::future::join_all(
-            actors
-                .iter()
-                .map(|(_, actor)| tokio::time::timeout(WAIT, actor.send(Ping))),
-        )
-        .await;
-        for ((name, _), answer) in actors.iter().zip(answers) {
+        let answers =
+            futures::future::join_all(asks.into_iter().map(|ask| tokio::time::timeout(WAIT, ask)))
+                .await;
+        for (name, answer) in names.iter().zip(answers) {
             if let Ok(Ok(())) = answer {
                 health.alive(name);
             }

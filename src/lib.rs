@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod dedup_filter;
 pub mod fetch;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod metrics;

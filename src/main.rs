@@ -74,6 +74,38 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// The relay registry every instance on this database shares: list it, or change
+    /// it while the service runs (every instance applies a change within
+    /// `fleet.poll_secs`).
+    Relays {
+        #[command(subcommand)]
+        action: RelaysAction,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RelaysAction {
+    /// Every relay with its source, state, holder, lease and token.
+    List,
+    /// Add a relay (or enable and resume it).
+    Add {
+        url: String,
+    },
+    /// Remove a relay from the registry (its cursors are kept). A relay the
+    /// configuration lists comes back at the next start or SIGHUP.
+    Remove {
+        url: String,
+    },
+    /// Stop syncing a relay until `resume`.
+    Pause {
+        url: String,
+    },
+    Resume {
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,10 +119,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Command::Run) && settings.relay_urls().is_empty() {
-        eprintln!("`relays` is empty: there is nothing to sync (set relays in the config file or NOSTR_SYNC__RELAYS)");
-        return ExitCode::from(2);
-    }
     if let Command::CheckConfig = cli.command {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
@@ -114,8 +142,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate => Ok(()),
         Command::Run => {
+            if settings.relay_urls().is_empty()
+                && !actix_rt::System::new().block_on(registry_has_relays(&settings))
+            {
+                eprintln!("`relays` is empty and the registry holds none: there is nothing to sync (set relays in the config file or NOSTR_SYNC__RELAYS, or `nostr-sync relays add`)");
+                return ExitCode::from(2);
+            }
             exit_on_panic();
-            actix_rt::System::new().block_on(run(settings))
+            actix_rt::System::new().block_on(run(settings, config))
+        }
+        Command::Relays { action, json } => {
+            return actix_rt::System::new().block_on(relays(settings, action, json));
         }
         Command::CheckAggregates { repair } => {
             return actix_rt::System::new().block_on(check_aggregates(settings, repair));
@@ -166,17 +203,26 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let timeout = Duration::from_secs(settings.shutdown.timeout_secs);
     // Installed before start-up, so a signal during start-up stops the service cleanly
     // once it is up instead of killing it.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut running = settings.clone();
     let app = App::start(settings).await?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => match Settings::load(config.as_deref()) {
+                Ok(read) => running = app.reload(&running, read),
+                // Nothing changes; every problem is named.
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded"),
+            },
+        }
     }
     tracing::info!("shutting down: committing what was received");
     // A second signal exits at once.
@@ -229,24 +275,119 @@ async fn stats(settings: Settings, event: &str) -> ExitCode {
     }
 }
 
+/// Whether the registry holds a relay to sync (the configuration may list none).
+async fn registry_has_relays(settings: &Settings) -> bool {
+    match storage::open(&settings.database.url, 1).await {
+        Ok(store) => store
+            .registry()
+            .relays()
+            .await
+            .is_ok_and(|r| r.iter().any(|r| r.active())),
+        Err(_) => false,
+    }
+}
+
+async fn relays(settings: Settings, action: RelaysAction, json: bool) -> ExitCode {
+    use nostr_sync::storage::registry::NewRelay;
+    let result = async {
+        let registry = storage::open(&settings.database.url, 1).await?.registry();
+        let url = |u: &str| nostr_sync::fleet::normalise(u).map_err(|e| anyhow::anyhow!(e));
+        let changed = match &action {
+            RelaysAction::List => None,
+            RelaysAction::Add { url: u } => {
+                let relay = NewRelay {
+                    url: url(u)?,
+                    source: "cli",
+                    settings: String::new(),
+                };
+                let new = registry.add_relay(&relay, storage::now_secs()).await?;
+                Some((relay.url, if new { "added" } else { "enabled" }))
+            }
+            RelaysAction::Remove { url: u } => {
+                let u = url(u)?;
+                let was = registry.remove_relay(&u).await?;
+                Some((
+                    u,
+                    if was {
+                        "removed"
+                    } else {
+                        "not in the registry"
+                    },
+                ))
+            }
+            RelaysAction::Pause { url: u } | RelaysAction::Resume { url: u } => {
+                let (u, pause) = (url(u)?, matches!(action, RelaysAction::Pause { .. }));
+                let was = registry.set_paused(&u, pause).await?;
+                let done = match (was, pause) {
+                    (false, _) => "not in the registry",
+                    (true, true) => "paused",
+                    (true, false) => "resumed",
+                };
+                Some((u, done))
+            }
+        };
+        if let Some((url, done)) = changed {
+            if json {
+                println!("{}", serde_json::json!({ "url": url, "result": done }));
+            } else {
+                println!("{url}: {done}");
+            }
+            anyhow::ensure!(
+                done != "not in the registry",
+                "{url} is not in the registry"
+            );
+            return Ok(());
+        }
+        let rows = registry.relays().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!(
+                "{}",
+                nostr_sync::status::render_registry(&rows, storage::now_secs())
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn status(settings: Settings, json: bool) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 1).await?;
         let overview = store.overview().await?;
-        let configured: Vec<(String, Vec<String>)> = settings
+        let registry = store.registry().relays().await?;
+        let filter_keys = |url: &str, stored: &str| -> Vec<String> {
+            settings.relay_config(url, stored).map_or(Vec::new(), |c| {
+                c.filters
+                    .iter()
+                    .map(nostr_sync::sync::filter::filter_key)
+                    .collect()
+            })
+        };
+        let mut configured: Vec<(String, Vec<String>)> = settings
             .relay_urls()
             .into_iter()
             .map(|url| {
-                let keys = settings
-                    .filters_for(&url)
-                    .iter()
-                    .map(nostr_sync::sync::filter::filter_key)
-                    .collect();
+                let keys = filter_keys(&url, "");
                 (url, keys)
             })
             .collect();
+        // Relays the registry syncs beyond the configuration's (added from the CLI).
+        for r in registry.iter().filter(|r| r.active()) {
+            if !configured.iter().any(|(url, _)| *url == r.url) {
+                configured.push((r.url.clone(), filter_keys(&r.url, &r.settings)));
+            }
+        }
         let now = nostr_sdk::Timestamp::now().as_secs() as i64;
-        let report = nostr_sync::status::report(&configured, &overview, now);
+        let report = nostr_sync::status::report(&configured, &registry, &overview, now);
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -386,6 +386,15 @@ pub struct Counters {
     /// Aggregate deltas waiting for the next flush.
     pub pending_deltas: AtomicU64,
     pub relays: std::sync::Mutex<BTreeMap<String, Arc<RelayCounters>>>,
+    /// What relays that left counted, so that totals never go down.
+    departed: RelayCounters,
+    /// The fleet: registry relays by state (`RelayEntry::state`), leases this instance
+    /// holds, leases it took from an instance that lapsed, and sync-state writes
+    /// refused because the lease had moved on.
+    pub relay_states: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    pub leases_held: AtomicU64,
+    pub lease_takeovers: AtomicU64,
+    pub lease_writes_refused: AtomicU64,
 }
 
 impl Counters {
@@ -394,9 +403,23 @@ impl Counters {
         relays.entry(url.to_owned()).or_default().clone()
     }
 
+    /// Drops `url`'s series (it left this instance); its counts stay in the totals.
+    pub fn forget_relay(&self, url: &str) {
+        let mut relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gone) = relays.remove(url) {
+            let add = |to: &AtomicU64, from: &AtomicU64| {
+                to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            };
+            add(&self.departed.received, &gone.received);
+            for (to, from) in self.departed.rejected.iter().zip(&gone.rejected) {
+                add(to, from);
+            }
+        }
+    }
+
     fn sum(&self, f: impl Fn(&RelayCounters) -> u64) -> u64 {
         let relays = self.relays.lock().unwrap_or_else(|e| e.into_inner());
-        relays.values().map(|r| f(r)).sum()
+        relays.values().map(|r| f(r)).sum::<u64>() + f(&self.departed)
     }
 
     pub fn received(&self) -> u64 {

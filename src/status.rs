@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::storage::registry::RelayEntry;
 use crate::storage::{Overview, RelayState};
+use crate::sync::cursor::{CursorKey, Part};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -22,6 +24,8 @@ pub struct RelayStatus {
     pub relay: String,
     /// Whether the configuration names it (a relay removed since still has rows).
     pub configured: bool,
+    /// Its registry row: where it came from, its state, and who holds its lease.
+    pub registry: Option<RelayEntry>,
     pub filters: Vec<FilterStatus>,
 }
 
@@ -45,9 +49,17 @@ pub struct FilterStatus {
 }
 
 /// The report for `configured` relays and filter keys at unix time `now`.
-pub fn report(configured: &[(String, Vec<String>)], o: &Overview, now: i64) -> Status {
+pub fn report(
+    configured: &[(String, Vec<String>)],
+    registry: &[RelayEntry],
+    o: &Overview,
+    now: i64,
+) -> Status {
     // relay -> filter key -> status
     let mut relays: BTreeMap<String, BTreeMap<String, FilterStatus>> = BTreeMap::new();
+    for r in registry {
+        relays.entry(r.url.clone()).or_default();
+    }
     for (relay, filter_keys) in configured {
         let filters = relays.entry(relay.clone()).or_default();
         for key in filter_keys {
@@ -59,19 +71,15 @@ pub fn report(configured: &[(String, Vec<String>)], o: &Overview, now: i64) -> S
     }
     let mut tops: BTreeMap<(String, String), i64> = BTreeMap::new();
     for (relay, key, at) in &o.cursors {
-        let (filter, part) = match key.split_once('#') {
-            Some((f, p)) => (f, Some(p)),
-            None => (key.as_str(), None),
-        };
-        let s = entry(&mut relays, relay, filter);
+        let CursorKey { filter, part } = CursorKey::parse(key);
+        let s = entry(&mut relays, relay, &filter);
         match part {
-            None => s.cursor = Some(*at),
-            Some("backfill-floor") => s.backfill_floor = Some(*at),
-            Some("backfill-top") => {
-                tops.insert((relay.clone(), filter.to_owned()), *at);
+            Part::Synced => s.cursor = Some(*at),
+            Part::BackfillFloor => s.backfill_floor = Some(*at),
+            Part::BackfillTop => {
+                tops.insert((relay.clone(), filter), *at);
             }
-            Some("repair") => s.last_repair = Some(*at),
-            Some(_) => {}
+            Part::Repaired => s.last_repair = Some(*at),
         }
     }
     for RelayState {
@@ -109,6 +117,7 @@ pub fn report(configured: &[(String, Vec<String>)], o: &Overview, now: i64) -> S
             .into_iter()
             .map(|(relay, filters)| RelayStatus {
                 configured: configured.iter().any(|(url, _)| *url == relay),
+                registry: registry.iter().find(|r| r.url == relay).cloned(),
                 relay,
                 filters: filters.into_values().collect(),
             })
@@ -165,6 +174,34 @@ pub fn time(t: Option<i64>) -> String {
     )
 }
 
+/// A registry row in one line: source, state, and its lease.
+fn lease_line(e: &RelayEntry) -> String {
+    let lease = match &e.holder {
+        Some(holder) => format!(
+            "held by {holder} until {} (token {})",
+            time(Some(e.lease_until)),
+            e.token
+        ),
+        None => format!("not held (token {})", e.token),
+    };
+    format!("{} from {}, {lease}", e.state(), e.source)
+}
+
+/// The registry as a table for a terminal (`nostr-sync relays list`).
+pub fn render_registry(rows: &[RelayEntry], now: i64) -> String {
+    let mut out = String::new();
+    for e in rows {
+        let lapsed = if e.holder.is_some() && e.lease_until < now {
+            " (lapsed)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("{}\n  {}{lapsed}\n", e.url, lease_line(e)));
+    }
+    out.push_str(&format!("{} relays\n", rows.len()));
+    out
+}
+
 /// The report as text for a terminal.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
@@ -175,6 +212,9 @@ pub fn render(s: &Status) -> String {
             " (no longer configured)"
         };
         out.push_str(&format!("{}{note}\n", r.relay));
+        if let Some(e) = &r.registry {
+            out.push_str(&format!("  registry       {}\n", lease_line(e)));
+        }
         for f in &r.filters {
             out.push_str(&format!("  filter {}\n", f.filter));
             let lag = f
@@ -246,7 +286,7 @@ mod tests {
             ("wss://a".to_owned(), vec![key.clone()]),
             ("wss://b".to_owned(), vec![key.clone()]),
         ];
-        let s = report(&configured, &o, 6_000);
+        let s = report(&configured, &[], &o, 6_000);
         assert_eq!(s.relays.len(), 3);
         let a = &s.relays[0].filters[0];
         assert_eq!(

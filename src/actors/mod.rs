@@ -27,6 +27,7 @@ pub mod interval;
 pub mod item;
 pub mod lnurl;
 pub mod pipeline;
+pub mod registry;
 pub mod relay;
 pub mod storage;
 pub mod verify;

@@ -20,6 +20,16 @@ impl Default for HttpSettings {
     }
 }
 
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            lease_secs: 30,
+            poll_secs: 5,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -39,6 +49,7 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
+            fleet: FleetSettings::default(),
         }
     }
 }

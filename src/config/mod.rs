@@ -33,6 +33,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub auth: AuthSettings,
     pub http: HttpSettings,
+    pub fleet: FleetSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -372,6 +373,46 @@ pub struct HttpSettings {
     pub listen: String,
 }
 
+/// What one relay actor syncs: its URL, filters, `limit` and NIP-42 key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    pub url: String,
+    /// REQ filters, author lists already split (`FilterSettings::split`).
+    pub filters: Vec<FilterSettings>,
+    /// Its own `limit` (0: `sync.page_limit` and NIP-11 decide).
+    pub page_limit: usize,
+    pub auth: Option<nostr_sdk::Keys>,
+}
+
+/// Instances sharing one database share its relay registry: each holds leases on
+/// its share of the relays (`crate::fleet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSettings {
+    /// This instance's name in the registry; empty: host name and process id.
+    pub instance_id: String,
+    /// How long a relay's lease lasts unless renewed (every third of it). An
+    /// instance that dies leaves its relays unsynced this long, plus one round.
+    pub lease_secs: u64,
+    /// How often the registry is read for relays added, removed, paused or freed.
+    pub poll_secs: u64,
+}
+
+impl FleetSettings {
+    /// This instance's registry name.
+    pub fn instance(&self) -> String {
+        match self.instance_id.trim() {
+            "" => crate::fleet::default_instance_id(),
+            id => id.to_owned(),
+        }
+    }
+
+    /// How often leases are renewed and the registry read.
+    pub fn round(&self) -> Duration {
+        Duration::from_secs(self.poll_secs.min(self.lease_secs / 3).max(1))
+    }
+}
+
 /// NIP-42: the key the service authenticates to relays with, when they ask. The key
 /// itself never enters the settings (nor any log): it is read from the environment
 /// variable [`AUTH_KEY_ENV`] or from `secret_key_file`.
@@ -383,6 +424,76 @@ pub struct AuthSettings {
 }
 
 pub use self::secrets::AUTH_KEY_ENV;
+
+/// Every key of `built` that does not fit the settings, not only the first: each
+/// misfit found is taken out and the rest read again. `first` is what the plain read
+/// said, kept if this finds nothing.
+fn every_problem(built: config::Config, first: config::ConfigError) -> Vec<String> {
+    const MOST: usize = 50;
+    let Ok(mut value) = built.try_deserialize::<serde_json::Value>() else {
+        return vec![first.to_string()];
+    };
+    let mut problems = Vec::new();
+    while problems.len() < MOST {
+        let Err(e) = serde_path_to_error::deserialize::<_, Settings>(value.clone()) else {
+            break;
+        };
+        let path = e.path().to_string();
+        let error = e.into_inner().to_string();
+        // An unknown key is reported at its parent's path, naming itself.
+        let unknown = error
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+            .map(str::to_owned);
+        let key = match (&unknown, path.as_str()) {
+            (Some(field), "." | "") => field.clone(),
+            (Some(field), parent) => format!("{parent}.{field}"),
+            (None, path) => path.to_owned(),
+        };
+        problems.push(format!("`{key}`: {error}"));
+        if !remove_path(&mut value, &key) {
+            break;
+        }
+    }
+    if problems.is_empty() {
+        problems.push(first.to_string());
+    }
+    problems
+}
+
+/// Removes the value at a dotted `path` (`a.b[2].c`); whether it was there.
+fn remove_path(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut parts: Vec<&str> = path
+        .split(['.', '[', ']'])
+        .filter(|p| !p.is_empty())
+        .collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut at = value;
+    for p in parts {
+        let next = match at {
+            serde_json::Value::Object(m) => m.get_mut(p),
+            serde_json::Value::Array(a) => p.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    match at {
+        serde_json::Value::Object(m) => m.remove(last).is_some(),
+        serde_json::Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 /// Problems found while loading or validating settings, reported all at once.
 #[derive(Debug, thiserror::Error)]
@@ -414,13 +525,47 @@ impl Settings {
                 .with_list_parse_key("aggregates.zap_signers")
                 .try_parsing(true),
         );
-        let mut settings: Settings = builder
+        let built = builder
             .build()
-            .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError(vec![e.to_string()]))?;
+        let mut settings: Settings = match built.clone().try_deserialize() {
+            Ok(s) => s,
+            Err(first) => return Err(ConfigError(every_problem(built, first))),
+        };
         settings.normalize();
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// `read` applied to a running service: its relays and filters apply live; every
+    /// other key keeps its running value. Returns the settings to run with, and the
+    /// keys `read` changes that need a restart.
+    pub fn live_update(&self, read: Settings) -> (Settings, Vec<String>) {
+        let mut applied = self.clone();
+        applied.relays = read.relays.clone();
+        applied.relay = read.relay.clone();
+        applied.filters = read.filters.clone();
+        let as_map = |s: &Settings| match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let (running, read) = (as_map(&applied), as_map(&read));
+        let mut ignored = Vec::new();
+        for (section, value) in &read {
+            let old = running.get(section);
+            match (value, old) {
+                (serde_json::Value::Object(keys), Some(serde_json::Value::Object(old))) => {
+                    for (key, v) in keys {
+                        if old.get(key) != Some(v) {
+                            ignored.push(format!("{section}.{key}"));
+                        }
+                    }
+                }
+                (v, old) if old != Some(v) => ignored.push(section.clone()),
+                _ => {}
+            }
+        }
+        (applied, ignored)
     }
 
     /// Every relay to sync: the plain list, then `[[relay]]` tables not in it.
@@ -432,6 +577,69 @@ impl Settings {
             }
         }
         urls
+    }
+
+    /// The configuration's relays as the registry holds them (source `config`), each
+    /// with the settings of its `[[relay]]` table, if any. An inline `auth_key` stays
+    /// out of the database: only a key file's path is written.
+    pub fn registry_entries(&self) -> Vec<crate::storage::registry::NewRelay> {
+        self.relay_urls()
+            .into_iter()
+            .map(|url| {
+                let settings = self.relay_table(&url).map_or(String::new(), |r| {
+                    let file = nostr_sdk::Keys::parse(r.auth_key.trim()).is_err();
+                    let own = RelaySettings {
+                        url: String::new(),
+                        auth_key: if file {
+                            r.auth_key.clone()
+                        } else {
+                            String::new()
+                        },
+                        ..r.clone()
+                    };
+                    serde_json::to_string(&own).unwrap_or_default()
+                });
+                crate::storage::registry::NewRelay {
+                    url,
+                    source: "config",
+                    settings,
+                }
+            })
+            .collect()
+    }
+
+    /// What a relay actor of `url` syncs with: this configuration's `[[relay]]` table
+    /// for it, else the settings the registry holds for it (`stored`, JSON), else
+    /// the global filters and key.
+    pub fn relay_config(&self, url: &str, stored: &str) -> Result<RelayConfig, String> {
+        if self.relay_urls().iter().any(|u| u == url) || stored.trim().is_empty() {
+            return Ok(RelayConfig {
+                url: url.to_owned(),
+                filters: self.filters_for(url),
+                page_limit: self.page_limit_for(url),
+                auth: self.auth_for(url)?,
+            });
+        }
+        let own: RelaySettings = serde_json::from_str(stored)
+            .map_err(|e| format!("registry settings of {url} do not parse: {e}"))?;
+        let filters = if own.filters.is_empty() {
+            &self.filters
+        } else {
+            &own.filters
+        };
+        let auth = match own.keys(0)? {
+            Some(keys) => Some(keys),
+            None => self.auth.keys()?,
+        };
+        Ok(RelayConfig {
+            url: url.to_owned(),
+            filters: filters
+                .iter()
+                .flat_map(|f| f.split(self.sync.max_authors_per_req))
+                .collect(),
+            page_limit: own.page_limit,
+            auth,
+        })
     }
 
     fn relay_table(&self, url: &str) -> Option<&RelaySettings> {

@@ -7,6 +7,19 @@ impl Settings {
     /// Writes hex the way events carry it: pubkeys and ids are compared with stored,
     /// lowercase keys, so `ABC…` in a filter would match nothing.
     pub fn normalize(&mut self) {
+        // Relay URLs as the registry keys them; one it cannot read stays for
+        // `validate` to name.
+        let urls = self
+            .relays
+            .iter_mut()
+            .chain(self.relay.iter_mut().map(|r| &mut r.url))
+            .chain(self.sync.relay_page_limits.iter_mut().map(|r| &mut r.url));
+        for url in urls {
+            if let Ok(n) = crate::fleet::normalise(url) {
+                *url = n;
+            }
+        }
+        self.relays.dedup();
         let filters = self
             .filters
             .iter_mut()
@@ -43,14 +56,15 @@ impl Settings {
                     .map(|(i, r)| (format!("relay[{i}].url"), r)),
             )
         {
-            match url::Url::parse(relay) {
-                Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
-                Ok(u) => errors.push(format!(
-                    "`{key}` must be a ws:// or wss:// url, got {relay:?} (scheme {:?})",
-                    u.scheme()
-                )),
-                Err(e) => errors.push(format!("`{key}` is not a url: {relay:?} ({e})")),
+            if let Err(e) = crate::fleet::normalise(relay) {
+                errors.push(format!("`{key}` must be a ws:// or wss:// url: {e}"));
             }
+        }
+        if self.fleet.lease_secs < 3 {
+            errors.push(format!(
+                "`fleet.lease_secs` must be at least 3 (renewed every third), got {}",
+                self.fleet.lease_secs
+            ));
         }
         if self.filters.is_empty() {
             errors.push("`filters` must hold at least one filter".into());
@@ -95,6 +109,7 @@ impl Settings {
             }
         };
         positive("sync.page_limit", self.sync.page_limit as u64);
+        positive("fleet.poll_secs", self.fleet.poll_secs);
         positive(
             "sync.max_reqs_per_window",
             self.sync.max_reqs_per_window as u64,

@@ -74,6 +74,8 @@ enum Read {
     Rejected,
     /// Per zap-receipt rejection reason (label `reason`).
     ZapRejected,
+    /// Registry relays per state (label `state`).
+    RelayStates,
 }
 
 const fn metric(name: &'static str, help: &'static str, read: Read) -> Metric {
@@ -187,6 +189,26 @@ pub const METRICS: &[Metric] = &[
         "aggregate_retractions",
         "Contributions of removed events subtracted from the aggregates",
         Read::Total(|c| get(&c.retracted)),
+    ),
+    metric(
+        "relays",
+        "Relays in the registry, by state (active: synced by the fleet)",
+        Read::RelayStates,
+    ),
+    metric(
+        "leases_held",
+        "Relay leases this instance holds",
+        Read::Level(|c, _| get(&c.leases_held) as i64),
+    ),
+    metric(
+        "lease_takeovers",
+        "Relay leases taken over from an instance whose lease lapsed",
+        Read::Total(|c| get(&c.lease_takeovers)),
+    ),
+    metric(
+        "lease_writes_refused",
+        "Cursor and window writes refused because the relay's lease moved on",
+        Read::Total(|c| get(&c.lease_writes_refused)),
     ),
     metric(
         "received",
@@ -382,7 +404,7 @@ impl Collector for Snapshot {
                 Read::Total(_) | Read::PerRelay(_) | Read::Rejected | Read::ZapRejected => {
                     MetricType::Counter
                 }
-                Read::Level(_) | Read::PerRelayLevel(_) => MetricType::Gauge,
+                Read::Level(_) | Read::PerRelayLevel(_) | Read::RelayStates => MetricType::Gauge,
                 Read::Timing(_) | Read::Latency => MetricType::Histogram,
             };
             let mut family = encoder.encode_descriptor(m.name, m.help, None, kind)?;
@@ -421,6 +443,14 @@ impl Collector for Snapshot {
                             ConstCounter::new(r.rejected(reason))
                                 .encode(family.encode_family(&labels)?)?;
                         }
+                    }
+                }
+                Read::RelayStates => {
+                    let states = c.relay_states.lock().unwrap_or_else(|e| e.into_inner());
+                    for state in ["active", "paused", "disabled"] {
+                        let labels = [("state", state)];
+                        ConstGauge::new(states.get(state).copied().unwrap_or(0) as i64)
+                            .encode(family.encode_family(&labels)?)?;
                     }
                 }
                 Read::ZapRejected => {

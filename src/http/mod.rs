@@ -61,6 +61,11 @@ impl Health {
         self.answered().insert(actor.to_owned(), Instant::now());
     }
 
+    /// `actor` is gone on purpose (a relay that left this instance).
+    pub fn forget(&self, actor: &str) {
+        self.answered().remove(actor);
+    }
+
     /// The actors that have not answered within `within`.
     pub fn silent(&self, within: Duration) -> Vec<String> {
         self.answered()
@@ -87,9 +92,11 @@ impl Health {
             .relays
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if !relays
-            .values()
-            .any(|r| r.connected.load(Ordering::Relaxed) == 1)
+        // An instance of a fleet may hold no relay: nothing to be connected to.
+        if !relays.is_empty()
+            && !relays
+                .values()
+                .any(|r| r.connected.load(Ordering::Relaxed) == 1)
         {
             why.push("no relay connected".to_owned());
         }

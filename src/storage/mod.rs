@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod models;
 mod postgres;
 mod queries;
+pub mod registry;
 pub mod schema;
 pub(crate) mod sqlite;
 pub mod tls;
@@ -26,6 +27,7 @@ use nostr_sdk::Event;
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 use crate::nostr::zap::ZapPolicy;
+pub use registry::{Fence, Registry};
 pub use zaps::ZapStore;
 
 pub use batch::Removals;
@@ -38,6 +40,8 @@ pub enum StoreError {
     Query(#[from] diesel::result::Error),
     #[error("database connection failed: {0}")]
     Pool(String),
+    #[error("the lease on {0} moved on to another instance")]
+    LeaseLost(String),
     #[error("stored event {id} is malformed: {reason}")]
     Corrupt { id: String, reason: String },
 }
@@ -270,13 +274,6 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;
     /// The aggregates of one event (`None`: nothing counts toward it).
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>>;
-    /// Records how a window of `filter` on `relay` ended: `error` is `None` on success.
-    async fn record_window(
-        &self,
-        relay: &str,
-        filter: &str,
-        error: Option<&str>,
-    ) -> StoreResult<()>;
     /// Cursors, relay states, counts and migrations; reads only.
     async fn overview(&self) -> StoreResult<Overview>;
     /// `(id, created_at)` of the stored events `q` selects, newest first.
@@ -299,12 +296,8 @@ pub trait EventStore: Send + Sync + 'static {
     /// The same database, as the zap judge uses it.
     fn zap_store(&self) -> Arc<dyn ZapStore>;
 
-    /// The last committed `created_at` synced from `relay` for `filter`.
-    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>>;
-
-    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()>;
-
-    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()>;
+    /// The same database, as the relay registry and the relays' sync state.
+    fn registry(&self) -> Arc<dyn Registry>;
 }
 
 /// Opens the store that `url` names, with a pool of `max_connections`.

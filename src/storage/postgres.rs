@@ -4,7 +4,6 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -14,6 +13,7 @@ use super::batch::Prepared;
 use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
+use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
@@ -65,6 +65,12 @@ pub(crate) async fn apply_in(
 pub(crate) struct PgZaps<'c>(pub(crate) &'c mut AsyncPgConnection);
 
 super::zaps::impl_zap_queries!(PgZaps, rows: ROWS_PER_STATEMENT, run: [await], apply: apply_in);
+
+/// The registry's queries on a PostgreSQL connection: claims skip the rows another
+/// instance is claiming, and a fenced write holds its relay's row against claims.
+pub(crate) struct PgRegistry<'c>(pub(crate) &'c mut AsyncPgConnection);
+
+super::registry::impl_registry_queries!(PgRegistry, run: [await], claim: [for_update, skip_locked], fence: [for_share]);
 
 impl PgStore {
     pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
@@ -183,19 +189,6 @@ impl EventStore for PgStore {
             query = query.filter(events::pubkey.eq_any(q.authors.clone()));
         }
         Ok(query.load(&mut conn).await?)
-    }
-
-    async fn record_window(
-        &self,
-        relay: &str,
-        filter: &str,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let mut conn = self.conn().await?;
-        super::queries::record_window_upsert!(relay, filter, error, now_secs())
-            .execute(&mut conn)
-            .await?;
-        Ok(())
     }
 
     async fn overview(&self) -> StoreResult<super::Overview> {
@@ -416,6 +409,10 @@ impl EventStore for PgStore {
         std::sync::Arc::new(self.clone())
     }
 
+    fn registry(&self) -> std::sync::Arc<dyn Registry> {
+        std::sync::Arc::new(self.clone())
+    }
+
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
         let mut conn = self.conn().await?;
         let row: Option<(i64, EventRow)> = events::table
@@ -429,49 +426,6 @@ impl EventStore for PgStore {
         Ok(rows_to_events(row.into_iter().collect())?
             .pop()
             .map(|(_, e)| e))
-    }
-
-    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
-        let mut conn = self.conn().await?;
-        Ok(relay_cursors::table
-            .filter(relay_cursors::relay.eq(relay))
-            .filter(relay_cursors::filter.eq(filter))
-            .select(relay_cursors::created_at)
-            .first(&mut conn)
-            .await
-            .optional()?)
-    }
-
-    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
-        let mut conn = self.conn().await?;
-        diesel::insert_into(relay_cursors::table)
-            .values((
-                relay_cursors::relay.eq(relay),
-                relay_cursors::filter.eq(filter),
-                relay_cursors::created_at.eq(created_at),
-                relay_cursors::updated_at.eq(now_secs()),
-            ))
-            .on_conflict((relay_cursors::relay, relay_cursors::filter))
-            .do_update()
-            .set((
-                relay_cursors::created_at.eq(excluded(relay_cursors::created_at)),
-                relay_cursors::updated_at.eq(excluded(relay_cursors::updated_at)),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
-        let mut conn = self.conn().await?;
-        diesel::delete(
-            relay_cursors::table
-                .filter(relay_cursors::relay.eq(relay))
-                .filter(relay_cursors::filter.eq(filter)),
-        )
-        .execute(&mut conn)
-        .await?;
-        Ok(())
     }
 }
 
@@ -556,5 +510,95 @@ impl ZapStore for PgStore {
 
     async fn zap_servers(&self) -> StoreResult<Vec<ZapServer>> {
         Ok(PgZaps(&mut *self.conn().await?).servers().await?)
+    }
+}
+
+/// Each call one transaction.
+#[async_trait]
+impl Registry for PgStore {
+    async fn relays(&self) -> StoreResult<Vec<RelayEntry>> {
+        Ok(PgRegistry(&mut *self.conn().await?).relays().await?)
+    }
+
+    async fn sync_config(&self, relays: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).sync_config(relays, now).await)
+            .await?)
+    }
+
+    async fn add_relay(&self, relay: &NewRelay, now: i64) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).add_relay(relay, now).await)
+            .await?)
+    }
+
+    async fn remove_relay(&self, url: &str) -> StoreResult<bool> {
+        Ok(PgRegistry(&mut *self.conn().await?)
+            .remove_relay(url)
+            .await?)
+    }
+
+    async fn set_paused(&self, url: &str, paused: bool) -> StoreResult<bool> {
+        Ok(PgRegistry(&mut *self.conn().await?)
+            .set_paused(url, paused)
+            .await?)
+    }
+
+    async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).lease_round(me, now, lease_secs).await)
+            .await?)
+    }
+
+    async fn held(&self, me: &str, now: i64) -> StoreResult<Vec<Lease>> {
+        Ok(PgRegistry(&mut *self.conn().await?).held(me, now).await?)
+    }
+
+    async fn release(&self, me: &str, urls: &[String]) -> StoreResult<()> {
+        Ok(PgRegistry(&mut *self.conn().await?)
+            .release(me, urls)
+            .await?)
+    }
+
+    async fn leave(&self, me: &str) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).leave(me).await)
+            .await?)
+    }
+
+    async fn cursor(&self, relay: &str, key: &str) -> StoreResult<Option<i64>> {
+        Ok(PgRegistry(&mut *self.conn().await?)
+            .cursor(relay, key)
+            .await?)
+    }
+
+    async fn save_cursor(&self, fence: &Fence, key: &str, created_at: i64) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).save_cursor(fence, key, created_at).await)
+            .await?)
+    }
+
+    async fn delete_cursor(&self, fence: &Fence, key: &str) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).delete_cursor(fence, key).await)
+            .await?)
+    }
+
+    async fn record_window(
+        &self,
+        fence: &Fence,
+        key: &str,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(c).record_window(fence, key, error).await)
+            .await?)
     }
 }

@@ -144,6 +144,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    relays (url) {
+        url -> Text,
+        source -> Text,
+        enabled -> Bool,
+        paused -> Bool,
+        settings -> Text,
+        added_at -> BigInt,
+        holder -> Nullable<Text>,
+        token -> BigInt,
+        lease_until -> BigInt,
+    }
+}
+
+diesel::table! {
+    instances (id) {
+        id -> Text,
+        started_at -> BigInt,
+        heartbeat_at -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
 diesel::allow_tables_to_appear_in_same_query!(
     events,
@@ -159,5 +181,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     zap_pending,
     zap_counted,
     tombstone_sweep,
-    fingerprints
+    fingerprints,
+    relays,
+    instances
 );

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -21,6 +20,7 @@ use super::batch::Prepared;
 use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, rows_to_events};
+use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
@@ -78,6 +78,12 @@ pub(crate) fn apply_in(
 pub(crate) struct SqliteZaps<'c>(pub(crate) &'c mut SqliteConnection);
 
 super::zaps::impl_zap_queries!(SqliteZaps, rows: ROWS_PER_STATEMENT, run: [], apply: apply_in);
+
+/// The registry's queries on a SQLite connection. One instance holds every lease, and
+/// the database lock orders writers: no locking clauses.
+pub(crate) struct SqliteRegistry<'c>(pub(crate) &'c mut SqliteConnection);
+
+super::registry::impl_registry_queries!(SqliteRegistry, run: [], claim: [], fence: []);
 
 impl SqliteStore {
     pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
@@ -392,21 +398,6 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn record_window(
-        &self,
-        relay: &str,
-        filter: &str,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        let error = error.map(str::to_owned);
-        self.run(move |conn| {
-            super::queries::record_window_upsert!(relay, filter, error, now_secs()).execute(conn)
-        })
-        .await?;
-        Ok(())
-    }
-
     async fn overview(&self) -> StoreResult<super::Overview> {
         self.run(|conn| {
             let cursors = relay_cursors::table
@@ -456,6 +447,10 @@ impl EventStore for SqliteStore {
         std::sync::Arc::new(self.clone())
     }
 
+    fn registry(&self) -> std::sync::Arc<dyn Registry> {
+        std::sync::Arc::new(self.clone())
+    }
+
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
         let pubkey = pubkey.to_owned();
         let row: Option<(i64, EventRow)> = self
@@ -472,55 +467,6 @@ impl EventStore for SqliteStore {
         Ok(rows_to_events(row.into_iter().collect())?
             .pop()
             .map(|(_, e)| e))
-    }
-
-    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        self.run(move |conn| {
-            relay_cursors::table
-                .filter(relay_cursors::relay.eq(relay))
-                .filter(relay_cursors::filter.eq(filter))
-                .select(relay_cursors::created_at)
-                .first(conn)
-                .optional()
-        })
-        .await
-    }
-
-    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        self.run(move |conn| {
-            diesel::insert_into(relay_cursors::table)
-                .values((
-                    relay_cursors::relay.eq(relay),
-                    relay_cursors::filter.eq(filter),
-                    relay_cursors::created_at.eq(created_at),
-                    relay_cursors::updated_at.eq(now_secs()),
-                ))
-                .on_conflict((relay_cursors::relay, relay_cursors::filter))
-                .do_update()
-                .set((
-                    relay_cursors::created_at.eq(excluded(relay_cursors::created_at)),
-                    relay_cursors::updated_at.eq(excluded(relay_cursors::updated_at)),
-                ))
-                .execute(conn)
-                .map(|_| ())
-        })
-        .await
-    }
-
-    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        self.run(move |conn| {
-            diesel::delete(
-                relay_cursors::table
-                    .filter(relay_cursors::relay.eq(relay))
-                    .filter(relay_cursors::filter.eq(filter)),
-            )
-            .execute(conn)
-            .map(|_| ())
-        })
-        .await
     }
 }
 
@@ -613,5 +559,108 @@ impl ZapStore for SqliteStore {
 
     async fn zap_servers(&self) -> StoreResult<Vec<ZapServer>> {
         self.run(|c| block_on(SqliteZaps(c).servers())).await
+    }
+}
+
+/// Each call one transaction: reads in a deferred one, writes in an immediate one.
+#[async_trait]
+impl Registry for SqliteStore {
+    async fn relays(&self) -> StoreResult<Vec<RelayEntry>> {
+        self.run(|c| block_on(SqliteRegistry(c).relays())).await
+    }
+
+    async fn sync_config(&self, relays: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
+        let relays = relays.to_vec();
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteRegistry(c).sync_config(&relays, now)))
+        })
+        .await
+    }
+
+    async fn add_relay(&self, relay: &NewRelay, now: i64) -> StoreResult<bool> {
+        let relay = relay.clone();
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteRegistry(c).add_relay(&relay, now)))
+        })
+        .await
+    }
+
+    async fn remove_relay(&self, url: &str) -> StoreResult<bool> {
+        let url = url.to_owned();
+        self.run(move |c| block_on(SqliteRegistry(c).remove_relay(&url)))
+            .await
+    }
+
+    async fn set_paused(&self, url: &str, paused: bool) -> StoreResult<bool> {
+        let url = url.to_owned();
+        self.run(move |c| block_on(SqliteRegistry(c).set_paused(&url, paused)))
+            .await
+    }
+
+    async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round> {
+        let me = me.to_owned();
+        self.run(move |c| {
+            c.immediate_transaction(|c| {
+                block_on(SqliteRegistry(c).lease_round(&me, now, lease_secs))
+            })
+        })
+        .await
+    }
+
+    async fn held(&self, me: &str, now: i64) -> StoreResult<Vec<Lease>> {
+        let me = me.to_owned();
+        self.run(move |c| block_on(SqliteRegistry(c).held(&me, now)))
+            .await
+    }
+
+    async fn release(&self, me: &str, urls: &[String]) -> StoreResult<()> {
+        let (me, urls) = (me.to_owned(), urls.to_vec());
+        self.run(move |c| block_on(SqliteRegistry(c).release(&me, &urls)))
+            .await
+    }
+
+    async fn leave(&self, me: &str) -> StoreResult<()> {
+        let me = me.to_owned();
+        self.run(move |c| c.immediate_transaction(|c| block_on(SqliteRegistry(c).leave(&me))))
+            .await
+    }
+
+    async fn cursor(&self, relay: &str, key: &str) -> StoreResult<Option<i64>> {
+        let (relay, key) = (relay.to_owned(), key.to_owned());
+        self.run(move |c| block_on(SqliteRegistry(c).cursor(&relay, &key)))
+            .await
+    }
+
+    async fn save_cursor(&self, fence: &Fence, key: &str, created_at: i64) -> StoreResult<bool> {
+        let (fence, key) = (fence.clone(), key.to_owned());
+        self.run(move |c| {
+            c.immediate_transaction(|c| {
+                block_on(SqliteRegistry(c).save_cursor(&fence, &key, created_at))
+            })
+        })
+        .await
+    }
+
+    async fn delete_cursor(&self, fence: &Fence, key: &str) -> StoreResult<bool> {
+        let (fence, key) = (fence.clone(), key.to_owned());
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteRegistry(c).delete_cursor(&fence, &key)))
+        })
+        .await
+    }
+
+    async fn record_window(
+        &self,
+        fence: &Fence,
+        key: &str,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (fence, key, error) = (fence.clone(), key.to_owned(), error.map(str::to_owned));
+        self.run(move |c| {
+            c.immediate_transaction(|c| {
+                block_on(SqliteRegistry(c).record_window(&fence, &key, error.as_deref()))
+            })
+        })
+        .await
     }
 }

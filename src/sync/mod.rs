@@ -2,6 +2,7 @@
 //! complete. The relay actor executes these decisions.
 
 pub mod closed;
+pub mod cursor;
 pub mod filter;
 pub mod live;
 pub mod negentropy;

@@ -93,6 +93,10 @@ impl EventStore for Baseline {
         self.0.zap_store()
     }
 
+    fn registry(&self) -> Arc<dyn nostr_sync::storage::Registry> {
+        self.0.registry()
+    }
+
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
         self.0.profile(pubkey).await
     }
@@ -147,15 +151,6 @@ impl EventStore for Baseline {
         self.0.stats_of(event_id).await
     }
 
-    async fn record_window(
-        &self,
-        relay: &str,
-        filter: &str,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        self.0.record_window(relay, filter, error).await
-    }
-
     async fn overview(&self) -> StoreResult<Overview> {
         self.0.overview().await
     }
@@ -174,17 +169,5 @@ impl EventStore for Baseline {
 
     async fn replace_stats(&self, stats: &HashMap<String, StatsDelta>) -> StoreResult<()> {
         self.0.replace_stats(stats).await
-    }
-
-    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
-        self.0.cursor(relay, filter).await
-    }
-
-    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
-        self.0.save_cursor(relay, filter, created_at).await
-    }
-
-    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
-        self.0.delete_cursor(relay, filter).await
     }
 }

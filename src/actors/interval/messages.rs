@@ -1,6 +1,6 @@
 //! The interval supervisor's inbox.
 
-use actix::{Message, Recipient};
+use actix::{Message, WeakRecipient};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +21,21 @@ pub struct CycleDone {
 #[rtype(result = "()")]
 pub struct Restart;
 
+/// A relay actor no longer to watch (it left this instance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unwatch {
+    pub relay: String,
+}
+
 /// A relay actor to watch.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Watch {
     pub relay: String,
-    pub addr: Recipient<Restart>,
+    /// Weak: a relay the registry stops must not be kept alive (restarted by its
+    /// actix `Supervisor`) by being watched.
+    pub addr: WeakRecipient<Restart>,
     /// Its counters: `progress` moving keeps the watchdog quiet.
     pub counters: Arc<RelayCounters>,
 }

@@ -1,8 +1,8 @@
 //! IntervalSupervisor: retunes each relay's polling interval from its cycle results
 //! (the pure `next_interval`), and restarts relay actors that stop making progress.
 //!
-//! In: `CycleDone` from relay actors (answered with the next interval), `Watch` at
-//! start-up. Out: `Restart` to a relay actor that has shown no sign of life for
+//! In: `CycleDone` from relay actors (answered with the next interval), `Watch` and
+//! `Unwatch` as the registry actor starts and stops them. Out: `Restart` to a relay actor that has shown no sign of life for
 //! `interval.watchdog_secs` (beyond its polling interval); its actix `Supervisor`
 //! restarts it. A sign of life is a finished cycle, a batch of new valid events handed
 //! to storage, or a page read or committed (`RelayCounters::progress`), so a backfill
@@ -17,14 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, WeakRecipient};
 
-use self::messages::{CycleDone, Restart, Watch};
+use self::messages::{CycleDone, Restart, Unwatch, Watch};
 use self::policy::{jitter, next_interval, Bounds, CycleStats};
 use crate::metrics::RelayCounters;
 
 struct Watched {
-    addr: Recipient<Restart>,
+    addr: WeakRecipient<Restart>,
     counters: Arc<RelayCounters>,
     /// `counters.progress` when last looked at.
     progress: u64,
@@ -65,7 +65,9 @@ impl Actor for IntervalSupervisor {
                 if w.deadline < now {
                     tracing::warn!(relay = %url, silent_for = ?watchdog, "relay made no progress, restarting it");
                     w.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                    w.addr.do_send(Restart);
+                    if let Some(addr) = w.addr.upgrade() {
+                        addr.do_send(Restart);
+                    }
                     w.deadline = now + watchdog;
                 }
             }
@@ -87,6 +89,14 @@ impl Handler<Watch> for IntervalSupervisor {
                 deadline,
             },
         );
+    }
+}
+
+impl Handler<Unwatch> for IntervalSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unwatch, _: &mut Self::Context) {
+        self.relays.remove(&msg.relay);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Where an interrupted cycle stopped, kept in the cursor table.
 
-use crate::storage::{EventStore, StoreResult};
+use super::state::SyncState;
+use crate::storage::StoreResult;
+use crate::sync::cursor::{CursorKey, Part};
 
 /// The progress of an interrupted cycle, kept next to the cursor: every event from
 /// `floor` to `top` (the cycle's start) is committed. The next cycle reads what is
@@ -13,25 +15,24 @@ pub(super) struct Backfill {
 
 /// The cursor-table keys a filter's `Backfill` is kept under.
 pub(super) struct BackfillKeys {
-    pub(super) top: String,
-    pub(super) floor: String,
+    pub(super) top: CursorKey,
+    pub(super) floor: CursorKey,
 }
 
 impl Backfill {
     pub(super) fn keys(filter_key: &str) -> BackfillKeys {
         BackfillKeys {
-            top: format!("{filter_key}#backfill-top"),
-            floor: format!("{filter_key}#backfill-floor"),
+            top: CursorKey::new(filter_key, Part::BackfillTop),
+            floor: CursorKey::new(filter_key, Part::BackfillFloor),
         }
     }
 
     pub(super) async fn load(
-        store: &dyn EventStore,
-        relay: &str,
+        state: &SyncState,
         keys: &BackfillKeys,
     ) -> StoreResult<Option<Backfill>> {
-        let top = store.cursor(relay, &keys.top).await?;
-        let floor = store.cursor(relay, &keys.floor).await?;
+        let top = state.cursor(&keys.top).await?;
+        let floor = state.cursor(&keys.floor).await?;
         Ok(match (top, floor) {
             (Some(top), Some(floor)) if floor <= top => Some(Backfill {
                 top: top as u64,

@@ -18,6 +18,7 @@ use crate::config::{FilterSettings, Settings};
 use crate::metrics::RelayCounters;
 use crate::storage::EventStore;
 use crate::sync::closed::Closed;
+use crate::sync::cursor::{CursorKey, Part};
 use crate::sync::filter::{filter_key, narrowed};
 use crate::sync::live::{self, LiveRead};
 use crate::sync::plan::{self, Failure, Planner, Shortfall, Step};
@@ -47,6 +48,8 @@ pub(super) struct Cycle {
     /// This connection's live subscriptions (`live`).
     pub(super) live: Arc<super::subs::LiveSubs>,
     pub(super) store: Arc<dyn EventStore>,
+    /// Its cursors and window outcomes, written under its lease.
+    pub(super) state: super::state::SyncState,
     pub(super) held: Arc<crate::metrics::Gauge>,
     pub(super) known: Arc<Known>,
     /// What relay actors share (the catch-up check's answers among it).
@@ -129,11 +132,7 @@ impl Cycle {
     /// Records how a window ended (best effort: `status` is not worth a failed cycle).
     async fn record(&self, key: &str, error: Option<&CycleError>) {
         let error = error.map(|e| e.to_string());
-        if let Err(e) = self
-            .store
-            .record_window(&self.url, key, error.as_deref())
-            .await
-        {
+        if let Err(e) = self.state.record_window(key, error).await {
             tracing::debug!(relay = %self.url, error = %e, "cannot record the window's outcome");
         }
     }
@@ -273,7 +272,10 @@ impl Cycle {
     ) -> Result<(u64, u64), CycleError> {
         let sync = &self.settings.sync;
         let key = filter_key(f);
-        let cursor = self.store.cursor(&self.url, &key).await?;
+        let cursor = self
+            .state
+            .cursor(&CursorKey::new(&key, Part::Synced))
+            .await?;
         let since = cursor
             .map(|c| (c as u64).saturating_sub(sync.overlap_secs))
             .unwrap_or(0)
@@ -286,7 +288,7 @@ impl Cycle {
         let started = if f.until > 0 { now.min(f.until) } else { now };
         let upper = (f.until > 0).then_some(started);
         let keys = Backfill::keys(&key);
-        let resume = Backfill::load(&*self.store, &self.url, &keys)
+        let resume = Backfill::load(&self.state, &keys)
             .await?
             .filter(|b| b.floor > since);
         // What a live subscription of this filter brought is not read again.
@@ -346,7 +348,7 @@ impl Cycle {
             }
         };
         let outcome = self
-            .settle(read, pages_rx, (since, started), &keys, &key)
+            .settle(read, pages_rx, (since, started), Some(&keys), &key)
             .await?;
         if matches!(live_read, LiveRead::Check(_)) {
             if live::shows_loss(live, since, outcome.new_rows) {
@@ -365,10 +367,10 @@ impl Cycle {
             self.reopen_live(relay, i).await?;
         }
         // Progress first: a crash in between re-reads, it never skips.
-        self.store.delete_cursor(&self.url, &keys.floor).await?;
-        self.store.delete_cursor(&self.url, &keys.top).await?;
-        self.store
-            .save_cursor(&self.url, &key, started as i64)
+        self.state.delete_cursor(&keys.floor).await?;
+        self.state.delete_cursor(&keys.top).await?;
+        self.state
+            .save_cursor(&CursorKey::new(&key, Part::Synced), started as i64)
             .await?;
         Ok((outcome.new_rows, started))
     }

@@ -144,20 +144,6 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.stats_of(&id).await }).await
     }
 
-    async fn record_window(
-        &self,
-        relay: &str,
-        filter: &str,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        let error = error.map(str::to_owned);
-        detached(&self.0, |s| async move {
-            s.record_window(&relay, &filter, error.as_deref()).await
-        })
-        .await
-    }
-
     async fn overview(&self) -> StoreResult<Overview> {
         detached(&self.0, |s| async move { s.overview().await }).await
     }
@@ -180,24 +166,7 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.replace_stats(&stats).await }).await
     }
 
-    async fn cursor(&self, relay: &str, filter: &str) -> StoreResult<Option<i64>> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        detached(&self.0, |s| async move { s.cursor(&relay, &filter).await }).await
-    }
-
-    async fn save_cursor(&self, relay: &str, filter: &str, created_at: i64) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        detached(&self.0, |s| async move {
-            s.save_cursor(&relay, &filter, created_at).await
-        })
-        .await
-    }
-
-    async fn delete_cursor(&self, relay: &str, filter: &str) -> StoreResult<()> {
-        let (relay, filter) = (relay.to_owned(), filter.to_owned());
-        detached(&self.0, |s| async move {
-            s.delete_cursor(&relay, &filter).await
-        })
-        .await
+    fn registry(&self) -> Arc<dyn crate::storage::Registry> {
+        self.0.registry()
     }
 }

@@ -6,3 +6,12 @@ use actix::Message;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RunCycle;
+
+/// Stop for good: the registry took the relay away. With `drain`, a running cycle may
+/// finish first (its events committed, its cursor saved), for up to `DRAIN`. Answered
+/// once the actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub drain: bool,
+}

@@ -36,6 +36,7 @@ pub mod messages;
 pub mod nip11;
 mod progress;
 mod reconcile;
+pub mod state;
 pub mod subs;
 pub mod transport;
 
@@ -52,15 +53,18 @@ use tokio::sync::{mpsc, Semaphore};
 
 use self::cycle::Cycle;
 use self::frames::Limits;
-use self::messages::RunCycle;
+use self::messages::{Leave, RunCycle};
 use self::subs::SubTable;
 use self::transport::{FrameBudget, TapTransport};
 use crate::actors::interval::messages::{CycleDone, Restart};
 use crate::actors::interval::policy::CycleStats;
 use crate::actors::pipeline::Pipeline;
-use crate::config::{FilterSettings, Settings};
+use crate::config::{FilterSettings, RelayConfig, Settings};
 use crate::metrics::RelayCounters;
 use crate::storage::EventStore;
+
+/// Longest a relay actor that leaves waits for its running cycle to finish.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// How often a live relay's connection is checked between cycles.
 const CONNECTION_CHECK: Duration = Duration::from_secs(1);
@@ -115,10 +119,12 @@ pub struct RelayActor {
     url: String,
     known: Arc<Known>,
     settings: Arc<Settings>,
-    /// This relay's filters (`Settings::filters_for`).
+    /// This relay's filters (`RelayConfig::filters`).
     filters: Arc<Vec<FilterSettings>>,
     pipeline: Pipeline,
     store: Arc<dyn EventStore>,
+    /// Its cursors and window outcomes, written under its lease.
+    state: state::SyncState,
     /// Where cycle results go (the `IntervalSupervisor`), answered with the next interval.
     supervisor: Recipient<CycleDone>,
     counters: Arc<RelayCounters>,
@@ -131,33 +137,44 @@ pub struct RelayActor {
     failures: u32,
     /// NIP-42 key, if configured.
     auth: Option<Keys>,
+    /// The registry took the relay away (`Leave`): stop, and do not start again.
+    left: bool,
+    /// Answers `Leave` once stopped.
+    on_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl RelayActor {
     pub fn new(
-        url: String,
+        relay: RelayConfig,
         settings: Arc<Settings>,
         pipeline: Pipeline,
         store: Arc<dyn EventStore>,
+        state: state::SyncState,
         supervisor: Recipient<CycleDone>,
-        auth: Option<Keys>,
         clients: Arc<clients::Clients>,
     ) -> Self {
+        let RelayConfig {
+            url,
+            filters,
+            page_limit,
+            auth,
+        } = relay;
         let counters = pipeline.counters.relay(&url);
         // Calls a restart may interrupt must not be cancelled (see `detached`).
         let store: Arc<dyn EventStore> = Arc::new(detached::Detached(store));
         let known = Known {
-            configured_limit: settings.page_limit_for(&url),
+            configured_limit: page_limit,
             ..Default::default()
         };
         let subs = Arc::new(SubTable::new(settings.limits.max_frames_per_req));
         Self {
             known: Arc::new(known),
-            filters: Arc::new(settings.filters_for(&url)),
+            filters: Arc::new(filters),
             url,
             settings,
             pipeline,
             store,
+            state,
             supervisor,
             counters,
             clients,
@@ -167,6 +184,8 @@ impl RelayActor {
             cycle_running: false,
             failures: 0,
             auth,
+            left: false,
+            on_stop: None,
         }
     }
 
@@ -184,6 +203,12 @@ impl Actor for RelayActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if self.left {
+            // Restarted by its `Supervisor` while something still held its address.
+            use actix::ActorContext;
+            ctx.stop();
+            return;
+        }
         let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
         self.clients.route(
             &self.url,
@@ -241,6 +266,9 @@ impl Actor for RelayActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.drop_connection();
+        if let Some(done) = self.on_stop.take() {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -308,6 +336,26 @@ impl Handler<Restart> for RelayActor {
     }
 }
 
+impl Handler<Leave> for RelayActor {
+    type Result = actix::ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) -> Self::Result {
+        use actix::ActorContext;
+        self.left = true;
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        self.on_stop = Some(done);
+        if msg.drain && self.cycle_running {
+            // The cycle's end stops the actor (see `RunCycle`); this bounds the wait.
+            ctx.run_later(DRAIN, |_, ctx| ctx.stop());
+        } else {
+            ctx.stop();
+        }
+        Box::pin(async move {
+            let _ = stopped.await;
+        })
+    }
+}
+
 impl Handler<RunCycle> for RelayActor {
     type Result = ();
 
@@ -315,7 +363,7 @@ impl Handler<RunCycle> for RelayActor {
         let Some(client) = self.client.clone() else {
             return;
         };
-        if self.cycle_running {
+        if self.cycle_running || self.left {
             return;
         }
         self.cycle_running = true;
@@ -327,6 +375,7 @@ impl Handler<RunCycle> for RelayActor {
             subs: self.subs.clone(),
             live: self.live.clone(),
             store: self.store.clone(),
+            state: self.state.clone(),
             held: self.pipeline.counters.held.clone(),
             known: self.known.clone(),
             shared: self.clients.clone(),
@@ -376,6 +425,11 @@ impl Handler<RunCycle> for RelayActor {
                     .into_actor(act)
             })
             .map(|next, act, ctx| {
+                if act.left {
+                    use actix::ActorContext;
+                    ctx.stop();
+                    return;
+                }
                 let next = next.unwrap_or(Duration::from_secs(30));
                 act.counters
                     .interval_ms

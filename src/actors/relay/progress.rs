@@ -24,7 +24,7 @@ impl Cycle {
         read: impl std::future::Future<Output = Result<Vec<Shortfall>, CycleError>>,
         pages: mpsc::UnboundedReceiver<PageDone>,
         window: (u64, u64),
-        keys: &BackfillKeys,
+        keys: Option<&BackfillKeys>,
         key: &str,
     ) -> Result<AckOutcome, CycleError> {
         let keep = self.keep_progress(pages, window, keys);
@@ -59,7 +59,7 @@ impl Cycle {
         &self,
         mut pages: mpsc::UnboundedReceiver<PageDone>,
         (since, started): (u64, u64),
-        keys: &BackfillKeys,
+        keys: Option<&BackfillKeys>,
     ) -> Result<AckOutcome, CycleError> {
         let mut outcome = AckOutcome {
             complete: true,
@@ -78,18 +78,14 @@ impl Cycle {
                     Err(_) => outcome.complete = false,
                 }
             }
-            let Some(floor) = page.floor.filter(|_| outcome.complete) else {
+            let (Some(floor), Some(keys)) = (page.floor.filter(|_| outcome.complete), keys) else {
                 continue;
             };
             if !top_saved {
-                self.store
-                    .save_cursor(&self.url, &keys.top, started as i64)
-                    .await?;
+                self.state.save_cursor(&keys.top, started as i64).await?;
                 top_saved = true;
             }
-            self.store
-                .save_cursor(&self.url, &keys.floor, floor as i64)
-                .await?;
+            self.state.save_cursor(&keys.floor, floor as i64).await?;
             self.counters.progress.fetch_add(1, Ordering::Relaxed);
             if logged.elapsed() >= PROGRESS_EVERY {
                 logged = Instant::now();

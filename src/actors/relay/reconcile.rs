@@ -25,12 +25,12 @@ use bitcoin::hex::FromHex;
 use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
-use super::backfill::Backfill;
 use super::cycle::{Cycle, CycleError, PageDone};
 use crate::actors::ack::Pending;
 use crate::config::{FilterSettings, ReconcileFrom};
 use crate::nostr::fingerprint::IdSum;
 use crate::storage::{EventStore, ItemQuery, StoreError};
+use crate::sync::cursor::{CursorKey, Part};
 use crate::sync::filter::{filter_key, to_filter};
 use crate::sync::negentropy::{self, Id, Initiator, Source};
 use crate::sync::plan::{Failure, Shortfall};
@@ -437,15 +437,13 @@ impl Cycle {
         } else {
             sync.repair_paging_interval_secs
         };
-        let repair_key = format!("{key}#repair");
+        let repair_key = CursorKey::new(&key, Part::Repaired);
         let now = Timestamp::now().as_secs();
-        match self.store.cursor(&self.url, &repair_key).await? {
+        match self.state.cursor(&repair_key).await? {
             _ if interval == 0 => return Ok(()),
             // The first sync read everything: the clock starts now.
             None => {
-                self.store
-                    .save_cursor(&self.url, &repair_key, now as i64)
-                    .await?;
+                self.state.save_cursor(&repair_key, now as i64).await?;
                 return Ok(());
             }
             Some(last) if now < (last as u64).saturating_add(interval) => return Ok(()),
@@ -467,9 +465,8 @@ impl Cycle {
                 .await
         };
         // Nothing is recorded (no page names a floor): this only awaits the commits.
-        let keys = Backfill::keys(&repair_key);
         let outcome = self
-            .settle(read, pages_rx, (f.since, now), &keys, &key)
+            .settle(read, pages_rx, (f.since, now), None, &key)
             .await?;
         self.counters.repairs.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -480,9 +477,7 @@ impl Cycle {
         } else {
             tracing::info!(relay = %self.url, filter = %key, "repair pass found nothing missing");
         }
-        self.store
-            .save_cursor(&self.url, &repair_key, now as i64)
-            .await?;
+        self.state.save_cursor(&repair_key, now as i64).await?;
         Ok(())
     }
 }

@@ -1,0 +1,439 @@
+//! RegistryActor: the one actor that knows which relays this instance syncs.
+//!
+//! Every `fleet.round()` it runs a lease round (`Registry::lease_round`: heartbeat,
+//! renewals, claims up to its fair share) and makes the relay actors match what it
+//! holds: it starts an actor for each new lease on the relay Arbiters; stops at once
+//! the actors whose lease it lost or whose relay left the registry; and drains (lets
+//! the running cycle finish and save its cursor) then hands back the relays beyond its
+//! share, and those paused or disabled. `Reload` (SIGHUP) writes the configuration's
+//! relays into the registry and restarts the actors whose relay settings changed.
+//! `Leave` (shutdown) stops every relay actor and hands back every lease, so that the
+//! other instances take them at once instead of after `fleet.lease_secs`.
+//!
+//! A relay actor it stops is let go: only this actor holds its address strongly (the
+//! watchdog and the health probe hold weak ones), so its actix `Supervisor` does not
+//! restart it.
+
+pub mod messages;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, Supervisor,
+    WeakRecipient, WrapFuture,
+};
+
+use self::messages::{Leave, Reload};
+use crate::actors::interval::messages::{Unwatch, Watch};
+use crate::actors::interval::IntervalSupervisor;
+use crate::actors::pipeline::Pipeline;
+use crate::actors::relay::clients::Clients;
+use crate::actors::relay::state::SyncState;
+use crate::actors::relay::RelayActor;
+use crate::actors::Ping;
+use crate::config::{RelayConfig, Settings};
+use crate::http::Health;
+use crate::metrics::Counters;
+use crate::storage::registry::{Fence, Lease, Round};
+use crate::storage::{now_secs, EventStore, Registry};
+
+/// The relay actors the health probe asks, by name; weak, as the watchdog's.
+pub type Probes = Arc<Mutex<BTreeMap<String, WeakRecipient<Ping>>>>;
+
+/// Longest wait for a relay actor to stop (it drains for up to `relay::DRAIN`).
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// What starting a relay actor takes.
+pub struct Spawner {
+    pub pipeline: Pipeline,
+    /// The store relay actors read through (a pool of their own).
+    pub store: Arc<dyn EventStore>,
+    /// The same pool, as their sync state is written through.
+    pub registry: Arc<dyn Registry>,
+    pub supervisor: Addr<IntervalSupervisor>,
+    pub clients: Arc<Clients>,
+    pub arbiters: Vec<actix::ArbiterHandle>,
+    pub probes: Probes,
+    pub health: Arc<Health>,
+}
+
+struct Running {
+    addr: Addr<RelayActor>,
+    token: i64,
+    config: RelayConfig,
+    /// The registry's settings for it when started.
+    stored: String,
+}
+
+pub struct RegistryActor {
+    me: String,
+    settings: Arc<Settings>,
+    registry: Arc<dyn Registry>,
+    spawner: Spawner,
+    counters: Arc<Counters>,
+    running: BTreeMap<String, Running>,
+    /// Relays whose actors are stopping: not started again until they have.
+    stopping: BTreeSet<String>,
+    /// Relays whose settings do not make a relay actor, logged once.
+    broken: BTreeSet<String>,
+    next_arbiter: usize,
+    in_round: bool,
+    leaving: bool,
+    /// The configuration's relays are in the registry (written before the first
+    /// round, retried until written).
+    config_written: bool,
+}
+
+impl RegistryActor {
+    pub fn new(
+        settings: Arc<Settings>,
+        registry: Arc<dyn Registry>,
+        spawner: Spawner,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            me: settings.fleet.instance(),
+            settings,
+            registry,
+            spawner,
+            counters,
+            running: BTreeMap::new(),
+            stopping: BTreeSet::new(),
+            broken: BTreeSet::new(),
+            next_arbiter: 0,
+            in_round: false,
+            leaving: false,
+            config_written: false,
+        }
+    }
+
+    fn round(&mut self, ctx: &mut Context<Self>) {
+        if self.in_round || self.leaving {
+            return;
+        }
+        self.in_round = true;
+        let (registry, me) = (self.registry.clone(), self.me.clone());
+        let lease = self.settings.fleet.lease_secs as i64;
+        let config = (!self.config_written).then(|| self.settings.registry_entries());
+        let round = async move {
+            if let Some(entries) = config {
+                let (added, disabled) = registry.sync_config(&entries, now_secs()).await?;
+                if added + disabled > 0 {
+                    tracing::info!(
+                        added,
+                        disabled,
+                        "configuration's relays written to the registry"
+                    );
+                }
+            }
+            registry.lease_round(&me, now_secs(), lease).await
+        };
+        ctx.spawn(round.into_actor(self).map(|round, act, ctx| {
+            act.in_round = false;
+            match round {
+                Ok(round) if !act.leaving => {
+                    act.config_written = true;
+                    act.apply(round, ctx)
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
+                    %error,
+                    "lease round failed: leases lapse after fleet.lease_secs unless a round succeeds"
+                ),
+            }
+        }));
+    }
+
+    /// Makes the relay actors match `round`.
+    fn apply(&mut self, round: Round, ctx: &mut Context<Self>) {
+        let c = &self.counters;
+        c.leases_held
+            .store(round.held.len() as u64, Ordering::Relaxed);
+        c.lease_takeovers
+            .fetch_add(round.takeovers, Ordering::Relaxed);
+        *c.relay_states.lock().unwrap_or_else(|e| e.into_inner()) =
+            round.states.iter().copied().collect();
+        if round.takeovers > 0 {
+            tracing::info!(
+                relays = round.takeovers,
+                "took over relays whose holder's lease lapsed"
+            );
+        }
+        let held: BTreeMap<&str, &Lease> = round.held.iter().map(|l| (l.url.as_str(), l)).collect();
+        let lost: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(url, r)| held.get(url.as_str()).is_none_or(|l| l.token != r.token))
+            .map(|(url, _)| url.clone())
+            .collect();
+        for url in lost {
+            tracing::warn!(relay = %url, "lease lost or relay removed from the registry: stopping its actor");
+            if let Some(stopped) = self.stop(&url, false, true) {
+                ctx.spawn(
+                    async move {
+                        let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        let active: Vec<String> = round
+            .held
+            .iter()
+            .filter(|l| l.active)
+            .map(|l| l.url.clone())
+            .collect();
+        let mut hand_back: BTreeSet<String> = round
+            .held
+            .iter()
+            .filter(|l| !l.active)
+            .map(|l| l.url.clone())
+            .collect();
+        hand_back.extend(crate::fleet::to_release(&active, round.share));
+        for url in &hand_back {
+            if !self.stopping.contains(url) {
+                self.hand_back(url.clone(), ctx);
+            }
+        }
+        for lease in round.held.iter().filter(|l| l.active) {
+            let url = &lease.url;
+            if !self.running.contains_key(url)
+                && !self.stopping.contains(url)
+                && !hand_back.contains(url)
+            {
+                self.start(lease);
+            }
+        }
+    }
+
+    fn start(&mut self, lease: &Lease) {
+        let config = match self.settings.relay_config(&lease.url, &lease.settings) {
+            Ok(config) => config,
+            Err(error) => {
+                if self.broken.insert(lease.url.clone()) {
+                    tracing::error!(relay = %lease.url, %error, "cannot sync this relay");
+                }
+                return;
+            }
+        };
+        self.broken.remove(&lease.url);
+        let s = &self.spawner;
+        let fence = Fence {
+            relay: lease.url.clone(),
+            holder: self.me.clone(),
+            token: lease.token,
+        };
+        let state = SyncState::new(s.registry.clone(), fence, self.counters.clone());
+        let arbiter = &s.arbiters[self.next_arbiter % s.arbiters.len()];
+        self.next_arbiter += 1;
+        let actor = {
+            let (config, settings, pipeline, store) = (
+                config.clone(),
+                self.settings.clone(),
+                s.pipeline.clone(),
+                s.store.clone(),
+            );
+            let (supervisor, clients) = (s.supervisor.clone().recipient(), s.clients.clone());
+            move |_: &mut _| {
+                RelayActor::new(
+                    config.clone(),
+                    settings.clone(),
+                    pipeline.clone(),
+                    store.clone(),
+                    state.clone(),
+                    supervisor.clone(),
+                    clients.clone(),
+                )
+            }
+        };
+        let addr = Supervisor::start_in_arbiter(arbiter, actor);
+        let url = lease.url.clone();
+        s.supervisor.do_send(Watch {
+            relay: url.clone(),
+            addr: addr.clone().recipient().downgrade(),
+            counters: self.counters.relay(&url),
+        });
+        s.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(probe_name(&url), addr.clone().recipient().downgrade());
+        tracing::info!(relay = %url, token = lease.token, "holding the relay's lease");
+        self.running.insert(
+            url,
+            Running {
+                addr,
+                token: lease.token,
+                config,
+                stored: lease.settings.clone(),
+            },
+        );
+    }
+
+    /// Stops `url`'s actor, if running, and lets it go (with `forget`, its metrics
+    /// series too); resolves once it stopped.
+    fn stop(
+        &mut self,
+        url: &str,
+        drain: bool,
+        forget: bool,
+    ) -> Option<impl std::future::Future<Output = ()>> {
+        let running = self.running.remove(url)?;
+        let s = &self.spawner;
+        s.supervisor.do_send(Unwatch {
+            relay: url.to_owned(),
+        });
+        let name = probe_name(url);
+        s.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        s.health.forget(&name);
+        if forget {
+            self.counters.forget_relay(url);
+        }
+        let stopped = running
+            .addr
+            .send(crate::actors::relay::messages::Leave { drain });
+        Some(async move {
+            let _ = stopped.await;
+        })
+    }
+
+    /// Drains `url`'s actor, then gives up its lease.
+    fn hand_back(&mut self, url: String, ctx: &mut Context<Self>) {
+        self.stopping.insert(url.clone());
+        let stopped = self.stop(&url, true, true);
+        let (registry, me) = (self.registry.clone(), self.me.clone());
+        let release = async move {
+            if let Some(stopped) = stopped {
+                let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
+            }
+            registry.release(&me, std::slice::from_ref(&url)).await?;
+            Ok::<_, crate::storage::StoreError>(url)
+        };
+        ctx.spawn(release.into_actor(self).map(|released, act, _| match released {
+            Ok(url) => {
+                tracing::info!(relay = %url, "handed the relay back");
+                act.stopping.remove(&url);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot hand a relay back: its lease lapses instead");
+                // The next round renews it and tries again.
+                act.stopping.clear();
+            }
+        }));
+    }
+
+    /// Restarts `url`'s actor under the same lease (its settings changed): the next
+    /// round starts it again once the old one has stopped.
+    fn restart(&mut self, url: String, ctx: &mut Context<Self>) {
+        self.stopping.insert(url.clone());
+        let stopped = self.stop(&url, true, false);
+        let wait = async move {
+            if let Some(stopped) = stopped {
+                let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
+            }
+            url
+        };
+        ctx.spawn(wait.into_actor(self).map(|url, act, ctx| {
+            act.stopping.remove(&url);
+            act.round(ctx);
+        }));
+    }
+}
+
+fn probe_name(url: &str) -> String {
+    format!("relay {url}")
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(instance = %self.me, lease_secs = self.settings.fleet.lease_secs, "joining the fleet");
+        // Leases this instance id still holds (a quick restart) are synced at once,
+        // before any write: a database that is busy or locked delays only the round.
+        let (registry, me) = (self.registry.clone(), self.me.clone());
+        let held = async move { registry.held(&me, now_secs()).await };
+        ctx.wait(held.into_actor(self).map(|held, act, ctx| {
+            for lease in held.unwrap_or_default().iter().filter(|l| l.active) {
+                act.start(lease);
+            }
+            act.round(ctx);
+        }));
+        ctx.run_interval(self.settings.fleet.round(), |act, ctx| act.round(ctx));
+    }
+}
+
+impl Handler<Reload> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reload, ctx: &mut Self::Context) {
+        self.settings = msg.0;
+        let entries = self.settings.registry_entries();
+        let registry = self.registry.clone();
+        let write = async move { registry.sync_config(&entries, now_secs()).await };
+        ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
+            match written {
+                Ok((added, disabled)) => {
+                    tracing::info!(
+                        added,
+                        disabled,
+                        "configuration's relays written to the registry"
+                    )
+                }
+                Err(error) => tracing::error!(%error, "cannot write the configuration's relays"),
+            }
+            // Settings of relays held: the registry's as of the last round are kept
+            // by their actors; the configuration's are re-read.
+            let changed: Vec<String> = act
+                .running
+                .iter()
+                .filter(|(url, r)| {
+                    act.settings
+                        .relay_config(url, &r.stored)
+                        .is_ok_and(|c| c != r.config)
+                })
+                .map(|(url, _)| url.clone())
+                .collect();
+            for url in changed {
+                tracing::info!(relay = %url, "relay settings changed: restarting its actor");
+                act.restart(url, ctx);
+            }
+            act.round(ctx);
+        }));
+    }
+}
+
+impl Handler<Leave> for RegistryActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Leave, _: &mut Self::Context) -> Self::Result {
+        self.leaving = true;
+        let urls: Vec<String> = self.running.keys().cloned().collect();
+        // The process ends: its totals and series stay readable to the last.
+        let stopped: Vec<_> = urls
+            .iter()
+            .filter_map(|u| self.stop(u, false, false))
+            .collect();
+        let (registry, me) = (self.registry.clone(), self.me.clone());
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(stopped)).await;
+                if let Err(error) = registry.leave(&me).await {
+                    tracing::warn!(%error, "cannot hand the leases back: they lapse instead");
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<Ping> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
+}
