@@ -28,6 +28,12 @@ fn config_errors_name_their_key_and_exit_2() {
         ("relays = [", &[], &["c.toml"]),
         ("bogus = 1", &[], &["bogus"]),
         ("[storage]\nworkers = \"many\"", &[], &["workers"]),
+        // A mistyped value and an unknown section: both named, not only the first.
+        (
+            "[database]\nmax_connections = -3\n[nonsense]\nx = 1\n[fleet]\nlease_secs = \"long\"",
+            &[],
+            &["database.max_connections", "nonsense", "fleet.lease_secs"],
+        ),
         (
             "relays = [\"http://x\"]\n[storage]\nworkers = 0\n[database]\nurl = \"mysql://x\"",
             &[],

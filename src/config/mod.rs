@@ -440,15 +440,15 @@ fn every_problem(built: config::Config, first: config::ConfigError) -> Vec<Strin
         };
         let path = e.path().to_string();
         let error = e.into_inner().to_string();
-        // An unknown key is reported at its parent's path, naming itself.
+        // An unknown key names itself; its path may end at its parent.
         let unknown = error
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
             .map(str::to_owned);
         let key = match (&unknown, path.as_str()) {
             (Some(field), "." | "") => field.clone(),
-            (Some(field), parent) => format!("{parent}.{field}"),
-            (None, path) => path.to_owned(),
+            (Some(field), path) if !path.ends_with(field.as_str()) => format!("{path}.{field}"),
+            (_, path) => path.to_owned(),
         };
         problems.push(format!("`{key}`: {error}"));
         if !remove_path(&mut value, &key) {

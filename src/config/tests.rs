@@ -48,3 +48,53 @@ fn relay_tables_and_filters_are_read_and_checked() {
     assert_eq!(s.page_limit_for("wss://one.example"), 0);
     assert!(s.auth_for("wss://two.example").unwrap().is_some());
 }
+
+/// `Settings::load` from a file holding `toml`.
+fn load(toml: &str) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    Settings::load(Some(&path))
+}
+
+#[test]
+fn every_misfit_is_named_at_once() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[database]\nmax_connections = -3\n[nonsense]\nx = 1",
+            &["`database.max_connections`", "`nonsense`"],
+        ),
+        (
+            "[sync]\npage_limit = \"x\"\nbogus = 2\n[[filters]]\nkinds = [\"one\"]",
+            &["`sync.page_limit`", "`sync.bogus`", "`filters[0].kinds[0]`"],
+        ),
+    ];
+    for (toml, keys) in cases {
+        let problems = load(toml).unwrap_err().0;
+        assert_eq!(problems.len(), keys.len(), "{problems:?}");
+        for key in *keys {
+            assert!(
+                problems.iter().any(|p| p.contains(key)),
+                "{key} not in {problems:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reload_applies_relays_and_filters_and_names_the_rest() {
+    let running = load("relays = [\"wss://one.example\"]").unwrap();
+    let read = load(
+        "relays = [\"wss://two.example/\"]\n[[filters]]\nkinds = [1]\n\
+         [storage]\nworkers = 3\n[fleet]\npoll_secs = 2",
+    )
+    .unwrap();
+    let (applied, ignored) = running.live_update(read);
+    assert_eq!(applied.relays, vec!["wss://two.example"]);
+    assert_eq!(applied.filters[0].kinds, vec![1]);
+    assert_eq!(applied.storage, running.storage);
+    assert_eq!(applied.fleet, running.fleet);
+    assert_eq!(ignored, vec!["fleet.poll_secs", "storage.workers"]);
+    let (_, none) = running.live_update(running.clone());
+    assert!(none.is_empty(), "{none:?}");
+}
