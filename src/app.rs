@@ -46,6 +46,10 @@ crate::actors::answers_ping!(
     crate::actors::zaps::ZapActor,
 );
 
+/// Longest a shutdown waits for the relay actors to stop and the leases to be handed
+/// back.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
+
 /// Messages a storage worker's mailbox holds. The events in them are bounded by its
 /// admission semaphore (`mailbox.storage`); this only bounds the messages.
 const STORAGE_MAILBOX_MESSAGES: usize = 64;
@@ -241,11 +245,13 @@ impl App {
         // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
         // connection dies with the Arbiter that opened it, so they get a pool of their
         // own rather than leaving dead connections in the writers' pool at shutdown.
-        let cursors = storage::open(&settings.database.url, 4).await?;
-        // Relay actors share one Arbiter per core: a relay costs an actor and its
+        // Sized by the configuration's relays (relays added at run time share them).
+        let configured = settings.relay_urls().len();
+        let cursors = storage::open(&settings.database.url, configured.clamp(1, 4)).await?;
+        // Relay actors share about one Arbiter per core: a relay costs an actor and its
         // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
         let mut relays = Vec::new();
-        for _ in 0..relay_arbiters() {
+        for _ in 0..relay_arbiters(configured) {
             let runtime = relay_runtime()?;
             relays.push(Arbiter::with_tokio_rt(move || runtime));
         }
@@ -340,9 +346,13 @@ impl App {
         let deadline = Instant::now() + timeout;
         SHUTTING_DOWN.store(true, Ordering::Relaxed);
         self.health.started.store(false, Ordering::Relaxed);
-        // Leases handed back first: the other instances take the relays at once.
+        // Leases handed back first: the other instances take the relays at once. A
+        // stalled database must not eat the drain's time: the leases lapse instead
+        // (only the wait is dropped; the actor finishes its call).
         let _ = tokio::time::timeout(
-            deadline.saturating_duration_since(Instant::now()),
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(LEAVE_WAIT),
             self.registry.send(crate::actors::registry::messages::Leave),
         )
         .await;
@@ -403,9 +413,11 @@ impl App {
     }
 }
 
-/// Arbiters the relay actors share: one per core.
-fn relay_arbiters() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// Arbiters the relay actors share: one per core, no more than the configured relays
+/// (at least one: relays may come from the registry alone).
+fn relay_arbiters(relays: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    relays.clamp(1, cores)
 }
 
 /// The runtime of a relay Arbiter. Its blocking pool (name lookups) is kept small: the

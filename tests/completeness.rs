@@ -156,6 +156,7 @@ fn a_restart_during_a_database_stall_loses_nothing(db: TestDb) {
         let url = relay.url().await;
         let mut s = settings(&db, vec![url.clone()]);
         s.interval.watchdog_secs = 1;
+        common::take_leases(&mut s).await;
         let release = lock_writes(&db).await;
         let app = App::start(s).await.unwrap();
         let relay_counters = app.counters.relay(&url);

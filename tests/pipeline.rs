@@ -368,19 +368,7 @@ fn stalled_storage_bounds_what_is_held(db: TestDb) {
         s.database.retry_max_ms = 200;
         s.validate().unwrap();
         let bound = s.max_held_events() as i64;
-        // The relay's lease is taken before the stall (SQLite's lock stops every
-        // write): the service resumes a lease its instance id holds without writing.
-        s.fleet.instance_id = "stalled".into();
-        let registry = storage::open(&db.url, 1).await.unwrap().registry();
-        registry
-            .sync_config(&s.registry_entries(), storage::now_secs())
-            .await
-            .unwrap();
-        let round = registry
-            .lease_round("stalled", storage::now_secs(), 60)
-            .await
-            .unwrap();
-        assert_eq!(round.held.len(), 1);
+        common::take_leases(&mut s).await;
 
         let release = lock_writes(&db).await;
         let app = App::start(s).await.unwrap();

@@ -2,7 +2,7 @@
 //! with `send().await`, so backpressure runs from the database back to each socket.
 //!
 //! ```text
-//!   relay ws ──frames (relay_frames)──▶ RelayActor ×N   (one Arbiter each)
+//!   relay ws ──frames (relay_frames)──▶ RelayActor ×N   (Arbiters shared, one per core)
 //!                                          │  Check (dedup)        ┌──────────────┐
 //!                                          ├──────────────────────▶│ DedupActor   │ LRU of committed ids
 //!                                          │◀── fresh items ───────│              │ + ids in flight
@@ -15,9 +15,11 @@
 //!                                                                         └──Stored (zap receipts)──▶ ZapActor ◀── Learnt ── LnurlActor
 //!                                                                                                     (own Arbiter, timer step)
 //!          IntervalSupervisor ◀── CycleDone ── RelayActor; Restart ──▶ RelayActor (actix Supervisor)
+//!          RegistryActor ── starts / Leave ──▶ RelayActor   (leases on the relay registry)
 //! ```
 //!
-//! Shutdown order (see `app.rs`): relay arbiters stop first (no new input), storage
+//! Shutdown order (see `app.rs`): the registry actor stops the relay actors and hands
+//! back their leases, relay arbiters stop (no new input), storage
 //! actors drain what they hold, the aggregator flushes, then the System stops.
 
 pub mod ack;

@@ -319,7 +319,8 @@ pub struct IntervalSettings {
     /// Interval after a busier cycle.
     pub busy_secs: u64,
     pub busy_threshold: u64,
-    /// A relay actor that reports no cycle for this long is restarted.
+    /// A relay actor that shows no progress (a finished cycle, a batch of new events, a
+    /// page read or committed) for this long beyond its polling interval is restarted.
     pub watchdog_secs: u64,
 }
 

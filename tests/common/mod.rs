@@ -219,6 +219,23 @@ pub async fn sync_once(
     counters
 }
 
+/// Takes the leases of `s`'s relays for it (under instance id `held`) before a test
+/// stalls the database: SQLite's lock stops every write, lease rounds too, and an
+/// instance resumes the leases its id holds without writing.
+pub async fn take_leases(s: &mut Settings) {
+    s.fleet.instance_id = "held".into();
+    let registry = storage::open(&s.database.url, 1).await.unwrap().registry();
+    registry
+        .sync_config(&s.registry_entries(), storage::now_secs())
+        .await
+        .unwrap();
+    let round = registry
+        .lease_round("held", storage::now_secs(), 120)
+        .await
+        .unwrap();
+    assert_eq!(round.held.len(), s.relay_urls().len());
+}
+
 /// Holds the database's write lock from another connection, so every commit waits.
 pub async fn lock_writes(db: &TestDb) -> Box<dyn FnOnce() + Send> {
     use diesel::connection::SimpleConnection;

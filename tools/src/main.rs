@@ -40,6 +40,9 @@ enum Command {
     /// The benchmark's relay process.
     #[command(hide = true)]
     BenchRelays(bench::RelayArgs),
+    /// One syncer of `bench --instances`.
+    #[command(hide = true)]
+    BenchInstance(bench::InstanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::BenchRelays(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(bench::host_relays(args))),
+        Command::BenchInstance(args) => bench::instance(args),
         Command::Demo { events, db } => demo(cli.config, events, db),
     };
     match result {

@@ -11,8 +11,9 @@ use nostr_sdk::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use super::backfill::Backfill;
+use super::known::Known;
 use super::subs::{PageEnd, SubTable};
-use super::{clients, nip11, Known};
+use super::{clients, nip11};
 use crate::actors::ack::{AckOutcome, Pending};
 use crate::config::{FilterSettings, Settings};
 use crate::metrics::RelayCounters;

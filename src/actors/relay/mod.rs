@@ -31,6 +31,7 @@ mod cycle;
 mod detached;
 pub mod frames;
 mod ingest;
+pub mod known;
 mod live;
 pub mod messages;
 pub mod nip11;
@@ -40,10 +41,9 @@ pub mod state;
 pub mod subs;
 pub mod transport;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, Supervised, WrapFuture,
@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use self::cycle::Cycle;
 use self::frames::Limits;
+use self::known::Known;
 use self::messages::{Leave, RunCycle};
 use self::subs::SubTable;
 use self::transport::{FrameBudget, TapTransport};
@@ -72,48 +73,6 @@ const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 /// Slots of each relay's SDK notification channel: the few control messages it needs
 /// (see `transport::is_sdk_frame`). Every slot is allocated up front, some 400 bytes.
 const SDK_NOTIFICATIONS: usize = 32;
-
-/// What a relay has shown of itself, kept across cycles and restarts.
-#[derive(Debug, Default)]
-pub struct Known {
-    /// `limitation.max_limit` of its NIP-11 document (0: none).
-    pub max_limit: AtomicUsize,
-    /// Configured `limit` for this relay (0: none), over NIP-11 and `sync.page_limit`.
-    pub configured_limit: usize,
-    /// The largest page it answered with.
-    pub largest: AtomicUsize,
-    /// Whether it reconciles (NIP-77): 0 not known yet, `reconcile::{WORKS, REFUSED,
-    /// TRYING}`.
-    pub negentropy: AtomicU8,
-    /// Filters it refused: filter key → when to ask again.
-    refused: Mutex<HashMap<String, Instant>>,
-    /// It stored events a live subscription of ours should have brought and did not:
-    /// its windows are read whole (`sync::live`).
-    pub live_lossy: std::sync::atomic::AtomicBool,
-}
-
-impl Known {
-    /// The `limit` to send.
-    pub fn page_limit(&self, default: usize) -> usize {
-        if self.configured_limit > 0 {
-            return self.configured_limit;
-        }
-        match self.max_limit.load(Ordering::Relaxed) {
-            0 => default,
-            max => default.min(max),
-        }
-    }
-
-    fn refused_until(&self, key: &str) -> Option<Instant> {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.get(key).copied().filter(|t| *t > Instant::now())
-    }
-
-    fn refuse(&self, key: &str, until: Instant) {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        refused.insert(key.to_owned(), until);
-    }
-}
 
 pub struct RelayActor {
     url: String,
@@ -162,10 +121,7 @@ impl RelayActor {
         let counters = pipeline.counters.relay(&url);
         // Calls a restart may interrupt must not be cancelled (see `detached`).
         let store: Arc<dyn EventStore> = Arc::new(detached::Detached(store));
-        let known = Known {
-            configured_limit: page_limit,
-            ..Default::default()
-        };
+        let known = Known::with_limit(page_limit);
         let subs = Arc::new(SubTable::new(settings.limits.max_frames_per_req));
         Self {
             known: Arc::new(known),

@@ -26,6 +26,7 @@ use nostr_sdk::prelude::*;
 use tokio::sync::mpsc;
 
 use super::cycle::{Cycle, CycleError, PageDone};
+use super::known::Nip77;
 use crate::actors::ack::Pending;
 use crate::config::{FilterSettings, ReconcileFrom};
 use crate::nostr::fingerprint::IdSum;
@@ -44,13 +45,6 @@ const SLICE_ITEMS: i64 = 50_000;
 
 /// Most ids we lack taken from one reconciliation; a range with more is halved.
 pub const MAX_NEED: usize = 100_000;
-
-/// What [`super::Known::negentropy`] says of the relay (0: not known yet).
-pub const WORKS: u8 = 1;
-pub const REFUSED: u8 = 2;
-/// A first attempt is under way. Still set when the next is considered, it was cut
-/// short (the watchdog restarted a relay that never answered): taken as a refusal.
-pub const TRYING: u8 = 3;
 
 /// How one reconciliation failed.
 enum NegError {
@@ -77,16 +71,13 @@ impl NegError {
 impl Cycle {
     /// A first attempt is under way, unless the relay is known already.
     fn mark_trying(&self) {
-        let _ =
-            self.known
-                .negentropy
-                .compare_exchange(0, TRYING, Ordering::Relaxed, Ordering::Relaxed);
+        self.known.negentropy.first_attempt();
     }
 
     /// Whether reconciliation is to be tried with this relay.
     pub(super) fn negentropy_usable(&self) -> bool {
         self.settings.sync.negentropy.is_on()
-            && matches!(self.known.negentropy.load(Ordering::Relaxed), 0 | WORKS)
+            && matches!(self.known.negentropy.get(), Nip77::Unknown | Nip77::Works)
     }
 
     /// Reconciles `[since, until]` of `f` and fetches what we lack. `None` if the relay
@@ -163,16 +154,16 @@ impl Cycle {
                     return Ok(None);
                 }
                 Err(NegError::Refused(reason)) => {
-                    if self.known.negentropy.load(Ordering::Relaxed) == WORKS {
+                    if self.known.negentropy.get() == Nip77::Works {
                         return Err(CycleError::Negentropy(reason));
                     }
-                    self.known.negentropy.store(REFUSED, Ordering::Relaxed);
+                    self.known.negentropy.set(Nip77::Refused);
                     tracing::info!(relay = %self.url, %reason, "relay does not reconcile (NIP-77); paging instead, from now on");
                     return Ok(None);
                 }
                 Err(NegError::Broken(e)) => return Err(e),
             };
-            self.known.negentropy.store(WORKS, Ordering::Relaxed);
+            self.known.negentropy.set(Nip77::Works);
             self.counters
                 .reconciliations
                 .fetch_add(1, Ordering::Relaxed);

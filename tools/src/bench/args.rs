@@ -76,4 +76,8 @@ pub struct BenchArgs {
     /// to count. Live only.
     #[arg(long, default_value_t = 0)]
     pub pending_zaps: usize,
+    /// Syncer processes sharing the relays through the registry (backfill; several
+    /// need a PostgreSQL --db); 0: one syncer in this process, as usual.
+    #[arg(long, default_value_t = 0)]
+    pub instances: usize,
 }

@@ -14,11 +14,13 @@ use nostr_sdk::{Event, EventBuilder, EventId, Keys, Kind, PublicKey, Timestamp};
 
 mod args;
 mod data;
+mod fleet;
 mod relays;
 mod report;
 mod system;
 
 pub use args::{BenchArgs, Mode, Profile};
+pub use fleet::{instance, InstanceArgs};
 pub use relays::{host_relays, RelayArgs};
 
 use self::data::{cached_events, load_events, load_expected_stats, BenchDb};
@@ -58,6 +60,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Backfill => Some(cached_events(&args.cache_dir, args.events)?),
         Mode::Live => None,
     };
+    if args.instances > 0 {
+        let file = events_file.context("--instances is for backfill")?;
+        return fleet::run(&args, &file);
+    }
     let profiles = if args.compare {
         vec![Profile::Baseline, Profile::Default]
     } else {
@@ -233,7 +239,7 @@ async fn good_relays_synced(app: &App, urls: &[String], within: Duration) -> boo
 
 /// Stores a fraction `held` of the events (every one whose position falls in it) and
 /// their aggregates before the run, outside the measurement.
-fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
+pub(super) fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
     let events = load_events(events_file)?;
     let keep = |i: usize| ((i as f64 * held).floor() - ((i as f64 - 1.0) * held).floor()) >= 1.0;
     let held: Vec<Event> = events
