@@ -290,7 +290,8 @@ async fn registry_has_relays(settings: &Settings) -> bool {
 async fn relays(settings: Settings, action: RelaysAction, json: bool) -> ExitCode {
     use nostr_sync::storage::registry::NewRelay;
     let result = async {
-        let registry = storage::open(&settings.database.url, 1).await?.registry();
+        let store = storage::open(&settings.database.url, 1).await?;
+        let registry = store.registry();
         let url = |u: &str| nostr_sync::fleet::normalise(u).map_err(|e| anyhow::anyhow!(e));
         let changed = match &action {
             RelaysAction::List => None,
@@ -338,7 +339,8 @@ async fn relays(settings: Settings, action: RelaysAction, json: bool) -> ExitCod
             );
             return Ok(());
         }
-        let rows = registry.relays().await?;
+        let states = store.overview().await?.states;
+        let rows = nostr_sync::status::registry_rows(registry.relays().await?, &states);
         if json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {

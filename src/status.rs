@@ -187,16 +187,50 @@ fn lease_line(e: &RelayEntry) -> String {
     format!("{} from {}, {lease}", e.state(), e.source)
 }
 
-/// The registry as a table for a terminal (`nostr-sync relays list`).
-pub fn render_registry(rows: &[RelayEntry], now: i64) -> String {
+/// A registry row with its relay's health (`nostr-sync relays list`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegistryRow {
+    #[serde(flatten)]
+    pub entry: RelayEntry,
+    /// The last window of any filter that succeeded.
+    pub last_success: Option<i64>,
+    /// The most failures in a row of any of its filters.
+    pub consecutive_failures: i64,
+}
+
+/// `rows` with the health `states` record of each.
+pub fn registry_rows(rows: Vec<RelayEntry>, states: &[RelayState]) -> Vec<RegistryRow> {
+    rows.into_iter()
+        .map(|entry| {
+            let of = states.iter().filter(|s| s.relay == entry.url);
+            let last_success = of.clone().filter_map(|s| s.last_success).max();
+            let consecutive_failures = of.map(|s| s.consecutive_failures).max().unwrap_or(0);
+            RegistryRow {
+                entry,
+                last_success,
+                consecutive_failures,
+            }
+        })
+        .collect()
+}
+
+/// The registry as text for a terminal.
+pub fn render_registry(rows: &[RegistryRow], now: i64) -> String {
     let mut out = String::new();
-    for e in rows {
+    for r in rows {
+        let e = &r.entry;
         let lapsed = if e.holder.is_some() && e.lease_until < now {
             " (lapsed)"
         } else {
             ""
         };
-        out.push_str(&format!("{}\n  {}{lapsed}\n", e.url, lease_line(e)));
+        out.push_str(&format!(
+            "{}\n  {}{lapsed}\n  last success {}, {} failures in a row\n",
+            e.url,
+            lease_line(e),
+            time(r.last_success),
+            r.consecutive_failures
+        ));
     }
     out.push_str(&format!("{} relays\n", rows.len()));
     out

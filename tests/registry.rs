@@ -72,7 +72,18 @@ fn leases_are_shared_taken_over_and_fenced(db: TestDb) {
         let a = reg.lease_round("a", 1_002, lease).await.unwrap();
         assert_eq!(a.share, 4);
         let extra: Vec<String> = urls(&a)[4..].to_vec();
-        reg.release("a", &extra).await.unwrap();
+        let leases: Vec<(String, i64)> = a.held[4..]
+            .iter()
+            .map(|l| (l.url.clone(), l.token))
+            .collect();
+        // A release under another token (a lease taken anew since) keeps the lease.
+        let stale: Vec<(String, i64)> = leases.iter().map(|(u, t)| (u.clone(), t + 1)).collect();
+        reg.release("a", &stale).await.unwrap();
+        assert_eq!(
+            reg.lease_round("a", 1_002, lease).await.unwrap().held.len(),
+            7
+        );
+        reg.release("a", &leases).await.unwrap();
         let b = reg.lease_round("b", 1_003, lease).await.unwrap();
         assert_eq!(urls(&b), extra);
         assert!(b.held.iter().all(|l| l.token == 2));
@@ -132,7 +143,9 @@ fn leases_are_shared_taken_over_and_fenced(db: TestDb) {
         let paused = b.held.iter().find(|l| l.url == mine).unwrap();
         assert!(!paused.active);
         assert!(b.states.contains(&("paused", 1)));
-        reg.release("b", std::slice::from_ref(&mine)).await.unwrap();
+        reg.release("b", &[(mine.clone(), paused.token)])
+            .await
+            .unwrap();
         let a = reg.lease_round("a", 1_043, lease).await.unwrap();
         assert!(!urls(&a).contains(&mine), "a paused relay is claimed");
         // Removed: gone from the registry, its cursors kept.

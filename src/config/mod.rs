@@ -435,6 +435,9 @@ fn every_problem(built: config::Config, first: config::ConfigError) -> Vec<Strin
         return vec![first.to_string()];
     };
     let mut problems = Vec::new();
+    // Array elements taken out, by array (original positions): later elements moved
+    // up, and are named where the file has them.
+    let mut removed: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     while problems.len() < MOST {
         let Err(e) = serde_path_to_error::deserialize::<_, Settings>(value.clone()) else {
             break;
@@ -451,15 +454,56 @@ fn every_problem(built: config::Config, first: config::ConfigError) -> Vec<Strin
             (Some(field), path) if !path.ends_with(field.as_str()) => format!("{path}.{field}"),
             (_, path) => path.to_owned(),
         };
-        problems.push(format!("`{key}`: {error}"));
+        let (named, element) = original_path(&key, &removed);
+        problems.push(format!("`{named}`: {error}"));
         if !remove_path(&mut value, &key) {
             break;
+        }
+        if let Some((array, i)) = element {
+            let taken = removed.entry(array).or_default();
+            taken.push(i);
+            taken.sort_unstable();
         }
     }
     if problems.is_empty() {
         problems.push(first.to_string());
     }
     problems
+}
+
+/// `path` (`a.b[2].c`) in the file's positions, given the array elements `removed`;
+/// and, when it names an array element, that array's path and the element's position.
+fn original_path(
+    path: &str,
+    removed: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> (String, Option<(String, usize)>) {
+    let mut out = String::new();
+    let mut element = None;
+    for piece in path.split('.') {
+        let mut parts = piece.split('[');
+        let name = parts.next().unwrap_or("");
+        if !name.is_empty() {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(name);
+            element = None;
+        }
+        for index in parts {
+            let Ok(mut i) = index.trim_end_matches(']').parse::<usize>() else {
+                continue;
+            };
+            // Positions taken out before this one moved it up.
+            for r in removed.get(&out).map_or(&[][..], Vec::as_slice) {
+                if *r <= i {
+                    i += 1;
+                }
+            }
+            element = Some((out.clone(), i));
+            out.push_str(&format!("[{i}]"));
+        }
+    }
+    (out, element)
 }
 
 /// Removes the value at a dotted `path` (`a.b[2].c`); whether it was there.

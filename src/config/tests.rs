@@ -68,6 +68,15 @@ fn every_misfit_is_named_at_once() {
             "[sync]\npage_limit = \"x\"\nbogus = 2\n[[filters]]\nkinds = [\"one\"]",
             &["`sync.page_limit`", "`sync.bogus`", "`filters[0].kinds[0]`"],
         ),
+        // Each misfit of one list named where the file has it.
+        (
+            "[[filters]]\nkinds = [1, \"a\", 2, \"b\", \"c\"]",
+            &[
+                "`filters[0].kinds[1]`",
+                "`filters[0].kinds[3]`",
+                "`filters[0].kinds[4]`",
+            ],
+        ),
     ];
     for (toml, keys) in cases {
         let problems = load(toml).unwrap_err().0;

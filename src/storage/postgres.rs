@@ -557,9 +557,9 @@ impl Registry for PgStore {
         Ok(PgRegistry(&mut *self.conn().await?).held(me, now).await?)
     }
 
-    async fn release(&self, me: &str, urls: &[String]) -> StoreResult<()> {
+    async fn release(&self, me: &str, leases: &[(String, i64)]) -> StoreResult<()> {
         Ok(PgRegistry(&mut *self.conn().await?)
-            .release(me, urls)
+            .release(me, leases)
             .await?)
     }
 

@@ -128,8 +128,9 @@ pub trait Registry: Send + Sync + 'static {
     /// id holds already. Reads only.
     async fn held(&self, me: &str, now: i64) -> StoreResult<Vec<Lease>>;
 
-    /// Gives up `me`'s leases on `urls` (their actors have stopped).
-    async fn release(&self, me: &str, urls: &[String]) -> StoreResult<()>;
+    /// Gives up `me`'s leases `(url, token)` (their actors have stopped); a lease
+    /// taken anew since (another token) is kept.
+    async fn release(&self, me: &str, leases: &[(String, i64)]) -> StoreResult<()>;
 
     /// Gives up all of `me`'s leases and its heartbeat row (a clean stop).
     async fn leave(&self, me: &str) -> StoreResult<()>;
@@ -324,11 +325,18 @@ macro_rules! impl_registry_queries {
                     .load(&mut *self.0)$(.$aw)?
             }
 
-            pub(crate) async fn release(&mut self, me: &str, urls: &[String]) -> diesel::QueryResult<()> {
+            pub(crate) async fn release(&mut self, me: &str, leases: &[(String, i64)]) -> diesel::QueryResult<()> {
                 use $crate::storage::schema::relays;
-                diesel::update(relays::table.filter(relays::holder.eq(me)).filter(relays::url.eq_any(urls)))
+                for (url, token) in leases {
+                    diesel::update(
+                        relays::table
+                            .filter(relays::holder.eq(me))
+                            .filter(relays::url.eq(url))
+                            .filter(relays::token.eq(token)),
+                    )
                     .set((relays::holder.eq(None::<String>), relays::lease_until.eq(0)))
                     .execute(&mut *self.0)$(.$aw)??;
+                }
                 Ok(())
             }
 

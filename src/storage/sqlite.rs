@@ -613,9 +613,9 @@ impl Registry for SqliteStore {
             .await
     }
 
-    async fn release(&self, me: &str, urls: &[String]) -> StoreResult<()> {
-        let (me, urls) = (me.to_owned(), urls.to_vec());
-        self.run(move |c| block_on(SqliteRegistry(c).release(&me, &urls)))
+    async fn release(&self, me: &str, leases: &[(String, i64)]) -> StoreResult<()> {
+        let (me, leases) = (me.to_owned(), leases.to_vec());
+        self.run(move |c| block_on(SqliteRegistry(c).release(&me, &leases)))
             .await
     }
 

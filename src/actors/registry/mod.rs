@@ -19,7 +19,7 @@ pub mod messages;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, Supervisor,
@@ -81,6 +81,12 @@ pub struct RegistryActor {
     broken: BTreeSet<String>,
     next_arbiter: usize,
     in_round: bool,
+    /// Held by a lease round and by `Leave`: the leases are handed back only once a
+    /// round under way has committed.
+    round_lock: Arc<tokio::sync::Mutex<()>>,
+    /// When the last successful round began: the leases it renewed last until
+    /// `fleet.lease_secs` after that.
+    renewed: Option<Instant>,
     leaving: bool,
     /// The configuration's relays are in the registry (written before the first
     /// round, retried until written).
@@ -105,20 +111,29 @@ impl RegistryActor {
             broken: BTreeSet::new(),
             next_arbiter: 0,
             in_round: false,
+            round_lock: Arc::default(),
+            renewed: None,
             leaving: false,
             config_written: false,
         }
     }
 
     fn round(&mut self, ctx: &mut Context<Self>) {
-        if self.in_round || self.leaving {
+        if self.leaving {
+            return;
+        }
+        self.stop_if_lapsed(ctx);
+        if self.in_round {
             return;
         }
         self.in_round = true;
         let (registry, me) = (self.registry.clone(), self.me.clone());
         let lease = self.settings.fleet.lease_secs as i64;
         let config = (!self.config_written).then(|| self.settings.registry_entries());
+        let lock = self.round_lock.clone();
+        let began = Instant::now();
         let round = async move {
+            let _round = lock.lock().await;
             if let Some(entries) = config {
                 let (added, disabled) = registry.sync_config(&entries, now_secs()).await?;
                 if added + disabled > 0 {
@@ -131,11 +146,12 @@ impl RegistryActor {
             }
             registry.lease_round(&me, now_secs(), lease).await
         };
-        ctx.spawn(round.into_actor(self).map(|round, act, ctx| {
+        ctx.spawn(round.into_actor(self).map(move |round, act, ctx| {
             act.in_round = false;
             match round {
                 Ok(round) if !act.leaving => {
                     act.config_written = true;
+                    act.renewed = Some(began);
                     act.apply(round, ctx)
                 }
                 Ok(_) => {}
@@ -145,6 +161,30 @@ impl RegistryActor {
                 ),
             }
         }));
+    }
+
+    /// Stops every relay actor once the leases the last successful round renewed may
+    /// have lapsed (rounds fail or hang: the database is unreachable, or this process
+    /// was stopped): another instance may sync them by now. Their leases are not
+    /// released (they may no longer be ours); the next successful round starts again
+    /// what it holds.
+    fn stop_if_lapsed(&mut self, ctx: &mut Context<Self>) {
+        let lease = Duration::from_secs(self.settings.fleet.lease_secs);
+        let margin = self.settings.fleet.round();
+        let lapsed = self
+            .renewed
+            .is_some_and(|at| at.elapsed() + margin >= lease);
+        if !lapsed || self.running.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            relays = self.running.len(),
+            "leases not renewed within fleet.lease_secs: stopping every relay actor until a round succeeds"
+        );
+        let urls: Vec<String> = self.running.keys().cloned().collect();
+        for url in urls {
+            self.stop_then(&url, false, ctx);
+        }
     }
 
     /// Makes the relay actors match `round`.
@@ -171,14 +211,7 @@ impl RegistryActor {
             .collect();
         for url in lost {
             tracing::warn!(relay = %url, "lease lost or relay removed from the registry: stopping its actor");
-            if let Some(stopped) = self.stop(&url, false, true) {
-                ctx.spawn(
-                    async move {
-                        let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
-                    }
-                    .into_actor(self),
-                );
-            }
+            self.stop_then(&url, true, ctx);
         }
         let active: Vec<String> = round
             .held
@@ -193,9 +226,9 @@ impl RegistryActor {
             .map(|l| l.url.clone())
             .collect();
         hand_back.extend(crate::fleet::to_release(&active, round.share));
-        for url in &hand_back {
-            if !self.stopping.contains(url) {
-                self.hand_back(url.clone(), ctx);
+        for lease in round.held.iter().filter(|l| hand_back.contains(&l.url)) {
+            if !self.stopping.contains(&lease.url) {
+                self.hand_back(lease.url.clone(), lease.token, ctx);
             }
         }
         for lease in round.held.iter().filter(|l| l.active) {
@@ -203,20 +236,24 @@ impl RegistryActor {
             if !self.running.contains_key(url)
                 && !self.stopping.contains(url)
                 && !hand_back.contains(url)
+                && !self.start(lease)
             {
-                self.start(lease);
+                // Not to be synced from here (its settings do not make an actor on
+                // this host): handed back, for another instance to try.
+                self.hand_back(url.clone(), lease.token, ctx);
             }
         }
     }
 
-    fn start(&mut self, lease: &Lease) {
+    /// Starts `lease`'s relay actor; `false` if its settings do not make one.
+    fn start(&mut self, lease: &Lease) -> bool {
         let config = match self.settings.relay_config(&lease.url, &lease.settings) {
             Ok(config) => config,
             Err(error) => {
                 if self.broken.insert(lease.url.clone()) {
-                    tracing::error!(relay = %lease.url, %error, "cannot sync this relay");
+                    tracing::error!(relay = %lease.url, %error, "cannot sync this relay here; handing it back");
                 }
-                return;
+                return false;
             }
         };
         self.broken.remove(&lease.url);
@@ -270,6 +307,7 @@ impl RegistryActor {
                 stored: lease.settings.clone(),
             },
         );
+        true
     }
 
     /// Stops `url`'s actor, if running, and lets it go (with `forget`, its metrics
@@ -302,8 +340,26 @@ impl RegistryActor {
         })
     }
 
-    /// Drains `url`'s actor, then gives up its lease.
-    fn hand_back(&mut self, url: String, ctx: &mut Context<Self>) {
+    /// Stops `url`'s actor (`forget`: its series too); a new one is not started
+    /// until it has stopped.
+    fn stop_then(&mut self, url: &str, forget: bool, ctx: &mut Context<Self>) {
+        let Some(stopped) = self.stop(url, false, forget) else {
+            return;
+        };
+        self.stopping.insert(url.to_owned());
+        let url = url.to_owned();
+        let wait = async move {
+            let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
+            url
+        };
+        ctx.spawn(wait.into_actor(self).map(|url, act, _| {
+            act.stopping.remove(&url);
+        }));
+    }
+
+    /// Drains `url`'s actor, then gives up its lease (the one of `token`: a lease
+    /// taken anew meanwhile is kept).
+    fn hand_back(&mut self, url: String, token: i64, ctx: &mut Context<Self>) {
         self.stopping.insert(url.clone());
         let stopped = self.stop(&url, true, true);
         let (registry, me) = (self.registry.clone(), self.me.clone());
@@ -311,19 +367,18 @@ impl RegistryActor {
             if let Some(stopped) = stopped {
                 let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
             }
-            registry.release(&me, std::slice::from_ref(&url)).await?;
-            Ok::<_, crate::storage::StoreError>(url)
+            let released = registry.release(&me, &[(url.clone(), token)]).await;
+            (url, released)
         };
-        ctx.spawn(release.into_actor(self).map(|released, act, _| match released {
-            Ok(url) => {
-                tracing::info!(relay = %url, "handed the relay back");
-                act.stopping.remove(&url);
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot hand a relay back: its lease lapses instead");
+        ctx.spawn(release.into_actor(self).map(|(url, released), act, _| {
+            match released {
+                Ok(()) => tracing::info!(relay = %url, "handed the relay back"),
                 // The next round renews it and tries again.
-                act.stopping.clear();
+                Err(error) => {
+                    tracing::warn!(relay = %url, %error, "cannot hand the relay back yet")
+                }
             }
+            act.stopping.remove(&url);
         }));
     }
 
@@ -420,9 +475,12 @@ impl Handler<Leave> for RegistryActor {
             .filter_map(|u| self.stop(u, false, false))
             .collect();
         let (registry, me) = (self.registry.clone(), self.me.clone());
+        let lock = self.round_lock.clone();
         Box::pin(
             async move {
                 let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(stopped)).await;
+                // A round under way commits first: its claims are handed back too.
+                let _round = lock.lock().await;
                 if let Err(error) = registry.leave(&me).await {
                     tracing::warn!(%error, "cannot hand the leases back: they lapse instead");
                 }
