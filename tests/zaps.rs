@@ -176,13 +176,17 @@ fn zaps_count_only_for_their_recipients_own_events(db: TestDb) {
         assert_eq!(zaps_of(&want, &bobs_note), Some((1, 21_000)));
         assert_eq!(zaps_of(&want, &daves_note), Some((1, 5_000)));
 
-        let s = lnurl_settings(&db, vec![]);
+        let mut s = lnurl_settings(&db, vec![]);
+        // A receipt stored in the very second the server answered may predate the
+        // answer: it waits for the re-check, which would outlast the test's wait.
+        s.aggregates.lnurl_recheck_secs = 1;
         let rejected = |c: &Counters, r: ZapReject| Counters::get(&c.zap_rejects[r as usize]);
         let (stats, counters) = sync_until(&s, events.clone(), &want, |c| {
             rejected(c, ZapReject::WrongRecipient) >= 1
                 && rejected(c, ZapReject::UnknownSigner) >= 1
         })
         .await;
+        let asked = bobs.served();
         assert_eq!(stats, want);
         assert!(rejected(&counters, ZapReject::WrongRecipient) >= 1);
         assert!(rejected(&counters, ZapReject::UnknownSigner) >= 1);
@@ -200,7 +204,12 @@ fn zaps_count_only_for_their_recipients_own_events(db: TestDb) {
         let (stats, _) = sync(&s, events.clone(), &want).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(stats, want);
-        assert_eq!(bobs.served(), 1, "Bob's server is asked once");
+        assert!(asked >= 1, "Bob's server was never asked");
+        assert_eq!(
+            bobs.served(),
+            asked,
+            "Bob's server is asked again after a restart"
+        );
         assert_eq!(
             theirs.served(),
             0,

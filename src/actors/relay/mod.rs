@@ -160,9 +160,10 @@ impl Actor for RelayActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if self.left {
-            // Restarted by its `Supervisor` while something still held its address.
-            use actix::ActorContext;
-            ctx.stop();
+            // Restarted by its `Supervisor` while something still held its address (a
+            // health probe's ask, for up to two seconds): it stays an idle shell, which
+            // actix stops once the last address is gone. Stopping it here would only
+            // restart it again, in a loop.
             return;
         }
         let (tx, rx) = mpsc::channel(self.settings.mailbox.relay_frames);
@@ -277,6 +278,9 @@ impl RelayActor {
 
 impl Supervised for RelayActor {
     fn restarting(&mut self, _: &mut Self::Context) {
+        if self.left {
+            return;
+        }
         tracing::info!(relay = %self.url, "relay actor restarting");
         self.drop_connection();
         self.cycle_running = false;
