@@ -81,7 +81,10 @@ impl App {
     }
 
     /// `start`, with the store the pipeline writes through passed through `wrap` first
-    /// (the benchmark's yardstick is such a wrapper).
+    /// (the benchmark's yardstick is such a wrapper). The steps, bottom-up: serve the
+    /// operator endpoint, open the store, spawn the sinks (aggregator, zap judge), the
+    /// pipeline (dedup, verifiers, storage workers), then the registry actor, which
+    /// starts the relay actors for the leases it takes.
     pub async fn start_with(
         settings: Settings,
         wrap: impl FnOnce(Arc<dyn EventStore>) -> Arc<dyn EventStore>,
@@ -92,189 +95,27 @@ impl App {
             counters.clone(),
             settings.max_held_events() as u64,
         ));
-        // Bound first: a taken port is a start-up error, not a silent gap in monitoring.
-        let http = match settings.http.listen.as_str() {
-            "" => None,
-            listen => {
-                let listener = std::net::TcpListener::bind(listen)
-                    .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
-                let addr = listener.local_addr()?;
-                let (stop, stopped) = oneshot::channel();
-                crate::http::spawn(listener, health.clone(), stopped)?;
-                tracing::info!(%addr, "serving /metrics, /livez and /readyz");
-                Some((addr, stop))
-            }
-        };
-        // Whose zap receipts count: the zap actor judges them all by it.
-        let zaps = settings.aggregates.zap_policy();
-        let store =
-            wrap(storage::open(&settings.database.url, settings.database.max_connections).await?);
-        let backlog = apply_backlog(&*store, &counters).await?;
-        if backlog > 0 {
-            tracing::info!(
-                events = backlog,
-                "applied aggregates left over by the last run"
-            );
-        }
-        let mailbox = &settings.mailbox;
-
-        let aggregator = AggregatorActor::new(
-            store.clone(),
-            counters.clone(),
-            settings.flush_interval(),
-            mailbox.aggregator,
-            Duration::from_secs(settings.retention.expiry_check_secs),
-            settings.retention.max_unseen_tombstones,
-        )
-        .start();
-        // Zap receipts are judged on an Arbiter of their own. On PostgreSQL with
-        // connections of their own (one dies with the Arbiter that opened it); SQLite's
-        // run on blocking threads and are shared (one writer at a time anyway).
-        let zap_arbiter = Arbiter::new();
-        let zap_store = match storage::Backend::of_url(&settings.database.url) {
-            Some(storage::Backend::Postgres) => storage::open(&settings.database.url, 2).await?,
-            _ => store.clone(),
-        };
-        let judge = {
-            let (store, zaps, counters) = (zap_store.zap_store(), zaps.clone(), counters.clone());
-            let every = settings.flush_interval();
-            let recheck = settings.aggregates.lnurl_recheck_secs as i64;
-            ZapActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
-                ZapActor::new(store, zaps, counters, every, recheck)
-            })
-        };
-        // Only where a recipient's LNURL server decides.
-        let lnurl = zaps.asks_servers().then(|| {
-            let (store, judge) = (zap_store.clone(), judge.clone().recipient());
-            let a = &settings.aggregates;
-            let options = LnurlOptions {
-                every: Duration::from_secs(a.lnurl_check_secs),
-                allow_private: a.lnurl_allow_private,
-                between_fetches: Duration::from_secs(1) / a.lnurl_fetches_per_sec.max(1),
-                per_host: Duration::from_secs(1) / a.lnurl_host_fetches_per_sec.max(1),
-            };
-            LnurlActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
-                LnurlActor::new(store, judge, options)
-            })
-        });
-        let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
-            .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
-        let filter = crate::actors::dedup::FilterSlot::default();
-        let dedup = DedupActor::new(lru, filter.clone(), mailbox.dedup, counters.clone()).start();
-        actix_rt::spawn(crate::actors::dedup::load_filter(
-            store.clone(),
-            filter,
-            counters.clone(),
-        ));
-        let verify_threads = settings.verify_threads();
-        let verify = {
-            let counters = counters.clone();
-            SyncArbiter::start(verify_threads, move || VerifyActor::new(counters.clone()))
-        };
-        let perf = &settings.sync.performance;
-        let policy = WritePolicy {
-            batch_size: perf.batch_size,
-            batch_timeout: Duration::from_millis(perf.batch_timeout_ms),
-            max_batch_rows: perf.max_batch_rows,
-            retry_min: Duration::from_millis(settings.database.retry_min_ms),
-            retry_max: Duration::from_millis(settings.database.retry_max_ms),
-            min_commit_interval: Duration::from_millis(perf.min_commit_interval_ms),
-        };
-        // SQLite has one writer at a time: more workers only contend for its lock.
-        let workers = match storage::Backend::of_url(&settings.database.url) {
-            Some(storage::Backend::Sqlite) => 1,
-            _ => settings.storage.workers,
-        };
+        let http = serve_http(&settings, &health)?;
+        let store = open_store(&settings, &counters, wrap).await?;
+        let sinks = spawn_sinks(&settings, &store, &counters).await?;
+        let (pipeline, storage) = spawn_pipeline(&settings, &store, &counters, &sinks)?;
         let mut actors: Vec<(String, Recipient<Ping>)> = vec![
-            ("aggregator".into(), aggregator.clone().recipient()),
-            ("zaps".into(), judge.clone().recipient()),
-            ("dedup".into(), dedup.clone().recipient()),
-            ("verify".into(), verify.clone().recipient()),
+            ("aggregator".into(), sinks.aggregator.clone().recipient()),
+            ("zaps".into(), sinks.judge.clone().recipient()),
+            ("dedup".into(), pipeline.dedup.clone().recipient()),
+            ("verify".into(), pipeline.verify.clone().recipient()),
         ];
-        let storage: Vec<Addr<StorageActor>> = (0..workers)
-            .map(|id| {
-                StorageActor::new(
-                    id,
-                    store.clone(),
-                    judge.clone().recipient(),
-                    dedup.clone(),
-                    aggregator.clone(),
-                    counters.clone(),
-                    policy.clone(),
-                    STORAGE_MAILBOX_MESSAGES,
-                )
-                .start()
-            })
-            .collect();
-        let handles = storage
-            .iter()
-            .map(|addr| StorageHandle {
-                addr: addr.clone(),
-                admission: Arc::new(tokio::sync::Semaphore::new(mailbox.storage)),
-            })
-            .collect();
-        let pipeline = Pipeline {
-            dedup,
-            verify,
-            verify_threads,
-            storage: handles,
-            store: store.clone(),
-            counters: counters.clone(),
-            frame_bytes: Arc::new(tokio::sync::Semaphore::new(mailbox.frame_bytes_total)),
-        };
-
-        let i = &settings.interval;
-        let bounds = Bounds {
-            idle: Duration::from_secs(i.idle_secs),
-            normal: Duration::from_secs(i.normal_secs),
-            busy: Duration::from_secs(i.busy_secs),
-            busy_threshold: i.busy_threshold,
-            backoff_min: Duration::from_millis(settings.sync.backoff_min_ms),
-            backoff_max: Duration::from_millis(settings.sync.backoff_max_ms),
-        };
-        let supervisor =
-            IntervalSupervisor::new(bounds, Duration::from_secs(i.watchdog_secs)).start();
-        actors.push(("interval".into(), supervisor.clone().recipient()));
         for (n, worker) in storage.iter().enumerate() {
             actors.push((format!("storage-{n}"), worker.clone().recipient()));
         }
-        if let Some(lnurl) = &lnurl {
+        if let Some(lnurl) = &sinks.lnurl {
             actors.push(("lnurl".into(), lnurl.clone().recipient()));
         }
-
-        // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
-        // connection dies with the Arbiter that opened it, so they get a pool of their
-        // own rather than leaving dead connections in the writers' pool at shutdown.
-        // Sized by the configuration's relays (relays added at run time share them).
-        let configured = settings.relay_urls().len();
-        let cursors = storage::open(&settings.database.url, configured.clamp(1, 4)).await?;
-        // Relay actors share about one Arbiter per core: a relay costs an actor and its
-        // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
-        let mut relays = Vec::new();
-        for _ in 0..relay_arbiters(configured) {
-            let runtime = relay_runtime()?;
-            relays.push(Arbiter::with_tokio_rt(move || runtime));
-        }
-        // The registry actor writes the configuration's relays into the registry and
-        // starts the relay actors for the leases it takes.
         let probes = crate::actors::registry::Probes::default();
-        let registry = RegistryActor::new(
-            settings.clone(),
-            store.registry(),
-            Spawner {
-                pipeline,
-                store: cursors.clone(),
-                registry: cursors.registry(),
-                supervisor: supervisor.clone(),
-                clients: Arc::new(crate::actors::relay::clients::Clients::default()),
-                arbiters: relays.iter().map(|a| a.handle()).collect(),
-                probes: probes.clone(),
-                health: health.clone(),
-            },
-            counters.clone(),
-        )
-        .start();
-        actors.push(("registry".into(), registry.clone().recipient()));
+        let fleet =
+            spawn_registry(&settings, &store, &health, &counters, pipeline, &probes).await?;
+        actors.push(("interval".into(), fleet.supervisor.clone().recipient()));
+        actors.push(("registry".into(), fleet.registry.clone().recipient()));
         let stop_probes = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let probes = actix_rt::spawn(probe(
             health.clone(),
@@ -285,21 +126,21 @@ impl App {
         health.started.store(true, Ordering::Relaxed);
         // The LNURL actor first: the zap actor then judges what it learnt.
         let mut quiesce: Vec<Recipient<crate::actors::Quiesce>> =
-            lnurl.clone().map(|l| l.recipient()).into_iter().collect();
-        quiesce.push(judge.clone().recipient());
+            sinks.lnurl.map(|l| l.recipient()).into_iter().collect();
+        quiesce.push(sinks.judge.recipient());
         Ok(App {
-            registry,
-            relays,
-            zap_arbiter,
+            registry: fleet.registry,
+            relays: fleet.arbiters,
+            zap_arbiter: sinks.zap_arbiter,
             quiesce,
             http,
             probes,
             stop_probes,
             health,
             storage,
-            aggregator,
+            aggregator: sinks.aggregator,
             counters,
-            zaps,
+            zaps: sinks.zaps,
             store,
         })
     }
@@ -411,6 +252,241 @@ impl App {
         }
         drained && flushed && judged
     }
+}
+
+/// Binds the operator endpoint first: a taken port is a start-up error, not a silent
+/// gap in monitoring.
+fn serve_http(
+    settings: &Settings,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<(SocketAddr, oneshot::Sender<()>)>> {
+    match settings.http.listen.as_str() {
+        "" => Ok(None),
+        listen => {
+            let listener = std::net::TcpListener::bind(listen)
+                .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+            let addr = listener.local_addr()?;
+            let (stop, stopped) = oneshot::channel();
+            crate::http::spawn(listener, health.clone(), stopped)?;
+            tracing::info!(%addr, "serving /metrics, /livez and /readyz");
+            Ok(Some((addr, stop)))
+        }
+    }
+}
+
+/// The writers' store (through `wrap`), with the aggregation backlog applied.
+async fn open_store(
+    settings: &Settings,
+    counters: &Arc<Counters>,
+    wrap: impl FnOnce(Arc<dyn EventStore>) -> Arc<dyn EventStore>,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let store =
+        wrap(storage::open(&settings.database.url, settings.database.max_connections).await?);
+    let backlog = apply_backlog(&*store, counters).await?;
+    if backlog > 0 {
+        tracing::info!(
+            events = backlog,
+            "applied aggregates left over by the last run"
+        );
+    }
+    Ok(store)
+}
+
+/// Where stored events go next: the aggregator, and the zap judge (with the LNURL
+/// actor, where recipients' servers decide) on an Arbiter of their own.
+struct Sinks {
+    aggregator: Addr<AggregatorActor>,
+    judge: Addr<ZapActor>,
+    lnurl: Option<Addr<LnurlActor>>,
+    zap_arbiter: Arbiter,
+    /// Whose zap receipts count: the zap actor judges them all by it.
+    zaps: ZapPolicy,
+}
+
+async fn spawn_sinks(
+    settings: &Arc<Settings>,
+    store: &Arc<dyn EventStore>,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Sinks> {
+    let zaps = settings.aggregates.zap_policy();
+    let aggregator = AggregatorActor::new(
+        store.clone(),
+        counters.clone(),
+        settings.flush_interval(),
+        settings.mailbox.aggregator,
+        Duration::from_secs(settings.retention.expiry_check_secs),
+        settings.retention.max_unseen_tombstones,
+    )
+    .start();
+    // Zap receipts are judged on an Arbiter of their own. On PostgreSQL with
+    // connections of their own (one dies with the Arbiter that opened it); SQLite's
+    // run on blocking threads and are shared (one writer at a time anyway).
+    let zap_arbiter = Arbiter::new();
+    let zap_store = match storage::Backend::of_url(&settings.database.url) {
+        Some(storage::Backend::Postgres) => storage::open(&settings.database.url, 2).await?,
+        _ => store.clone(),
+    };
+    let judge = {
+        let (store, zaps, counters) = (zap_store.zap_store(), zaps.clone(), counters.clone());
+        let every = settings.flush_interval();
+        let recheck = settings.aggregates.lnurl_recheck_secs as i64;
+        ZapActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
+            ZapActor::new(store, zaps, counters, every, recheck)
+        })
+    };
+    // Only where a recipient's LNURL server decides.
+    let lnurl = zaps.asks_servers().then(|| {
+        let (store, judge) = (zap_store.clone(), judge.clone().recipient());
+        let a = &settings.aggregates;
+        let options = LnurlOptions {
+            every: Duration::from_secs(a.lnurl_check_secs),
+            allow_private: a.lnurl_allow_private,
+            between_fetches: Duration::from_secs(1) / a.lnurl_fetches_per_sec.max(1),
+            per_host: Duration::from_secs(1) / a.lnurl_host_fetches_per_sec.max(1),
+        };
+        LnurlActor::start_in_arbiter(&zap_arbiter.handle(), move |_| {
+            LnurlActor::new(store, judge, options)
+        })
+    });
+    Ok(Sinks {
+        aggregator,
+        judge,
+        lnurl,
+        zap_arbiter,
+        zaps,
+    })
+}
+
+/// The dedup actor, the verifiers and the storage workers, as relay actors reach them.
+fn spawn_pipeline(
+    settings: &Settings,
+    store: &Arc<dyn EventStore>,
+    counters: &Arc<Counters>,
+    sinks: &Sinks,
+) -> anyhow::Result<(Pipeline, Vec<Addr<StorageActor>>)> {
+    let mailbox = &settings.mailbox;
+    let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
+        .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
+    let filter = crate::actors::dedup::FilterSlot::default();
+    let dedup = DedupActor::new(lru, filter.clone(), mailbox.dedup, counters.clone()).start();
+    actix_rt::spawn(crate::actors::dedup::load_filter(
+        store.clone(),
+        filter,
+        counters.clone(),
+    ));
+    let verify_threads = settings.verify_threads();
+    let verify = {
+        let counters = counters.clone();
+        SyncArbiter::start(verify_threads, move || VerifyActor::new(counters.clone()))
+    };
+    let perf = &settings.sync.performance;
+    let policy = WritePolicy {
+        batch_size: perf.batch_size,
+        batch_timeout: Duration::from_millis(perf.batch_timeout_ms),
+        max_batch_rows: perf.max_batch_rows,
+        retry_min: Duration::from_millis(settings.database.retry_min_ms),
+        retry_max: Duration::from_millis(settings.database.retry_max_ms),
+        min_commit_interval: Duration::from_millis(perf.min_commit_interval_ms),
+    };
+    // SQLite has one writer at a time: more workers only contend for its lock.
+    let workers = match storage::Backend::of_url(&settings.database.url) {
+        Some(storage::Backend::Sqlite) => 1,
+        _ => settings.storage.workers,
+    };
+    let storage: Vec<Addr<StorageActor>> = (0..workers)
+        .map(|id| {
+            StorageActor::new(
+                id,
+                store.clone(),
+                sinks.judge.clone().recipient(),
+                dedup.clone(),
+                sinks.aggregator.clone(),
+                counters.clone(),
+                policy.clone(),
+                STORAGE_MAILBOX_MESSAGES,
+            )
+            .start()
+        })
+        .collect();
+    let handles = storage
+        .iter()
+        .map(|addr| StorageHandle {
+            addr: addr.clone(),
+            admission: Arc::new(tokio::sync::Semaphore::new(mailbox.storage)),
+        })
+        .collect();
+    let pipeline = Pipeline {
+        dedup,
+        verify,
+        verify_threads,
+        storage: handles,
+        store: store.clone(),
+        counters: counters.clone(),
+        frame_bytes: Arc::new(tokio::sync::Semaphore::new(mailbox.frame_bytes_total)),
+    };
+    Ok((pipeline, storage))
+}
+
+/// The relays' side: the interval supervisor, the relay Arbiters, and the registry
+/// actor that starts relay actors on them for the leases it takes.
+struct Fleet {
+    supervisor: Addr<IntervalSupervisor>,
+    arbiters: Vec<Arbiter>,
+    registry: Addr<RegistryActor>,
+}
+
+async fn spawn_registry(
+    settings: &Arc<Settings>,
+    store: &Arc<dyn EventStore>,
+    health: &Arc<Health>,
+    counters: &Arc<Counters>,
+    pipeline: Pipeline,
+    probes: &crate::actors::registry::Probes,
+) -> anyhow::Result<Fleet> {
+    let i = &settings.interval;
+    let bounds = Bounds {
+        idle: Duration::from_secs(i.idle_secs),
+        normal: Duration::from_secs(i.normal_secs),
+        busy: Duration::from_secs(i.busy_secs),
+        busy_threshold: i.busy_threshold,
+        backoff_min: Duration::from_millis(settings.sync.backoff_min_ms),
+        backoff_max: Duration::from_millis(settings.sync.backoff_max_ms),
+    };
+    let supervisor = IntervalSupervisor::new(bounds, Duration::from_secs(i.watchdog_secs)).start();
+    // Relay actors read and save cursors from their own Arbiters. A PostgreSQL
+    // connection dies with the Arbiter that opened it, so they get a pool of their
+    // own rather than leaving dead connections in the writers' pool at shutdown.
+    // Sized by the configuration's relays (relays added at run time share them).
+    let configured = settings.relay_urls().len();
+    let cursors = storage::open(&settings.database.url, configured.clamp(1, 4)).await?;
+    // Relay actors share about one Arbiter per core: a relay costs an actor and its
+    // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
+    let mut arbiters = Vec::new();
+    for _ in 0..relay_arbiters(configured) {
+        let runtime = relay_runtime()?;
+        arbiters.push(Arbiter::with_tokio_rt(move || runtime));
+    }
+    let registry = RegistryActor::new(
+        settings.clone(),
+        store.registry(),
+        Spawner {
+            pipeline,
+            store: cursors.clone(),
+            registry: cursors.registry(),
+            supervisor: supervisor.clone(),
+            clients: Arc::new(crate::actors::relay::clients::Clients::default()),
+            arbiters: arbiters.iter().map(|a| a.handle()).collect(),
+            probes: probes.clone(),
+            health: health.clone(),
+        },
+        counters.clone(),
+    )
+    .start();
+    Ok(Fleet {
+        supervisor,
+        arbiters,
+        registry,
+    })
 }
 
 /// Arbiters the relay actors share: one per core, no more than the configured relays
