@@ -318,14 +318,13 @@ async fn spawn_sinks(
         settings.retention.max_unseen_tombstones,
     )
     .start();
-    // Zap receipts are judged on an Arbiter of their own. On PostgreSQL with
-    // connections of their own (one dies with the Arbiter that opened it); SQLite's
-    // run on blocking threads and are shared (one writer at a time anyway).
+    // Zap receipts are judged on an Arbiter of their own, with connections of their
+    // own: a connection dies with the Arbiter that opened it, on both backends (a
+    // SQLite connection runs its calls on the blocking pool of the runtime it was
+    // opened on), so a shared one would fail the writers' next call once this Arbiter
+    // stops.
     let zap_arbiter = Arbiter::new();
-    let zap_store = match storage::Backend::of_url(&settings.database.url) {
-        Some(storage::Backend::Postgres) => storage::open(&settings.database.url, 2).await?,
-        _ => store.clone(),
-    };
+    let zap_store = storage::open(&settings.database.url, 2).await?;
     let judge = {
         let (store, zaps, counters) = (zap_store.zap_store(), zaps.clone(), counters.clone());
         let every = settings.flush_interval();

@@ -302,41 +302,26 @@ async fn relays(settings: Settings, action: RelaysAction, json: bool) -> ExitCod
                     settings: String::new(),
                 };
                 let new = registry.add_relay(&relay, storage::now_secs()).await?;
-                Some((relay.url, if new { "added" } else { "enabled" }))
+                Some((relay.url, Some(if new { "added" } else { "enabled" })))
             }
             RelaysAction::Remove { url: u } => {
                 let u = url(u)?;
                 let was = registry.remove_relay(&u).await?;
-                Some((
-                    u,
-                    if was {
-                        "removed"
-                    } else {
-                        "not in the registry"
-                    },
-                ))
+                Some((u, was.then_some("removed")))
             }
             RelaysAction::Pause { url: u } | RelaysAction::Resume { url: u } => {
                 let (u, pause) = (url(u)?, matches!(action, RelaysAction::Pause { .. }));
                 let was = registry.set_paused(&u, pause).await?;
-                let done = match (was, pause) {
-                    (false, _) => "not in the registry",
-                    (true, true) => "paused",
-                    (true, false) => "resumed",
-                };
-                Some((u, done))
+                Some((u, was.then_some(if pause { "paused" } else { "resumed" })))
             }
         };
         if let Some((url, done)) = changed {
+            let done = done.ok_or_else(|| anyhow::anyhow!("{url} is not in the registry"))?;
             if json {
                 println!("{}", serde_json::json!({ "url": url, "result": done }));
             } else {
                 println!("{url}: {done}");
             }
-            anyhow::ensure!(
-                done != "not in the registry",
-                "{url} is not in the registry"
-            );
             return Ok(());
         }
         let states = store.overview().await?.states;
@@ -352,13 +337,7 @@ async fn relays(settings: Settings, action: RelaysAction, json: bool) -> ExitCod
         anyhow::Ok(())
     }
     .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit_2(result)
 }
 
 async fn status(settings: Settings, json: bool) -> ExitCode {
@@ -398,6 +377,11 @@ async fn status(settings: Settings, json: bool) -> ExitCode {
         anyhow::Ok(())
     }
     .await;
+    exit_2(result)
+}
+
+/// A read or registry command's exit code: 0, or 2 with the error.
+fn exit_2(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

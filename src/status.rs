@@ -200,11 +200,17 @@ pub struct RegistryRow {
 
 /// `rows` with the health `states` record of each.
 pub fn registry_rows(rows: Vec<RelayEntry>, states: &[RelayState]) -> Vec<RegistryRow> {
+    // relay -> (last success, most failures in a row), over its filters
+    let mut health: BTreeMap<&str, (Option<i64>, i64)> = BTreeMap::new();
+    for s in states {
+        let h = health.entry(s.relay.as_str()).or_default();
+        h.0 = h.0.max(s.last_success);
+        h.1 = h.1.max(s.consecutive_failures);
+    }
     rows.into_iter()
         .map(|entry| {
-            let of = states.iter().filter(|s| s.relay == entry.url);
-            let last_success = of.clone().filter_map(|s| s.last_success).max();
-            let consecutive_failures = of.map(|s| s.consecutive_failures).max().unwrap_or(0);
+            let (last_success, consecutive_failures) =
+                health.get(entry.url.as_str()).copied().unwrap_or_default();
             RegistryRow {
                 entry,
                 last_success,

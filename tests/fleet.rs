@@ -358,8 +358,8 @@ fn relays_change_while_the_service_runs(db: TestDb) {
             Duration::from_secs(10),
             "the removed relay stops",
             || async {
-                !service.relays_in_metrics().contains(&urls[1])
-                    && service.relays_in_metrics().contains(&urls[0])
+                let running = service.relays_in_metrics();
+                !running.contains(&urls[1]) && running.contains(&urls[0])
             },
         )
         .await;

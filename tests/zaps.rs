@@ -83,7 +83,6 @@ async fn sync_until(
     let mut s = s.clone();
     s.relays = vec![relay.url.clone()];
     s.sync.page_limit = 5_000;
-    let url = s.database.url.clone();
     let app = App::start(s).await.unwrap();
     assert!(app.wait_for_cycles(1, common::SYNC_TIMEOUT).await);
     let store = app.store.clone();
@@ -100,9 +99,6 @@ async fn sync_until(
     }
     let counters = app.counters.clone();
     assert!(app.shutdown(Duration::from_secs(30)).await);
-    // Read afresh: the service's pool is torn down with it (on SQLite the zap judge's
-    // Arbiter shares it, and a call it left unfinished fails the connection's next).
-    let store = storage::open(&url, 1).await.unwrap();
     (store.stats().await.unwrap(), counters)
 }
 

@@ -66,6 +66,17 @@ pub(crate) struct PgZaps<'c>(pub(crate) &'c mut AsyncPgConnection);
 
 super::zaps::impl_zap_queries!(PgZaps, rows: ROWS_PER_STATEMENT, run: [await], apply: apply_in);
 
+/// Starts a registry transaction that the server ends if its client stalls in it: a
+/// process stopped (SIGSTOP, a frozen VM) inside a claim or a fenced write would
+/// otherwise hold its relays' rows locked, and the other instances' claims, which
+/// skip locked rows, would never take them over.
+async fn bounded(c: &mut AsyncPgConnection) -> QueryResult<&mut AsyncPgConnection> {
+    diesel::sql_query("SET LOCAL idle_in_transaction_session_timeout = '2s'")
+        .execute(c)
+        .await?;
+    Ok(c)
+}
+
 /// The registry's queries on a PostgreSQL connection: claims skip the rows another
 /// instance is claiming, and a fenced write holds its relay's row against claims.
 pub(crate) struct PgRegistry<'c>(pub(crate) &'c mut AsyncPgConnection);
@@ -523,14 +534,14 @@ impl Registry for PgStore {
     async fn sync_config(&self, relays: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).sync_config(relays, now).await)
+            .transaction(async |c| PgRegistry(bounded(c).await?).sync_config(relays, now).await)
             .await?)
     }
 
     async fn add_relay(&self, relay: &NewRelay, now: i64) -> StoreResult<bool> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).add_relay(relay, now).await)
+            .transaction(async |c| PgRegistry(bounded(c).await?).add_relay(relay, now).await)
             .await?)
     }
 
@@ -549,7 +560,11 @@ impl Registry for PgStore {
     async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).lease_round(me, now, lease_secs).await)
+            .transaction(async |c| {
+                PgRegistry(bounded(c).await?)
+                    .lease_round(me, now, lease_secs)
+                    .await
+            })
             .await?)
     }
 
@@ -566,7 +581,7 @@ impl Registry for PgStore {
     async fn leave(&self, me: &str) -> StoreResult<()> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).leave(me).await)
+            .transaction(async |c| PgRegistry(bounded(c).await?).leave(me).await)
             .await?)
     }
 
@@ -579,14 +594,22 @@ impl Registry for PgStore {
     async fn save_cursor(&self, fence: &Fence, key: &str, created_at: i64) -> StoreResult<bool> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).save_cursor(fence, key, created_at).await)
+            .transaction(async |c| {
+                PgRegistry(bounded(c).await?)
+                    .save_cursor(fence, key, created_at)
+                    .await
+            })
             .await?)
     }
 
     async fn delete_cursor(&self, fence: &Fence, key: &str) -> StoreResult<bool> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).delete_cursor(fence, key).await)
+            .transaction(async |c| {
+                PgRegistry(bounded(c).await?)
+                    .delete_cursor(fence, key)
+                    .await
+            })
             .await?)
     }
 
@@ -598,7 +621,11 @@ impl Registry for PgStore {
     ) -> StoreResult<bool> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(c).record_window(fence, key, error).await)
+            .transaction(async |c| {
+                PgRegistry(bounded(c).await?)
+                    .record_window(fence, key, error)
+                    .await
+            })
             .await?)
     }
 }

@@ -93,9 +93,8 @@ pub struct Round {
     pub takeovers: u64,
     /// Relays it may hold at most (`fleet::share`).
     pub share: usize,
-    /// Live instances (this one included) and relays to sync.
+    /// Live instances (this one included).
     pub instances: usize,
-    pub relays: usize,
 }
 
 /// How long an instance that stopped heartbeating stays listed.
@@ -275,8 +274,8 @@ macro_rules! impl_registry_queries {
                     .filter(instances::heartbeat_at.ge(now - lease_secs))
                     .count()
                     .get_result(&mut *self.0)$(.$aw)??;
-                let relays_n: i64 = relays::table.filter(active).count().get_result(&mut *self.0)$(.$aw)??;
-                let share = $crate::fleet::share(relays_n as usize, live as usize);
+                let to_sync = states.iter().find(|(s, _)| *s == "active").map_or(0, |(_, n)| *n);
+                let share = $crate::fleet::share(to_sync as usize, live as usize);
                 let mut takeovers = 0;
                 if kept < share {
                     let free: Vec<(String, Option<String>)> = relays::table
@@ -310,7 +309,6 @@ macro_rules! impl_registry_queries {
                     takeovers,
                     share,
                     instances: live as usize,
-                    relays: relays_n as usize,
                 })
             }
 

@@ -2,9 +2,9 @@
 //! (the pure `next_interval`), and restarts relay actors that stop making progress.
 //!
 //! In: `CycleDone` from relay actors (answered with the next interval), `Watch` and
-//! `Unwatch` as the registry actor starts and stops them. Out: `Restart` to a relay actor that has shown no sign of life for
-//! `interval.watchdog_secs` (beyond its polling interval); its actix `Supervisor`
-//! restarts it. A sign of life is a finished cycle, a batch of new valid events handed
+//! `Unwatch` as the registry actor starts and stops them. Out: `Restart` to a relay
+//! actor that has shown no sign of life for `interval.watchdog_secs` (beyond its
+//! polling interval); its actix `Supervisor` restarts it. A sign of life is a finished cycle, a batch of new valid events handed
 //! to storage, or a page read or committed (`RelayCounters::progress`), so a backfill
 //! that keeps moving is never restarted, however long it runs, while a relay that only
 //! sends frames (junk, refused or duplicate events, notices) is.

@@ -183,7 +183,7 @@ impl RegistryActor {
         );
         let urls: Vec<String> = self.running.keys().cloned().collect();
         for url in urls {
-            self.stop_then(&url, false, ctx);
+            self.stop_then(&url, false, false, ctx);
         }
     }
 
@@ -211,7 +211,7 @@ impl RegistryActor {
             .collect();
         for url in lost {
             tracing::warn!(relay = %url, "lease lost or relay removed from the registry: stopping its actor");
-            self.stop_then(&url, true, ctx);
+            self.stop_then(&url, false, true, ctx);
         }
         let active: Vec<String> = round
             .held
@@ -340,10 +340,11 @@ impl RegistryActor {
         })
     }
 
-    /// Stops `url`'s actor (`forget`: its series too); a new one is not started
-    /// until it has stopped.
-    fn stop_then(&mut self, url: &str, forget: bool, ctx: &mut Context<Self>) {
-        let Some(stopped) = self.stop(url, false, forget) else {
+    /// Stops `url`'s actor (`drain`: after its running cycle; `forget`: its series
+    /// too); a new one is not started until it has stopped (a round then starts one
+    /// if the lease is still held: a restart under new settings).
+    fn stop_then(&mut self, url: &str, drain: bool, forget: bool, ctx: &mut Context<Self>) {
+        let Some(stopped) = self.stop(url, drain, forget) else {
             return;
         };
         self.stopping.insert(url.to_owned());
@@ -379,23 +380,6 @@ impl RegistryActor {
                 }
             }
             act.stopping.remove(&url);
-        }));
-    }
-
-    /// Restarts `url`'s actor under the same lease (its settings changed): the next
-    /// round starts it again once the old one has stopped.
-    fn restart(&mut self, url: String, ctx: &mut Context<Self>) {
-        self.stopping.insert(url.clone());
-        let stopped = self.stop(&url, true, false);
-        let wait = async move {
-            if let Some(stopped) = stopped {
-                let _ = tokio::time::timeout(STOP_WAIT, stopped).await;
-            }
-            url
-        };
-        ctx.spawn(wait.into_actor(self).map(|url, act, ctx| {
-            act.stopping.remove(&url);
-            act.round(ctx);
         }));
     }
 }
@@ -456,7 +440,7 @@ impl Handler<Reload> for RegistryActor {
                 .collect();
             for url in changed {
                 tracing::info!(relay = %url, "relay settings changed: restarting its actor");
-                act.restart(url, ctx);
+                act.stop_then(&url, true, false, ctx);
             }
             act.round(ctx);
         }));

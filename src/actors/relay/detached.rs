@@ -16,6 +16,17 @@ use crate::storage::{EventStore, ItemQuery, Overview, Purged, StoreError, StoreR
 
 pub struct Detached(pub Arc<dyn EventStore>);
 
+/// Runs `call` as a task of its own and awaits it.
+pub(super) async fn spawned<T, Fut>(call: Fut) -> StoreResult<T>
+where
+    T: 'static,
+    Fut: std::future::Future<Output = StoreResult<T>> + 'static,
+{
+    actix_rt::spawn(call)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Pool(format!("store call did not finish: {e}"))))
+}
+
 /// Runs `call` on the store as a task of its own and awaits it.
 async fn detached<T, F, Fut>(store: &Arc<dyn EventStore>, call: F) -> StoreResult<T>
 where
@@ -23,9 +34,7 @@ where
     F: FnOnce(Arc<dyn EventStore>) -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>> + 'static,
 {
-    actix_rt::spawn(call(store.clone()))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Pool(format!("store call did not finish: {e}"))))
+    spawned(call(store.clone())).await
 }
 
 #[async_trait]

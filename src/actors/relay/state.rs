@@ -1,10 +1,11 @@
 //! A relay actor's own rows: its cursors and window outcomes, written only while it
 //! holds the relay's lease (each write checks the lease's token in its transaction).
-//! Calls run detached, as the store's do (see `detached`).
+//! Calls run detached, as the store's do (`detached::spawned`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::detached::spawned as detached;
 use crate::metrics::Counters;
 use crate::storage::{Fence, Registry, StoreError, StoreResult};
 use crate::sync::cursor::CursorKey;
@@ -14,17 +15,6 @@ pub struct SyncState {
     registry: Arc<dyn Registry>,
     fence: Arc<Fence>,
     counters: Arc<Counters>,
-}
-
-/// Runs `call` as a task of its own and awaits it.
-async fn detached<T, Fut>(call: Fut) -> StoreResult<T>
-where
-    T: 'static,
-    Fut: std::future::Future<Output = StoreResult<T>> + 'static,
-{
-    actix_rt::spawn(call)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Pool(format!("store call did not finish: {e}"))))
 }
 
 impl SyncState {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 
 use super::args::{BenchArgs, Mode};
+use super::bench_settings;
 use super::data::{load_expected_stats, BenchDb};
 use super::relays::RelayProcess;
-use super::system::cpu_seconds;
+use super::system::{cpu_seconds, peak_rss_mb_of};
 use nostr_sync::app::App;
-use nostr_sync::config::Settings;
 use nostr_sync::storage::{self, migrate};
 
 /// One syncer process of a fleet run (`nostr-sync-tools bench-instance`).
@@ -29,20 +29,6 @@ pub struct InstanceArgs {
     /// Where its `/metrics` are served.
     #[arg(long)]
     pub listen: String,
-}
-
-/// The settings of a bench syncer: defaults and `NOSTR_SYNC__*` overrides, these
-/// relays and database, no live subscription.
-pub(super) fn bench_settings(db: &str, relays: &[String]) -> anyhow::Result<Settings> {
-    let mut settings = Settings::load(None)?;
-    settings.relays = relays.to_vec();
-    settings.database.url = db.to_owned();
-    settings.sync.live = false;
-    settings.sync.eose_timeout_secs = 120;
-    settings.http.listen = String::new();
-    // The generated receipts come from a zapper with no LNURL server.
-    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
-    Ok(settings)
 }
 
 /// Runs one instance until SIGTERM.
@@ -79,17 +65,6 @@ impl Instance {
         out.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    fn status(&self, key: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(key))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
             .unwrap_or(0.0)
     }
 }
@@ -147,7 +122,7 @@ pub(super) fn run(args: &BenchArgs, events_file: &Path) -> anyhow::Result<()> {
                 i.id.clone(),
                 i.metric("nostr_sync_leases_held"),
                 i.metric("nostr_sync_stored_total"),
-                i.status("VmHWM:") / 1024.0,
+                peak_rss_mb_of(&format!("/proc/{}/status", i.child.id())),
                 cpu_seconds(&format!("/proc/{}/stat", i.child.id())),
             )
         })

@@ -104,13 +104,8 @@ fn run_profile(
         n => Some(pend_zaps(&db.url, n)?),
     };
     let mut relays = RelayProcess::spawn(args, events_file)?;
-    // Defaults plus any NOSTR_SYNC__* overrides, so a tuning can be measured as is.
-    let mut settings = Settings::load(None)?;
-    settings.relays = relays.urls.clone();
-    settings.database.url = db.url.clone();
+    let mut settings = bench_settings(&db.url, &relays.urls)?;
     settings.sync.live = args.mode == Mode::Live;
-    settings.sync.eose_timeout_secs = 120;
-    settings.http.listen = String::new();
     // The generated receipts come from a zapper with no LNURL server; the check below
     // counts them as they hold together. With pending zaps, the recipients' servers
     // decide (the generated ones, with none, wait), as by default.
@@ -220,6 +215,21 @@ fn run_profile(
         pending_zaps: args.pending_zaps,
         zaps_settled_s,
     })
+}
+
+/// The settings of a bench syncer: defaults plus any `NOSTR_SYNC__*` overrides (so a
+/// tuning can be measured as is), these relays and database, no live subscription,
+/// zap receipts counted as they hold together.
+pub(super) fn bench_settings(db: &str, relays: &[String]) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(None)?;
+    settings.relays = relays.to_vec();
+    settings.database.url = db.to_owned();
+    settings.sync.live = false;
+    settings.sync.eose_timeout_secs = 120;
+    settings.http.listen = String::new();
+    // The generated receipts come from a zapper with no LNURL server.
+    settings.aggregates.zap_verification = nostr_sync::config::ZapVerification::None;
+    Ok(settings)
 }
 
 /// Until every good relay (the first `good` URLs) finished a cycle.

@@ -25,7 +25,12 @@ pub(super) fn reset_peak_rss() {
 }
 
 pub(super) fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("/proc/self/status")
+}
+
+/// The peak RSS of a process, from its `/proc/<pid>/status`.
+pub(super) fn peak_rss_mb_of(status_path: &str) -> f64 {
+    std::fs::read_to_string(status_path)
         .ok()
         .and_then(|s| {
             s.lines()
