@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use actix::{Actor, Addr, Arbiter, Recipient, SyncArbiter};
 
+use crate::actors::sightings::Sightings;
 use crate::actors::aggregator::messages::FlushNow;
 use crate::actors::aggregator::{apply_backlog, AggregatorActor};
 use crate::actors::dedup::DedupActor;
@@ -367,7 +368,15 @@ fn spawn_pipeline(
     let lru = std::num::NonZeroUsize::new(settings.dedup.lru_capacity)
         .ok_or_else(|| anyhow::anyhow!("dedup.lru_capacity must be at least 1"))?;
     let filter = crate::actors::dedup::FilterSlot::default();
-    let dedup = DedupActor::new(lru, filter.clone(), mailbox.dedup, counters.clone()).start();
+    let sightings = Arc::new(Sightings::new(counters.clone()));
+    let dedup = DedupActor::new(
+        lru,
+        filter.clone(),
+        mailbox.dedup,
+        counters.clone(),
+        sightings.clone(),
+    )
+    .start();
     actix_rt::spawn(crate::actors::dedup::load_filter(
         store.clone(),
         filter,
@@ -403,6 +412,7 @@ fn spawn_pipeline(
                 counters.clone(),
                 policy.clone(),
                 STORAGE_MAILBOX_MESSAGES,
+                sightings.clone(),
             )
             .start()
         })
@@ -422,6 +432,7 @@ fn spawn_pipeline(
         store: store.clone(),
         counters: counters.clone(),
         frame_bytes: Arc::new(tokio::sync::Semaphore::new(mailbox.frame_bytes_total)),
+        sightings,
     };
     Ok((pipeline, storage))
 }

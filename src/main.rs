@@ -54,7 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// One event's aggregates (reactions, replies, reposts, zaps and their amount).
+    /// One event's aggregates (reactions, replies, reposts, zaps and their amount) and
+    /// the relays that delivered it, with when each first did.
     Stats {
         /// The event: 64 hex digits, note1… or nevent1….
         event: String,
@@ -254,11 +255,12 @@ async fn stats(settings: Settings, event: &str) -> ExitCode {
     let result = async {
         let store = storage::open(&settings.database.url, 1).await?;
         let stats = store.stats_of(&id.to_hex()).await?;
-        anyhow::Ok(stats)
+        let sources = store.sources(&id.to_hex()).await?;
+        anyhow::Ok((stats, sources))
     }
     .await;
     match result {
-        Ok(s) => {
+        Ok((s, sources)) => {
             let s = s.unwrap_or_default();
             println!("event     {}", id.to_hex());
             println!("reactions {}", s.reactions);
@@ -266,6 +268,9 @@ async fn stats(settings: Settings, event: &str) -> ExitCode {
             println!("reposts   {}", s.reposts);
             println!("zaps      {}", s.zaps);
             println!("zap msats {}", s.zap_msats);
+            for source in sources {
+                println!("relay     {} first {}", source.relay, source.first_seen);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

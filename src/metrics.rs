@@ -376,6 +376,9 @@ pub struct Counters {
     /// tombstones for unseen ids removed past `retention.max_unseen_tombstones`, and
     /// how many of those are kept (as of the last sweep).
     pub tombstones_dropped: AtomicU64,
+    /// Deliveries of duplicate copies not recorded in provenance: more were waiting
+    /// for a write than `actors::sightings` holds (the database is slow or down).
+    pub provenance_dropped: AtomicU64,
     pub tombstones_evicted: AtomicU64,
     pub tombstones_unseen: AtomicU64,
     /// Zap receipts stored but not counted, by `nostr::zap::ZapReject` (its order).

@@ -14,6 +14,8 @@ pub struct Item {
     pub ack: Pending,
     /// When its frame was taken off the socket (for receipt-to-commit latency).
     pub received: std::time::Instant,
+    /// The relay it came from (`RelayConfig::source`; 0: not recorded).
+    pub source: i32,
     /// Set by the dedup actor for the copy it let through: releases the id if this
     /// copy is dropped before it is committed.
     pub in_flight: Option<InFlight>,

@@ -31,6 +31,7 @@ pub mod lnurl;
 pub mod pipeline;
 pub mod registry;
 pub mod relay;
+pub mod sightings;
 pub mod storage;
 pub mod verify;
 pub mod zaps;

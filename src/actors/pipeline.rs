@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use crate::actors::dedup::messages::{Check, Committed, Fresh, Release};
 use crate::actors::dedup::DedupActor;
 use crate::actors::item::Item;
+use crate::actors::sightings::Sightings;
 use crate::actors::storage::messages::StoreBatch;
 use crate::actors::storage::router::route;
 use crate::actors::storage::StorageActor;
@@ -29,6 +30,8 @@ pub struct Pipeline {
     /// Bytes of raw frames all relays together may hold before parsing
     /// (`mailbox.frame_bytes_total`).
     pub frame_bytes: Arc<tokio::sync::Semaphore>,
+    /// Deliveries of copies found stored, for provenance.
+    pub sightings: Arc<Sightings>,
 }
 
 /// A storage actor and its admission semaphore (one permit per event it may hold).
@@ -125,7 +128,10 @@ impl Pipeline {
         let n = stored.len() as u64;
         // The dedup actor remembers them as committed before their claims go (copies
         // parked behind them resolve as duplicates).
-        let ids = stored.iter().map(|i| i.event.id).collect();
+        let ids = stored.iter().map(|i| (i.event.id, i.source)).collect();
+        for item in &stored {
+            self.sightings.add(item.event.id, item.source);
+        }
         if let Err(e) = self.dedup.send(Committed(ids)).await {
             tracing::error!(error = %e, "dedup actor unavailable");
         }

@@ -111,7 +111,10 @@ impl Default for DedupSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { workers: 1 }
+        Self {
+            workers: 1,
+            provenance: true,
+        }
     }
 }
 

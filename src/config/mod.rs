@@ -229,6 +229,9 @@ pub struct StorageSettings {
     /// Storage actors; events are routed by author so one author's events stay in order.
     /// SQLite allows one writer at a time, so it always uses one.
     pub workers: usize,
+    /// Record which relays delivered each stored event (`event_relays`), duplicate
+    /// copies included.
+    pub provenance: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -383,6 +386,8 @@ pub struct RelayConfig {
     /// Its own `limit` (0: `sync.page_limit` and NIP-11 decide).
     pub page_limit: usize,
     pub auth: Option<nostr_sdk::Keys>,
+    /// Its id (`relay_ids`) in the provenance of what it delivers; 0 records none.
+    pub source: i32,
 }
 
 /// Instances sharing one database share its relay registry: each holds leases on
@@ -663,6 +668,7 @@ impl Settings {
                 filters: self.filters_for(url),
                 page_limit: self.page_limit_for(url),
                 auth: self.auth_for(url)?,
+                source: 0,
             });
         }
         let own: RelaySettings = serde_json::from_str(stored)
@@ -684,6 +690,7 @@ impl Settings {
                 .collect(),
             page_limit: own.page_limit,
             auth,
+            source: 0,
         })
     }
 

@@ -176,6 +176,11 @@ pub const METRICS: &[Metric] = &[
         Read::Total(|c| get(&c.tombstones_dropped)),
     ),
     metric(
+        "provenance_dropped",
+        "Deliveries of duplicate copies not recorded in provenance while writes lagged",
+        Read::Total(|c| get(&c.provenance_dropped)),
+    ),
+    metric(
         "tombstones_evicted",
         "Oldest tombstones for unseen ids removed past retention.max_unseen_tombstones",
         Read::Total(|c| get(&c.tombstones_evicted)),

@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bitcoin::hex::FromHex;
 use nostr_sdk::Event;
 
-use super::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction};
+use super::models::{EventRow, FingerprintRow, NewEvent, NewEventRelay, NewHead, NewRetraction};
+use super::Sighting;
 
 use crate::nostr::fingerprint::IdSum;
 use crate::nostr::{self, aggregate, Deletion};
@@ -79,6 +80,32 @@ pub(crate) fn tombstones<'a>(
         kept.push((id.as_str(), seen));
     }
     (kept, dropped)
+}
+
+/// The `event_relays` rows of `sightings`, each with its event's row if stored: one
+/// per event and relay, at the earliest time the sightings give, in row order.
+pub(crate) fn sources<'a>(
+    sightings: impl Iterator<Item = (&'a Sighting, Option<i64>)>,
+) -> Vec<NewEventRelay> {
+    let mut first: BTreeMap<(i64, i32), i64> = BTreeMap::new();
+    for (s, seq) in sightings {
+        let Some(seq) = seq else { continue };
+        if s.relay <= 0 {
+            continue;
+        }
+        first
+            .entry((seq, s.relay))
+            .and_modify(|at| *at = (*at).min(s.at))
+            .or_insert(s.at);
+    }
+    first
+        .into_iter()
+        .map(|((event_seq, relay_id), first_seen)| NewEventRelay {
+            event_seq,
+            relay_id,
+            first_seen,
+        })
+        .collect()
 }
 
 impl Prepared {

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use nostr_sdk::Event;
+use nostr_sdk::{Event, EventId};
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
@@ -200,12 +200,43 @@ pub fn sqlite_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
+/// A relay's delivery of an event, for provenance (`event_relays`): the relay's id
+/// (`relay_ids`; 0 or less records nothing) and when it arrived (unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting {
+    pub id: EventId,
+    pub relay: i32,
+    pub at: i64,
+}
+
+/// One relay that delivered a stored event: its URL and when it first did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Source {
+    pub relay: String,
+    pub first_seen: i64,
+}
+
+impl From<(String, i64)> for Source {
+    fn from((relay, first_seen): (String, i64)) -> Self {
+        Self { relay, first_seen }
+    }
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Writes `events` in one transaction under the rules of `batch` (versions,
-    /// deletions); returns, in input order, the row (`seq`) of each event that was
-    /// stored, and what else changed.
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written>;
+    /// deletions), with the deliveries of `sightings` (of these events or of stored
+    /// ones); returns, in input order, the row (`seq`) of each event that was stored,
+    /// and what else changed.
+    async fn write_batch(&self, events: &[Event], sightings: &[Sighting]) -> StoreResult<Written>;
+
+    /// `write_batch` without provenance.
+    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written> {
+        self.write_batch(events, &[]).await
+    }
+
+    /// The relays that delivered the stored event `id` (lowercase hex), first first.
+    async fn sources(&self, id: &str) -> StoreResult<Vec<Source>>;
 
     /// Subtracts up to `limit` queued retractions from the aggregates, claiming them in
     /// the same transaction (so each is applied once); returns how many it applied.

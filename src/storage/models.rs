@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
 use super::schema::{
-    event_stats, event_tags, events, fingerprints, replaceable_heads, retractions, zap_counted,
+    event_relays, event_stats, event_tags, events, fingerprints, replaceable_heads, retractions, zap_counted,
     zap_pending,
 };
 use crate::nostr::aggregate::{contribution, StatsDelta};
@@ -82,6 +82,16 @@ pub struct NewTag {
     pub event_seq: i64,
     pub name: String,
     pub value: String,
+}
+
+/// One relay's delivery of one stored event (`event_relays`).
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = event_relays)]
+#[diesel(treat_none_as_default_value = false)]
+pub struct NewEventRelay {
+    pub event_seq: i64,
+    pub relay_id: i32,
+    pub first_seen: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -218,3 +218,18 @@ fn ordered_rows(sums: HashMap<String, StatsDelta>) -> Vec<models::StatsRow> {
     rows.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     rows
 }
+
+/// The relays that delivered the stored event `$id` (hex), first first:
+/// `(url, first_seen)`.
+macro_rules! sources_of {
+    ($id:expr) => {{
+        use $crate::storage::schema::{event_relays, events, relay_ids};
+        event_relays::table
+            .inner_join(events::table)
+            .inner_join(relay_ids::table)
+            .filter(events::id.eq($id))
+            .order((event_relays::first_seen, relay_ids::url))
+            .select((relay_ids::url, event_relays::first_seen))
+    }};
+}
+pub(crate) use sources_of;

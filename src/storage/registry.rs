@@ -72,7 +72,7 @@ pub struct NewRelay {
 }
 
 /// A lease this instance holds.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub url: String,
     pub token: i64,
@@ -80,7 +80,12 @@ pub struct Lease {
     pub settings: String,
     /// Whether it is still to be synced (else paused or disabled: to be handed back).
     pub active: bool,
+    /// The relay's id for good (`relay_ids`), which provenance records.
+    pub id: i32,
 }
+
+/// A lease as read, before its relay's id is looked up.
+pub(crate) type LeaseRow = (String, i64, String, bool);
 
 /// What one lease round left this instance with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -253,7 +258,7 @@ macro_rules! impl_registry_queries {
                     .set(relays::lease_until.eq(now + lease_secs))
                     .execute(&mut *self.0)$(.$aw)??;
                 let lease = (relays::url, relays::token, relays::settings, active);
-                let mut held: Vec<$crate::storage::registry::Lease> = relays::table
+                let mut held: Vec<$crate::storage::registry::LeaseRow> = relays::table
                     .filter(mine)
                     .select(lease)
                     .load(&mut *self.0)$(.$aw)??;
@@ -269,7 +274,7 @@ macro_rules! impl_registry_queries {
                         None => states.push((state, n as u64)),
                     }
                 }
-                let kept = held.iter().filter(|l| l.active).count();
+                let kept = held.iter().filter(|l| l.3).count();
                 let live: i64 = instances::table
                     .filter(instances::heartbeat_at.ge(now - lease_secs))
                     .count()
@@ -298,11 +303,12 @@ macro_rules! impl_registry_queries {
                         relays::table
                             .filter(relays::url.eq_any(&urls))
                             .select(lease)
-                            .load::<$crate::storage::registry::Lease>(&mut *self.0)$(.$aw)??,
+                            .load::<$crate::storage::registry::LeaseRow>(&mut *self.0)$(.$aw)??,
                     );
-                    held.sort_by(|a, b| a.url.cmp(&b.url));
+                    held.sort_by(|a, b| a.0.cmp(&b.0));
                     takeovers = free.iter().filter(|(_, was)| was.as_deref().is_some_and(|w| w != me)).count() as u64;
                 }
+                let held = self.with_ids(held).await?;
                 Ok($crate::storage::registry::Round {
                     held,
                     states,
@@ -315,12 +321,43 @@ macro_rules! impl_registry_queries {
             pub(crate) async fn held(&mut self, me: &str, now: i64) -> diesel::QueryResult<Vec<$crate::storage::registry::Lease>> {
                 use $crate::storage::schema::relays;
                 let active = relays::enabled.eq(true).and(relays::paused.eq(false));
-                relays::table
+                let rows: Vec<$crate::storage::registry::LeaseRow> = relays::table
                     .filter(relays::holder.eq(me))
                     .filter(relays::lease_until.gt(now))
                     .order(relays::url)
                     .select((relays::url, relays::token, relays::settings, active))
-                    .load(&mut *self.0)$(.$aw)?
+                    .load(&mut *self.0)$(.$aw)??;
+                self.with_ids(rows).await
+            }
+
+            /// `rows` with their relays' ids, given to those without one.
+            async fn with_ids(&mut self, rows: Vec<$crate::storage::registry::LeaseRow>) -> diesel::QueryResult<Vec<$crate::storage::registry::Lease>> {
+                use $crate::storage::schema::relay_ids;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let urls: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+                let new: Vec<_> = urls.iter().map(|u| relay_ids::url.eq(*u)).collect();
+                diesel::insert_into(relay_ids::table)
+                    .values(&new)
+                    .on_conflict_do_nothing()
+                    .execute(&mut *self.0)$(.$aw)??;
+                let ids: std::collections::HashMap<String, i32> = relay_ids::table
+                    .filter(relay_ids::url.eq_any(&urls))
+                    .select((relay_ids::url, relay_ids::id))
+                    .load::<(String, i32)>(&mut *self.0)$(.$aw)??
+                    .into_iter()
+                    .collect();
+                Ok(rows
+                    .into_iter()
+                    .map(|(url, token, settings, active)| $crate::storage::registry::Lease {
+                        id: ids.get(&url).copied().unwrap_or(0),
+                        url,
+                        token,
+                        settings,
+                        active,
+                    })
+                    .collect())
             }
 
             pub(crate) async fn release(&mut self, me: &str, leases: &[(String, i64)]) -> diesel::QueryResult<()> {

@@ -166,7 +166,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    relay_ids (id) {
+        id -> Integer,
+        url -> Text,
+    }
+}
+
+diesel::table! {
+    event_relays (event_seq, relay_id) {
+        event_seq -> BigInt,
+        relay_id -> Integer,
+        first_seen -> BigInt,
+    }
+}
+
+diesel::table! {
+    relay_scores (url) {
+        url -> Text,
+        novel -> BigInt,
+        duplicates -> BigInt,
+        failures -> BigInt,
+        failures_in_row -> BigInt,
+        uptime -> Double,
+        score -> Double,
+        blocked_until -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(event_tags -> events (event_seq));
+diesel::joinable!(event_relays -> events (event_seq));
+diesel::joinable!(event_relays -> relay_ids (relay_id));
 diesel::allow_tables_to_appear_in_same_query!(
     events,
     event_tags,
@@ -183,5 +214,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     tombstone_sweep,
     fingerprints,
     relays,
-    instances
+    instances,
+    relay_ids,
+    event_relays,
+    relay_scores
 );

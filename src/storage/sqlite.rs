@@ -19,13 +19,15 @@ use nostr_sdk::Event;
 use super::batch::Prepared;
 use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
-use super::queries::{claimed_deltas, rows_to_events};
+use super::queries::{claimed_deltas, rows_to_events, sources_of};
 use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
-use super::{now_secs, EventStore, Purged, StoreError, StoreResult, Written};
+use super::{
+    now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written,
+};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
@@ -123,19 +125,31 @@ impl SqliteStore {
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn insert_events(&self, batch: &[Event]) -> StoreResult<Written> {
+    async fn write_batch(&self, batch: &[Event], sightings: &[Sighting]) -> StoreResult<Written> {
         let mut prep = Prepared::new(batch, now_secs());
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
+        let sightings = sightings.to_vec();
         let (rows, removals) = self
             .run(move |conn| {
                 conn.immediate_transaction(|conn| {
                     // The SQLite steps never wait: the shared driver runs to its end
                     // at once on this blocking thread.
-                    futures::executor::block_on(write(&mut SqliteSteps(conn), &mut prep, tags))
+                    futures::executor::block_on(write(
+                        &mut SqliteSteps(conn),
+                        &mut prep,
+                        tags,
+                        &sightings,
+                    ))
                 })
             })
             .await?;
         Ok(Written { rows, removals })
+    }
+
+    async fn sources(&self, id: &str) -> StoreResult<Vec<Source>> {
+        let id = id.to_owned();
+        let rows = self.run(move |conn| sources_of!(&id).load::<(String, i64)>(conn)).await?;
+        Ok(rows.into_iter().map(Source::from).collect())
     }
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {

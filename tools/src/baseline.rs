@@ -17,7 +17,7 @@ use nostr_sdk::Event;
 use nostr_sync::nostr::aggregate::{contribution, Sourced, StatsDelta};
 use nostr_sync::nostr::fingerprint::IdSum;
 use nostr_sync::storage::{
-    EventStore, ItemQuery, Overview, Purged, Removals, StoreResult, Written,
+    EventStore, ItemQuery, Overview, Purged, Removals, Sighting, Source, StoreResult, Written,
 };
 
 pub struct Baseline(pub Arc<dyn EventStore>);
@@ -45,7 +45,8 @@ impl Baseline {
 
 #[async_trait]
 impl EventStore for Baseline {
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written> {
+    /// The predecessor kept no provenance: `sightings` are not written.
+    async fn write_batch(&self, events: &[Event], _: &[Sighting]) -> StoreResult<Written> {
         let mut written = Written {
             rows: Vec::with_capacity(events.len()),
             removals: Removals::default(),
@@ -79,6 +80,10 @@ impl EventStore for Baseline {
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {
         self.0.apply_retractions(limit).await
+    }
+
+    async fn sources(&self, id: &str) -> StoreResult<Vec<Source>> {
+        self.0.sources(id).await
     }
 
     async fn purge(&self, now: i64, max_unseen: u64) -> StoreResult<Purged> {

@@ -1,5 +1,6 @@
-//! The dedup cache, without actix: an LRU of committed ids, and the ids in flight
-//! (handed to storage, not yet committed) with the copies that arrived meanwhile.
+//! The dedup cache, without actix: an LRU of committed ids, each with the last few
+//! relays whose delivery of it provenance records, and the ids in flight (handed to
+//! storage, not yet committed) with the copies that arrived meanwhile.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -10,16 +11,42 @@ use nostr_sdk::EventId;
 /// What the cache says of an arriving event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
-    /// Committed already: drop it.
-    Committed,
+    /// Committed already: drop it; `new_relay` if its relay is not among those known
+    /// to have delivered it (its delivery is to be recorded).
+    Committed { new_relay: bool },
     /// Another copy is in flight: the caller's copy waits for that one.
     InFlight,
     /// First sight: the caller takes it through verification and storage.
     Fresh,
 }
 
+/// Relays a committed id is known to have come from: the last [`RELAYS`] (ids of
+/// `relay_ids`; 0 is a free slot). A relay that fell out is recorded again, which the
+/// database's key makes harmless.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Relays([i32; RELAYS]);
+
+pub const RELAYS: usize = 4;
+
+impl Relays {
+    /// Adds `relay`; whether it was not there (relays below 1 are never added).
+    pub fn insert(&mut self, relay: i32) -> bool {
+        if relay <= 0 || self.0.contains(&relay) {
+            return false;
+        }
+        match self.0.iter_mut().find(|r| **r == 0) {
+            Some(free) => *free = relay,
+            None => {
+                self.0.rotate_left(1);
+                self.0[RELAYS - 1] = relay;
+            }
+        }
+        true
+    }
+}
+
 pub struct SeenCache<W> {
-    committed: LruCache<EventId, ()>,
+    committed: LruCache<EventId, Relays>,
     /// foldhash, as the LRU's map: SipHash cost more than the rest of a lookup.
     in_flight: HashMap<EventId, Vec<W>, foldhash::fast::RandomState>,
 }
@@ -32,10 +59,12 @@ impl<W> SeenCache<W> {
         }
     }
 
-    /// Classifies `id`; a fresh id becomes in flight.
-    pub fn check(&mut self, id: EventId) -> Seen {
-        if self.committed.get(&id).is_some() {
-            return Seen::Committed;
+    /// Classifies `id`, delivered by `relay`; a fresh id becomes in flight.
+    pub fn check(&mut self, id: EventId, relay: i32) -> Seen {
+        if let Some(relays) = self.committed.get_mut(&id) {
+            return Seen::Committed {
+                new_relay: relays.insert(relay),
+            };
         }
         if self.in_flight.contains_key(&id) {
             return Seen::InFlight;
@@ -56,10 +85,20 @@ impl<W> SeenCache<W> {
         }
     }
 
-    /// `id` is committed: remember it and hand back its waiters (now duplicates).
-    pub fn committed(&mut self, id: EventId) -> Vec<W> {
-        self.committed.put(id, ());
+    /// `id` is committed, delivered by `relay`: remember it and hand back its waiters
+    /// (now duplicates).
+    pub fn committed(&mut self, id: EventId, relay: i32) -> Vec<W> {
+        let mut relays = Relays::default();
+        relays.insert(relay);
+        self.committed.put(id, relays);
         self.in_flight.remove(&id).unwrap_or_default()
+    }
+
+    /// `relay` delivered the committed `id` too; whether that is news.
+    pub fn delivered(&mut self, id: EventId, relay: i32) -> bool {
+        self.committed
+            .peek_mut(&id)
+            .is_some_and(|relays| relays.insert(relay))
     }
 
     /// The in-flight copy of `id` was invalid: forget it and hand back the waiters,
@@ -89,35 +128,52 @@ mod tests {
     fn fresh_then_in_flight_then_committed() {
         let mut c: SeenCache<u32> = SeenCache::new(NonZeroUsize::new(2).unwrap());
         let eq = |a: &u32, b: &u32| a == b;
-        assert_eq!(c.check(id(1)), Seen::Fresh);
-        assert_eq!(c.check(id(1)), Seen::InFlight);
+        assert_eq!(c.check(id(1), 1), Seen::Fresh);
+        assert_eq!(c.check(id(1), 2), Seen::InFlight);
         assert_eq!(c.park(id(1), 11, eq), Ok(()));
         assert_eq!(c.park(id(1), 11, eq), Err(11));
         assert_eq!(c.park(id(2), 11, eq), Err(11));
         assert_eq!(c.waiting(), 1);
-        assert_eq!(c.committed(id(1)), vec![11]);
-        assert_eq!(c.check(id(1)), Seen::Committed);
+        assert_eq!(c.committed(id(1), 1), vec![11]);
+        assert!(c.delivered(id(1), 2));
+        assert!(!c.delivered(id(1), 2));
+        assert_eq!(c.check(id(1), 1), Seen::Committed { new_relay: false });
+        assert_eq!(c.check(id(1), 3), Seen::Committed { new_relay: true });
+        assert_eq!(c.check(id(1), 3), Seen::Committed { new_relay: false });
         assert_eq!(c.in_flight(), 0);
+    }
+
+    #[test]
+    fn relays_keep_the_last_four_and_never_zero() {
+        let mut r = Relays::default();
+        assert!(!r.insert(0));
+        for n in 1..=4 {
+            assert!(r.insert(n));
+        }
+        assert!(!r.insert(4));
+        assert!(r.insert(5), "a fifth relay pushes out the first");
+        assert!(r.insert(1), "the first is news again");
+        assert!(!r.insert(5));
     }
 
     #[test]
     fn a_released_id_is_fresh_again_and_hands_back_waiters() {
         let mut c: SeenCache<u32> = SeenCache::new(NonZeroUsize::new(2).unwrap());
         let eq = |a: &u32, b: &u32| a == b;
-        c.check(id(1));
+        c.check(id(1), 1);
         c.park(id(1), 2, eq).unwrap();
         assert_eq!(c.released(id(1)), vec![2]);
-        assert_eq!(c.check(id(1)), Seen::Fresh);
+        assert_eq!(c.check(id(1), 1), Seen::Fresh);
     }
 
     #[test]
     fn lru_forgets_the_oldest() {
         let mut c: SeenCache<u32> = SeenCache::new(NonZeroUsize::new(2).unwrap());
         for n in 1..=3 {
-            c.check(id(n));
-            c.committed(id(n));
+            c.check(id(n), 1);
+            c.committed(id(n), 1);
         }
-        assert_eq!(c.check(id(1)), Seen::Fresh);
-        assert_eq!(c.check(id(3)), Seen::Committed);
+        assert_eq!(c.check(id(1), 1), Seen::Fresh);
+        assert_eq!(c.check(id(3), 1), Seen::Committed { new_relay: false });
     }
 }

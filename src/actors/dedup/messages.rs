@@ -18,10 +18,10 @@ pub struct Fresh {
     pub maybe_stored: Vec<EventId>,
 }
 
-/// These ids are committed.
+/// These ids are committed, each with the relay of the copy that was (0: none).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Committed(pub Vec<EventId>);
+pub struct Committed(pub Vec<(EventId, i32)>);
 
 /// These in-flight ids failed verification; returns the copies parked behind them.
 #[derive(Message)]

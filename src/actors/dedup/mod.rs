@@ -30,6 +30,7 @@ use actix::{Actor, AsyncContext, Context, Handler, Recipient};
 use self::cache::{Seen, SeenCache};
 use self::messages::{Check, Committed, Fresh, Release};
 use crate::actors::item::{Abandon, InFlight, Item};
+use crate::actors::sightings::Sightings;
 use crate::dedup_filter::IdFilter;
 use crate::metrics::Counters;
 use crate::storage::EventStore;
@@ -44,6 +45,8 @@ pub struct DedupActor {
     me: Option<Arc<Recipient<Abandon>>>,
     mailbox: usize,
     counters: Arc<Counters>,
+    /// Where deliveries of duplicate copies from new relays go, for provenance.
+    sightings: Arc<Sightings>,
 }
 
 impl DedupActor {
@@ -52,6 +55,7 @@ impl DedupActor {
         filter: FilterSlot,
         mailbox: usize,
         counters: Arc<Counters>,
+        sightings: Arc<Sightings>,
     ) -> Self {
         Self {
             cache: SeenCache::new(capacity),
@@ -59,6 +63,7 @@ impl DedupActor {
             me: None,
             mailbox,
             counters,
+            sightings,
         }
     }
 
@@ -70,7 +75,7 @@ impl DedupActor {
         };
         for item in items {
             let id = item.event.id;
-            match self.cache.check(id) {
+            match self.cache.check(id, item.source) {
                 Seen::Fresh => {
                     let mut item = item;
                     item.in_flight = Some(InFlight {
@@ -82,7 +87,10 @@ impl DedupActor {
                     }
                     fresh.items.push(item)
                 }
-                Seen::Committed => {
+                Seen::Committed { new_relay } => {
+                    if new_relay {
+                        self.sightings.add(id, item.source);
+                    }
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     item.ack.resolve(false);
                 }
@@ -123,11 +131,14 @@ impl Handler<Committed> for DedupActor {
 
     fn handle(&mut self, Committed(ids): Committed, _: &mut Self::Context) {
         let filter = self.filter.get();
-        for id in ids {
+        for (id, relay) in ids {
             if let Some(f) = filter {
                 f.insert(id.as_bytes());
             }
-            for parked in self.cache.committed(id) {
+            for parked in self.cache.committed(id, relay) {
+                if self.cache.delivered(id, parked.source) {
+                    self.sightings.add(id, parked.source);
+                }
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 parked.ack.resolve(false);
             }

@@ -248,7 +248,14 @@ impl RegistryActor {
     /// Starts `lease`'s relay actor; `false` if its settings do not make one.
     fn start(&mut self, lease: &Lease) -> bool {
         let config = match self.settings.relay_config(&lease.url, &lease.settings) {
-            Ok(config) => config,
+            Ok(config) => RelayConfig {
+                source: if self.settings.storage.provenance {
+                    lease.id
+                } else {
+                    0
+                },
+                ..config
+            },
             Err(error) => {
                 if self.broken.insert(lease.url.clone()) {
                     tracing::error!(relay = %lease.url, %error, "cannot sync this relay here; handing it back");

@@ -12,7 +12,9 @@ use nostr_sdk::Event;
 
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
-use crate::storage::{EventStore, ItemQuery, Overview, Purged, StoreError, StoreResult, Written};
+use crate::storage::{
+    EventStore, ItemQuery, Overview, Purged, Sighting, Source, StoreError, StoreResult, Written,
+};
 
 pub struct Detached(pub Arc<dyn EventStore>);
 
@@ -39,9 +41,17 @@ where
 
 #[async_trait]
 impl EventStore for Detached {
-    async fn insert_events(&self, events: &[Event]) -> StoreResult<Written> {
-        let events = events.to_vec();
-        detached(&self.0, |s| async move { s.insert_events(&events).await }).await
+    async fn write_batch(&self, events: &[Event], sightings: &[Sighting]) -> StoreResult<Written> {
+        let (events, sightings) = (events.to_vec(), sightings.to_vec());
+        detached(&self.0, |s| async move {
+            s.write_batch(&events, &sightings).await
+        })
+        .await
+    }
+
+    async fn sources(&self, id: &str) -> StoreResult<Vec<Source>> {
+        let id = id.to_owned();
+        detached(&self.0, |s| async move { s.sources(&id).await }).await
     }
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {

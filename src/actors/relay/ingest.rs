@@ -28,6 +28,7 @@ pub(super) async fn ingest(
     counters: Arc<RelayCounters>,
     limits: Limits,
     max_batch: usize,
+    source: i32,
 ) {
     let (mut batches, batch_rx) = futures::channel::mpsc::channel::<Vec<Item>>(0);
     let read = async {
@@ -36,7 +37,7 @@ pub(super) async fn ingest(
         let mut frames = Vec::new();
         while rx.recv_many(&mut frames, max_batch).await > 0 {
             let began = std::time::Instant::now();
-            let items = classify_frames(frames.drain(..), &subs, &counters, &limits);
+            let items = classify_frames(frames.drain(..), &subs, &counters, &limits, source);
             pipeline
                 .counters
                 .timings
@@ -57,6 +58,7 @@ fn classify_frames(
     subs: &SubTable,
     counters: &RelayCounters,
     limits: &Limits,
+    source: i32,
 ) -> Vec<Item> {
     let now = Timestamp::now().as_secs();
     let received = std::time::Instant::now();
@@ -70,6 +72,7 @@ fn classify_frames(
                         event: *event,
                         ack,
                         received,
+                        source,
                         in_flight: None,
                     }),
                     _ => counters.reject(Reject::UnknownSubscription),

@@ -96,6 +96,8 @@ pub struct RelayActor {
     failures: u32,
     /// NIP-42 key, if configured.
     auth: Option<Keys>,
+    /// Its id in the provenance of what it delivers (`RelayConfig::source`).
+    source: i32,
     /// The registry took the relay away (`Leave`): stop, and do not start again.
     left: bool,
     /// Answers `Leave` once stopped.
@@ -117,6 +119,7 @@ impl RelayActor {
             filters,
             page_limit,
             auth,
+            source,
         } = relay;
         let counters = pipeline.counters.relay(&url);
         // Calls a restart may interrupt must not be cancelled (see `detached`).
@@ -140,6 +143,7 @@ impl RelayActor {
             cycle_running: false,
             failures: 0,
             auth,
+            source,
             left: false,
             on_stop: None,
         }
@@ -211,6 +215,7 @@ impl Actor for RelayActor {
             self.counters.clone(),
             self.limits(),
             self.settings.mailbox.max_batch_events,
+            self.source,
         );
         ctx.spawn(ingest.into_actor(self));
         if self.settings.sync.live {

@@ -43,10 +43,11 @@ use crate::actors::dedup::messages::{Committed, Release};
 use crate::actors::dedup::DedupActor;
 use crate::actors::item::InFlight;
 use crate::actors::item::Item;
+use crate::actors::sightings::Sightings;
 use crate::actors::zaps::messages::Stored;
 use crate::metrics::Counters;
 use crate::nostr::aggregate::{contribution, Sourced};
-use crate::storage::{EventStore, StoreError};
+use crate::storage::{EventStore, Sighting, StoreError};
 
 /// How a storage actor batches its writes.
 #[derive(Debug, Clone)]
@@ -79,6 +80,8 @@ pub struct StorageActor {
     /// Admission for the events in `pending`: released once they are committed.
     permits: Vec<OwnedSemaphorePermit>,
     retry: Duration,
+    /// Deliveries of duplicate copies, written with the next batch (or alone).
+    sightings: Arc<Sightings>,
 }
 
 impl StorageActor {
@@ -92,6 +95,7 @@ impl StorageActor {
         counters: Arc<Counters>,
         policy: WritePolicy,
         mailbox: usize,
+        sightings: Arc<Sightings>,
     ) -> Self {
         let retry = policy.retry_min;
         Self {
@@ -110,6 +114,7 @@ impl StorageActor {
             writing: false,
             permits: Vec::new(),
             retry,
+            sightings,
         }
     }
 
@@ -128,17 +133,21 @@ impl StorageActor {
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        if self.writing || self.pending.is_empty() {
+        if self.writing || (self.pending.is_empty() && self.sightings.is_empty()) {
             return;
         }
         let waited = self.oldest_pending.map_or(Duration::ZERO, |t| t.elapsed());
-        if self.pending.len() < self.policy.batch_size && waited < self.policy.batch_timeout {
+        if !self.pending.is_empty()
+            && self.pending.len() < self.policy.batch_size
+            && waited < self.policy.batch_timeout
+        {
             self.schedule_flush(ctx, self.policy.batch_timeout - waited);
             return;
         }
         let since_commit = self.last_commit.map_or(Duration::MAX, |t| t.elapsed());
         if since_commit < self.policy.min_commit_interval
             && self.pending.len() < self.policy.max_batch_rows
+            && !self.pending.is_empty()
         {
             self.schedule_flush(ctx, self.policy.min_commit_interval - since_commit);
             return;
@@ -159,6 +168,10 @@ impl StorageActor {
             }
             batches.push(batch);
         }
+        if batches.is_empty() {
+            // Only deliveries of duplicate copies to record.
+            batches.push(Vec::new());
+        }
         let permits = std::mem::take(&mut self.permits);
         self.oldest_pending = None;
         self.writing = true;
@@ -168,6 +181,8 @@ impl StorageActor {
             dedup: self.dedup.clone(),
             aggregator: self.aggregator.clone(),
             counters: self.counters.clone(),
+            sightings: self.sightings.clone(),
+            max_rows,
         };
         let write = async move {
             let mut batches = batches.into_iter();
@@ -230,7 +245,13 @@ struct Writer {
     dedup: Addr<DedupActor>,
     aggregator: Addr<AggregatorActor>,
     counters: Arc<Counters>,
+    sightings: Arc<Sightings>,
+    /// Duplicate deliveries a write takes at most.
+    max_rows: usize,
 }
+
+/// How often a storage worker without events looks for duplicate deliveries to record.
+const SIGHTINGS_EVERY: Duration = Duration::from_millis(200);
 
 /// Attempts at a lone event that fails while the database answers, before refusing it.
 const POISON_ATTEMPTS: usize = 3;
@@ -269,27 +290,48 @@ impl Writer {
         failpoint(self.counters.stored.load(Ordering::Relaxed));
         let mut events = Vec::with_capacity(batch.len());
         let mut guards: Vec<Guards> = Vec::with_capacity(batch.len());
+        let mut sources = Vec::with_capacity(batch.len());
         for item in batch {
+            sources.push(item.source);
             events.push(item.event);
             guards.push((item.ack, item.received, item.in_flight));
         }
+        let duplicates = self.sightings.take(self.max_rows);
+        let now = crate::storage::now_secs();
+        let sightings: Vec<Sighting> = events
+            .iter()
+            .zip(&sources)
+            .filter(|(_, relay)| **relay > 0)
+            .map(|(e, relay)| Sighting {
+                id: e.id,
+                relay: *relay,
+                at: now,
+            })
+            .chain(duplicates.iter().copied())
+            .collect();
         let began = Instant::now();
-        let (new, removals) = match self.store.insert_events(&events).await {
+        let (new, removals) = match self.store.write_batch(&events, &sightings).await {
             Ok(written) => (written.rows, written.removals),
             Err(e) => {
+                self.sightings.restore(duplicates);
                 let batch = events
                     .into_iter()
                     .zip(guards)
-                    .map(|(event, (ack, received, in_flight))| Item {
+                    .zip(sources)
+                    .map(|((event, (ack, received, in_flight)), source)| Item {
                         event,
                         ack,
                         received,
+                        source,
                         in_flight,
                     })
                     .collect();
                 return Err((batch, e));
             }
         };
+        if events.is_empty() {
+            return Ok(());
+        }
         let counters = &self.counters;
         let timings = &counters.timings;
         timings
@@ -371,7 +413,9 @@ impl Writer {
             }
         }
         self.dedup
-            .do_send(Committed(events.iter().map(|e| e.id).collect()));
+            .do_send(Committed(
+                events.iter().map(|e| e.id).zip(sources).collect(),
+            ));
         for ((ack, received, in_flight), new) in guards.into_iter().zip(new) {
             let new = new.is_some();
             if new {
@@ -452,6 +496,12 @@ impl Actor for StorageActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
+        // Deliveries of duplicate copies wait at most this long when no events come.
+        ctx.run_interval(self.policy.batch_timeout.max(SIGHTINGS_EVERY), |act, ctx| {
+            if !act.writing && act.pending.is_empty() && !act.sightings.is_empty() {
+                act.schedule_flush(ctx, Duration::ZERO);
+            }
+        });
     }
 }
 
@@ -476,7 +526,7 @@ impl Handler<IsIdle> for StorageActor {
     type Result = bool;
 
     fn handle(&mut self, _: IsIdle, ctx: &mut Self::Context) -> bool {
-        let idle = self.pending.is_empty() && !self.writing;
+        let idle = self.pending.is_empty() && !self.writing && self.sightings.is_empty();
         if !idle {
             self.schedule_flush(ctx, Duration::ZERO);
         }

@@ -10,8 +10,11 @@ use diesel::QueryResult;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
-use super::batch::{fingerprint_deltas, retractions, tombstones, Prepared, Removals};
-use super::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction, NewTag};
+use super::batch::{fingerprint_deltas, retractions, sources, tombstones, Prepared, Removals};
+use super::models::{
+    EventRow, FingerprintRow, NewEvent, NewEventRelay, NewHead, NewRetraction, NewTag,
+};
+use super::Sighting;
 use super::Purged;
 use crate::nostr::Deletion;
 
@@ -77,6 +80,12 @@ pub(crate) trait Steps {
 
     /// Adds each row's count and limbs to those of its second and kind.
     async fn add_fingerprints(&mut self, rows: &[FingerprintRow]) -> QueryResult<()>;
+
+    /// `(id, seq)` of those of `ids` that are stored.
+    async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64)>>;
+
+    /// Records deliveries (provenance); one already recorded keeps its first time.
+    async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
@@ -187,6 +196,21 @@ macro_rules! impl_steps {
                     .get_results(self.0)$(.$aw)?
             }
 
+            async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64)>> {
+                events::table
+                    .filter(events::id.eq_any(ids))
+                    .select((events::id, events::seq))
+                    .load(self.0)$(.$aw)?
+            }
+
+            async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()> {
+                diesel::insert_into(event_relays::table)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
+
             async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
                 diesel::insert_into(event_tags::table)
                     .values(tags)
@@ -261,12 +285,14 @@ macro_rules! impl_steps {
 }
 pub(crate) use impl_steps;
 
-/// Runs the steps of one batch; `tags` holds each event's tag rows, in batch order.
+/// Runs the steps of one batch; `tags` holds each event's tag rows, in batch order,
+/// and `sightings` the deliveries to record (of the batch's events or of stored ones).
 /// Returns, per event, its new row (`seq`) or `None`, and what else changed.
 pub(crate) async fn write<S: Steps>(
     db: &mut S,
     prep: &mut Prepared,
     tags: Vec<Vec<NewTag>>,
+    sightings: &[Sighting],
 ) -> QueryResult<(Vec<Option<i64>>, Removals)> {
     let ids = prep.ids();
     let mut removals = Removals::default();
@@ -332,11 +358,44 @@ pub(crate) async fn write<S: Steps>(
     for chunk in new_tags.chunks(3 * S::ROWS) {
         db.insert_tags(chunk).await?;
     }
+    // 4b. Provenance: the relays that delivered them, and copies of stored events.
+    record_sources(db, sightings, &by_id).await?;
     // 5. What the removed events had counted.
     removals.retractions = retract(db, removed).await?;
     // 6. The fingerprints of what came and went.
     add_fingerprints(db, &fingerprints).await?;
     Ok((rows, removals))
+}
+
+/// Records `sightings` as `event_relays` rows: the rows just inserted are known by
+/// `inserted` (id to seq), the rest are looked up; a sighting of an event not stored
+/// (kept out by the rules) records nothing.
+async fn record_sources<S: Steps>(
+    db: &mut S,
+    sightings: &[Sighting],
+    inserted: &HashMap<&str, i64>,
+) -> QueryResult<()> {
+    if sightings.is_empty() {
+        return Ok(());
+    }
+    let hex: Vec<String> = sightings.iter().map(|s| s.id.to_hex()).collect();
+    let mut seqs: HashMap<String, i64> = HashMap::new();
+    let unknown: Vec<String> = hex
+        .iter()
+        .filter(|id| !inserted.contains_key(id.as_str()))
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in unknown.chunks(S::ROWS) {
+        seqs.extend(db.seqs_of(chunk).await?);
+    }
+    let seq_of = |id: &str| inserted.get(id).copied().or_else(|| seqs.get(id).copied());
+    let rows = sources(sightings.iter().zip(&hex).map(|(s, id)| (s, seq_of(id))));
+    for chunk in rows.chunks(S::ROWS) {
+        db.insert_sources(chunk).await?;
+    }
+    Ok(())
 }
 
 /// `(created_at, kind, id)` of removed rows.

@@ -10,10 +10,13 @@ use diesel::SqliteConnection;
 
 use super::{Removed, Steps};
 use crate::nostr::Deletion;
-use crate::storage::models::{EventRow, FingerprintRow, NewEvent, NewHead, NewRetraction, NewTag};
+use crate::storage::models::{
+    EventRow, FingerprintRow, NewEvent, NewEventRelay, NewHead, NewRetraction, NewTag,
+};
 use crate::storage::queries::REPLACES_HEAD;
 use crate::storage::schema::{
-    deleted_addresses, deleted_events, event_tags, events, replaceable_heads, retractions,
+    deleted_addresses, deleted_events, event_relays, event_tags, events, replaceable_heads,
+    retractions,
 };
 
 /// SQLite allows 32,766 bind parameters per statement; an event row binds 11

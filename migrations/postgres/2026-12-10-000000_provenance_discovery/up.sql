@@ -1,0 +1,31 @@
+-- A relay's id for good: given the first time an instance holds its lease, and kept
+-- when its registry row is removed, so that provenance keeps naming it.
+CREATE TABLE relay_ids (
+    id SERIAL PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE
+);
+
+-- Provenance: which relays delivered each stored event (`relay_ids`), and when each
+-- first did (unix seconds). Written in the batches that store the events; duplicate
+-- copies add their relay too. Removed with the event.
+CREATE TABLE event_relays (
+    event_seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    relay_id INTEGER NOT NULL,
+    first_seen BIGINT NOT NULL,
+    PRIMARY KEY (event_seq, relay_id)
+);
+
+-- What the lease holder of each relay measured over discovery's window (novel events,
+-- duplicates, failed cycles, failures in a row, uptime), the score discovery ranks
+-- relays by, and until when a failing relay is blocked.
+CREATE TABLE relay_scores (
+    url TEXT PRIMARY KEY,
+    novel BIGINT NOT NULL DEFAULT 0,
+    duplicates BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    failures_in_row BIGINT NOT NULL DEFAULT 0,
+    uptime DOUBLE PRECISION NOT NULL DEFAULT 1,
+    score DOUBLE PRECISION NOT NULL DEFAULT 0,
+    blocked_until BIGINT NOT NULL DEFAULT 0,
+    updated_at BIGINT NOT NULL DEFAULT 0
+);

@@ -1,0 +1,3 @@
+DROP TABLE relay_scores;
+DROP TABLE event_relays;
+DROP TABLE relay_ids;
