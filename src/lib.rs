@@ -7,6 +7,7 @@ pub mod actors;
 pub mod app;
 pub mod config;
 pub mod dedup_filter;
+pub mod discovery;
 pub mod fetch;
 pub mod fleet;
 pub mod http;

@@ -20,6 +20,24 @@ impl Default for HttpSettings {
     }
 }
 
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            per_author: 3,
+            max_relays: 100,
+            max_authors: 5_000,
+            refresh_secs: 600,
+            indexers: Vec::new(),
+            allow_private: false,
+            blocklist: Vec::new(),
+            block_after_failures: 5,
+            block_secs: 3_600,
+            score_window_secs: 3_600,
+        }
+    }
+}
+
 impl Default for FleetSettings {
     fn default() -> Self {
         Self {
@@ -50,6 +68,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
             fleet: FleetSettings::default(),
+            discovery: DiscoverySettings::default(),
         }
     }
 }

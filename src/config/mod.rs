@@ -34,6 +34,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub http: HttpSettings,
     pub fleet: FleetSettings,
+    pub discovery: DiscoverySettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -402,6 +403,36 @@ pub struct FleetSettings {
     pub lease_secs: u64,
     /// How often the registry is read for relays added, removed, paused or freed.
     pub poll_secs: u64,
+}
+
+/// Outbox discovery (NIP-65): the write relays the selected authors' relay lists
+/// name are added to the registry (source `discovered`), each asked only for the
+/// authors that list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySettings {
+    pub enabled: bool,
+    /// Write relays taken per author.
+    pub per_author: usize,
+    /// Discovered relays synced at most (configured ones are not counted).
+    pub max_relays: usize,
+    /// Authors read at most when the filters name none (all authors with a stored
+    /// relay list).
+    pub max_authors: usize,
+    /// How often the relay lists are read again and the discovered relays adjusted.
+    pub refresh_secs: u64,
+    /// Relays asked for the relay lists only (beside the configured relays).
+    pub indexers: Vec<String>,
+    /// Loopback, private and link-local addresses allowed (tests, private networks).
+    pub allow_private: bool,
+    /// Hosts or relay URLs never added.
+    pub blocklist: Vec<String>,
+    /// A discovered relay whose cycles failed this many times in a row is blocked.
+    pub block_after_failures: u64,
+    /// For this long; the next candidate takes its place meanwhile.
+    pub block_secs: u64,
+    /// Scores (novel events, duplicates, failures, uptime) are over this window.
+    pub score_window_secs: u64,
 }
 
 impl FleetSettings {

@@ -60,6 +60,13 @@ impl Settings {
                 errors.push(format!("`{key}` must be a ws:// or wss:// url: {e}"));
             }
         }
+        for (i, url) in self.discovery.indexers.iter().enumerate() {
+            if let Err(e) = crate::fleet::normalise(url) {
+                errors.push(format!(
+                    "`discovery.indexers[{i}]` must be a ws:// or wss:// url: {e}"
+                ));
+            }
+        }
         if self.fleet.lease_secs < 3 {
             errors.push(format!(
                 "`fleet.lease_secs` must be at least 3 (renewed every third), got {}",
@@ -110,6 +117,16 @@ impl Settings {
         };
         positive("sync.page_limit", self.sync.page_limit as u64);
         positive("fleet.poll_secs", self.fleet.poll_secs);
+        positive("discovery.per_author", self.discovery.per_author as u64);
+        positive("discovery.refresh_secs", self.discovery.refresh_secs);
+        positive(
+            "discovery.block_after_failures",
+            self.discovery.block_after_failures,
+        );
+        positive(
+            "discovery.score_window_secs",
+            self.discovery.score_window_secs,
+        );
         positive(
             "sync.max_reqs_per_window",
             self.sync.max_reqs_per_window as u64,
