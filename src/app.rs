@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use actix::{Actor, Addr, Arbiter, Recipient, SyncArbiter};
 
+use crate::actors::discovery::DiscoveryActor;
 use crate::actors::sightings::Sightings;
 use crate::actors::aggregator::messages::FlushNow;
 use crate::actors::aggregator::{apply_backlog, AggregatorActor};
@@ -57,6 +58,8 @@ const STORAGE_MAILBOX_MESSAGES: usize = 64;
 
 pub struct App {
     registry: Addr<RegistryActor>,
+    /// Outbox discovery, when on; held for as long as the service runs.
+    _discovery: Option<Addr<DiscoveryActor>>,
     relays: Vec<Arbiter>,
     /// The zap actor's and the LNURL actor's, with what to quiesce before stopping it.
     zap_arbiter: Arbiter,
@@ -131,6 +134,7 @@ impl App {
         quiesce.push(sinks.judge.recipient());
         Ok(App {
             registry: fleet.registry,
+            _discovery: fleet.discovery,
             relays: fleet.arbiters,
             zap_arbiter: sinks.zap_arbiter,
             quiesce,
@@ -443,6 +447,7 @@ struct Fleet {
     supervisor: Addr<IntervalSupervisor>,
     arbiters: Vec<Arbiter>,
     registry: Addr<RegistryActor>,
+    discovery: Option<Addr<DiscoveryActor>>,
 }
 
 async fn spawn_registry(
@@ -468,11 +473,17 @@ async fn spawn_registry(
     // own rather than leaving dead connections in the writers' pool at shutdown.
     // Sized by the configuration's relays (relays added at run time share them).
     let configured = settings.relay_urls().len();
+    // Discovered relays come at run time: as many Arbiters as cores then.
+    let arbiters_for = if settings.discovery.enabled {
+        usize::MAX
+    } else {
+        configured
+    };
     let cursors = storage::open(&settings.database.url, configured.clamp(1, 4)).await?;
     // Relay actors share about one Arbiter per core: a relay costs an actor and its
     // connection's tasks, not an OS thread (1,000 relays, mostly dead, are cheap).
     let mut arbiters = Vec::new();
-    for _ in 0..relay_arbiters(configured) {
+    for _ in 0..relay_arbiters(arbiters_for) {
         let runtime = relay_runtime()?;
         arbiters.push(Arbiter::with_tokio_rt(move || runtime));
     }
@@ -492,10 +503,20 @@ async fn spawn_registry(
         counters.clone(),
     )
     .start();
+    let discovery = settings.discovery.enabled.then(|| {
+        DiscoveryActor::new(
+            settings.clone(),
+            store.clone(),
+            store.registry(),
+            counters.clone(),
+        )
+        .start()
+    });
     Ok(Fleet {
         supervisor,
         arbiters,
         registry,
+        discovery,
     })
 }
 

@@ -254,9 +254,28 @@ pub struct RelayCounters {
     /// Moves on every batch of new, valid events handed to storage and every page read
     /// or committed: what the watchdog takes as a sign of life (frames alone are not).
     pub progress: AtomicU64,
+    /// Cycles failed since the last good one.
+    pub failures_in_row: AtomicU64,
+    /// `score()`'s bits (0: not sampled yet).
+    score_bits: AtomicU64,
 }
 
+/// Counts by state, as the last look found them.
+pub type StateCounts = std::sync::Mutex<BTreeMap<&'static str, u64>>;
+
 impl RelayCounters {
+    /// Its score over the window (`discovery::score`), once sampled.
+    pub fn score(&self) -> Option<f64> {
+        let bits = self.score_bits.load(Ordering::Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+
+    pub fn set_score(&self, score: f64) {
+        // 0.0's bits mean "not sampled": a zero score is kept as the smallest above.
+        let bits = score.max(f64::MIN_POSITIVE).to_bits();
+        self.score_bits.store(bits, Ordering::Relaxed);
+    }
+
     pub fn reject(&self, reason: Reject) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -394,7 +413,9 @@ pub struct Counters {
     /// The fleet: registry relays by state (`RelayEntry::state`), leases this instance
     /// holds, leases it took from an instance that lapsed, and sync-state writes
     /// refused because the lease had moved on.
-    pub relay_states: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    pub relay_states: StateCounts,
+    /// Relays discovery found, by state (candidate, active, blocked, evicted).
+    pub discovery_states: StateCounts,
     pub leases_held: AtomicU64,
     pub lease_takeovers: AtomicU64,
     pub lease_writes_refused: AtomicU64,

@@ -25,6 +25,7 @@
 pub mod ack;
 pub mod aggregator;
 pub mod dedup;
+pub mod discovery;
 pub mod interval;
 pub mod item;
 pub mod lnurl;

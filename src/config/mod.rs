@@ -686,6 +686,31 @@ impl Settings {
                     settings,
                 }
             })
+            .chain(self.indexer_entries())
+            .collect()
+    }
+
+    /// The indexers, asked only for relay lists (with discovery on).
+    fn indexer_entries(&self) -> Vec<crate::storage::registry::NewRelay> {
+        let Some(filter) = self.relay_list_filter() else {
+            return Vec::new();
+        };
+        let own = RelaySettings {
+            filters: vec![filter],
+            ..Default::default()
+        };
+        let settings = serde_json::to_string(&own).unwrap_or_default();
+        let listed = self.relay_urls();
+        self.discovery
+            .indexers
+            .iter()
+            .filter_map(|u| crate::fleet::normalise(u).ok())
+            .filter(|u| !listed.contains(u))
+            .map(|url| crate::storage::registry::NewRelay {
+                url,
+                source: "config",
+                settings: settings.clone(),
+            })
             .collect()
     }
 
@@ -738,8 +763,40 @@ impl Settings {
         };
         filters
             .iter()
+            .chain(self.relay_list_filter().as_ref())
             .flat_map(|f| f.split(self.sync.max_authors_per_req))
             .collect()
+    }
+
+    /// With discovery on, the filter that asks the configured relays and the
+    /// indexers for the selected authors' relay lists (NIP-65), unless the filters
+    /// ask every author's already.
+    pub fn relay_list_filter(&self) -> Option<FilterSettings> {
+        if !self.discovery.enabled {
+            return None;
+        }
+        let kind = crate::discovery::RELAY_LIST_KIND;
+        let covered = self.filters.iter().any(|f| {
+            f.authors.is_empty()
+                && (f.kinds.is_empty() || f.kinds.contains(&kind))
+                && f.since == 0
+                && f.until == 0
+                && f.e.is_empty()
+                && f.p.is_empty()
+                && f.t.is_empty()
+                && f.a.is_empty()
+                && f.d.is_empty()
+        });
+        if covered {
+            return None;
+        }
+        let mut authors = crate::discovery::selected_authors(&self.filters);
+        authors.truncate(self.discovery.max_authors);
+        Some(FilterSettings {
+            kinds: vec![kind],
+            authors,
+            ..Default::default()
+        })
     }
 
     /// The `limit` configured for `url` (0: none; NIP-11 and `sync.page_limit` decide).

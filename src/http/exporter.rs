@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{Buckets, Counters, Reject, RelayCounters, Timings};
+use crate::metrics::{Buckets, Counters, Reject, RelayCounters, StateCounts, Timings};
 
 /// The metrics, in the Prometheus text format (OpenMetrics); `max_held` is the bound
 /// on events the pipeline may hold (`Settings::max_held_events`).
@@ -74,8 +74,8 @@ enum Read {
     Rejected,
     /// Per zap-receipt rejection reason (label `reason`).
     ZapRejected,
-    /// Registry relays per state (label `state`).
-    RelayStates,
+    /// Per state (label `state`): `(the counts, the states)`.
+    States(fn(&Counters) -> &StateCounts, &'static [&'static str]),
 }
 
 const fn metric(name: &'static str, help: &'static str, read: Read) -> Metric {
@@ -198,7 +198,15 @@ pub const METRICS: &[Metric] = &[
     metric(
         "relays",
         "Relays in the registry, by state (active: synced by the fleet)",
-        Read::RelayStates,
+        Read::States(|c| &c.relay_states, &["active", "paused", "disabled"]),
+    ),
+    metric(
+        "discovery_relays",
+        "Relays discovery found (candidate: named and admissible, not synced), by state",
+        Read::States(
+            |c| &c.discovery_states,
+            &["candidate", "active", "blocked", "evicted"],
+        ),
     ),
     metric(
         "leases_held",
@@ -281,8 +289,8 @@ pub const METRICS: &[Metric] = &[
         Read::PerRelay(|r| &r.notices),
     ),
     metric(
-        "relay_new_events",
-        "Events stored that were new",
+        "relay_novel_events",
+        "Events first stored from the relay (no other relay had delivered them)",
         Read::PerRelay(|r| &r.new_events),
     ),
     metric(
@@ -388,6 +396,16 @@ pub const METRICS: &[Metric] = &[
         "The polling interval the supervisor chose last",
         Read::PerRelayLevel(|r, _| Some(r.interval_ms.load(Ordering::Relaxed) as f64 / 1000.0)),
     ),
+    metric(
+        "relay_score",
+        "Share of the relay's events that were novel, times its uptime, over discovery.score_window_secs",
+        Read::PerRelayLevel(|r, _| r.score()),
+    ),
+    metric(
+        "relay_failures_in_row",
+        "Cycles of the relay that failed since its last good one",
+        Read::PerRelayLevel(|r, _| Some(r.failures_in_row.load(Ordering::Relaxed) as f64)),
+    ),
 ];
 
 fn get(a: &AtomicU64) -> u64 {
@@ -409,7 +427,7 @@ impl Collector for Snapshot {
                 Read::Total(_) | Read::PerRelay(_) | Read::Rejected | Read::ZapRejected => {
                     MetricType::Counter
                 }
-                Read::Level(_) | Read::PerRelayLevel(_) | Read::RelayStates => MetricType::Gauge,
+                Read::Level(_) | Read::PerRelayLevel(_) | Read::States(..) => MetricType::Gauge,
                 Read::Timing(_) | Read::Latency => MetricType::Histogram,
             };
             let mut family = encoder.encode_descriptor(m.name, m.help, None, kind)?;
@@ -450,9 +468,9 @@ impl Collector for Snapshot {
                         }
                     }
                 }
-                Read::RelayStates => {
-                    let states = c.relay_states.lock().unwrap_or_else(|e| e.into_inner());
-                    for state in ["active", "paused", "disabled"] {
+                Read::States(of, names) => {
+                    let states = of(c).lock().unwrap_or_else(|e| e.into_inner());
+                    for &state in names.iter() {
                         let labels = [("state", state)];
                         ConstGauge::new(states.get(state).copied().unwrap_or(0) as i64)
                             .encode(family.encode_family(&labels)?)?;

@@ -260,6 +260,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The newest stored kind 0 of `pubkey`.
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>>;
 
+    /// The stored NIP-65 relay lists of `authors` (hex; every author's when empty),
+    /// at most `limit`, those stored last.
+    async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>>;
+
     /// Stored events after `after_seq` in arrival order, with their sequence numbers.
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 

@@ -12,8 +12,8 @@ use nostr_sdk::Event;
 use super::batch::Prepared;
 use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
-use super::queries::{claimed_deltas, rows_to_events, sources_of};
-use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round};
+use super::queries::{claimed_deltas, relay_lists, rows_to_events, sources_of};
+use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round, ScoreRow};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
@@ -433,6 +433,12 @@ impl EventStore for PgStore {
         std::sync::Arc::new(self.clone())
     }
 
+    async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(i64, EventRow)> = relay_lists!(authors, limit).load(&mut conn).await?;
+        Ok(rows_to_events(rows)?.into_iter().map(|(_, e)| e).collect())
+    }
+
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
         let mut conn = self.conn().await?;
         let row: Option<(i64, EventRow)> = events::table
@@ -564,6 +570,28 @@ impl Registry for PgStore {
         Ok(PgRegistry(&mut *self.conn().await?)
             .set_paused(url, paused)
             .await?)
+    }
+
+    async fn set_discovered(&self, want: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(bounded(c).await?).set_discovered(want, now).await)
+            .await?)
+    }
+
+    async fn scores(&self) -> StoreResult<Vec<ScoreRow>> {
+        Ok(PgRegistry(&mut *self.conn().await?).scores().await?)
+    }
+
+    async fn save_scores(&self, rows: &[ScoreRow]) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| PgRegistry(bounded(c).await?).save_scores(rows).await)
+            .await?)
+    }
+
+    async fn block(&self, url: &str, until: i64) -> StoreResult<()> {
+        Ok(PgRegistry(&mut *self.conn().await?).block(url, until).await?)
     }
 
     async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round> {

@@ -233,3 +233,22 @@ macro_rules! sources_of {
     }};
 }
 pub(crate) use sources_of;
+
+/// `(seq, row)` of the stored NIP-65 relay lists of `$authors` (every author's when
+/// empty), the `$limit` stored last.
+macro_rules! relay_lists {
+    ($authors:expr, $limit:expr) => {{
+        use $crate::storage::schema::events;
+        let mut q = events::table
+            .filter(events::kind.eq(i32::from($crate::discovery::RELAY_LIST_KIND)))
+            .order(events::seq.desc())
+            .limit($limit)
+            .select((events::seq, $crate::storage::models::EventRow::as_select()))
+            .into_boxed();
+        if !$authors.is_empty() {
+            q = q.filter(events::pubkey.eq_any($authors));
+        }
+        q
+    }};
+}
+pub(crate) use relay_lists;

@@ -71,6 +71,24 @@ pub struct NewRelay {
     pub settings: String,
 }
 
+/// What a relay's lease holder measured over discovery's window, and its block.
+#[derive(Debug, Clone, PartialEq, diesel::Queryable, diesel::Insertable, Serialize)]
+#[diesel(table_name = crate::storage::schema::relay_scores)]
+pub struct ScoreRow {
+    pub url: String,
+    /// Events first stored from it.
+    pub novel: i64,
+    pub duplicates: i64,
+    /// Failed cycles.
+    pub failures: i64,
+    pub failures_in_row: i64,
+    pub uptime: f64,
+    pub score: f64,
+    /// Blocked by discovery until then (unix seconds; 0: not blocked).
+    pub blocked_until: i64,
+    pub updated_at: i64,
+}
+
 /// A lease this instance holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -138,6 +156,20 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Gives up all of `me`'s leases and its heartbeat row (a clean stop).
     async fn leave(&self, me: &str) -> StoreResult<()>;
+
+    /// Makes the `discovered` relays of the registry `want`: adds those not there,
+    /// enables them and updates their settings; disables the other discovered ones.
+    /// A relay of another source is left as it is. Returns (added, disabled).
+    async fn set_discovered(&self, want: &[NewRelay], now: i64) -> StoreResult<(usize, usize)>;
+
+    /// Every relay's score row.
+    async fn scores(&self) -> StoreResult<Vec<ScoreRow>>;
+
+    /// Writes what the holder measured (every column but `blocked_until`).
+    async fn save_scores(&self, rows: &[ScoreRow]) -> StoreResult<()>;
+
+    /// Blocks `url` for discovery until `until`, its failures in a row counted afresh.
+    async fn block(&self, url: &str, until: i64) -> StoreResult<()>;
 
     /// The stored cursor `key` of `relay`.
     async fn cursor(&self, relay: &str, key: &str) -> StoreResult<Option<i64>>;
@@ -223,6 +255,73 @@ macro_rules! impl_registry_queries {
                     .set((relays::enabled.eq(true), relays::paused.eq(false)))
                     .execute(&mut *self.0)$(.$aw)??;
                 Ok(false)
+            }
+
+            pub(crate) async fn set_discovered(&mut self, want: &[$crate::storage::registry::NewRelay], now: i64) -> diesel::QueryResult<(usize, usize)> {
+                use $crate::storage::schema::relays;
+                let mut added = 0;
+                for r in want {
+                    if self.insert_relay(r, now).await? {
+                        added += 1;
+                    } else {
+                        diesel::update(
+                            relays::table
+                                .filter(relays::url.eq(&r.url))
+                                .filter(relays::source.eq("discovered")),
+                        )
+                        .set((relays::enabled.eq(true), relays::settings.eq(&r.settings)))
+                        .execute(&mut *self.0)$(.$aw)??;
+                    }
+                }
+                let urls: Vec<&str> = want.iter().map(|r| r.url.as_str()).collect();
+                let disabled = diesel::update(
+                    relays::table
+                        .filter(relays::source.eq("discovered"))
+                        .filter(relays::enabled.eq(true))
+                        .filter(relays::url.ne_all(urls)),
+                )
+                .set(relays::enabled.eq(false))
+                .execute(&mut *self.0)$(.$aw)??;
+                Ok((added, disabled))
+            }
+
+            pub(crate) async fn scores(&mut self) -> diesel::QueryResult<Vec<$crate::storage::registry::ScoreRow>> {
+                use $crate::storage::schema::relay_scores;
+                relay_scores::table.order(relay_scores::url).load(&mut *self.0)$(.$aw)?
+            }
+
+            pub(crate) async fn save_scores(&mut self, rows: &[$crate::storage::registry::ScoreRow]) -> diesel::QueryResult<()> {
+                use $crate::storage::schema::relay_scores as s;
+                use diesel::upsert::excluded;
+                for row in rows {
+                    diesel::insert_into(s::table)
+                        .values(row)
+                        .on_conflict(s::url)
+                        .do_update()
+                        .set((
+                            s::novel.eq(excluded(s::novel)),
+                            s::duplicates.eq(excluded(s::duplicates)),
+                            s::failures.eq(excluded(s::failures)),
+                            s::failures_in_row.eq(excluded(s::failures_in_row)),
+                            s::uptime.eq(excluded(s::uptime)),
+                            s::score.eq(excluded(s::score)),
+                            s::updated_at.eq(excluded(s::updated_at)),
+                        ))
+                        .execute(&mut *self.0)$(.$aw)??;
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn block(&mut self, url: &str, until: i64) -> diesel::QueryResult<()> {
+                use $crate::storage::schema::relay_scores as s;
+                use diesel::upsert::excluded;
+                diesel::insert_into(s::table)
+                    .values((s::url.eq(url), s::blocked_until.eq(until)))
+                    .on_conflict(s::url)
+                    .do_update()
+                    .set((s::blocked_until.eq(excluded(s::blocked_until)), s::failures_in_row.eq(0)))
+                    .execute(&mut *self.0)$(.$aw)??;
+                Ok(())
             }
 
             pub(crate) async fn remove_relay(&mut self, url: &str) -> diesel::QueryResult<bool> {

@@ -19,8 +19,8 @@ use nostr_sdk::Event;
 use super::batch::Prepared;
 use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
-use super::queries::{claimed_deltas, rows_to_events, sources_of};
-use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round};
+use super::queries::{claimed_deltas, relay_lists, rows_to_events, sources_of};
+use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round, ScoreRow};
 use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
@@ -465,6 +465,14 @@ impl EventStore for SqliteStore {
         std::sync::Arc::new(self.clone())
     }
 
+    async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>> {
+        let authors = authors.to_vec();
+        let rows: Vec<(i64, EventRow)> = self
+            .run(move |conn| relay_lists!(authors, limit).load(conn))
+            .await?;
+        Ok(rows_to_events(rows)?.into_iter().map(|(_, e)| e).collect())
+    }
+
     async fn profile(&self, pubkey: &str) -> StoreResult<Option<Event>> {
         let pubkey = pubkey.to_owned();
         let row: Option<(i64, EventRow)> = self
@@ -608,6 +616,32 @@ impl Registry for SqliteStore {
     async fn set_paused(&self, url: &str, paused: bool) -> StoreResult<bool> {
         let url = url.to_owned();
         self.run(move |c| block_on(SqliteRegistry(c).set_paused(&url, paused)))
+            .await
+    }
+
+    async fn set_discovered(&self, want: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
+        let want = want.to_vec();
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteRegistry(c).set_discovered(&want, now)))
+        })
+        .await
+    }
+
+    async fn scores(&self) -> StoreResult<Vec<ScoreRow>> {
+        self.run(|c| block_on(SqliteRegistry(c).scores())).await
+    }
+
+    async fn save_scores(&self, rows: &[ScoreRow]) -> StoreResult<()> {
+        let rows = rows.to_vec();
+        self.run(move |c| {
+            c.immediate_transaction(|c| block_on(SqliteRegistry(c).save_scores(&rows)))
+        })
+        .await
+    }
+
+    async fn block(&self, url: &str, until: i64) -> StoreResult<()> {
+        let url = url.to_owned();
+        self.run(move |c| block_on(SqliteRegistry(c).block(&url, until)))
             .await
     }
 

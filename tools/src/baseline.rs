@@ -106,6 +106,10 @@ impl EventStore for Baseline {
         self.0.profile(pubkey).await
     }
 
+    async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>> {
+        self.0.relay_lists(authors, limit).await
+    }
+
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>> {
         self.0.events_after(after_seq, limit).await
     }

@@ -37,7 +37,8 @@ use crate::actors::Ping;
 use crate::config::{RelayConfig, Settings};
 use crate::http::Health;
 use crate::metrics::Counters;
-use crate::storage::registry::{Fence, Lease, Round};
+use crate::discovery::score::{History, Sample};
+use crate::storage::registry::{Fence, Lease, Round, ScoreRow};
 use crate::storage::{now_secs, EventStore, Registry};
 
 /// The relay actors the health probe asks, by name; weak, as the watchdog's.
@@ -91,6 +92,8 @@ pub struct RegistryActor {
     /// The configuration's relays are in the registry (written before the first
     /// round, retried until written).
     config_written: bool,
+    /// Samples of each running relay's counters, for its score.
+    histories: BTreeMap<String, History>,
 }
 
 impl RegistryActor {
@@ -115,6 +118,7 @@ impl RegistryActor {
             renewed: None,
             leaving: false,
             config_written: false,
+            histories: BTreeMap::new(),
         }
     }
 
@@ -187,6 +191,55 @@ impl RegistryActor {
         }
     }
 
+    /// Samples each running relay's counters and scores it over the window
+    /// (`discovery::score`); with discovery on, writes the scores where discovery
+    /// (on any instance) reads them.
+    fn score(&mut self, ctx: &mut Context<Self>) {
+        let now = now_secs();
+        let window = self.settings.discovery.score_window_secs;
+        self.histories.retain(|url, _| self.running.contains_key(url));
+        let mut rows = Vec::with_capacity(self.running.len());
+        for url in self.running.keys() {
+            let c = self.counters.relay(url);
+            let sample = Sample {
+                at: now as u64,
+                novel: c.new_events.load(Ordering::Relaxed),
+                received: c.received.load(Ordering::Relaxed),
+                rejected: c.rejected_total(),
+                cycles_failed: c.cycles_failed.load(Ordering::Relaxed),
+                connected: c.connected.load(Ordering::Relaxed) == 1,
+            };
+            let history = self.histories.entry(url.clone()).or_default();
+            history.record(sample, window);
+            let w = history.windowed();
+            let score = crate::discovery::score::score(&w);
+            c.set_score(score);
+            rows.push(ScoreRow {
+                url: url.clone(),
+                novel: w.novel as i64,
+                duplicates: w.duplicates as i64,
+                failures: w.failures as i64,
+                failures_in_row: c.failures_in_row.load(Ordering::Relaxed) as i64,
+                uptime: w.uptime,
+                score,
+                blocked_until: 0,
+                updated_at: now,
+            });
+        }
+        if !self.settings.discovery.enabled || rows.is_empty() {
+            return;
+        }
+        let registry = self.registry.clone();
+        ctx.spawn(
+            async move {
+                if let Err(error) = registry.save_scores(&rows).await {
+                    tracing::debug!(%error, "relay scores not written; the next round writes them");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// Makes the relay actors match `round`.
     fn apply(&mut self, round: Round, ctx: &mut Context<Self>) {
         let c = &self.counters;
@@ -243,6 +296,7 @@ impl RegistryActor {
                 self.hand_back(url.clone(), lease.token, ctx);
             }
         }
+        self.score(ctx);
     }
 
     /// Starts `lease`'s relay actor; `false` if its settings do not make one.

@@ -94,6 +94,14 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.profile(&pubkey).await }).await
     }
 
+    async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>> {
+        let authors = authors.to_vec();
+        detached(&self.0, |s| async move {
+            s.relay_lists(&authors, limit).await
+        })
+        .await
+    }
+
     async fn count_events(&self) -> StoreResult<i64> {
         detached(&self.0, |s| async move { s.count_events().await }).await
     }

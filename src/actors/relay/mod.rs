@@ -122,6 +122,7 @@ impl RelayActor {
             source,
         } = relay;
         let counters = pipeline.counters.relay(&url);
+        counters.failures_in_row.store(0, Ordering::Relaxed);
         // Calls a restart may interrupt must not be cancelled (see `detached`).
         let store: Arc<dyn EventStore> = Arc::new(detached::Detached(store));
         let known = Known::with_limit(page_limit);
@@ -360,6 +361,7 @@ impl Handler<RunCycle> for RelayActor {
                         // Every filter is synced up to the cycle's start.
                         counters.cursor.store(cycle_started, Ordering::Relaxed);
                         act.failures = 0;
+                        counters.failures_in_row.store(0, Ordering::Relaxed);
                         counters.cycles_ok.fetch_add(1, Ordering::Relaxed);
                         counters.new_events.fetch_add(new_events, Ordering::Relaxed);
                         tracing::info!(relay = %url, new_events, "cycle done");
@@ -373,6 +375,9 @@ impl Handler<RunCycle> for RelayActor {
                         // junk, or never answers, costs nothing while it waits.
                         act.disconnect();
                         act.failures += 1;
+                        counters
+                            .failures_in_row
+                            .store(act.failures.into(), Ordering::Relaxed);
                         counters.cycles_failed.fetch_add(1, Ordering::Relaxed);
                         // At the 1st, 2nd, 4th, 8th… failure in a row: a relay that is
                         // down for good costs a line per doubling, not per backoff step.
