@@ -10,16 +10,16 @@ use tokio::sync::oneshot;
 
 use actix::{Actor, Addr, Arbiter, Recipient, SyncArbiter};
 
-use crate::actors::discovery::DiscoveryActor;
-use crate::actors::sightings::Sightings;
 use crate::actors::aggregator::messages::FlushNow;
 use crate::actors::aggregator::{apply_backlog, AggregatorActor};
 use crate::actors::dedup::DedupActor;
+use crate::actors::discovery::DiscoveryActor;
 use crate::actors::interval::policy::Bounds;
 use crate::actors::interval::IntervalSupervisor;
 use crate::actors::lnurl::{LnurlActor, LnurlOptions};
 use crate::actors::pipeline::{Pipeline, StorageHandle};
 use crate::actors::registry::{RegistryActor, Spawner};
+use crate::actors::sightings::Sightings;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
 use crate::actors::verify::VerifyActor;

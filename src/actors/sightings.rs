@@ -49,7 +49,10 @@ impl Sightings {
             return;
         }
         drop(held);
-        let before = self.counters.provenance_dropped.fetch_add(1, Ordering::Relaxed);
+        let before = self
+            .counters
+            .provenance_dropped
+            .fetch_add(1, Ordering::Relaxed);
         // One line per doubling.
         if (before + 1).is_power_of_two() {
             tracing::warn!(

@@ -8,10 +8,13 @@ fn rules() -> Rules {
     }
 }
 
+/// What `admit` gives: the URL and its host name, if not an address.
+type Admitted<'a> = Result<(&'a str, Option<&'a str>), Refusal>;
+
 #[test]
 fn published_urls_are_admitted_only_when_public_and_plain() {
     let long = format!("wss://relay.example/{}", "a".repeat(MAX_URL_BYTES));
-    let cases: Vec<(&str, Result<(&str, Option<&str>), Refusal>)> = vec![
+    let cases: Vec<(&str, Admitted)> = vec![
         (
             "wss://Relay.Example/",
             Ok(("wss://relay.example", Some("relay.example"))),
@@ -231,7 +234,14 @@ fn scores_rank_novelty_and_uptime() {
     assert!(score(&novel) > 0.98);
     assert!(score(&copies) < 0.02);
     assert!((score(&flaky) - score(&novel) / 2.0).abs() < 1e-9);
-    assert!((score(&Windowed { uptime: 1.0, ..Default::default() }) - 0.5).abs() < 1e-9);
+    assert!(
+        (score(&Windowed {
+            uptime: 1.0,
+            ..Default::default()
+        }) - 0.5)
+            .abs()
+            < 1e-9
+    );
 }
 
 #[test]

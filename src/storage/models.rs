@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use nostr_sdk::{Event, JsonUtil};
 
 use super::schema::{
-    event_relays, event_stats, event_tags, events, fingerprints, replaceable_heads, retractions, zap_counted,
-    zap_pending,
+    event_relays, event_stats, event_tags, events, fingerprints, replaceable_heads, retractions,
+    zap_counted, zap_pending,
 };
 use crate::nostr::aggregate::{contribution, StatsDelta};
 use crate::nostr::fingerprint::IdSum;

@@ -18,9 +18,7 @@ use super::schema::{event_stats, events, relay_cursors, relay_state, retractions
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
-use super::{
-    now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written,
-};
+use super::{now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
@@ -113,16 +111,19 @@ impl EventStore for PgStore {
         let tags = batch.iter().map(|e| tag_rows(0, e)).collect();
         let mut conn = self.conn().await?;
         let (rows, removals) = conn
-            .transaction(async |conn| {
-                write(&mut PgSteps(conn), &mut prep, tags, sightings).await
-            })
+            .transaction(async |conn| write(&mut PgSteps(conn), &mut prep, tags, sightings).await)
             .await?;
         Ok(Written { rows, removals })
     }
 
     async fn sources(&self, id: &str) -> StoreResult<Vec<Source>> {
         let mut conn = self.conn().await?;
-        Ok(sources_of!(id).load::<(String, i64)>(&mut conn).await?.into_iter().map(Source::from).collect())
+        Ok(sources_of!(id)
+            .load::<(String, i64)>(&mut conn)
+            .await?
+            .into_iter()
+            .map(Source::from)
+            .collect())
     }
 
     async fn apply_retractions(&self, limit: i64) -> StoreResult<usize> {
@@ -575,7 +576,11 @@ impl Registry for PgStore {
     async fn set_discovered(&self, want: &[NewRelay], now: i64) -> StoreResult<(usize, usize)> {
         let mut conn = self.conn().await?;
         Ok(conn
-            .transaction(async |c| PgRegistry(bounded(c).await?).set_discovered(want, now).await)
+            .transaction(async |c| {
+                PgRegistry(bounded(c).await?)
+                    .set_discovered(want, now)
+                    .await
+            })
             .await?)
     }
 
@@ -591,7 +596,9 @@ impl Registry for PgStore {
     }
 
     async fn block(&self, url: &str, until: i64) -> StoreResult<()> {
-        Ok(PgRegistry(&mut *self.conn().await?).block(url, until).await?)
+        Ok(PgRegistry(&mut *self.conn().await?)
+            .block(url, until)
+            .await?)
     }
 
     async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round> {

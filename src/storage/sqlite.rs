@@ -25,9 +25,7 @@ use super::schema::{event_stats, events, relay_cursors, relay_state, retractions
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
-use super::{
-    now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written,
-};
+use super::{now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
@@ -148,7 +146,9 @@ impl EventStore for SqliteStore {
 
     async fn sources(&self, id: &str) -> StoreResult<Vec<Source>> {
         let id = id.to_owned();
-        let rows = self.run(move |conn| sources_of!(&id).load::<(String, i64)>(conn)).await?;
+        let rows = self
+            .run(move |conn| sources_of!(&id).load::<(String, i64)>(conn))
+            .await?;
         Ok(rows.into_iter().map(Source::from).collect())
     }
 

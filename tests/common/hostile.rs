@@ -50,6 +50,8 @@ struct Script {
     cap: usize,
     /// Send a NOTICE every 100 ms on every connection, whatever else happens.
     chatty: std::sync::atomic::AtomicBool,
+    /// The filter of every REQ received.
+    filters: Mutex<Vec<serde_json::Value>>,
 }
 
 pub struct HostileRelay {
@@ -136,6 +138,11 @@ impl HostileRelay {
         self.script.negs.load(Ordering::SeqCst)
     }
 
+    /// The filters of the REQs received so far.
+    pub fn filters(&self) -> Vec<serde_json::Value> {
+        self.script.filters.lock().unwrap().clone()
+    }
+
     pub fn reqs(&self) -> usize {
         self.script.reqs.load(Ordering::SeqCst)
     }
@@ -208,6 +215,11 @@ async fn serve(tcp: tokio::net::TcpStream, script: Arc<Script>, events: Arc<Vec<
             continue;
         }
         script.reqs.fetch_add(1, Ordering::SeqCst);
+        script
+            .filters
+            .lock()
+            .unwrap()
+            .extend(parts.iter().skip(2).cloned());
         let act = script
             .acts
             .lock()

@@ -145,10 +145,8 @@ impl Refresh {
             }
         }
         excluded.extend(blocked.iter().cloned());
-        let score_of: HashMap<String, f64> = scores
-            .iter()
-            .map(|s| (s.url.clone(), s.score))
-            .collect();
+        let score_of: HashMap<String, f64> =
+            scores.iter().map(|s| (s.url.clone(), s.score)).collect();
         let mut unresolved: usize = 0;
         let mut plan = discovery::Plan::default();
         for _ in 0..PLAN_ROUNDS {
@@ -239,7 +237,7 @@ impl Refresh {
             }
         }
         // The newest list of each author (a replaced one may linger a moment).
-        events.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        events.sort_by_key(|e| std::cmp::Reverse(e.created_at));
         let mut lists = BTreeMap::new();
         let mut names = HashMap::new();
         let mut refused: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -35,9 +35,9 @@ use crate::actors::relay::state::SyncState;
 use crate::actors::relay::RelayActor;
 use crate::actors::Ping;
 use crate::config::{RelayConfig, Settings};
+use crate::discovery::score::{History, Sample};
 use crate::http::Health;
 use crate::metrics::Counters;
-use crate::discovery::score::{History, Sample};
 use crate::storage::registry::{Fence, Lease, Round, ScoreRow};
 use crate::storage::{now_secs, EventStore, Registry};
 
@@ -197,7 +197,8 @@ impl RegistryActor {
     fn score(&mut self, ctx: &mut Context<Self>) {
         let now = now_secs();
         let window = self.settings.discovery.score_window_secs;
-        self.histories.retain(|url, _| self.running.contains_key(url));
+        self.histories
+            .retain(|url, _| self.running.contains_key(url));
         let mut rows = Vec::with_capacity(self.running.len());
         for url in self.running.keys() {
             let c = self.counters.relay(url);

@@ -96,9 +96,10 @@ impl EventStore for Detached {
 
     async fn relay_lists(&self, authors: &[String], limit: i64) -> StoreResult<Vec<Event>> {
         let authors = authors.to_vec();
-        detached(&self.0, |s| async move {
-            s.relay_lists(&authors, limit).await
-        })
+        detached(
+            &self.0,
+            |s| async move { s.relay_lists(&authors, limit).await },
+        )
         .await
     }
 

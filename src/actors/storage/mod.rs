@@ -412,10 +412,9 @@ impl Writer {
                 tracing::warn!(error = %e, "aggregator unavailable; deltas wait for the next start");
             }
         }
-        self.dedup
-            .do_send(Committed(
-                events.iter().map(|e| e.id).zip(sources).collect(),
-            ));
+        self.dedup.do_send(Committed(
+            events.iter().map(|e| e.id).zip(sources).collect(),
+        ));
         for ((ack, received, in_flight), new) in guards.into_iter().zip(new) {
             let new = new.is_some();
             if new {
@@ -497,11 +496,14 @@ impl Actor for StorageActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
         // Deliveries of duplicate copies wait at most this long when no events come.
-        ctx.run_interval(self.policy.batch_timeout.max(SIGHTINGS_EVERY), |act, ctx| {
-            if !act.writing && act.pending.is_empty() && !act.sightings.is_empty() {
-                act.schedule_flush(ctx, Duration::ZERO);
-            }
-        });
+        ctx.run_interval(
+            self.policy.batch_timeout.max(SIGHTINGS_EVERY),
+            |act, ctx| {
+                if !act.writing && act.pending.is_empty() && !act.sightings.is_empty() {
+                    act.schedule_flush(ctx, Duration::ZERO);
+                }
+            },
+        );
     }
 }
 

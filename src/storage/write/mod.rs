@@ -14,8 +14,8 @@ use super::batch::{fingerprint_deltas, retractions, sources, tombstones, Prepare
 use super::models::{
     EventRow, FingerprintRow, NewEvent, NewEventRelay, NewHead, NewRetraction, NewTag,
 };
-use super::Sighting;
 use super::Purged;
+use super::Sighting;
 use crate::nostr::Deletion;
 
 /// A stored event a step removed, and whether its contributions were applied.
