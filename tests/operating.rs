@@ -201,6 +201,20 @@ mod rows {
     use diesel::sql_types::{BigInt, Text};
 
     #[derive(QueryableByName, Debug)]
+    pub struct Count {
+        #[diesel(sql_type = BigInt)]
+        pub n: i64,
+    }
+
+    #[derive(QueryableByName, Debug)]
+    pub struct FirstFrom {
+        #[diesel(sql_type = Text)]
+        pub url: String,
+        #[diesel(sql_type = BigInt)]
+        pub first_from: i64,
+    }
+
+    #[derive(QueryableByName, Debug)]
     pub struct Top {
         #[diesel(sql_type = Text)]
         pub id: String,
@@ -259,7 +273,7 @@ fn docs_queries_run_on_both_backends(db: TestDb) {
     });
     let expected = common::oracle::expected_stats(&data.events);
     let queries = doc_queries();
-    assert_eq!(queries.len(), 3);
+    assert_eq!(queries.len(), 4);
 
     let top: Vec<rows::Top> = query(&db, &queries[0]);
     let score = |id: &str| {
@@ -318,4 +332,12 @@ fn docs_queries_run_on_both_backends(db: TestDb) {
     let got: Vec<rows::Zaps> = query(&db, &queries[2].replace(":author", &author));
     assert_eq!((got[0].zaps, got[0].msats), (zaps, msats));
     assert!(msats > 0);
+
+    // One relay delivered everything stored, each event first (in the last day: the
+    // sync took seconds).
+    let stored: Vec<rows::Count> = query(&db, "SELECT COUNT(*) AS n FROM events");
+    let firsts: Vec<rows::FirstFrom> = query(&db, &queries[3]);
+    assert_eq!(firsts.len(), 1, "{firsts:?}");
+    assert!(firsts[0].url.starts_with("ws://127.0.0.1:"), "{firsts:?}");
+    assert_eq!(firsts[0].first_from, stored[0].n);
 }
