@@ -65,6 +65,18 @@ fn leases_are_shared_taken_over_and_fenced(db: TestDb) {
         let a = reg.lease_round("a", 1_000, lease).await.unwrap();
         assert_eq!((a.held.len(), a.share, a.instances), (7, 7, 1));
         assert!(a.held.iter().all(|l| l.token == 1 && l.active));
+        // Each relay has an id for good (provenance names relays by it), the same in
+        // every round and in what a restarted instance resumes.
+        let ids: std::collections::BTreeSet<i32> = a.held.iter().map(|l| l.id).collect();
+        assert!(ids.len() == 7 && !ids.contains(&0), "{ids:?}");
+        let again = reg.lease_round("a", 1_000, lease).await.unwrap();
+        let resumed = reg.held("a", 1_000).await.unwrap();
+        assert_eq!(resumed.len(), 7);
+        for later in [&again.held, &resumed] {
+            for (x, y) in a.held.iter().zip(later) {
+                assert_eq!((&x.url, x.id), (&y.url, y.id));
+            }
+        }
         // `b` joins: its share is 4 of 7, but every relay is leased.
         let b = reg.lease_round("b", 1_001, lease).await.unwrap();
         assert_eq!((b.held.len(), b.share, b.instances), (0, 4, 2));

@@ -147,7 +147,7 @@ pub trait Registry: Send + Sync + 'static {
     async fn lease_round(&self, me: &str, now: i64, lease_secs: i64) -> StoreResult<Round>;
 
     /// `me`'s leases that last beyond `now`: what an instance restarted under the same
-    /// id holds already. Reads only.
+    /// id holds already. Reads only (a relay without an id yet gets 0).
     async fn held(&self, me: &str, now: i64) -> StoreResult<Vec<Lease>>;
 
     /// Gives up `me`'s leases `(url, token)` (their actors have stopped); a lease
@@ -404,10 +404,10 @@ macro_rules! impl_registry_queries {
                             .select(lease)
                             .load::<$crate::storage::registry::LeaseRow>(&mut *self.0)$(.$aw)??,
                     );
-                    held.sort_by(|a, b| a.0.cmp(&b.0));
                     takeovers = free.iter().filter(|(_, was)| was.as_deref().is_some_and(|w| w != me)).count() as u64;
                 }
-                let held = self.with_ids(held).await?;
+                held.sort_by(|a, b| a.0.cmp(&b.0));
+                let held = self.with_ids(held, true).await?;
                 Ok($crate::storage::registry::Round {
                     held,
                     states,
@@ -426,27 +426,40 @@ macro_rules! impl_registry_queries {
                     .order(relays::url)
                     .select((relays::url, relays::token, relays::settings, active))
                     .load(&mut *self.0)$(.$aw)??;
-                self.with_ids(rows).await
+                // Reads only: the ids were given when the leases were taken.
+                self.with_ids(rows, false).await
             }
 
-            /// `rows` with their relays' ids, given to those without one.
-            async fn with_ids(&mut self, rows: Vec<$crate::storage::registry::LeaseRow>) -> diesel::QueryResult<Vec<$crate::storage::registry::Lease>> {
+            /// `rows` with their relays' ids; with `give`, given to those without one
+            /// (else their id is 0: provenance not recorded).
+            async fn with_ids(&mut self, rows: Vec<$crate::storage::registry::LeaseRow>, give: bool) -> diesel::QueryResult<Vec<$crate::storage::registry::Lease>> {
                 use $crate::storage::schema::relay_ids;
                 if rows.is_empty() {
                     return Ok(Vec::new());
                 }
                 let urls: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-                let new: Vec<_> = urls.iter().map(|u| relay_ids::url.eq(*u)).collect();
-                diesel::insert_into(relay_ids::table)
-                    .values(&new)
-                    .on_conflict_do_nothing()
-                    .execute(&mut *self.0)$(.$aw)??;
-                let ids: std::collections::HashMap<String, i32> = relay_ids::table
+                let mut ids: std::collections::HashMap<String, i32> = relay_ids::table
                     .filter(relay_ids::url.eq_any(&urls))
                     .select((relay_ids::url, relay_ids::id))
                     .load::<(String, i32)>(&mut *self.0)$(.$aw)??
                     .into_iter()
                     .collect();
+                let missing: Vec<&str> = urls.iter().copied().filter(|u| !ids.contains_key(*u)).collect();
+                // Only the missing are inserted: a conflicting insert would still use
+                // up a value of PostgreSQL's sequence, every round.
+                if give && !missing.is_empty() {
+                    let new: Vec<_> = missing.iter().map(|u| relay_ids::url.eq(*u)).collect();
+                    diesel::insert_into(relay_ids::table)
+                        .values(&new)
+                        .on_conflict_do_nothing()
+                        .execute(&mut *self.0)$(.$aw)??;
+                    ids.extend(
+                        relay_ids::table
+                            .filter(relay_ids::url.eq_any(&missing))
+                            .select((relay_ids::url, relay_ids::id))
+                            .load::<(String, i32)>(&mut *self.0)$(.$aw)??,
+                    );
+                }
                 Ok(rows
                     .into_iter()
                     .map(|(url, token, settings, active)| $crate::storage::registry::Lease {

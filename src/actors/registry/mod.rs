@@ -494,9 +494,14 @@ impl Handler<Reload> for RegistryActor {
                 .running
                 .iter()
                 .filter(|(url, r)| {
-                    act.settings
-                        .relay_config(url, &r.stored)
-                        .is_ok_and(|c| c != r.config)
+                    // Its id is the registry's, not the configuration's.
+                    act.settings.relay_config(url, &r.stored).is_ok_and(|c| {
+                        let c = RelayConfig {
+                            source: r.config.source,
+                            ..c
+                        };
+                        c != r.config
+                    })
                 })
                 .map(|(url, _)| url.clone())
                 .collect();
