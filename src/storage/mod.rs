@@ -209,6 +209,13 @@ pub struct Sighting {
     pub at: i64,
 }
 
+/// What the database holds on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    pub bytes: i64,
+    pub provenance_rows: i64,
+}
+
 /// One relay that delivered a stored event: its URL and when it first did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Source {
@@ -268,6 +275,10 @@ pub trait EventStore: Send + Sync + 'static {
     async fn events_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, Event)>>;
 
     async fn count_events(&self) -> StoreResult<i64>;
+
+    /// What the database holds on disk for this schema (tables, indexes, TOAST; the
+    /// SQLite file's pages), and the provenance rows among it.
+    async fn footprint(&self) -> StoreResult<Footprint>;
 
     /// Which of `ids` (lowercase hex) are stored: one indexed lookup per id, in one
     /// query per thousand.

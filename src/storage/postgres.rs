@@ -14,11 +14,13 @@ use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, relay_lists, rows_to_events, sources_of};
 use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round, ScoreRow};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
+use super::schema::{event_relays, event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::postgres::{PgSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
-use super::{now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written};
+use super::{
+    now_secs, EventStore, Footprint, Purged, Sighting, Source, StoreError, StoreResult, Written,
+};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
@@ -260,6 +262,22 @@ impl EventStore for PgStore {
     async fn count_events(&self) -> StoreResult<i64> {
         let mut conn = self.conn().await?;
         Ok(events::table.count().get_result(&mut conn).await?)
+    }
+
+    async fn footprint(&self) -> StoreResult<Footprint> {
+        let mut conn = self.conn().await?;
+        let bytes = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "(SELECT CAST(COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS BIGINT) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r')",
+        ))
+        .get_result(&mut conn)
+        .await?;
+        let provenance_rows = event_relays::table.count().get_result(&mut conn).await?;
+        Ok(Footprint {
+            bytes,
+            provenance_rows,
+        })
     }
 
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {

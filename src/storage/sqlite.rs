@@ -21,11 +21,13 @@ use super::fingerprints;
 use super::models::{tag_rows, EventRow, NewRetraction, StatsRow};
 use super::queries::{claimed_deltas, relay_lists, rows_to_events, sources_of};
 use super::registry::{Fence, Lease, NewRelay, Registry, RelayEntry, Round, ScoreRow};
-use super::schema::{event_stats, events, relay_cursors, relay_state, retractions};
+use super::schema::{event_relays, event_stats, events, relay_cursors, relay_state, retractions};
 use super::write::sqlite::{SqliteSteps, ROWS_PER_STATEMENT};
 use super::write::{purge, write};
 use super::zaps::{Facts, Receipt, Settlement, ZapServer, ZapStore};
-use super::{now_secs, EventStore, Purged, Sighting, Source, StoreError, StoreResult, Written};
+use super::{
+    now_secs, EventStore, Footprint, Purged, Sighting, Source, StoreError, StoreResult, Written,
+};
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
@@ -228,6 +230,21 @@ impl EventStore for SqliteStore {
     async fn count_events(&self) -> StoreResult<i64> {
         self.run(|conn| events::table.count().get_result(conn))
             .await
+    }
+
+    async fn footprint(&self) -> StoreResult<Footprint> {
+        self.run(|conn| {
+            let bytes = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "(SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())",
+            ))
+            .get_result(conn)?;
+            let provenance_rows = event_relays::table.count().get_result(conn)?;
+            Ok(Footprint {
+                bytes,
+                provenance_rows,
+            })
+        })
+        .await
     }
 
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {

@@ -118,6 +118,10 @@ impl EventStore for Baseline {
         self.0.count_events().await
     }
 
+    async fn footprint(&self) -> StoreResult<nostr_sync::storage::Footprint> {
+        self.0.footprint().await
+    }
+
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
         self.0.stored_among(ids).await
     }

@@ -276,6 +276,34 @@ impl Zapper {
 }
 
 /// Which of `n` events each of `relays` relays holds.
+/// The relay an author writes to, of `relays`: as its NIP-65 relay list says, for
+/// `bench --discovery`.
+pub fn home_of(author: &PublicKey, relays: usize) -> usize {
+    let b = author.to_bytes();
+    (u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) % relays.max(1) as u64)
+        as usize
+}
+
+/// As `place`, with each event's home the relay its author writes to (`home_of`).
+pub fn place_by_author(
+    events: &[Event],
+    relays: usize,
+    overlap: f64,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut placement = vec![Vec::new(); relays];
+    for (i, e) in events.iter().enumerate() {
+        let home = home_of(&e.pubkey, relays);
+        for (r, held) in placement.iter_mut().enumerate() {
+            if r == home || rng.random_bool(overlap) {
+                held.push(i);
+            }
+        }
+    }
+    placement
+}
+
 pub fn place(n: usize, relays: usize, overlap: f64, seed: u64) -> Vec<Vec<usize>> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut placement = vec![Vec::new(); relays];

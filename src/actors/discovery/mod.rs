@@ -26,8 +26,9 @@ use crate::metrics::Counters;
 use crate::storage::registry::NewRelay;
 use crate::storage::{now_secs, EventStore, Registry, StoreResult};
 
-/// While relay lists are missing, the next refresh comes at most this much later.
-const CATCHING_UP: Duration = Duration::from_secs(10);
+/// While relay lists are still coming in (their number changed since the last
+/// refresh, or none is stored yet), the next refresh comes at most this much later.
+const CATCHING_UP: Duration = Duration::from_secs(2);
 
 /// Longest wait for one host name's addresses.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,6 +45,8 @@ pub struct DiscoveryActor {
     store: Arc<dyn EventStore>,
     registry: Arc<dyn Registry>,
     counters: Arc<Counters>,
+    /// Relay lists the last refresh read.
+    lists: Option<usize>,
 }
 
 impl DiscoveryActor {
@@ -58,6 +61,7 @@ impl DiscoveryActor {
             store,
             registry,
             counters,
+            lists: None,
         }
     }
 
@@ -69,17 +73,29 @@ impl DiscoveryActor {
             counters: self.counters.clone(),
         };
         let every = Duration::from_secs(self.settings.discovery.refresh_secs);
-        ctx.spawn(job.run().into_actor(self).map(move |result, _, ctx| {
-            let next = match result {
-                Ok(complete) if complete => every,
-                Ok(_) => every.min(CATCHING_UP),
-                Err(error) => {
-                    tracing::warn!(%error, "discovery failed; trying again");
-                    every.min(CATCHING_UP)
-                }
-            };
-            ctx.run_later(next, |act, ctx| act.refresh(ctx));
-        }));
+        let before = self.lists;
+        ctx.spawn(
+            job.run(before)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let next = match result {
+                        Ok(lists) => {
+                            act.lists = Some(lists);
+                            let settled = lists > 0 && before == Some(lists);
+                            if settled {
+                                every
+                            } else {
+                                every.min(CATCHING_UP)
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "discovery failed; trying again");
+                            every.min(CATCHING_UP)
+                        }
+                    };
+                    ctx.run_later(next, |act, ctx| act.refresh(ctx));
+                }),
+        );
     }
 }
 
@@ -100,8 +116,8 @@ struct Refresh {
 }
 
 impl Refresh {
-    /// Returns whether every selected author had a relay list.
-    async fn run(self) -> StoreResult<bool> {
+    /// Returns how many authors' relay lists it read (`before`: the last refresh's).
+    async fn run(self, before: Option<usize>) -> StoreResult<usize> {
         let d = &self.settings.discovery;
         let rules = Rules {
             allow_private: d.allow_private,
@@ -193,19 +209,22 @@ impl Refresh {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = states.into_iter().collect();
         let selected = self.selected().len();
-        tracing::info!(
-            authors = lists.len(),
-            selected,
-            candidates = plan.candidates,
-            relays = plan.relays.len(),
-            added,
-            disabled,
-            blocked = blocked.len(),
-            refused,
-            unresolved,
-            "discovery refreshed"
-        );
-        Ok(selected > 0 && lists.len() >= selected)
+        let news = added + disabled > 0 || before != Some(lists.len());
+        if news {
+            tracing::info!(
+                authors = lists.len(),
+                selected,
+                candidates = plan.candidates,
+                relays = plan.relays.len(),
+                added,
+                disabled,
+                blocked = blocked.len(),
+                refused,
+                unresolved,
+                "discovery refreshed"
+            );
+        }
+        Ok(lists.len())
     }
 
     /// The selected authors (none: every author).

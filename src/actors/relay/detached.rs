@@ -107,6 +107,10 @@ impl EventStore for Detached {
         detached(&self.0, |s| async move { s.count_events().await }).await
     }
 
+    async fn footprint(&self) -> StoreResult<crate::storage::Footprint> {
+        detached(&self.0, |s| async move { s.footprint().await }).await
+    }
+
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
         let ids = ids.to_vec();
         detached(&self.0, |s| async move { s.stored_among(&ids).await }).await

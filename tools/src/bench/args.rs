@@ -80,4 +80,10 @@ pub struct BenchArgs {
     /// need a PostgreSQL --db); 0: one syncer in this process, as usual.
     #[arg(long, default_value_t = 0)]
     pub instances: usize,
+    /// Find the relays through outbox discovery (NIP-65): each author's events are on
+    /// the relay its relay list names, a seed relay holds the lists, and the syncer is
+    /// given the seed relay alone. Reports the seconds until every relay was found.
+    /// Backfill; its events are signed apart (cached with their authors' keys).
+    #[arg(long)]
+    pub discovery: bool,
 }

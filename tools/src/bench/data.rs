@@ -9,20 +9,35 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use nostr_sdk::{Event, JsonUtil};
 
-use crate::dataset::{expected_stats, sign_events};
+use crate::dataset::{expected_stats, sign_events_by};
 use nostr_sync::nostr::aggregate::StatsDelta;
 use nostr_sync::storage::{self, migrate, Backend};
 
-/// The cached event file for `n` events, signing them first if needed.
-pub(super) fn cached_events(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
+/// The cached event file for `n` events, signing them first if needed; `with_keys`:
+/// a set of its own whose authors' keys are kept beside it (`keys_path`), for
+/// `bench --discovery`.
+pub(super) fn cached_events(dir: &Path, n: usize, with_keys: bool) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("events-v2-{n}.jsonl"));
-    let stats_path = dir.join(format!("events-v2-{n}.stats.json"));
-    if path.exists() && stats_path.exists() {
+    let name = if with_keys {
+        "authored-v1"
+    } else {
+        "events-v2"
+    };
+    let path = dir.join(format!("{name}-{n}.jsonl"));
+    let stats_path = stats_path(&path);
+    let keys = keys_path(&path);
+    if path.exists() && stats_path.exists() && (!with_keys || keys.exists()) {
         return Ok(path);
     }
     eprintln!("signing {n} events once (cached in {})...", path.display());
-    let events = sign_events(n, 42);
+    let (events, authors) = sign_events_by(n, 42);
+    if with_keys {
+        let hex: Vec<String> = authors
+            .iter()
+            .map(|k| k.secret_key().to_secret_hex())
+            .collect();
+        std::fs::write(&keys, hex.join("\n"))?;
+    }
     // Written aside and renamed, so an interrupted run leaves no half cache.
     let partial = path.with_extension("partial");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
@@ -41,6 +56,16 @@ pub(super) fn cached_events(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
     Err(Command::new(program).args(args).exec().into())
 }
 
+/// Where the expected aggregates of an event file are.
+fn stats_path(events: &Path) -> PathBuf {
+    events.with_extension("stats.json")
+}
+
+/// Where the authors' keys of an event file are (`cached_events` with keys).
+pub(super) fn keys_path(events: &Path) -> PathBuf {
+    events.with_extension("keys")
+}
+
 fn to_json_stats(stats: &HashMap<String, StatsDelta>) -> HashMap<&str, [i64; 5]> {
     stats
         .iter()
@@ -53,11 +78,8 @@ fn to_json_stats(stats: &HashMap<String, StatsDelta>) -> HashMap<&str, [i64; 5]>
         .collect()
 }
 
-pub(super) fn load_expected_stats(
-    dir: &Path,
-    n: usize,
-) -> anyhow::Result<HashMap<String, StatsDelta>> {
-    let text = std::fs::read_to_string(dir.join(format!("events-v2-{n}.stats.json")))?;
+pub(super) fn load_expected_stats(events: &Path) -> anyhow::Result<HashMap<String, StatsDelta>> {
+    let text = std::fs::read_to_string(stats_path(events))?;
     let raw: HashMap<String, [i64; 5]> = serde_json::from_str(&text)?;
     Ok(raw
         .into_iter()

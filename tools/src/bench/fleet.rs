@@ -137,7 +137,7 @@ pub(super) fn run(args: &BenchArgs, events_file: &Path) -> anyhow::Result<()> {
     }
     relays.stop();
     ensure!(count == total, "stored {count} events, expected {total}");
-    let expected = load_expected_stats(&args.cache_dir, args.events)?;
+    let expected = load_expected_stats(events_file)?;
     let (stats, recount) = actix_rt::System::new().block_on(async {
         let stats = store.stats().await?;
         let policy = bench_settings(&db.url, &[])?.aggregates.zap_policy();

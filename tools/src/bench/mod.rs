@@ -56,8 +56,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         (0.0..=1.0).contains(&args.overlap),
         "--overlap must be within 0..=1"
     );
+    ensure!(
+        !args.discovery || (args.mode == Mode::Backfill && args.instances == 0),
+        "--discovery is for backfill, in one process"
+    );
     let events_file = match args.mode {
-        Mode::Backfill => Some(cached_events(&args.cache_dir, args.events)?),
+        Mode::Backfill => Some(cached_events(&args.cache_dir, args.events, args.discovery)?),
         Mode::Live => None,
     };
     if args.instances > 0 {
@@ -104,7 +108,18 @@ fn run_profile(
         n => Some(pend_zaps(&db.url, n)?),
     };
     let mut relays = RelayProcess::spawn(args, events_file)?;
-    let mut settings = bench_settings(&db.url, &relays.urls)?;
+    let good: Vec<String> = relays.urls[..args.relays].to_vec();
+    let mut settings = match &relays.seed {
+        Some(seed) => {
+            let mut s = bench_settings(&db.url, std::slice::from_ref(seed))?;
+            let d = &mut s.discovery;
+            d.enabled = true;
+            d.allow_private = true;
+            d.max_relays = d.max_relays.max(args.relays);
+            s
+        }
+        None => bench_settings(&db.url, &relays.urls)?,
+    };
     settings.sync.live = args.mode == Mode::Live;
     // The generated receipts come from a zapper with no LNURL server; the check below
     // counts them as they hold together. With pending zaps, the recipients' servers
@@ -118,6 +133,7 @@ fn run_profile(
         nostr_sync::config::ZapVerification::None
     };
     let zaps = settings.aggregates.zap_policy();
+    let provenance = settings.storage.provenance && profile != Profile::Baseline;
     if profile == Profile::Baseline {
         settings.dedup.lru_capacity = 1;
         settings.storage.workers = 1;
@@ -135,24 +151,33 @@ fn run_profile(
         profile,
         settings,
         &mut relays,
+        &good,
         pending.as_ref(),
     ));
     let cpu_s = cpu_seconds("/proc/self/stat") - cpu_before;
     let relays_cpu_s = cpu_seconds(&relay_stat) - relays_before;
     let peak_rss_mb = peak_rss_mb();
     relays.stop();
-    let (counters, elapsed, mut expected, idle_cpu_pct, zaps_settled_s) = outcome?;
-    if args.mode == Mode::Backfill {
-        expected.stats = Some(load_expected_stats(&args.cache_dir, args.events)?);
+    let Outcome {
+        counters,
+        elapsed,
+        mut expected,
+        idle_cpu_pct,
+        zaps_settled_s,
+        relays_found_s,
+    } = outcome?;
+    if let Some(file) = events_file {
+        expected.stats = Some(load_expected_stats(file)?);
     }
 
     // Check the result against what the relays were given.
-    let (count, stats, recount) = actix_rt::System::new().block_on(async {
+    let (count, stats, recount, footprint) = actix_rt::System::new().block_on(async {
         let store = storage::open(&db.url, 2).await?;
         let count = store.count_events().await?;
         let stats = store.stats().await?;
         let recount = storage::recount(&*store, &zaps).await?;
-        anyhow::Ok((count, stats, recount))
+        let footprint = store.footprint().await?;
+        anyhow::Ok((count, stats, recount, footprint))
     })?;
     ensure!(
         count as u64 == expected.count,
@@ -209,6 +234,10 @@ fn run_profile(
             aggregate_s: counters.timings.flush_seconds.sum(),
         },
         speedup: None,
+        relays_found_s,
+        provenance,
+        provenance_per_event: footprint.provenance_rows as f64 / count.max(1) as f64,
+        db_bytes_per_event: footprint.bytes as f64 / count.max(1) as f64,
         dead_relays: args.dead_relays,
         peak_threads: PEAK_THREADS.load(std::sync::atomic::Ordering::Relaxed),
         idle_cpu_pct,
@@ -353,15 +382,26 @@ struct Expected {
     commits_before: u64,
 }
 
+/// What a run's sync gives back for the report.
+struct Outcome {
+    counters: Arc<Counters>,
+    elapsed: Duration,
+    expected: Expected,
+    idle_cpu_pct: Option<f64>,
+    zaps_settled_s: Option<f64>,
+    relays_found_s: Option<f64>,
+}
+
 async fn sync(
     args: &BenchArgs,
     profile: Profile,
     settings: Settings,
     relays: &mut RelayProcess,
+    good: &[String],
     pending: Option<&PendingZaps>,
-) -> anyhow::Result<(Arc<Counters>, Duration, Expected, Option<f64>, Option<f64>)> {
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let good: Vec<String> = settings.relays[..args.relays].to_vec();
+    let discovering = settings.discovery.enabled;
     let app = match profile {
         Profile::Baseline => {
             App::start_with(settings, |store| Arc::new(crate::baseline::Baseline(store))).await?
@@ -371,11 +411,39 @@ async fn sync(
     let counters = app.counters.clone();
     let mut idle_cpu_pct = None;
     let mut zaps_settled_s = None;
+    let mut relays_found_s = None;
     let result: anyhow::Result<(Duration, Expected)> = match args.mode {
         Mode::Backfill => {
-            let total = args.events as u64;
+            // With discovery, the relay lists too (one per author).
+            let lists = if discovering {
+                let keys =
+                    self::data::keys_path(&cached_events(&args.cache_dir, args.events, true)?);
+                relays::load_keys(&keys)?.len() as u64
+            } else {
+                0
+            };
+            let total = args.events as u64 + lists;
+            let found = async {
+                if !discovering {
+                    return;
+                }
+                let registry = app.store.registry();
+                loop {
+                    let rows = registry.relays().await.unwrap_or_default();
+                    let n = rows.iter().filter(|r| r.source == "discovered").count();
+                    if n >= good.len() {
+                        relays_found_s = Some(started.elapsed().as_secs_f64());
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
             let done = progress(&app, total, started, async {
-                good_relays_synced(&app, &good, Duration::from_secs(3_600)).await
+                let (_, done) = tokio::join!(
+                    found,
+                    good_relays_synced(&app, good, Duration::from_secs(3_600))
+                );
+                done
             })
             .await;
             let elapsed = started.elapsed();
@@ -463,7 +531,14 @@ async fn sync(
     };
     app.shutdown(Duration::from_secs(60)).await;
     let (elapsed, expected) = result?;
-    Ok((counters, elapsed, expected, idle_cpu_pct, zaps_settled_s))
+    Ok(Outcome {
+        counters,
+        elapsed,
+        expected,
+        idle_cpu_pct,
+        zaps_settled_s,
+        relays_found_s,
+    })
 }
 
 /// Prints a progress line every second while `work` runs.

@@ -6,11 +6,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nostr_sdk::Timestamp;
+use nostr_sdk::{Event, EventBuilder, Keys, Kind, Tag, Timestamp};
 
 use super::args::BenchArgs;
 use super::data::load_events;
-use crate::dataset::{place, EventMaker, HostedRelay};
+use crate::dataset::{home_of, place, place_by_author, EventMaker, HostedRelay};
 
 /// The child process hosting the relays.
 pub(super) struct RelayProcess {
@@ -18,6 +18,8 @@ pub(super) struct RelayProcess {
     stdin: Option<ChildStdin>,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
     pub(super) urls: Vec<String>,
+    /// With `--discovery`: the relay holding the authors' relay lists.
+    pub(super) seed: Option<String>,
 }
 
 impl RelayProcess {
@@ -35,14 +37,24 @@ impl RelayProcess {
             .args(["--dead-relays", &args.dead_relays.to_string()]);
         if let Some(f) = events_file {
             cmd.arg("--events-file").arg(f);
+            if args.discovery {
+                cmd.arg("--authors-file").arg(super::data::keys_path(f));
+            }
         }
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("relay process stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
+        let mut ready = lines
             .next()
             .context("relay process exited before READY")??;
+        let mut seed = None;
+        if let Some(url) = ready.strip_prefix("SEED ") {
+            seed = Some(url.to_owned());
+            ready = lines
+                .next()
+                .context("relay process exited before READY")??;
+        }
         let urls: Vec<String> = ready
             .strip_prefix("READY ")
             .with_context(|| format!("unexpected line from relay process: {ready}"))?
@@ -54,6 +66,7 @@ impl RelayProcess {
             stdin,
             lines,
             urls,
+            seed,
         })
     }
 
@@ -90,6 +103,35 @@ pub struct RelayArgs {
     /// Misbehaving endpoints to host after the relays (see `BenchArgs::dead_relays`).
     #[arg(long, default_value_t = 0)]
     pub dead_relays: usize,
+    /// The authors' secret keys (hex, one per line): each author's events are held by
+    /// the relay its relay list names (`dataset::home_of`), and a seed relay holding
+    /// those relay lists is hosted too (`SEED url` before `READY`).
+    #[arg(long)]
+    pub authors_file: Option<PathBuf>,
+}
+
+/// Secret keys, hex, one per line.
+pub(super) fn load_keys(path: &Path) -> anyhow::Result<Vec<Keys>> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(Keys::parse(l.trim())?))
+        .collect()
+}
+
+/// Each author's NIP-65 relay list, naming for writing the relay that holds its events.
+fn relay_lists(authors: &[Keys], urls: &[String]) -> anyhow::Result<Vec<Event>> {
+    authors
+        .iter()
+        .map(|k| {
+            let home = &urls[home_of(&k.public_key(), urls.len())];
+            let tag = Tag::parse(["r", home.as_str()])?;
+            Ok(EventBuilder::new(Kind::RelayList, "")
+                .tag(tag)
+                .sign_with_keys(k)?)
+        })
+        .collect()
 }
 
 fn limits(l: &[usize]) -> String {
@@ -114,7 +156,10 @@ pub async fn host_relays(args: RelayArgs) -> anyhow::Result<()> {
         Some(path) => load_events(path)?,
         None => Vec::new(),
     };
-    let placement = place(events.len(), args.relays, args.overlap, 42);
+    let placement = match &args.authors_file {
+        Some(_) => place_by_author(&events, args.relays, args.overlap, 42),
+        None => place(events.len(), args.relays, args.overlap, 42),
+    };
     let mut relays = Vec::new();
     for (r, held) in placement.iter().enumerate() {
         let limit = relay_limit(&args.relay_limit, r);
@@ -125,6 +170,15 @@ pub async fn host_relays(args: RelayArgs) -> anyhow::Result<()> {
     for r in &relays {
         urls.push(r.url().await);
     }
+    let _seed = match &args.authors_file {
+        Some(path) => {
+            let lists = relay_lists(&load_keys(path)?, &urls)?;
+            let seed = HostedRelay::start(lists.iter(), 500).await?;
+            println!("SEED {}", seed.url().await);
+            Some(seed)
+        }
+        None => None,
+    };
     for i in 0..args.dead_relays {
         urls.push(crate::dead::start(crate::dead::Dead::ALL[i % 4]).await?);
     }

@@ -69,6 +69,14 @@ pub struct Report {
     pub zaps_settled_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
+    /// With `--discovery`: seconds from the start until every bench relay was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relays_found_s: Option<f64>,
+    /// Whether provenance was recorded (`storage.provenance`), its rows per stored
+    /// event, and what the database holds on disk per stored event (tables, indexes).
+    pub provenance: bool,
+    pub provenance_per_event: f64,
+    pub db_bytes_per_event: f64,
 }
 
 pub(super) fn print_table(reports: &[Report]) {
@@ -126,6 +134,24 @@ pub(super) fn print_table(reports: &[Report]) {
                 None => String::new(),
             }
         );
+    }
+    for r in reports {
+        println!(
+            "disk ({}): {:.0} bytes per stored event; provenance {}, {:.2} relays per event",
+            format!("{:?}", r.profile).to_lowercase(),
+            r.db_bytes_per_event,
+            if r.provenance { "on" } else { "off" },
+            r.provenance_per_event
+        );
+    }
+    for r in reports {
+        if let Some(s) = r.relays_found_s {
+            println!(
+                "discovery ({}): all {} relays found {s:.1} s after the start",
+                format!("{:?}", r.profile).to_lowercase(),
+                r.relays
+            );
+        }
     }
     for r in reports {
         if let Some(s) = r.zaps_settled_s {
