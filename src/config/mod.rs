@@ -775,7 +775,7 @@ impl Settings {
         if !self.discovery.enabled {
             return None;
         }
-        let kind = crate::discovery::RELAY_LIST_KIND;
+        let kind = crate::nostr::RELAY_LIST_KIND;
         let covered = self.filters.iter().any(|f| {
             f.authors.is_empty()
                 && (f.kinds.is_empty() || f.kinds.contains(&kind))
@@ -790,13 +790,25 @@ impl Settings {
         if covered {
             return None;
         }
-        let mut authors = crate::discovery::selected_authors(&self.filters);
-        authors.truncate(self.discovery.max_authors);
         Some(FilterSettings {
             kinds: vec![kind],
-            authors,
+            authors: self.selected_authors(),
             ..Default::default()
         })
+    }
+
+    /// The authors the filters select (hex, sorted; at most `discovery.max_authors`);
+    /// empty when one of them selects every author.
+    pub fn selected_authors(&self) -> Vec<String> {
+        let f = &self.filters;
+        if f.is_empty() || f.iter().any(|f| f.authors.is_empty()) {
+            return Vec::new();
+        }
+        let set: std::collections::BTreeSet<&String> = f.iter().flat_map(|f| &f.authors).collect();
+        set.into_iter()
+            .take(self.discovery.max_authors)
+            .cloned()
+            .collect()
     }
 
     /// The `limit` configured for `url` (0: none; NIP-11 and `sync.page_limit` decide).

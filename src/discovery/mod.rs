@@ -19,9 +19,6 @@ use crate::config::FilterSettings;
 /// Longest relay URL a relay list may add.
 pub const MAX_URL_BYTES: usize = 256;
 
-/// The kind of a NIP-65 relay list.
-pub const RELAY_LIST_KIND: u16 = 10_002;
-
 /// What a published URL must pass.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
@@ -271,16 +268,6 @@ pub fn narrow(filters: &[FilterSettings], authors: &[String]) -> Vec<FilterSetti
             })
         })
         .collect()
-}
-
-/// The authors `filters` select (hex, sorted); empty when one of them selects every
-/// author.
-pub fn selected_authors(filters: &[FilterSettings]) -> Vec<String> {
-    if filters.is_empty() || filters.iter().any(|f| f.authors.is_empty()) {
-        return Vec::new();
-    }
-    let set: BTreeSet<&String> = filters.iter().flat_map(|f| &f.authors).collect();
-    set.into_iter().cloned().collect()
 }
 
 #[cfg(test)]

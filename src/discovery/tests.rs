@@ -204,14 +204,16 @@ fn filters_are_narrowed_to_a_relays_authors() {
         narrow(&filters, &mine),
         vec![f(&[1], &["a", "b"]), f(&[7], &["a", "b"])]
     );
-    assert_eq!(selected_authors(&filters), Vec::<String>::new());
-    assert_eq!(
-        selected_authors(&filters[1..]),
-        vec!["a", "b", "c", "z"]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    );
+    let mut s = crate::config::Settings {
+        filters: filters.clone(),
+        ..Default::default()
+    };
+    assert_eq!(s.selected_authors(), Vec::<String>::new());
+    s.filters.remove(0);
+    let want: Vec<String> = ["a", "b", "c", "z"].map(String::from).to_vec();
+    assert_eq!(s.selected_authors(), want);
+    s.discovery.max_authors = 2;
+    assert_eq!(s.selected_authors(), want[..2].to_vec());
 }
 
 #[test]

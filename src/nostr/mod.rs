@@ -26,6 +26,9 @@ pub enum Skip {
 /// them count nothing, deletions of them remove nothing (nothing is stored there).
 pub const MAX_ADDRESS_BYTES: usize = 1024;
 
+/// The kind of a relay list (NIP-65): where its author writes and reads.
+pub const RELAY_LIST_KIND: u16 = 10_002;
+
 /// Whether `event` is to be stored at unix time `now`.
 pub fn admit(event: &Event, now: u64) -> Result<(), Skip> {
     if (20_000..30_000).contains(&event.kind.as_u16()) {

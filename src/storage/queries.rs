@@ -240,7 +240,7 @@ macro_rules! relay_lists {
     ($authors:expr, $limit:expr) => {{
         use $crate::storage::schema::events;
         let mut q = events::table
-            .filter(events::kind.eq(i32::from($crate::discovery::RELAY_LIST_KIND)))
+            .filter(events::kind.eq(i32::from($crate::nostr::RELAY_LIST_KIND)))
             .order(events::seq.desc())
             .limit($limit)
             .select((events::seq, $crate::storage::models::EventRow::as_select()))

@@ -229,9 +229,7 @@ impl Refresh {
 
     /// The selected authors (none: every author).
     fn selected(&self) -> Vec<String> {
-        let mut authors = discovery::selected_authors(&self.settings.filters);
-        authors.truncate(self.settings.discovery.max_authors);
-        authors
+        self.settings.selected_authors()
     }
 
     /// Author to the admitted write relays of its stored relay list; the host name of
