@@ -115,6 +115,9 @@ fn outbox_relays_are_found_and_asked_only_for_their_authors(db: TestDb) {
                 notes[i % 5].push(note(k, &format!("{i}/{n}"), t + n));
             }
         }
+        // Relay 1 also holds a note of author 0, who does not list it yet.
+        let moved = note(&authors[0], "after the move", t + 10);
+        notes[1].push(moved.clone());
         let mut outboxes = Vec::new();
         for held in &notes {
             outboxes.push(HostileRelay::paged(held.clone(), 500).await);
@@ -137,7 +140,13 @@ fn outbox_relays_are_found_and_asked_only_for_their_authors(db: TestDb) {
             .await
             .unwrap();
         let store = storage::open(&db.url, 2).await.unwrap();
-        let want: BTreeSet<EventId> = notes.iter().flatten().chain(&lists).map(|e| e.id).collect();
+        let want: BTreeSet<EventId> = notes
+            .iter()
+            .flatten()
+            .chain(&lists)
+            .map(|e| e.id)
+            .filter(|id| *id != moved.id)
+            .collect();
         let all_stored = until(|| {
             let store = store.clone();
             let want = want.clone();
@@ -176,9 +185,51 @@ fn outbox_relays_are_found_and_asked_only_for_their_authors(db: TestDb) {
                 );
             }
         }
+        // Author 0 moves to relay 1: a newer list, on a second seed relay added while
+        // the service runs. Relay 1 is then asked for author 0 too, and relay 0 no
+        // longer.
+        let newer = relay_list(&authors[0], &[(&outboxes[1].url, "")], t + 60);
+        let seed2 = HostileRelay::paged(vec![newer.clone()], 500).await;
+        store
+            .registry()
+            .add_relay(
+                &NewRelay {
+                    url: normalise(&seed2.url).unwrap(),
+                    source: "cli",
+                    settings: String::new(),
+                },
+                storage::now_secs(),
+            )
+            .await
+            .unwrap();
+        let followed = until(|| {
+            let store = store.clone();
+            async move {
+                let ids: BTreeSet<EventId> = stored_ids(&*store).await.into_iter().collect();
+                ids.contains(&moved.id)
+            }
+        })
+        .await;
+        assert!(
+            followed,
+            "the moved author's note on its new relay was not stored"
+        );
+        let a0 = authors[0].public_key().to_hex();
+        let rows = store.registry().relays().await.unwrap();
+        let settings_of = |r: usize| {
+            let url = normalise(&outboxes[r].url).unwrap();
+            rows.iter()
+                .find(|row| row.url == url)
+                .unwrap()
+                .settings
+                .clone()
+        };
+        assert!(settings_of(1).contains(&a0));
+        assert!(!settings_of(0).contains(&a0));
         assert!(app.shutdown(Duration::from_secs(30)).await);
         let ids = stored_ids(&*store).await;
-        assert_eq!(ids.len(), want.len(), "an event is stored twice");
+        // The newer list replaced the older one.
+        assert_eq!(ids.len(), want.len() + 1, "an event is stored twice");
     });
 }
 

@@ -285,6 +285,24 @@ impl RegistryActor {
                 self.hand_back(lease.url.clone(), lease.token, ctx);
             }
         }
+        // Settings the registry changed since an actor started (discovery narrows a
+        // relay to other authors; `[[relay]]` edits on another instance): restarted
+        // after its running cycle, and started again by the next round.
+        let changed: Vec<String> = round
+            .held
+            .iter()
+            .filter(|l| l.active && !hand_back.contains(&l.url))
+            .filter(|l| {
+                self.running
+                    .get(&l.url)
+                    .is_some_and(|r| r.stored != l.settings)
+            })
+            .map(|l| l.url.clone())
+            .collect();
+        for url in changed {
+            tracing::info!(relay = %url, "relay's registry settings changed: restarting its actor");
+            self.stop_then(&url, true, false, ctx);
+        }
         for lease in round.held.iter().filter(|l| l.active) {
             let url = &lease.url;
             if !self.running.contains_key(url)
