@@ -537,7 +537,86 @@ fn fingerprints_follow_every_write(db: TestDb) {
     });
 }
 
+/// Provenance: each delivery of a stored event is one row, the first time kept; a
+/// delivery of an event not stored records nothing; a removed event's rows go with it.
+fn provenance_is_written_with_its_events_and_goes_with_them(db: TestDb) {
+    use nostr_sync::storage::registry::NewRelay;
+    use nostr_sync::storage::Sighting;
+    run(async {
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let reg = store.registry();
+        for url in ["ws://a.example", "ws://b.example"] {
+            let relay = NewRelay {
+                url: url.into(),
+                source: "cli",
+                settings: String::new(),
+            };
+            reg.add_relay(&relay, 1).await.unwrap();
+        }
+        let round = reg.lease_round("me", 1, 30).await.unwrap();
+        let (a, b) = (round.held[0].id, round.held[1].id);
+        let keys = Keys::generate();
+        let note = |text: &str| EventBuilder::text_note(text).sign_with_keys(&keys).unwrap();
+        let (one, two, never) = (note("one"), note("two"), note("never stored"));
+        let seen = |id: EventId, relay: i32, at: i64| Sighting { id, relay, at };
+        store
+            .write_batch(
+                &[one.clone(), two.clone()],
+                &[
+                    seen(one.id, a, 100),
+                    seen(two.id, a, 100),
+                    seen(one.id, b, 101),
+                ],
+            )
+            .await
+            .unwrap();
+        // Copies delivered later: b again (its first time stays), b for two, and a
+        // delivery of an event that is not stored.
+        store
+            .write_batch(
+                &[],
+                &[
+                    seen(one.id, b, 200),
+                    seen(two.id, b, 201),
+                    seen(never.id, a, 202),
+                ],
+            )
+            .await
+            .unwrap();
+        let sources = |id: EventId| {
+            let store = store.clone();
+            async move {
+                store
+                    .sources(&id.to_hex())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| (s.relay, s.first_seen))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let both = |first_b| {
+            vec![
+                ("ws://a.example".to_string(), 100),
+                ("ws://b.example".to_string(), first_b),
+            ]
+        };
+        assert_eq!(sources(one.id).await, both(101));
+        assert_eq!(sources(two.id).await, both(201));
+        assert!(sources(never.id).await.is_empty());
+        assert_eq!(store.footprint().await.unwrap().provenance_rows, 4);
+        // The author deletes `one` (NIP-09): its provenance goes with it.
+        let deletion = EventBuilder::delete(EventDeletionRequest::new().id(one.id))
+            .sign_with_keys(&keys)
+            .unwrap();
+        store.insert_events(&[deletion]).await.unwrap();
+        assert!(sources(one.id).await.is_empty());
+        assert_eq!(store.footprint().await.unwrap().provenance_rows, 2);
+    });
+}
+
 both_backends!(
+    provenance_is_written_with_its_events_and_goes_with_them,
     fingerprints_follow_every_write,
     arrival_order_changes_nothing,
     writing_again_changes_nothing,

@@ -7,9 +7,10 @@ CREATE TABLE relay_ids (
 
 -- Provenance: which relays delivered each stored event (`relay_ids`), and when each
 -- first did (unix seconds). Written in the batches that store the events; duplicate
--- copies add their relay too. Removed with the event.
+-- copies add their relay too. Removed with the event, by the transaction that removes
+-- it (no foreign key: PostgreSQL's check locks the event's row for every row written).
 CREATE TABLE event_relays (
-    event_seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    event_seq BIGINT NOT NULL,
     relay_id INTEGER NOT NULL,
     first_seen BIGINT NOT NULL,
     PRIMARY KEY (event_seq, relay_id)

@@ -18,8 +18,9 @@ use super::Purged;
 use super::Sighting;
 use crate::nostr::Deletion;
 
-/// A stored event a step removed, and whether its contributions were applied.
-pub(crate) type Removed = (bool, EventRow);
+/// A stored event a step removed: whether its contributions were applied, its row
+/// (`seq`) and what it was.
+pub(crate) type Removed = (bool, i64, EventRow);
 
 /// The queries of the steps, as one backend asks them, on a connection inside a
 /// transaction. Each takes at most [`Steps::ROWS`] rows.
@@ -86,6 +87,9 @@ pub(crate) trait Steps {
 
     /// Records deliveries (provenance); one already recorded keeps its first time.
     async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()>;
+
+    /// Removes the provenance of the removed rows `seqs`.
+    async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<()>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
@@ -107,7 +111,7 @@ macro_rules! impl_steps {
                         .filter(events::pubkey.eq(author))
                         .filter(events::kind.ne(5)),
                 )
-                .returning((events::aggregated, EventRow::as_select()))
+                .returning((events::aggregated, events::seq, EventRow::as_select()))
                 .get_results(&mut *conn)$(.$aw)??;
                 for address in &d.addresses {
                     let upsert = diesel::insert_into(deleted_addresses::table)
@@ -132,7 +136,7 @@ macro_rules! impl_steps {
                                 .filter(events::address.eq(address))
                                 .filter(events::created_at.le(d.until)),
                         )
-                        .returning((events::aggregated, EventRow::as_select()))
+                        .returning((events::aggregated, events::seq, EventRow::as_select()))
                         .get_results::<Removed>(&mut *conn)$(.$aw)??,
                     );
                 }
@@ -183,7 +187,7 @@ macro_rules! impl_steps {
                         .filter(events::address.eq_any(addresses))
                         .filter(events::id.ne_all(ids)),
                 )
-                .returning((events::aggregated, EventRow::as_select()))
+                .returning((events::aggregated, events::seq, EventRow::as_select()))
                 .get_results(self.0)$(.$aw)?
             }
 
@@ -207,6 +211,12 @@ macro_rules! impl_steps {
                 diesel::insert_into(event_relays::table)
                     .values(rows)
                     .on_conflict_do_nothing()
+                    .execute(self.0)$(.$aw)?
+                    .map(drop)
+            }
+
+            async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<()> {
+                diesel::delete(event_relays::table.filter(event_relays::event_seq.eq_any(seqs)))
                     .execute(self.0)$(.$aw)?
                     .map(drop)
             }
@@ -235,7 +245,7 @@ macro_rules! impl_steps {
 
             async fn expire(&mut self, now: i64) -> QueryResult<Vec<Removed>> {
                 diesel::delete(events::table.filter(events::expires_at.le(now)))
-                    .returning((events::aggregated, EventRow::as_select()))
+                    .returning((events::aggregated, events::seq, EventRow::as_select()))
                     .get_results(self.0)$(.$aw)?
             }
 
@@ -252,7 +262,7 @@ macro_rules! impl_steps {
 
             async fn tombstoned_since(&mut self, from: i64) -> QueryResult<Vec<Removed>> {
                 diesel::delete(events::table.filter($crate::storage::queries::tombstoned_since!(from)))
-                    .returning((events::aggregated, EventRow::as_select()))
+                    .returning((events::aggregated, events::seq, EventRow::as_select()))
                     .get_results(self.0)$(.$aw)?
             }
 
@@ -300,7 +310,7 @@ pub(crate) async fn write<S: Steps>(
     // 1. Deletion requests: the stored events they name, and tombstones.
     for (author, deletion) in &prep.deletions {
         let gone = db.delete(author, deletion).await?;
-        let removed_ids: HashSet<&str> = gone.iter().map(|(_, row)| row.id.as_str()).collect();
+        let removed_ids: HashSet<&str> = gone.iter().map(|(_, _, row)| row.id.as_str()).collect();
         let (tombstones, dropped) = tombstones(&deletion.ids, &removed_ids);
         for chunk in tombstones.chunks(S::ROWS) {
             db.tombstone_ids(author, chunk).await?;
@@ -402,7 +412,7 @@ async fn record_sources<S: Steps>(
 fn gone(removed: &[Removed]) -> impl Iterator<Item = (i64, i32, &str)> {
     removed
         .iter()
-        .map(|(_, row)| (row.created_at, row.kind, row.id.as_str()))
+        .map(|(_, _, row)| (row.created_at, row.kind, row.id.as_str()))
 }
 
 async fn add_fingerprints<S: Steps>(db: &mut S, rows: &[FingerprintRow]) -> QueryResult<()> {
@@ -414,17 +424,23 @@ async fn add_fingerprints<S: Steps>(db: &mut S, rows: &[FingerprintRow]) -> Quer
 
 /// Queues the retractions of `removed` rows (step 5, and the purge of expired and
 /// tombstoned events): what each counted, a zap receipt only if `zap_counted` held it
-/// (the row is taken). Returns how many it queued.
+/// (the row is taken); and removes their provenance. Returns how many it queued.
 pub(crate) async fn retract<S: Steps>(db: &mut S, removed: Vec<Removed>) -> QueryResult<u64> {
     let receipts: Vec<String> = removed
         .iter()
-        .filter(|(aggregated, row)| *aggregated && row.kind == 9735)
-        .map(|(_, row)| row.id.clone())
+        .filter(|(aggregated, _, row)| *aggregated && row.kind == 9735)
+        .map(|(_, _, row)| row.id.clone())
         .collect();
     let mut counted = HashSet::new();
     for chunk in receipts.chunks(S::ROWS) {
         counted.extend(db.uncount_zaps(chunk).await?);
     }
+    // Their provenance goes with them.
+    let seqs: Vec<i64> = removed.iter().map(|(_, seq, _)| *seq).collect();
+    for chunk in seqs.chunks(S::ROWS) {
+        db.forget_sources(chunk).await?;
+    }
+    let removed = removed.into_iter().map(|(a, _, row)| (a, row)).collect();
     let retractions = retractions(removed, &counted);
     for chunk in retractions.chunks(S::ROWS) {
         db.queue_retractions(chunk).await?;
