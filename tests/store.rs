@@ -558,7 +558,12 @@ fn provenance_is_written_with_its_events_and_goes_with_them(db: TestDb) {
         let keys = Keys::generate();
         let note = |text: &str| EventBuilder::text_note(text).sign_with_keys(&keys).unwrap();
         let (one, two, never) = (note("one"), note("two"), note("never stored"));
-        let seen = |id: EventId, relay: i32, at: i64| Sighting { id, relay, at };
+        let seen = |id: EventId, relay: i32, at: i64| Sighting {
+            id,
+            relay,
+            at,
+            seq: 0,
+        };
         store
             .write_batch(
                 &[one.clone(), two.clone()],

@@ -128,9 +128,9 @@ impl Pipeline {
         let n = stored.len() as u64;
         // The dedup actor remembers them as committed before their claims go (copies
         // parked behind them resolve as duplicates).
-        let ids = stored.iter().map(|i| (i.event.id, i.source)).collect();
+        let ids = stored.iter().map(|i| (i.event.id, i.source, 0)).collect();
         for item in &stored {
-            self.sightings.add(item.event.id, item.source);
+            self.sightings.add(item.event.id, item.source, 0);
         }
         if let Err(e) = self.dedup.send(Committed(ids)).await {
             tracing::error!(error = %e, "dedup actor unavailable");

@@ -34,8 +34,9 @@ impl Sightings {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `relay` delivered `id` (ignored for relay ids below 1: provenance off).
-    pub fn add(&self, id: EventId, relay: i32) {
+    /// `relay` delivered `id`, stored at row `seq` (0: not known, looked up by id);
+    /// ignored for relay ids below 1 (provenance off).
+    pub fn add(&self, id: EventId, relay: i32, seq: i64) {
         if relay <= 0 {
             return;
         }
@@ -45,6 +46,7 @@ impl Sightings {
                 id,
                 relay,
                 at: now_secs(),
+                seq,
             });
             return;
         }

@@ -201,12 +201,14 @@ pub fn sqlite_path(url: &str) -> &str {
 }
 
 /// A relay's delivery of an event, for provenance (`event_relays`): the relay's id
-/// (`relay_ids`; 0 or less records nothing) and when it arrived (unix seconds).
+/// (`relay_ids`; 0 or less records nothing), when it arrived (unix seconds), and the
+/// event's row if known (0: looked up by id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
     pub id: EventId,
     pub relay: i32,
     pub at: i64,
+    pub seq: i64,
 }
 
 /// What the database holds on disk.

@@ -11,9 +11,10 @@ use nostr_sdk::EventId;
 /// What the cache says of an arriving event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
-    /// Committed already: drop it; `new_relay` if its relay is not among those known
-    /// to have delivered it (its delivery is to be recorded).
-    Committed { new_relay: bool },
+    /// Committed already, at row `seq` (0: not known): drop it; `new_relay` if its
+    /// relay is not among those known to have delivered it (its delivery is to be
+    /// recorded).
+    Committed { new_relay: bool, seq: i64 },
     /// Another copy is in flight: the caller's copy waits for that one.
     InFlight,
     /// First sight: the caller takes it through verification and storage.
@@ -45,8 +46,15 @@ impl Relays {
     }
 }
 
+/// What the cache keeps of a committed id: its row (0: not known) and its relays.
+#[derive(Debug, Default, Clone, Copy)]
+struct Committed {
+    seq: i64,
+    relays: Relays,
+}
+
 pub struct SeenCache<W> {
-    committed: LruCache<EventId, Relays>,
+    committed: LruCache<EventId, Committed>,
     /// foldhash, as the LRU's map: SipHash cost more than the rest of a lookup.
     in_flight: HashMap<EventId, Vec<W>, foldhash::fast::RandomState>,
 }
@@ -61,9 +69,10 @@ impl<W> SeenCache<W> {
 
     /// Classifies `id`, delivered by `relay`; a fresh id becomes in flight.
     pub fn check(&mut self, id: EventId, relay: i32) -> Seen {
-        if let Some(relays) = self.committed.get_mut(&id) {
+        if let Some(c) = self.committed.get_mut(&id) {
             return Seen::Committed {
-                new_relay: relays.insert(relay),
+                new_relay: c.relays.insert(relay),
+                seq: c.seq,
             };
         }
         if self.in_flight.contains_key(&id) {
@@ -85,12 +94,12 @@ impl<W> SeenCache<W> {
         }
     }
 
-    /// `id` is committed, delivered by `relay`: remember it and hand back its waiters
-    /// (now duplicates).
-    pub fn committed(&mut self, id: EventId, relay: i32) -> Vec<W> {
+    /// `id` is committed at row `seq` (0: not known), delivered by `relay`: remember
+    /// it and hand back its waiters (now duplicates).
+    pub fn committed(&mut self, id: EventId, relay: i32, seq: i64) -> Vec<W> {
         let mut relays = Relays::default();
         relays.insert(relay);
-        self.committed.put(id, relays);
+        self.committed.put(id, Committed { seq, relays });
         self.in_flight.remove(&id).unwrap_or_default()
     }
 
@@ -98,7 +107,7 @@ impl<W> SeenCache<W> {
     pub fn delivered(&mut self, id: EventId, relay: i32) -> bool {
         self.committed
             .peek_mut(&id)
-            .is_some_and(|relays| relays.insert(relay))
+            .is_some_and(|c| c.relays.insert(relay))
     }
 
     /// The in-flight copy of `id` was invalid: forget it and hand back the waiters,
@@ -134,12 +143,30 @@ mod tests {
         assert_eq!(c.park(id(1), 11, eq), Err(11));
         assert_eq!(c.park(id(2), 11, eq), Err(11));
         assert_eq!(c.waiting(), 1);
-        assert_eq!(c.committed(id(1), 1), vec![11]);
+        assert_eq!(c.committed(id(1), 1, 7), vec![11]);
         assert!(c.delivered(id(1), 2));
         assert!(!c.delivered(id(1), 2));
-        assert_eq!(c.check(id(1), 1), Seen::Committed { new_relay: false });
-        assert_eq!(c.check(id(1), 3), Seen::Committed { new_relay: true });
-        assert_eq!(c.check(id(1), 3), Seen::Committed { new_relay: false });
+        assert_eq!(
+            c.check(id(1), 1),
+            Seen::Committed {
+                new_relay: false,
+                seq: 7
+            }
+        );
+        assert_eq!(
+            c.check(id(1), 3),
+            Seen::Committed {
+                new_relay: true,
+                seq: 7
+            }
+        );
+        assert_eq!(
+            c.check(id(1), 3),
+            Seen::Committed {
+                new_relay: false,
+                seq: 7
+            }
+        );
         assert_eq!(c.in_flight(), 0);
     }
 
@@ -171,9 +198,15 @@ mod tests {
         let mut c: SeenCache<u32> = SeenCache::new(NonZeroUsize::new(2).unwrap());
         for n in 1..=3 {
             c.check(id(n), 1);
-            c.committed(id(n), 1);
+            c.committed(id(n), 1, 0);
         }
         assert_eq!(c.check(id(1), 1), Seen::Fresh);
-        assert_eq!(c.check(id(3), 1), Seen::Committed { new_relay: false });
+        assert_eq!(
+            c.check(id(3), 1),
+            Seen::Committed {
+                new_relay: false,
+                seq: 0
+            }
+        );
     }
 }

@@ -18,10 +18,11 @@ pub struct Fresh {
     pub maybe_stored: Vec<EventId>,
 }
 
-/// These ids are committed, each with the relay of the copy that was (0: none).
+/// These ids are committed, each with the relay of the copy that was (0: none) and
+/// its row (0: not known, as for a copy found stored).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Committed(pub Vec<(EventId, i32)>);
+pub struct Committed(pub Vec<(EventId, i32, i64)>);
 
 /// These in-flight ids failed verification; returns the copies parked behind them.
 #[derive(Message)]

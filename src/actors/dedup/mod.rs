@@ -87,9 +87,9 @@ impl DedupActor {
                     }
                     fresh.items.push(item)
                 }
-                Seen::Committed { new_relay } => {
+                Seen::Committed { new_relay, seq } => {
                     if new_relay {
-                        self.sightings.add(id, item.source);
+                        self.sightings.add(id, item.source, seq);
                     }
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     item.ack.resolve(false);
@@ -131,13 +131,13 @@ impl Handler<Committed> for DedupActor {
 
     fn handle(&mut self, Committed(ids): Committed, _: &mut Self::Context) {
         let filter = self.filter.get();
-        for (id, relay) in ids {
+        for (id, relay, seq) in ids {
             if let Some(f) = filter {
                 f.insert(id.as_bytes());
             }
-            for parked in self.cache.committed(id, relay) {
+            for parked in self.cache.committed(id, relay, seq) {
                 if self.cache.delivered(id, parked.source) {
-                    self.sightings.add(id, parked.source);
+                    self.sightings.add(id, parked.source, seq);
                 }
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 parked.ack.resolve(false);

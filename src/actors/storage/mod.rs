@@ -306,6 +306,7 @@ impl Writer {
                 id: e.id,
                 relay: *relay,
                 at: now,
+                seq: 0,
             })
             .chain(duplicates.iter().copied())
             .collect();
@@ -413,7 +414,12 @@ impl Writer {
             }
         }
         self.dedup.do_send(Committed(
-            events.iter().map(|e| e.id).zip(sources).collect(),
+            events
+                .iter()
+                .zip(sources)
+                .zip(&new)
+                .map(|((e, relay), seq)| (e.id, relay, seq.unwrap_or(0)))
+                .collect(),
         ));
         for ((ack, received, in_flight), new) in guards.into_iter().zip(new) {
             let new = new.is_some();

@@ -388,10 +388,15 @@ async fn record_sources<S: Steps>(
     if sightings.is_empty() {
         return Ok(());
     }
-    let hex: Vec<String> = sightings.iter().map(|s| s.id.to_hex()).collect();
+    // Ids as text only for those whose row is not known.
+    let hex: Vec<Option<String>> = sightings
+        .iter()
+        .map(|s| (s.seq <= 0).then(|| s.id.to_hex()))
+        .collect();
     let mut seqs: HashMap<String, i64> = HashMap::new();
     let unknown: Vec<String> = hex
         .iter()
+        .flatten()
         .filter(|id| !inserted.contains_key(id.as_str()))
         .cloned()
         .collect::<HashSet<_>>()
@@ -400,8 +405,14 @@ async fn record_sources<S: Steps>(
     for chunk in unknown.chunks(S::ROWS) {
         seqs.extend(db.seqs_of(chunk).await?);
     }
-    let seq_of = |id: &str| inserted.get(id).copied().or_else(|| seqs.get(id).copied());
-    let rows = sources(sightings.iter().zip(&hex).map(|(s, id)| (s, seq_of(id))));
+    let seq_of = |s: &Sighting, id: &Option<String>| match id {
+        None => Some(s.seq),
+        Some(id) => inserted
+            .get(id.as_str())
+            .copied()
+            .or_else(|| seqs.get(id).copied()),
+    };
+    let rows = sources(sightings.iter().zip(&hex).map(|(s, id)| (s, seq_of(s, id))));
     for chunk in rows.chunks(S::ROWS) {
         db.insert_sources(chunk).await?;
     }
