@@ -50,10 +50,41 @@ pub fn to_filter(f: &FilterSettings) -> Filter {
     filter
 }
 
+/// Longest cursor key kept as it is: the key is part of a database index key
+/// (PostgreSQL's btree entries stop at about 2.7 kB, and a filter of a few hundred
+/// authors is 17 kB of JSON).
+pub const MAX_KEY_BYTES: usize = 1_024;
+
 /// The cursor key of a filter: what it selects, without the moving window. Tag
 /// filters and `until` appear only when set, so keys of filters without them stay
-/// those earlier versions saved.
+/// those earlier versions saved. A key longer than [`MAX_KEY_BYTES`] (many authors or
+/// tag values) keeps its kinds, `since` and `until`, and gives for the lists only
+/// their lengths and the SHA-256 of the whole key.
 pub fn filter_key(f: &FilterSettings) -> String {
+    let full = full_key(f);
+    if full.len() <= MAX_KEY_BYTES {
+        return full;
+    }
+    use bitcoin::hashes::{sha256, Hash};
+    let digest = sha256::Hash::hash(full.as_bytes());
+    let mut kinds = f.kinds.clone();
+    kinds.sort_unstable();
+    let mut key = serde_json::json!({
+        "kinds": kinds,
+        "authors": f.authors.len(),
+        "since": f.since,
+        "sha256": digest.to_string(),
+    });
+    for (letter, values) in f.tags() {
+        key[format!("#{letter}")] = serde_json::json!(values.len());
+    }
+    if f.until > 0 {
+        key["until"] = serde_json::json!(f.until);
+    }
+    key.to_string()
+}
+
+fn full_key(f: &FilterSettings) -> String {
     let mut kinds = f.kinds.clone();
     kinds.sort_unstable();
     let mut authors = f.authors.clone();
@@ -78,6 +109,35 @@ mod tests {
 
     /// Keys name what a filter selects, in a stable order, and stay those earlier
     /// versions saved for filters without tags or an end.
+    #[test]
+    fn long_keys_are_digested_and_stay_distinct() {
+        let authors = |n: usize, salt: &str| -> Vec<String> {
+            (0..n).map(|i| format!("{salt}{i:063}")).collect()
+        };
+        let f = |authors: Vec<String>| FilterSettings {
+            kinds: vec![1, 7],
+            authors,
+            since: 5,
+            ..Default::default()
+        };
+        let short = filter_key(&f(authors(3, "a")));
+        assert!(short.contains("\"authors\":[\""), "{short}");
+        let long = filter_key(&f(authors(300, "a")));
+        let other = filter_key(&f(authors(300, "b")));
+        let reordered = {
+            let mut a = authors(300, "a");
+            a.reverse();
+            filter_key(&f(a))
+        };
+        assert!(long.len() <= MAX_KEY_BYTES, "{} bytes", long.len());
+        assert!(
+            long.contains("\"authors\":300") && long.contains("\"kinds\":[1,7]"),
+            "{long}"
+        );
+        assert_ne!(long, other);
+        assert_eq!(long, reordered);
+    }
+
     #[test]
     fn cursor_keys() {
         let plain = FilterSettings {

@@ -182,7 +182,8 @@ impl StorageActor {
             aggregator: self.aggregator.clone(),
             counters: self.counters.clone(),
             sightings: self.sightings.clone(),
-            max_rows,
+            // Copies outnumber events when relays overlap, and their rows are small.
+            max_sightings: 4 * max_rows,
         };
         let write = async move {
             let mut batches = batches.into_iter();
@@ -247,7 +248,7 @@ struct Writer {
     counters: Arc<Counters>,
     sightings: Arc<Sightings>,
     /// Duplicate deliveries a write takes at most.
-    max_rows: usize,
+    max_sightings: usize,
 }
 
 /// How often a storage worker without events looks for duplicate deliveries to record.
@@ -296,7 +297,7 @@ impl Writer {
             events.push(item.event);
             guards.push((item.ack, item.received, item.in_flight));
         }
-        let duplicates = self.sightings.take(self.max_rows);
+        let duplicates = self.sightings.take(self.max_sightings);
         let now = crate::storage::now_secs();
         let sightings: Vec<Sighting> = events
             .iter()
