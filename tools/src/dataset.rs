@@ -91,8 +91,9 @@ pub fn sign_events(n: usize, seed: u64) -> Vec<Event> {
     sign_events_by(n, seed).0
 }
 
-/// As `sign_events`, with the authors' keys.
-pub fn sign_events_by(n: usize, seed: u64) -> (Vec<Event>, Vec<Keys>) {
+/// As `sign_events`, with the authors' keys and the key of the zapper service that
+/// signs the zap receipts.
+pub fn sign_events_by(n: usize, seed: u64) -> (Vec<Event>, Vec<Keys>, Keys) {
     let mut maker = EventMaker::new((n / 20).clamp(5, 500), seed);
     let base = Timestamp::now().as_secs() - 86_400;
     let events = (0..n)
@@ -102,7 +103,7 @@ pub fn sign_events_by(n: usize, seed: u64) -> (Vec<Event>, Vec<Keys>) {
             ))
         })
         .collect();
-    (events, maker.authors)
+    (events, maker.authors, maker.zapper.keys)
 }
 
 /// Makes a realistic mix: notes, replies, reactions, reposts, zap receipts with bolt11

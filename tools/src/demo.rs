@@ -13,7 +13,7 @@ pub const RELAYS: usize = 3;
 pub async fn run(mut settings: Settings, events: usize) -> anyhow::Result<()> {
     println!("generating and signing {events} events for {RELAYS} relays...");
     let seed = rand::random();
-    let (signed, authors) = crate::dataset::sign_events_by(events, seed);
+    let (signed, authors, _zapper) = crate::dataset::sign_events_by(events, seed);
     let mut data = Dataset {
         placement: crate::dataset::place(signed.len(), RELAYS, 0.4, seed),
         events: signed,

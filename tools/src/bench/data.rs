@@ -19,7 +19,7 @@ use nostr_sync::storage::{self, migrate, Backend};
 pub(super) fn cached_events(dir: &Path, n: usize, with_keys: bool) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let name = if with_keys {
-        "authored-v1"
+        "authored-v2"
     } else {
         "events-v2"
     };
@@ -30,10 +30,12 @@ pub(super) fn cached_events(dir: &Path, n: usize, with_keys: bool) -> anyhow::Re
         return Ok(path);
     }
     eprintln!("signing {n} events once (cached in {})...", path.display());
-    let (events, authors) = sign_events_by(n, 42);
+    let (events, authors, zapper) = sign_events_by(n, 42);
     if with_keys {
+        // Every signer, the zapper service too: each gets a relay list.
         let hex: Vec<String> = authors
             .iter()
+            .chain([&zapper])
             .map(|k| k.secret_key().to_secret_hex())
             .collect();
         std::fs::write(&keys, hex.join("\n"))?;
