@@ -158,6 +158,11 @@ impl Refresh {
                 blocked.insert(s.url.clone());
             } else if s.blocked_until > now {
                 blocked.insert(s.url.clone());
+            } else if s.blocked_until > 0 {
+                // The block is over: its failures in a row, from before it, start
+                // afresh, so that they do not block it again before it has run.
+                self.registry.block(&s.url, 0).await?;
+                tracing::info!(relay = %s.url, "discovered relay's block is over");
             }
         }
         excluded.extend(blocked.iter().cloned());
