@@ -395,8 +395,9 @@ pub struct Counters {
     /// tombstones for unseen ids removed past `retention.max_unseen_tombstones`, and
     /// how many of those are kept (as of the last sweep).
     pub tombstones_dropped: AtomicU64,
-    /// Deliveries of duplicate copies not recorded in provenance: more were waiting
-    /// for a write than `actors::sightings` holds (the database is slow or down).
+    /// Deliveries not recorded in provenance: more duplicate copies were waiting for a
+    /// write than `actors::sightings` holds (the database is slow or down), or their
+    /// batch was written event by event after a data error.
     pub provenance_dropped: AtomicU64,
     pub tombstones_evicted: AtomicU64,
     pub tombstones_unseen: AtomicU64,

@@ -14,8 +14,10 @@ use nostr_sdk::EventId;
 use crate::metrics::Counters;
 use crate::storage::{now_secs, Sighting};
 
-/// Deliveries held at most (48 bytes each).
-pub const HELD: usize = 100_000;
+/// Deliveries held at most (48 bytes each): about four writes' worth. While the
+/// database stalls, relays keep sending copies; beyond this they are counted, not
+/// held (the memory bound holds with a stalled database).
+pub const HELD: usize = 20_000;
 
 pub struct Sightings {
     held: Mutex<Vec<Sighting>>,

@@ -94,10 +94,17 @@ pub fn admit(raw: &str, rules: &Rules) -> Result<(String, Option<String>), Refus
         }
         None => return Err(Refusal::NotRelay),
     };
-    let host_text = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host_text = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let blocked = rules.blocklist.iter().any(|b| {
-        let b = b.trim().to_ascii_lowercase();
-        b == host_text || crate::fleet::normalise(&b).is_ok_and(|n| n == url)
+        let b = b.trim().trim_end_matches('.').to_ascii_lowercase();
+        let under = host_text
+            .strip_suffix(b.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'));
+        under || crate::fleet::normalise(&b).is_ok_and(|n| n == url)
     });
     if blocked {
         return Err(Refusal::Blocked);
@@ -164,13 +171,15 @@ pub struct Plan {
 
 /// The relays to sync for `lists` (author to the admitted write relays of their
 /// newest relay list): for each author, its `per_author` relays named by most of the
-/// authors (then the best `scores`, then URL order), leaving out `excluded` relays
-/// (blocked, refused, or synced for everyone already); then, past `max_relays`, the
-/// relays fewest authors were given to (then the lowest score) go. An author whose
-/// pick went gets, instead, the kept relays it lists.
+/// authors (then those synced already, `current`, so that equal relays do not swap
+/// at every refresh; then the best `scores`, then URL order), leaving out `excluded`
+/// relays (blocked, refused, or synced for everyone already); then, past
+/// `max_relays`, the relays fewest authors were given to (then the same order) go.
+/// An author whose pick went gets, instead, the kept relays it lists.
 pub fn plan(
     lists: &BTreeMap<String, Vec<String>>,
     scores: &HashMap<String, f64>,
+    current: &HashSet<String>,
     excluded: &HashSet<String>,
     per_author: usize,
     max_relays: usize,
@@ -182,10 +191,13 @@ pub fn plan(
         }
     }
     let score = |u: &str| scores.get(u).copied().unwrap_or(0.0);
-    // Best first: named by more authors, then a better score, then URL order.
+    let held = |u: &str| current.contains(u);
+    // Best first: named by more authors, then synced already, then a better score,
+    // then URL order.
     let better = |a: &&str, b: &&str| {
         named[b]
             .cmp(&named[a])
+            .then(held(b).cmp(&held(a)))
             .then(score(b).total_cmp(&score(a)))
             .then(a.cmp(b))
     };
@@ -206,6 +218,7 @@ pub fn plan(
         given[b]
             .len()
             .cmp(&given[a].len())
+            .then(held(b).cmp(&held(a)))
             .then(score(b).total_cmp(&score(a)))
             .then(a.cmp(b))
     });

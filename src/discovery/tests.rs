@@ -42,6 +42,12 @@ fn published_urls_are_admitted_only_when_public_and_plain() {
         ("wss://evil.example", Err(Refusal::Blocked)),
         ("wss://EVIL.example:443/", Err(Refusal::Blocked)),
         ("wss://bad.example/path/", Err(Refusal::Blocked)),
+        ("wss://evil.example./", Err(Refusal::Blocked)),
+        ("wss://relay.evil.example", Err(Refusal::Blocked)),
+        (
+            "wss://notevil.example",
+            Ok(("wss://notevil.example", Some("notevil.example"))),
+        ),
         (
             "wss://bad.example/other",
             Ok(("wss://bad.example/other", Some("bad.example"))),
@@ -127,7 +133,14 @@ fn each_author_gets_its_most_shared_relays() {
         ("b", &["ws://y", "ws://z"]),
         ("c", &["ws://z"]),
     ]);
-    let p = plan(&l, &HashMap::new(), &HashSet::new(), 2, 100);
+    let p = plan(
+        &l,
+        &HashMap::new(),
+        &HashSet::new(),
+        &HashSet::new(),
+        2,
+        100,
+    );
     // a: z (3 authors) and y (2); x and only-a (1 each) are left out.
     assert_eq!(authors_of(&p, "ws://z"), vec!["a", "b", "c"]);
     assert_eq!(authors_of(&p, "ws://y"), vec!["a", "b"]);
@@ -146,7 +159,7 @@ fn the_budget_keeps_the_relays_most_authors_need() {
     let mut scores = HashMap::new();
     scores.insert("ws://lonely-d".to_string(), 0.9);
     scores.insert("ws://lonely-c".to_string(), 0.1);
-    let p = plan(&l, &scores, &HashSet::new(), 3, 2);
+    let p = plan(&l, &scores, &HashSet::new(), &HashSet::new(), 3, 2);
     assert_eq!(p.relays.len(), 2);
     assert_eq!(authors_of(&p, "ws://shared"), vec!["a", "b"]);
     // Equal need: the lower score goes.
@@ -158,7 +171,7 @@ fn the_budget_keeps_the_relays_most_authors_need() {
 fn excluded_relays_give_way_to_the_next_candidate() {
     let l = lists(&[("a", &["ws://down", "ws://next", "ws://third"])]);
     let excluded: HashSet<String> = ["ws://down".to_string()].into();
-    let p = plan(&l, &HashMap::new(), &excluded, 1, 10);
+    let p = plan(&l, &HashMap::new(), &HashSet::new(), &excluded, 1, 10);
     assert_eq!(p.relays.keys().collect::<Vec<_>>(), vec!["ws://next"]);
 }
 
@@ -166,7 +179,14 @@ fn excluded_relays_give_way_to_the_next_candidate() {
 fn ten_thousand_relays_of_one_author_stay_within_budget() {
     let many: Vec<String> = (0..10_000).map(|i| format!("wss://r{i}.example")).collect();
     let l: BTreeMap<String, Vec<String>> = [("a".to_string(), many)].into();
-    let p = plan(&l, &HashMap::new(), &HashSet::new(), 3, 100);
+    let p = plan(
+        &l,
+        &HashMap::new(),
+        &HashSet::new(),
+        &HashSet::new(),
+        3,
+        100,
+    );
     assert_eq!(p.relays.len(), 3);
     assert_eq!(p.candidates, 10_000);
     let wide: BTreeMap<String, Vec<String>> = (0..1_000)
@@ -175,8 +195,25 @@ fn ten_thousand_relays_of_one_author_stay_within_budget() {
             (format!("author{a:04}"), own)
         })
         .collect();
-    let p = plan(&wide, &HashMap::new(), &HashSet::new(), 3, 100);
+    let p = plan(
+        &wide,
+        &HashMap::new(),
+        &HashSet::new(),
+        &HashSet::new(),
+        3,
+        100,
+    );
     assert_eq!(p.relays.len(), 100);
+}
+
+#[test]
+fn equal_relays_do_not_swap_between_refreshes() {
+    let l = lists(&[("a", &["ws://x", "ws://y"])]);
+    let current: HashSet<String> = ["ws://y".to_string()].into();
+    // x scores better, but y is synced already and as many authors name each.
+    let scores: HashMap<String, f64> = [("ws://x".to_string(), 0.9)].into();
+    let p = plan(&l, &scores, &current, &HashSet::new(), 1, 10);
+    assert_eq!(p.relays.keys().collect::<Vec<_>>(), vec!["ws://y"]);
 }
 
 #[test]
@@ -187,7 +224,7 @@ fn an_author_whose_pick_went_keeps_a_listed_relay() {
         ("c", &["ws://shared"]),
         ("b", &["ws://b-only", "ws://b-two", "ws://shared"]),
     ]);
-    let p = plan(&l, &HashMap::new(), &HashSet::new(), 1, 1);
+    let p = plan(&l, &HashMap::new(), &HashSet::new(), &HashSet::new(), 1, 1);
     assert_eq!(authors_of(&p, "ws://shared"), vec!["a", "b", "c"]);
 }
 

@@ -177,7 +177,7 @@ pub const METRICS: &[Metric] = &[
     ),
     metric(
         "provenance_dropped",
-        "Deliveries of duplicate copies not recorded in provenance while writes lagged",
+        "Deliveries not recorded in provenance (writes lagged, or a batch was isolated)",
         Read::Total(|c| get(&c.provenance_dropped)),
     ),
     metric(

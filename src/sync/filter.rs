@@ -50,10 +50,11 @@ pub fn to_filter(f: &FilterSettings) -> Filter {
     filter
 }
 
-/// Longest cursor key kept as it is: the key is part of a database index key
-/// (PostgreSQL's btree entries stop at about 2.7 kB, and a filter of a few hundred
-/// authors is 17 kB of JSON).
-pub const MAX_KEY_BYTES: usize = 1_024;
+/// Longest cursor key kept as it is: the key is part of a database index key, with
+/// the relay's URL (PostgreSQL's btree entries stop at about 2.7 kB, and a filter of
+/// a few hundred authors is 17 kB of JSON). Keys up to this long were kept whole
+/// before, and stay so: their cursors carry over.
+pub const MAX_KEY_BYTES: usize = 2_400;
 
 /// The cursor key of a filter: what it selects, without the moving window. Tag
 /// filters and `until` appear only when set, so keys of filters without them stay

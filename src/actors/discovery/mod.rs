@@ -170,8 +170,16 @@ impl Refresh {
             scores.iter().map(|s| (s.url.clone(), s.score)).collect();
         let mut unresolved: usize = 0;
         let mut plan = discovery::Plan::default();
+        let current: HashSet<String> = active.iter().map(|u| u.to_string()).collect();
         for _ in 0..PLAN_ROUNDS {
-            plan = discovery::plan(&lists, &score_of, &excluded, d.per_author, d.max_relays);
+            plan = discovery::plan(
+                &lists,
+                &score_of,
+                &current,
+                &excluded,
+                d.per_author,
+                d.max_relays,
+            );
             let mut dropped = false;
             for url in plan.relays.keys() {
                 let Some(host) = named.get(url) else { continue };
@@ -185,6 +193,8 @@ impl Refresh {
                 break;
             }
         }
+        // What the last round found unfit goes too (the budget is then not filled).
+        plan.relays.retain(|url, _| !excluded.contains(url));
         let want: Vec<NewRelay> = plan
             .relays
             .iter()

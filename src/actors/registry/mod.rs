@@ -286,16 +286,19 @@ impl RegistryActor {
             }
         }
         // Settings the registry changed since an actor started (discovery narrows a
-        // relay to other authors; `[[relay]]` edits on another instance): restarted
-        // after its running cycle, and started again by the next round.
+        // relay to other authors; `[[relay]]` edits on another instance), or an id it
+        // started without (resumed before its first round gave one): restarted after
+        // its running cycle, and started again by the next round.
+        let provenance = self.settings.storage.provenance;
         let changed: Vec<String> = round
             .held
             .iter()
             .filter(|l| l.active && !hand_back.contains(&l.url))
             .filter(|l| {
-                self.running
-                    .get(&l.url)
-                    .is_some_and(|r| r.stored != l.settings)
+                self.running.get(&l.url).is_some_and(|r| {
+                    let id = if provenance { l.id } else { 0 };
+                    r.stored != l.settings || r.config.source != id
+                })
             })
             .map(|l| l.url.clone())
             .collect();

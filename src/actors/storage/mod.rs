@@ -188,9 +188,11 @@ impl StorageActor {
         let write = async move {
             let mut batches = batches.into_iter();
             while let Some(batch) = batches.next() {
-                let result = match writer.write(batch).await {
+                let result = match writer.write(batch, true).await {
                     Err((failed, e))
-                        if e.is_about_data() && writer.store.probe_write().await.is_ok() =>
+                        if !failed.is_empty()
+                            && e.is_about_data()
+                            && writer.store.probe_write().await.is_ok() =>
                     {
                         writer.isolate(failed).await
                     }
@@ -284,9 +286,14 @@ fn failpoint(stored: u64) {
 type Guards = (Pending, Instant, Option<InFlight>);
 
 impl Writer {
-    /// Commits `batch` in one transaction and hands on what it learned. On failure the
-    /// batch comes back untouched.
-    async fn write(&self, batch: Vec<Item>) -> Result<(), (Vec<Item>, StoreError)> {
+    /// Commits `batch` in one transaction and hands on what it learned; with
+    /// `provenance`, the relays of its events and the duplicate deliveries waiting,
+    /// too. On failure the batch comes back untouched.
+    async fn write(
+        &self,
+        batch: Vec<Item>,
+        provenance: bool,
+    ) -> Result<(), (Vec<Item>, StoreError)> {
         #[cfg(feature = "failpoints")]
         failpoint(self.counters.stored.load(Ordering::Relaxed));
         let mut events = Vec::with_capacity(batch.len());
@@ -297,12 +304,18 @@ impl Writer {
             events.push(item.event);
             guards.push((item.ack, item.received, item.in_flight));
         }
-        let duplicates = self.sightings.take(self.max_sightings);
+        let duplicates = match provenance {
+            true => self.sightings.take(self.max_sightings),
+            false => Vec::new(),
+        };
+        if events.is_empty() && duplicates.is_empty() {
+            return Ok(());
+        }
         let now = crate::storage::now_secs();
         let sightings: Vec<Sighting> = events
             .iter()
             .zip(&sources)
-            .filter(|(_, relay)| **relay > 0)
+            .filter(|(_, relay)| provenance && **relay > 0)
             .map(|(e, relay)| Sighting {
                 id: e.id,
                 relay: *relay,
@@ -333,6 +346,12 @@ impl Writer {
         };
         if events.is_empty() {
             return Ok(());
+        }
+        if !provenance {
+            let unrecorded = sources.iter().filter(|r| **r > 0).count() as u64;
+            self.counters
+                .provenance_dropped
+                .fetch_add(unrecorded, Ordering::Relaxed);
         }
         let counters = &self.counters;
         let timings = &counters.timings;
@@ -442,11 +461,13 @@ impl Writer {
         let mut todo = halves(batch);
         while let Some(batch) = todo.pop() {
             let lone = batch.len() == 1;
-            let mut result = self.write(batch).await;
+            // Without provenance: a delivery's row must never be why an event is
+            // refused (those not recorded are counted).
+            let mut result = self.write(batch, false).await;
             for _ in 1..if lone { POISON_ATTEMPTS } else { 1 } {
                 let Err((failed, _)) = result else { break };
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                result = self.write(failed).await;
+                result = self.write(failed, false).await;
             }
             let Err((failed, error)) = result else {
                 continue;

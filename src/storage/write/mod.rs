@@ -85,6 +85,9 @@ pub(crate) trait Steps {
     /// `(id, seq)` of those of `ids` that are stored.
     async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64)>>;
 
+    /// Those of the rows `seqs` that are still stored.
+    async fn stored_seqs(&mut self, seqs: &[i64]) -> QueryResult<Vec<i64>>;
+
     /// Records deliveries (provenance); one already recorded keeps its first time.
     async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()>;
 
@@ -204,6 +207,13 @@ macro_rules! impl_steps {
                 events::table
                     .filter(events::id.eq_any(ids))
                     .select((events::id, events::seq))
+                    .load(self.0)$(.$aw)?
+            }
+
+            async fn stored_seqs(&mut self, seqs: &[i64]) -> QueryResult<Vec<i64>> {
+                events::table
+                    .filter(events::seq.eq_any(seqs))
+                    .select(events::seq)
                     .load(self.0)$(.$aw)?
             }
 
@@ -405,8 +415,21 @@ async fn record_sources<S: Steps>(
     for chunk in unknown.chunks(S::ROWS) {
         seqs.extend(db.seqs_of(chunk).await?);
     }
+    // A row the dedup LRU remembers may have been removed since (a newer version, a
+    // deletion): only those still stored get provenance.
+    let known: Vec<i64> = sightings
+        .iter()
+        .filter(|s| s.seq > 0)
+        .map(|s| s.seq)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut still = HashSet::new();
+    for chunk in known.chunks(S::ROWS) {
+        still.extend(db.stored_seqs(chunk).await?);
+    }
     let seq_of = |s: &Sighting, id: &Option<String>| match id {
-        None => Some(s.seq),
+        None => still.contains(&s.seq).then_some(s.seq),
         Some(id) => inserted
             .get(id.as_str())
             .copied()
