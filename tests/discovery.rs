@@ -369,12 +369,10 @@ fn provenance_lists_every_relay_and_scores_rank_novelty(db: TestDb) {
                 s.into_iter().map(|s| s.relay).collect::<BTreeSet<String>>()
             }
         };
-        let three_urls: BTreeSet<String> = three.iter().map(|r| name(&r.url)).collect();
-        // Copies of one event arrive from three relays at once: each is recorded.
-        let complete = until(|| {
-            let ids: Vec<EventId> = published.iter().map(|e| e.id).collect();
-            let want = three_urls.clone();
-            let sources = &sources;
+        // Whether every event of `events` lists exactly the relays `want`.
+        let all_from = |events: &[Event], want: &BTreeSet<String>| {
+            let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+            let (want, sources) = (want.clone(), &sources);
             async move {
                 for id in ids {
                     if sources(id).await != want {
@@ -383,8 +381,10 @@ fn provenance_lists_every_relay_and_scores_rank_novelty(db: TestDb) {
                 }
                 true
             }
-        })
-        .await;
+        };
+        let three_urls: BTreeSet<String> = three.iter().map(|r| name(&r.url)).collect();
+        // Copies of one event arrive from three relays at once: each is recorded.
+        let complete = until(|| all_from(&published, &three_urls)).await;
         assert!(
             complete,
             "an event published to three relays lacks one of them"
@@ -409,20 +409,7 @@ fn provenance_lists_every_relay_and_scores_rank_novelty(db: TestDb) {
             .await
             .unwrap();
         let both: BTreeSet<String> = [name(&novel.url), copies_url.clone()].into();
-        let recorded = until(|| {
-            let ids: Vec<EventId> = unique.iter().map(|e| e.id).collect();
-            let want = both.clone();
-            let sources = &sources;
-            async move {
-                for id in ids {
-                    if sources(id).await != want {
-                        return false;
-                    }
-                }
-                true
-            }
-        })
-        .await;
+        let recorded = until(|| all_from(&unique, &both)).await;
         assert!(
             recorded,
             "the duplicate copies' relay is not in the provenance"
