@@ -19,6 +19,7 @@ use crate::actors::interval::IntervalSupervisor;
 use crate::actors::lnurl::{LnurlActor, LnurlOptions};
 use crate::actors::pipeline::{Pipeline, StorageHandle};
 use crate::actors::registry::{RegistryActor, Spawner};
+use crate::actors::serve::Endpoint;
 use crate::actors::sightings::Sightings;
 use crate::actors::storage::messages::IsIdle;
 use crate::actors::storage::{StorageActor, WritePolicy};
@@ -66,6 +67,8 @@ pub struct App {
     quiesce: Vec<Recipient<crate::actors::Quiesce>>,
     /// The operator endpoint's address and its stop signal.
     http: Option<(SocketAddr, oneshot::Sender<()>)>,
+    /// The relay endpoint (`[serve]`), when on.
+    endpoint: Option<Endpoint>,
     probes: actix_rt::task::JoinHandle<()>,
     stop_probes: Arc<std::sync::atomic::AtomicBool>,
     pub health: Arc<Health>,
@@ -127,6 +130,7 @@ impl App {
             (actors, probes),
             stop_probes.clone(),
         ));
+        let endpoint = serve_relay(&settings, &counters)?;
         health.started.store(true, Ordering::Relaxed);
         // The LNURL actor first: the zap actor then judges what it learnt.
         let mut quiesce: Vec<Recipient<crate::actors::Quiesce>> =
@@ -139,6 +143,7 @@ impl App {
             zap_arbiter: sinks.zap_arbiter,
             quiesce,
             http,
+            endpoint,
             probes,
             stop_probes,
             health,
@@ -171,6 +176,11 @@ impl App {
         self.http.as_ref().map(|(addr, _)| *addr)
     }
 
+    /// Where the relay endpoint (`[serve]`) listens, if it does.
+    pub fn serve_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().map(|e| e.addr)
+    }
+
     /// Waits until every relay completed `cycles` sync cycles, or `timeout` passes.
     pub async fn wait_for_cycles(&self, cycles: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -188,10 +198,14 @@ impl App {
 
     /// Stops reading from relays, commits what was received, flushes aggregates.
     /// Returns whether everything was committed within `timeout`.
-    pub async fn shutdown(self, timeout: Duration) -> bool {
+    pub async fn shutdown(mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         SHUTTING_DOWN.store(true, Ordering::Relaxed);
         self.health.started.store(false, Ordering::Relaxed);
+        // Clients first: they only read.
+        if let Some(endpoint) = self.endpoint.take() {
+            endpoint.stop().await;
+        }
         // Leases handed back first: the other instances take the relays at once. A
         // stalled database must not eat the drain's time: the leases lapse instead
         // (only the wait is dropped; the actor finishes its call).
@@ -277,6 +291,21 @@ fn serve_http(
             Ok(Some((addr, stop)))
         }
     }
+}
+
+/// Starts the relay endpoint when `serve.listen` is set, with a database pool of its
+/// own. A taken port is a start-up error.
+fn serve_relay(settings: &Settings, counters: &Arc<Counters>) -> anyhow::Result<Option<Endpoint>> {
+    let serve = &settings.serve;
+    if serve.listen.is_empty() {
+        return Ok(None);
+    }
+    let reader = storage::open_reader(
+        &settings.database.url,
+        serve.database_connections,
+        Duration::from_millis(serve.query_timeout_ms),
+    )?;
+    Ok(Some(Endpoint::start(serve, reader, counters.clone())?))
 }
 
 /// The writers' store (through `wrap`), with the aggregation backlog applied.

@@ -14,6 +14,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod nostr;
+pub mod serve;
 pub mod status;
 pub mod storage;
 pub mod sync;

@@ -352,6 +352,41 @@ impl Default for Timings {
     }
 }
 
+/// The relay endpoint's counters (`[serve]`).
+#[derive(Debug, Default)]
+pub struct ServeCounters {
+    pub connections: Gauge,
+    /// Clients turned away: too many connections.
+    pub connections_refused: AtomicU64,
+    pub subscriptions: Gauge,
+    /// Requests by type (`req`, `count`, `neg`, `event`) and outcome (`ok`,
+    /// `invalid`, `blocked`, `rate_limited`, `error`).
+    pub requests: std::sync::Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// COUNTs answered from the aggregates (the rest were counted in SQL).
+    pub counts_from_aggregates: AtomicU64,
+    pub events_sent: AtomicU64,
+    /// Clients cut off: their unread replies passed `serve.max_outbound_bytes`, or
+    /// they fell behind the live feed.
+    pub slow_consumers: AtomicU64,
+    /// Clients cut off for their messages: too large, unreadable, or past the rate
+    /// limit.
+    pub abusive_clients: AtomicU64,
+    /// Rows the live feed read from the events table.
+    pub feed_rows: AtomicU64,
+}
+
+impl ServeCounters {
+    pub fn request(&self, kind: &'static str, outcome: &'static str) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *requests.entry((kind, outcome)).or_default() += 1;
+    }
+
+    pub fn requests(&self, kind: &str, outcome: &str) -> u64 {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        requests.get(&(kind, outcome)).copied().unwrap_or(0)
+    }
+}
+
 /// Pipeline-wide counters.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -420,6 +455,7 @@ pub struct Counters {
     pub leases_held: AtomicU64,
     pub lease_takeovers: AtomicU64,
     pub lease_writes_refused: AtomicU64,
+    pub serve: ServeCounters,
 }
 
 impl Counters {

@@ -32,6 +32,7 @@ pub mod lnurl;
 pub mod pipeline;
 pub mod registry;
 pub mod relay;
+pub mod serve;
 pub mod sightings;
 pub mod storage;
 pub mod verify;

@@ -20,6 +20,29 @@ impl Default for HttpSettings {
     }
 }
 
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            name: "nostr-sync".into(),
+            description: "A read-only copy of what nostr-sync synced".into(),
+            max_connections: 256,
+            max_subscriptions: 20,
+            max_filters: 10,
+            max_limit: 500,
+            max_filter_values: 1_000,
+            max_message_bytes: 131_072,
+            messages_per_sec: 20,
+            messages_burst: 100,
+            max_outbound_bytes: 4 << 20,
+            query_timeout_ms: 2_000,
+            max_sync_events: 500_000,
+            database_connections: 4,
+            poll_ms: 20,
+        }
+    }
+}
+
 impl Default for DiscoverySettings {
     fn default() -> Self {
         Self {
@@ -69,6 +92,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             fleet: FleetSettings::default(),
             discovery: DiscoverySettings::default(),
+            serve: ServeSettings::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub fleet: FleetSettings,
     pub discovery: DiscoverySettings,
+    pub serve: ServeSettings,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -376,6 +377,45 @@ pub struct ShutdownSettings {
 pub struct HttpSettings {
     /// `host:port` to listen on; empty turns the endpoint off.
     pub listen: String,
+}
+
+/// The read-only relay endpoint (`crate::actors::serve`): the database served as a
+/// Nostr relay (NIP-01, NIP-11, NIP-45, NIP-77). Every bound protects the sync from
+/// the endpoint's clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// `host:port` of the websocket endpoint; empty (the default) turns it off.
+    pub listen: String,
+    /// NIP-11 `name` and `description`.
+    pub name: String,
+    pub description: String,
+    /// Clients connected at once; more are answered 503.
+    pub max_connections: usize,
+    /// Open subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Filters per REQ.
+    pub max_filters: usize,
+    /// Most events one filter returns (a larger `limit` is lowered to it).
+    pub max_limit: usize,
+    /// Values per filter field: `ids`, `authors`, `kinds`, and each tag filter.
+    pub max_filter_values: usize,
+    /// Largest message a client may send, in bytes; a larger one ends its connection.
+    pub max_message_bytes: usize,
+    /// Messages a client may send per second, and in a burst; past them, requests are
+    /// refused (`rate-limited:`), and a client that keeps on is disconnected.
+    pub messages_per_sec: u32,
+    pub messages_burst: u32,
+    /// Bytes waiting for a client that does not read before it is disconnected.
+    pub max_outbound_bytes: usize,
+    /// Longest a query may run; past it the request gets `CLOSED "error: ..."`.
+    pub query_timeout_ms: u64,
+    /// Most events a NIP-77 session compares; above it: `NEG-ERR "blocked: ..."`.
+    pub max_sync_events: usize,
+    /// The endpoint's own database connections (the writers never wait for them).
+    pub database_connections: usize,
+    /// How often the events table is read for live subscriptions.
+    pub poll_ms: u64,
 }
 
 /// What one relay actor syncs: its URL, filters, `limit` and NIP-42 key.

@@ -44,6 +44,14 @@ impl Settings {
                 self.http.listen
             ));
         }
+        if !self.serve.listen.is_empty()
+            && self.serve.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            errors.push(format!(
+                "`serve.listen` must be host:port (an IP address) or empty, got {:?}",
+                self.serve.listen
+            ));
+        }
         let relay_tables = self.relay.iter().map(|r| &r.url);
         for (key, relay) in self
             .relays
@@ -118,6 +126,26 @@ impl Settings {
         positive("sync.page_limit", self.sync.page_limit as u64);
         positive("fleet.poll_secs", self.fleet.poll_secs);
         positive("discovery.per_author", self.discovery.per_author as u64);
+        let serve = &self.serve;
+        for (key, v) in [
+            ("serve.max_connections", serve.max_connections as u64),
+            ("serve.max_subscriptions", serve.max_subscriptions as u64),
+            ("serve.max_filters", serve.max_filters as u64),
+            ("serve.max_limit", serve.max_limit as u64),
+            ("serve.max_filter_values", serve.max_filter_values as u64),
+            ("serve.max_message_bytes", serve.max_message_bytes as u64),
+            ("serve.messages_per_sec", u64::from(serve.messages_per_sec)),
+            ("serve.messages_burst", u64::from(serve.messages_burst)),
+            ("serve.max_outbound_bytes", serve.max_outbound_bytes as u64),
+            ("serve.query_timeout_ms", serve.query_timeout_ms),
+            (
+                "serve.database_connections",
+                serve.database_connections as u64,
+            ),
+            ("serve.poll_ms", serve.poll_ms),
+        ] {
+            positive(key, v);
+        }
         positive("discovery.refresh_secs", self.discovery.refresh_secs);
         positive(
             "discovery.block_after_failures",

@@ -76,6 +76,8 @@ enum Read {
     ZapRejected,
     /// Per state (label `state`): `(the counts, the states)`.
     States(fn(&Counters) -> &StateCounts, &'static [&'static str]),
+    /// The relay endpoint's requests, by type and outcome (labels `type`, `outcome`).
+    Served,
 }
 
 const fn metric(name: &'static str, help: &'static str, read: Read) -> Metric {
@@ -397,6 +399,51 @@ pub const METRICS: &[Metric] = &[
         Read::PerRelayLevel(|r, _| Some(r.interval_ms.load(Ordering::Relaxed) as f64 / 1000.0)),
     ),
     metric(
+        "serve_connections",
+        "Clients connected to the relay endpoint",
+        Read::Level(|c, _| c.serve.connections.get()),
+    ),
+    metric(
+        "serve_connections_refused",
+        "Clients the relay endpoint turned away (serve.max_connections)",
+        Read::Total(|c| get(&c.serve.connections_refused)),
+    ),
+    metric(
+        "serve_subscriptions",
+        "Open subscriptions on the relay endpoint",
+        Read::Level(|c, _| c.serve.subscriptions.get()),
+    ),
+    metric(
+        "serve_requests",
+        "Relay endpoint requests (req, count, neg, event) by outcome",
+        Read::Served,
+    ),
+    metric(
+        "serve_counts_from_aggregates",
+        "COUNTs the relay endpoint answered from event_stats",
+        Read::Total(|c| get(&c.serve.counts_from_aggregates)),
+    ),
+    metric(
+        "serve_events_sent",
+        "Events the relay endpoint sent (stored and live)",
+        Read::Total(|c| get(&c.serve.events_sent)),
+    ),
+    metric(
+        "serve_slow_consumers",
+        "Clients cut off for not reading (serve.max_outbound_bytes) or falling behind",
+        Read::Total(|c| get(&c.serve.slow_consumers)),
+    ),
+    metric(
+        "serve_abusive_clients",
+        "Clients cut off for their messages (too large, unreadable, past the rate limit)",
+        Read::Total(|c| get(&c.serve.abusive_clients)),
+    ),
+    metric(
+        "serve_feed_rows",
+        "Rows the relay endpoint's live feed read from the events table",
+        Read::Total(|c| get(&c.serve.feed_rows)),
+    ),
+    metric(
         "relay_score",
         "Share of the relay's events that were novel, times its uptime, over discovery.score_window_secs",
         Read::PerRelayLevel(|r, _| r.score()),
@@ -424,9 +471,11 @@ impl Collector for Snapshot {
             .map_or(0, |d| d.as_secs());
         for m in METRICS {
             let kind = match m.read {
-                Read::Total(_) | Read::PerRelay(_) | Read::Rejected | Read::ZapRejected => {
-                    MetricType::Counter
-                }
+                Read::Total(_)
+                | Read::PerRelay(_)
+                | Read::Rejected
+                | Read::ZapRejected
+                | Read::Served => MetricType::Counter,
                 Read::Level(_) | Read::PerRelayLevel(_) | Read::States(..) => MetricType::Gauge,
                 Read::Timing(_) | Read::Latency => MetricType::Histogram,
             };
@@ -474,6 +523,16 @@ impl Collector for Snapshot {
                         let labels = [("state", state)];
                         ConstGauge::new(states.get(state).copied().unwrap_or(0) as i64)
                             .encode(family.encode_family(&labels)?)?;
+                    }
+                }
+                Read::Served => {
+                    let requests: Vec<_> = {
+                        let r = c.serve.requests.lock().unwrap_or_else(|e| e.into_inner());
+                        r.iter().map(|(k, n)| (*k, *n)).collect()
+                    };
+                    for ((kind, outcome), n) in requests {
+                        let labels = [("type", kind), ("outcome", outcome)];
+                        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                     }
                 }
                 Read::ZapRejected => {

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod models;
 mod postgres;
 mod queries;
+pub mod read;
 pub mod registry;
 pub mod schema;
 pub(crate) mod sqlite;
@@ -32,6 +33,7 @@ pub use zaps::ZapStore;
 
 pub use batch::Removals;
 pub use postgres::PgStore;
+pub use read::{open_reader, Query, Reader, Served};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

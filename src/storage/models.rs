@@ -107,19 +107,23 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    /// The signed event exactly as it was received.
-    pub fn into_event(self) -> Result<Event, nostr_sdk::event::Error> {
-        let json = format!(
+    /// The signed event exactly as it was received, as NIP-01 JSON.
+    pub fn json(&self) -> String {
+        format!(
             r#"{{"id":"{}","pubkey":"{}","created_at":{},"kind":{},"tags":{},"content":{},"sig":"{}"}}"#,
             self.id,
             self.pubkey,
             self.created_at,
             self.kind,
             self.tags,
-            serde_json::Value::String(self.content),
+            serde_json::to_string(&self.content).unwrap_or_default(),
             self.sig
-        );
-        Event::from_json(json)
+        )
+    }
+
+    /// The signed event exactly as it was received.
+    pub fn into_event(self) -> Result<Event, nostr_sdk::event::Error> {
+        Event::from_json(self.json())
     }
 }
 

@@ -85,17 +85,37 @@ pub(crate) struct PgRegistry<'c>(pub(crate) &'c mut AsyncPgConnection);
 
 super::registry::impl_registry_queries!(PgRegistry, run: [await], claim: [for_update, skip_locked], fence: [for_share]);
 
+/// A pool of `max_connections` to `url`; each new connection runs `setup` first.
+pub(crate) fn pool(
+    url: &str,
+    max_connections: usize,
+    setup: Option<String>,
+) -> StoreResult<Pool<AsyncPgConnection>> {
+    let mut config = diesel_async::pooled_connection::ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let setup = setup.clone();
+        Box::pin(async move {
+            let mut conn = super::tls::connect(url).await?;
+            if let Some(sql) = setup {
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, &sql)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    Pool::builder(manager)
+        .max_size(max_connections)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
 impl PgStore {
     pub fn open(url: &str, max_connections: usize) -> StoreResult<Self> {
-        let mut config = diesel_async::pooled_connection::ManagerConfig::default();
-        config.custom_setup = Box::new(|url| Box::pin(super::tls::connect(url)));
-        let manager =
-            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: pool(url, max_connections, None)?,
+        })
     }
 
     async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {

@@ -31,7 +31,7 @@ use super::{
 use crate::nostr::aggregate::{Sourced, StatsDelta};
 use crate::nostr::fingerprint::IdSum;
 
-type Conn = SyncConnectionWrapper<SqliteConnection>;
+pub(crate) type Conn = SyncConnectionWrapper<SqliteConnection>;
 
 /// Statements SQLite needs on every connection: WAL lets readers run beside the one
 /// writer; `busy_timeout` makes pooled writers queue instead of failing. It comes
@@ -87,26 +87,33 @@ pub(crate) struct SqliteRegistry<'c>(pub(crate) &'c mut SqliteConnection);
 
 super::registry::impl_registry_queries!(SqliteRegistry, run: [], claim: [], fence: []);
 
+/// A pool of `max_connections` to the SQLite file at `path`, each set up with
+/// [`PRAGMAS`].
+pub(crate) fn pool(path: &str, max_connections: usize) -> StoreResult<Pool<Conn>> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = Conn::establish(&url).await?;
+            conn.spawn_blocking(|c| c.batch_execute(PRAGMAS))
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
+    Pool::builder(manager)
+        .max_size(max_connections)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
 impl SqliteStore {
     pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
-        let mut config = ManagerConfig::default();
-        config.custom_setup = Box::new(|url| {
-            let url = url.to_owned();
-            async move {
-                let mut conn = Conn::establish(&url).await?;
-                conn.spawn_blocking(|c| c.batch_execute(PRAGMAS))
-                    .await
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                Ok(conn)
-            }
-            .boxed()
-        });
-        let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(path, config);
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool: pool(path, max_connections)?,
+        })
     }
 
     async fn run<R, F>(&self, f: F) -> StoreResult<R>
