@@ -98,6 +98,7 @@ pub(super) async fn serve(upgraded: Upgraded, shared: Arc<Shared>) {
         let _ = sink.close().await;
     });
     let mut live = shared.feed.subscribe();
+    shared.connected.notify_one();
     let mut stop = shared.stop.clone();
     let mut conn = Connection {
         out: Outbox {

@@ -22,8 +22,13 @@ const ROWS: i64 = 1_000;
 const HOLE_WAIT: Duration = Duration::from_secs(10);
 const MAX_HOLES: usize = 2_000;
 const HOLES_EVERY: u32 = 5;
-/// How often the feed looks while no client is connected.
+/// Rows after which the planner's statistics are first refreshed (then each time the
+/// table doubled).
+const ANALYZE_FROM: i64 = 1_000;
+/// How often the feed looks while no client is connected, and how many rows' numbers
+/// it reads then.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+const IDLE_ROWS: i64 = 1_000_000;
 
 /// Events committed since the last batch.
 #[derive(Debug)]
@@ -41,6 +46,50 @@ pub struct Live {
     pub json: String,
     /// Its NIP-40 expiration, if any.
     pub expires: Option<u64>,
+}
+
+/// Reads the numbers of the rows committed since `tail`, and moves it past them. A
+/// client that connected meanwhile may have subscribed before the read: those rows
+/// are sent to it.
+async fn keep_place(shared: &Shared, tail: &mut Tail) {
+    let now = Instant::now();
+    let holes = tail.holes(now);
+    let Ok(seqs) = shared
+        .reader
+        .committed_seqs(tail.last(), &holes, IDLE_ROWS)
+        .await
+    else {
+        return;
+    };
+    let passed = tail.saw(&seqs, now);
+    if shared.feed.receiver_count() > 0 {
+        for chunk in passed.chunks(ROWS as usize) {
+            match shared.reader.committed(i64::MAX, chunk, 0).await {
+                Ok(rows) => broadcast(shared, rows, i64::MIN),
+                Err(error) => {
+                    tracing::warn!(%error, "the relay endpoint's feed cannot read the events table")
+                }
+            }
+        }
+    }
+    shared.published.store(tail.last(), Ordering::Relaxed);
+}
+
+/// Sends `rows` to every connection; those at or below `before` were committed late.
+fn broadcast(shared: &Shared, rows: Vec<(i64, Event)>, before: i64) {
+    let events: Vec<Live> = rows
+        .into_iter()
+        .map(|(seq, event)| Live {
+            seq,
+            late: seq <= before,
+            json: event.as_json(),
+            expires: crate::nostr::expiration(&event),
+            event,
+        })
+        .collect();
+    if !events.is_empty() {
+        let _ = shared.feed.send(Arc::new(Batch { events }));
+    }
 }
 
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -62,16 +111,26 @@ pub(super) async fn run(shared: Arc<Shared>) {
     shared.published.store(last, Ordering::Relaxed);
     let mut looks: u32 = 0;
     let mut full = false;
+    let mut analyzed_at = 0;
     loop {
+        // The planner's statistics, whenever the table doubled.
+        if tail.last() >= 2 * analyzed_at + ANALYZE_FROM {
+            analyzed_at = tail.last();
+            if let Err(error) = shared.reader.refresh_statistics().await {
+                tracing::warn!(%error, "cannot refresh the query planner's statistics");
+            }
+        }
         if shared.feed.receiver_count() == 0 {
-            // No one to send to: wait, then skip to the end of the table.
+            // No one to send to: keep the place (numbers only), less often. Skipping
+            // to the end instead would lose what commits behind it for a client that
+            // subscribes meanwhile.
             tokio::select! {
                 _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shared.connected.notified() => {}
                 _ = stop.changed() => return,
             }
-            if let Ok(last) = shared.reader.last_seq().await {
-                tail = Tail::new(last, HOLE_WAIT, MAX_HOLES);
-                shared.published.store(last, Ordering::Relaxed);
+            if shared.feed.receiver_count() == 0 {
+                keep_place(&shared, &mut tail).await;
             }
             continue;
         }
@@ -109,20 +168,11 @@ pub(super) async fn run(shared: Arc<Shared>) {
         let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
         let before = tail.last();
         let new: std::collections::HashSet<i64> = tail.saw(&seqs, now).into_iter().collect();
-        let events: Vec<Live> = rows
+        let rows = rows
             .into_iter()
             .filter(|(seq, _)| new.contains(seq))
-            .map(|(seq, event)| Live {
-                seq,
-                late: seq <= before,
-                json: event.as_json(),
-                expires: crate::nostr::expiration(&event),
-                event,
-            })
             .collect();
-        if !events.is_empty() {
-            let _ = shared.feed.send(Arc::new(Batch { events }));
-        }
+        broadcast(&shared, rows, before);
         shared.published.store(tail.last(), Ordering::Relaxed);
     }
 }

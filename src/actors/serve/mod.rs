@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     /// stored events from its query, and takes from the feed only rows above it (or
     /// found late, below it).
     pub published: std::sync::atomic::AtomicI64,
+    /// Wakes an idle feed: a client connected.
+    pub connected: tokio::sync::Notify,
     pub stop: watch::Receiver<bool>,
 }
 
@@ -73,6 +75,7 @@ impl Endpoint {
             counters,
             feed: tx,
             published: std::sync::atomic::AtomicI64::new(0),
+            connected: tokio::sync::Notify::new(),
             stop: stopped,
         });
         let arbiter = Arbiter::new();

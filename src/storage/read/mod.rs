@@ -64,6 +64,20 @@ pub trait Reader: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<(i64, Event)>>;
 
+    /// As `committed`, the rows' numbers only (an index-only read): how the feed
+    /// keeps its place while no client listens.
+    async fn committed_seqs(
+        &self,
+        after_seq: i64,
+        seqs: &[i64],
+        limit: i64,
+    ) -> StoreResult<Vec<i64>>;
+
+    /// Brings what the query planner knows of the tables up to date, where the
+    /// database does not on its own (SQLite: `PRAGMA optimize`, bounded; without
+    /// statistics it walks a kind's index for a filter that a tag selects).
+    async fn refresh_statistics(&self) -> StoreResult<()>;
+
     /// The highest `seq` committed (0: none).
     async fn last_seq(&self) -> StoreResult<i64>;
 }

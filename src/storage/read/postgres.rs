@@ -102,6 +102,38 @@ impl Reader for PgReader {
         rows_to_events(rows)
     }
 
+    async fn committed_seqs(
+        &self,
+        after_seq: i64,
+        seqs: &[i64],
+        limit: i64,
+    ) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn().await?;
+        let mut found: Vec<i64> = Vec::new();
+        if !seqs.is_empty() {
+            found = events::table
+                .filter(events::seq.eq_any(seqs))
+                .select(events::seq)
+                .load(&mut conn)
+                .await?;
+        }
+        found.extend(
+            events::table
+                .filter(events::seq.gt(after_seq))
+                .order(events::seq)
+                .limit(limit)
+                .select(events::seq)
+                .load::<i64>(&mut conn)
+                .await?,
+        );
+        Ok(found)
+    }
+
+    async fn refresh_statistics(&self) -> StoreResult<()> {
+        // Autovacuum analyzes the tables as they change.
+        Ok(())
+    }
+
     async fn last_seq(&self) -> StoreResult<i64> {
         let mut conn = self.conn().await?;
         let max: Option<i64> = events::table

@@ -152,6 +152,46 @@ impl Reader for SqliteReader {
         rows_to_events(rows)
     }
 
+    async fn committed_seqs(
+        &self,
+        after_seq: i64,
+        seqs: &[i64],
+        limit: i64,
+    ) -> StoreResult<Vec<i64>> {
+        let seqs = seqs.to_vec();
+        self.run(move |c| {
+            let mut found: Vec<i64> = Vec::new();
+            if !seqs.is_empty() {
+                found = events::table
+                    .filter(events::seq.eq_any(seqs))
+                    .select(events::seq)
+                    .load(c)?;
+            }
+            found.extend(
+                events::table
+                    .filter(events::seq.gt(after_seq))
+                    .order(events::seq)
+                    .limit(limit)
+                    .select(events::seq)
+                    .load::<i64>(c)?,
+            );
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn refresh_statistics(&self) -> StoreResult<()> {
+        // Analyzes the tables whose size changed much since, reading at most about
+        // 1,000 rows of each index (SQLite's recommended periodic call).
+        self.run(|c| {
+            diesel::connection::SimpleConnection::batch_execute(
+                c,
+                "PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;",
+            )
+        })
+        .await
+    }
+
     async fn last_seq(&self) -> StoreResult<i64> {
         let max: Option<i64> = self
             .run(|c| events::table.select(diesel::dsl::max(events::seq)).first(c))

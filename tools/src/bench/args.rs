@@ -86,4 +86,10 @@ pub struct BenchArgs {
     /// Backfill; its events are signed apart (cached with their authors' keys).
     #[arg(long)]
     pub discovery: bool,
+    /// After the backfill, serve the database as a relay (`[serve]`) and measure it:
+    /// paging the whole history at `limit` 500, COUNT round trips for 10,000 notes,
+    /// and live fan-out to 1,000 subscriptions while events are committed at
+    /// `--rate` per second. Backfill, in one process.
+    #[arg(long)]
+    pub serve: bool,
 }

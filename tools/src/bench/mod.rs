@@ -17,6 +17,7 @@ mod data;
 mod fleet;
 mod relays;
 mod report;
+mod serve;
 mod system;
 
 pub use args::{BenchArgs, Mode, Profile};
@@ -59,6 +60,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(
         !args.discovery || (args.mode == Mode::Backfill && args.instances == 0),
         "--discovery is for backfill, in one process"
+    );
+    ensure!(
+        !args.serve || (args.mode == Mode::Backfill && args.instances == 0),
+        "--serve is for backfill, in one process"
     );
     let events_file = match args.mode {
         Mode::Backfill => Some(cached_events(&args.cache_dir, args.events, args.discovery)?),
@@ -195,6 +200,10 @@ fn run_profile(
         "aggregates differ from a recount of the stored events"
     );
 
+    let serve = match args.serve && profile == Profile::Default {
+        true => Some(serve::measure(&db.url, count as u64, args.rate)?),
+        false => None,
+    };
     let stored = Counters::get(&counters.stored);
     let secs = elapsed.as_secs_f64();
     let commits = Counters::get(&counters.db_commits) - expected.commits_before;
@@ -238,6 +247,7 @@ fn run_profile(
         provenance,
         provenance_per_event: footprint.provenance_rows as f64 / count.max(1) as f64,
         db_bytes_per_event: footprint.bytes as f64 / count.max(1) as f64,
+        serve,
         dead_relays: args.dead_relays,
         peak_threads: PEAK_THREADS.load(std::sync::atomic::Ordering::Relaxed),
         idle_cpu_pct,

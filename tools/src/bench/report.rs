@@ -77,6 +77,9 @@ pub struct Report {
     pub provenance: bool,
     pub provenance_per_event: f64,
     pub db_bytes_per_event: f64,
+    /// With `--serve`: the relay endpoint over the database the run filled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serve: Option<super::serve::ServeReport>,
 }
 
 pub(super) fn print_table(reports: &[Report]) {
@@ -160,6 +163,11 @@ pub(super) fn print_table(reports: &[Report]) {
                 format!("{:?}", r.profile).to_lowercase(),
                 r.pending_zaps
             );
+        }
+    }
+    for r in reports {
+        if let Some(s) = &r.serve {
+            s.print();
         }
     }
     if let Some(s) = reports.last().and_then(|r| r.speedup) {
