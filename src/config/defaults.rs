@@ -128,6 +128,7 @@ impl Default for PerformanceSettings {
             batch_timeout_ms: 100,
             max_batch_rows: 2_000,
             min_commit_interval_ms: 20,
+            linger_ms: 10,
         }
     }
 }

@@ -201,6 +201,10 @@ pub struct PerformanceSettings {
     /// arriving after a quiet spell commits at once; under load, everything that
     /// arrives within this window shares one transaction.
     pub min_commit_interval_ms: u64,
+    /// Longest a relay's short batch of events waits for more before it is handed on
+    /// (live events arrive one at a time, and each batch wakes every stage); 0 never
+    /// waits.
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,14 @@ use crate::metrics::{Reject, RelayCounters};
 /// Batches of one relay in verification at once.
 const VERIFY_DEPTH: usize = 2;
 
+/// How a relay actor batches its frames: at most `max` events a batch, and how long a
+/// short batch of events waits for more.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Batching {
+    pub max: usize,
+    pub linger: std::time::Duration,
+}
+
 /// Reads raw frames until the connection's channel closes and hands events on.
 pub(super) async fn ingest(
     mut rx: mpsc::Receiver<RawFrame>,
@@ -27,15 +35,20 @@ pub(super) async fn ingest(
     pipeline: Pipeline,
     counters: Arc<RelayCounters>,
     limits: Limits,
-    max_batch: usize,
+    batching: Batching,
     source: i32,
 ) {
+    let Batching {
+        max: max_batch,
+        linger,
+    } = batching;
     let (mut batches, batch_rx) = futures::channel::mpsc::channel::<Vec<Item>>(0);
     let read = async {
         // Grown on first use: a relay that never sends holds nothing (500 frames' worth
         // preallocated was 28 kB per relay).
         let mut frames = Vec::new();
         while rx.recv_many(&mut frames, max_batch).await > 0 {
+            gather(&mut rx, &mut frames, max_batch, linger).await;
             let began = std::time::Instant::now();
             let items = classify_frames(frames.drain(..), &subs, &counters, &limits, source);
             pipeline
@@ -50,6 +63,32 @@ pub(super) async fn ingest(
         batches.close_channel();
     };
     futures::join!(read, pipeline.run(batch_rx, &counters, VERIFY_DEPTH));
+}
+
+/// Waits up to `linger` for more event frames to join a short batch: at live rates
+/// frames come one at a time, and every batch wakes each stage after it (dedup,
+/// verification, storage) on threads of their own. A batch holding anything but
+/// events (an EOSE ends a page) goes at once.
+async fn gather(
+    rx: &mut mpsc::Receiver<RawFrame>,
+    frames: &mut Vec<RawFrame>,
+    max_batch: usize,
+    linger: std::time::Duration,
+) {
+    if linger.is_zero() {
+        return;
+    }
+    let is_event = |f: &RawFrame| f.text.starts_with(r#"["EVENT""#);
+    let deadline = tokio::time::Instant::now() + linger;
+    let mut checked = 0;
+    while frames.len() < max_batch && frames[checked..].iter().all(is_event) {
+        checked = frames.len();
+        let more = rx.recv_many(frames, max_batch - frames.len());
+        match tokio::time::timeout_at(deadline, more).await {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 /// Turns raw frames into items to keep, updating subscriptions and counters.

@@ -215,7 +215,10 @@ impl Actor for RelayActor {
             self.pipeline.clone(),
             self.counters.clone(),
             self.limits(),
-            self.settings.mailbox.max_batch_events,
+            ingest::Batching {
+                max: self.settings.mailbox.max_batch_events,
+                linger: std::time::Duration::from_millis(self.settings.sync.performance.linger_ms),
+            },
             self.source,
         );
         ctx.spawn(ingest.into_actor(self));
