@@ -254,6 +254,16 @@ fn reads_answer_what_the_database_holds(db: TestDb) {
             .unwrap();
             assert!(rows > 0, "no statistics for the events table");
         }
+        // A query past its time is stopped, on SQLite by the clock it checks per row.
+        if db.backend == Backend::Sqlite {
+            let hurried = storage::open_reader(&db.url, 1, Duration::ZERO).unwrap();
+            let all = storage::Query {
+                limit: 10,
+                ..Default::default()
+            };
+            let error = hurried.select(&all, 0).await.unwrap_err();
+            assert!(error.to_string().contains("timeout"), "{error}");
+        }
         // As sent (the client above sorts what it gets): newest first.
         let mut ws = raw(addr).await;
         assert_eq!(

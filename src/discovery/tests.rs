@@ -122,6 +122,18 @@ fn lists(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// `plan` with no scores, no current relays and none excluded.
+fn unscored(lists: &BTreeMap<String, Vec<String>>, per_author: usize, max_relays: usize) -> Plan {
+    plan(
+        lists,
+        &HashMap::new(),
+        &HashSet::new(),
+        &HashSet::new(),
+        per_author,
+        max_relays,
+    )
+}
+
 fn authors_of(plan: &Plan, url: &str) -> Vec<String> {
     plan.relays.get(url).cloned().unwrap_or_default()
 }
@@ -133,14 +145,7 @@ fn each_author_gets_its_most_shared_relays() {
         ("b", &["ws://y", "ws://z"]),
         ("c", &["ws://z"]),
     ]);
-    let p = plan(
-        &l,
-        &HashMap::new(),
-        &HashSet::new(),
-        &HashSet::new(),
-        2,
-        100,
-    );
+    let p = unscored(&l, 2, 100);
     // a: z (3 authors) and y (2); x and only-a (1 each) are left out.
     assert_eq!(authors_of(&p, "ws://z"), vec!["a", "b", "c"]);
     assert_eq!(authors_of(&p, "ws://y"), vec!["a", "b"]);
@@ -179,14 +184,7 @@ fn excluded_relays_give_way_to_the_next_candidate() {
 fn ten_thousand_relays_of_one_author_stay_within_budget() {
     let many: Vec<String> = (0..10_000).map(|i| format!("wss://r{i}.example")).collect();
     let l: BTreeMap<String, Vec<String>> = [("a".to_string(), many)].into();
-    let p = plan(
-        &l,
-        &HashMap::new(),
-        &HashSet::new(),
-        &HashSet::new(),
-        3,
-        100,
-    );
+    let p = unscored(&l, 3, 100);
     assert_eq!(p.relays.len(), 3);
     assert_eq!(p.candidates, 10_000);
     let wide: BTreeMap<String, Vec<String>> = (0..1_000)
@@ -195,14 +193,7 @@ fn ten_thousand_relays_of_one_author_stay_within_budget() {
             (format!("author{a:04}"), own)
         })
         .collect();
-    let p = plan(
-        &wide,
-        &HashMap::new(),
-        &HashSet::new(),
-        &HashSet::new(),
-        3,
-        100,
-    );
+    let p = unscored(&wide, 3, 100);
     assert_eq!(p.relays.len(), 100);
 }
 
@@ -224,7 +215,7 @@ fn an_author_whose_pick_went_keeps_a_listed_relay() {
         ("c", &["ws://shared"]),
         ("b", &["ws://b-only", "ws://b-two", "ws://shared"]),
     ]);
-    let p = plan(&l, &HashMap::new(), &HashSet::new(), &HashSet::new(), 1, 1);
+    let p = unscored(&l, 1, 1);
     assert_eq!(authors_of(&p, "ws://shared"), vec!["a", "b", "c"]);
 }
 

@@ -200,6 +200,15 @@ fn route<B>(req: &Request<B>, health: &Health) -> Response<Full<Bytes>> {
             "not found\n".to_owned(),
         ),
     };
+    respond(status, content_type, body)
+}
+
+/// A response of `status` with `body` as `content_type`.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {

@@ -1,5 +1,6 @@
 //! Client messages (NIP-01, NIP-45, NIP-77) read within the endpoint's bounds.
 
+use bitcoin::hex::FromHex;
 use nostr_sdk::Filter;
 
 use super::{BLOCKED, INVALID};
@@ -110,7 +111,7 @@ pub fn parse(text: &str, limits: &ServeSettings) -> Result<Request, Refusal> {
         let text = v
             .and_then(|m| m.as_str())
             .ok_or_else(|| refuse(format!("{INVALID}: {verb} needs a hex message")))?;
-        decode_hex(text).ok_or_else(|| refuse(format!("{INVALID}: the message is not hex")))
+        Vec::<u8>::from_hex(text).map_err(|_| refuse(format!("{INVALID}: the message is not hex")))
     };
     match verb {
         "REQ" | "COUNT" => {
@@ -144,14 +145,4 @@ pub fn parse(text: &str, limits: &ServeSettings) -> Result<Request, Refusal> {
         "NEG-CLOSE" => Ok(Request::NegClose { sub }),
         _ => Err(notice(format!("unknown message type {verb:?}"))),
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -11,6 +11,7 @@ pub mod rate;
 #[cfg(test)]
 mod tests;
 
+use bitcoin::hex::FromHex;
 use nostr_sdk::Filter;
 
 use crate::config::ServeSettings;
@@ -101,13 +102,8 @@ pub const NEG_FRAME_BYTES: u64 = 60_000;
 pub fn open_session(items: &[(String, i64)], first: &[u8]) -> Result<(Session, Vec<u8>), String> {
     let mut storage = negentropy::NegentropyStorageVector::with_capacity(items.len());
     for (id, created_at) in items {
-        let mut bytes = [0u8; 32];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = id
-                .get(2 * i..2 * i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("{ERROR}: stored id {id:?} is not hex"))?;
-        }
+        let bytes = <[u8; 32]>::from_hex(id)
+            .map_err(|_| format!("{ERROR}: stored id {id:?} is not hex"))?;
         let at = u64::try_from(*created_at).unwrap_or(0);
         storage
             .insert(at, negentropy::Id::from_byte_array(bytes))

@@ -26,7 +26,7 @@ use crate::nostr::fingerprint::IdSum;
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: Pool<AsyncPgConnection>,
+    pub(super) pool: Pool<AsyncPgConnection>,
 }
 
 /// Claims the source rows of `items` not claimed yet and adds the contributions of
@@ -118,7 +118,7 @@ impl PgStore {
         })
     }
 
-    async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
+    pub(super) async fn conn(&self) -> StoreResult<Object<AsyncPgConnection>> {
         self.pool
             .get()
             .await

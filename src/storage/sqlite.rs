@@ -41,7 +41,10 @@ pub const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WA
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: Pool<Conn>,
+    pub(super) pool: Pool<Conn>,
+    /// Each query's time (the relay endpoint's reader): past it, a query that checks
+    /// the clock (`read::sqlite::in_time`) fails. `None` for the writers.
+    pub(super) query_timeout: Option<std::time::Duration>,
 }
 
 /// Claims the source rows of `items` not claimed yet and adds the contributions of
@@ -113,10 +116,11 @@ impl SqliteStore {
     pub fn open(path: &str, max_connections: usize) -> StoreResult<Self> {
         Ok(Self {
             pool: pool(path, max_connections)?,
+            query_timeout: None,
         })
     }
 
-    async fn run<R, F>(&self, f: F) -> StoreResult<R>
+    pub(super) async fn run<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
@@ -126,7 +130,15 @@ impl SqliteStore {
             .get()
             .await
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(conn.spawn_blocking(f).await?)
+        let until = self.query_timeout.map(|t| std::time::Instant::now() + t);
+        Ok(conn
+            .spawn_blocking(move |c| {
+                if let Some(until) = until {
+                    super::read::sqlite::bound(c, until)?;
+                }
+                f(c)
+            })
+            .await?)
     }
 }
 

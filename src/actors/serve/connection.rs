@@ -368,7 +368,7 @@ impl Connection {
         for q in &queries {
             let items = shared
                 .reader
-                .items(q, now, most as i64 + 1)
+                .items_of(q, now, most as i64 + 1)
                 .await
                 .map_err(|e| format!("{ERROR}: {e}"))?;
             ids.extend(items.into_iter().map(|(id, _)| id));
@@ -396,7 +396,7 @@ impl Connection {
             Ok(None) => Ok(Vec::new()),
             Ok(Some(q)) => shared
                 .reader
-                .items(&q, now_secs(), most as i64 + 1)
+                .items_of(&q, now_secs(), most as i64 + 1)
                 .await
                 .map_err(|e| format!("{ERROR}: {e}")),
         }

@@ -26,6 +26,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::{broadcast, watch};
 
 use crate::config::ServeSettings;
+use crate::http::respond;
 use crate::metrics::Counters;
 use crate::storage::Reader;
 
@@ -175,9 +176,9 @@ fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
                 Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
             }
         });
-        let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "", String::new());
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
-        headers.remove(hyper::header::CONTENT_TYPE);
         headers.insert(
             hyper::header::UPGRADE,
             hyper::header::HeaderValue::from_static("websocket"),
@@ -212,15 +213,4 @@ fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
         "text/plain",
         "a read-only Nostr relay: connect with a websocket\n".into(),
     )
-}
-
-fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
 }

@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use nostr_sdk::Event;
 
 mod postgres;
-mod sqlite;
+pub(super) mod sqlite;
 
-use super::{Backend, StoreError, StoreResult};
-use crate::nostr::aggregate::StatsDelta;
+use super::{Backend, EventStore, PgStore, SqliteStore, StoreError, StoreResult};
 
 /// One NIP-01 filter as the database answers it: ids and authors in lowercase hex,
 /// each tag filter as its letter and values. Empty lists and `None` select anything.
@@ -38,8 +37,10 @@ pub struct Served {
     pub json: String,
 }
 
+/// The database as the relay endpoint reads it: the store's own queries (such as
+/// `stats_of`), and these.
 #[async_trait]
-pub trait Reader: Send + Sync + 'static {
+pub trait Reader: EventStore {
     /// The stored events `q` selects that have not expired at `now` (NIP-40), newest
     /// first (the lowest id first among equal times), at most `q.limit`.
     async fn select(&self, q: &Query, now: i64) -> StoreResult<Vec<Served>>;
@@ -48,15 +49,12 @@ pub trait Reader: Send + Sync + 'static {
     async fn count(&self, q: &Query, now: i64) -> StoreResult<i64>;
 
     /// `(id, created_at)` of at most `limit` events `q` selects (its limit aside), in
-    /// no order: what a NIP-77 session compares.
-    async fn items(&self, q: &Query, now: i64, limit: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// no order: what a NIP-77 session compares (`EventStore::items` takes kinds,
+    /// authors and times only).
+    async fn items_of(&self, q: &Query, now: i64, limit: i64) -> StoreResult<Vec<(String, i64)>>;
 
-    /// The aggregates of `target` (an event id, or an address), as `event_stats`
-    /// holds them.
-    async fn stats_of(&self, target: &str) -> StoreResult<Option<StatsDelta>>;
-
-    /// The events committed after `after_seq`, at most `limit`, and those at
-    /// `seqs` (rows committed late, behind rows with higher numbers), in `seq` order.
+    /// The events committed after `after_seq` (at most `limit`) and those at `seqs`
+    /// (rows committed late, behind rows with higher numbers), in `seq` order.
     async fn committed(
         &self,
         after_seq: i64,
@@ -90,12 +88,8 @@ pub fn open_reader(
     timeout: Duration,
 ) -> StoreResult<Arc<dyn Reader>> {
     match Backend::of_url(url) {
-        Some(Backend::Postgres) => Ok(Arc::new(postgres::PgReader::open(
-            url,
-            connections,
-            timeout,
-        )?)),
-        Some(Backend::Sqlite) => Ok(Arc::new(sqlite::SqliteReader::open(
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::open_reader(url, connections, timeout)?)),
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::open_reader(
             super::sqlite_path(url),
             connections,
             timeout,
@@ -151,6 +145,20 @@ macro_rules! selected {
     }};
 }
 pub(crate) use selected;
+
+/// The rows committed after `$after` and those at `$seqs`, in `seq` order, at most
+/// `$limit` of the first and all of the second: one query, the primary key's index.
+macro_rules! committed_rows {
+    ($after:expr, $seqs:expr, $limit:expr) => {{
+        use $crate::storage::schema::events;
+        let seqs: &[i64] = $seqs;
+        events::table
+            .filter(events::seq.gt($after).or(events::seq.eq_any(seqs.to_vec())))
+            .order(events::seq)
+            .limit($limit + seqs.len() as i64)
+    }};
+}
+pub(crate) use committed_rows;
 
 /// `(seq, row)` in the order and limit `Reader::select` gives.
 macro_rules! newest_first {

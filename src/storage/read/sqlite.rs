@@ -1,6 +1,7 @@
-//! The endpoint's reads on SQLite: readers beside the one writer (WAL), each query
-//! stopped by a clock it checks on every row it visits. SQLite has no statement
-//! timeout; the check is a SQL function that fails once the query's time is up.
+//! The endpoint's reads on SQLite: readers beside the one writer (WAL). SQLite has no
+//! statement timeout: the reader's store registers, before each call, a SQL function
+//! that fails once the call's time is up, and every filtered query calls it on each
+//! row it visits.
 
 use std::time::{Duration, Instant};
 
@@ -10,16 +11,13 @@ use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Bool;
 use diesel::sqlite::Sqlite;
 use diesel::SqliteConnection;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use nostr_sdk::Event;
 
-use super::{newest_first, selected, served, Query, Reader, Served};
-use crate::nostr::aggregate::StatsDelta;
-use crate::storage::models::{EventRow, StatsRow};
+use super::{committed_rows, newest_first, selected, served, Query, Reader, Served};
+use crate::storage::models::EventRow;
 use crate::storage::queries::rows_to_events;
-use crate::storage::schema::{event_stats, events};
-use crate::storage::sqlite::Conn;
-use crate::storage::{StoreError, StoreResult};
+use crate::storage::schema::events;
+use crate::storage::{SqliteStore, StoreResult};
 
 /// The SQL function a bounded query calls on every row it visits.
 const IN_TIME: &str = "nostr_sync_in_time";
@@ -38,49 +36,34 @@ impl ToSql<Bool, Sqlite> for InTime {
     }
 }
 
-pub(crate) struct SqliteReader {
-    pool: Pool<Conn>,
-    timeout: Duration,
+/// Makes `IN_TIME` on `c` hold until `until`.
+pub(in crate::storage) fn bound(c: &mut SqliteConnection, until: Instant) -> QueryResult<()> {
+    c.register_noarg_sql_function::<Bool, _, _>(IN_TIME, false, move || {
+        InTime(Instant::now() < until)
+    })
 }
 
-impl SqliteReader {
-    pub(crate) fn open(path: &str, connections: usize, timeout: Duration) -> StoreResult<Self> {
-        Ok(Self {
-            pool: crate::storage::sqlite::pool(path, connections)?,
-            timeout,
-        })
-    }
-
-    /// Runs `f` on a connection whose `IN_TIME` holds until `timeout` from now.
-    async fn run<R, F>(&self, f: F) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
-    {
-        let mut conn: Object<Conn> = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let until = Instant::now() + self.timeout;
-        Ok(conn
-            .spawn_blocking(move |c| {
-                c.register_noarg_sql_function::<Bool, _, _>(IN_TIME, false, move || {
-                    InTime(Instant::now() < until)
-                })?;
-                f(c)
-            })
-            .await?)
-    }
-}
-
-/// The bound every query of this reader carries: a call of `IN_TIME`.
+/// The bound every filtered query of a reader carries: a call of `IN_TIME`.
 fn in_time() -> diesel::expression::SqlLiteral<Bool> {
     diesel::dsl::sql::<Bool>("nostr_sync_in_time()")
 }
 
+impl SqliteStore {
+    /// A store of `connections` of its own, each call stopped after `timeout`.
+    pub(crate) fn open_reader(
+        path: &str,
+        connections: usize,
+        timeout: Duration,
+    ) -> StoreResult<Self> {
+        Ok(Self {
+            pool: crate::storage::sqlite::pool(path, connections)?,
+            query_timeout: Some(timeout),
+        })
+    }
+}
+
 #[async_trait]
-impl Reader for SqliteReader {
+impl Reader for SqliteStore {
     async fn select(&self, q: &Query, now: i64) -> StoreResult<Vec<Served>> {
         let q = q.clone();
         let rows: Vec<(i64, EventRow)> = self
@@ -95,7 +78,7 @@ impl Reader for SqliteReader {
             .await
     }
 
-    async fn items(&self, q: &Query, now: i64, limit: i64) -> StoreResult<Vec<(String, i64)>> {
+    async fn items_of(&self, q: &Query, now: i64, limit: i64) -> StoreResult<Vec<(String, i64)>> {
         let q = q.clone();
         self.run(move |c| {
             selected!(&q, now)
@@ -107,20 +90,6 @@ impl Reader for SqliteReader {
         .await
     }
 
-    async fn stats_of(&self, target: &str) -> StoreResult<Option<StatsDelta>> {
-        let target = target.to_owned();
-        let row: Option<StatsRow> = self
-            .run(move |c| {
-                event_stats::table
-                    .filter(event_stats::event_id.eq(target))
-                    .select(StatsRow::as_select())
-                    .first(c)
-                    .optional()
-            })
-            .await?;
-        Ok(row.map(|r| r.delta()))
-    }
-
     async fn committed(
         &self,
         after_seq: i64,
@@ -130,23 +99,9 @@ impl Reader for SqliteReader {
         let seqs = seqs.to_vec();
         let rows = self
             .run(move |c| {
-                let mut rows: Vec<(i64, EventRow)> = Vec::new();
-                if !seqs.is_empty() {
-                    rows = events::table
-                        .filter(events::seq.eq_any(seqs))
-                        .select((events::seq, EventRow::as_select()))
-                        .load(c)?;
-                }
-                rows.extend(
-                    events::table
-                        .filter(events::seq.gt(after_seq))
-                        .order(events::seq)
-                        .limit(limit)
-                        .select((events::seq, EventRow::as_select()))
-                        .load::<(i64, EventRow)>(c)?,
-                );
-                rows.sort_by_key(|(seq, _)| *seq);
-                Ok(rows)
+                committed_rows!(after_seq, &seqs, limit)
+                    .select((events::seq, EventRow::as_select()))
+                    .load(c)
             })
             .await?;
         rows_to_events(rows)
@@ -160,22 +115,9 @@ impl Reader for SqliteReader {
     ) -> StoreResult<Vec<i64>> {
         let seqs = seqs.to_vec();
         self.run(move |c| {
-            let mut found: Vec<i64> = Vec::new();
-            if !seqs.is_empty() {
-                found = events::table
-                    .filter(events::seq.eq_any(seqs))
-                    .select(events::seq)
-                    .load(c)?;
-            }
-            found.extend(
-                events::table
-                    .filter(events::seq.gt(after_seq))
-                    .order(events::seq)
-                    .limit(limit)
-                    .select(events::seq)
-                    .load::<i64>(c)?,
-            );
-            Ok(found)
+            committed_rows!(after_seq, &seqs, limit)
+                .select(events::seq)
+                .load(c)
         })
         .await
     }

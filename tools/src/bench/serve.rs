@@ -197,7 +197,7 @@ async fn page_all(addr: SocketAddr) -> anyhow::Result<(u64, f64)> {
 async fn counts(addr: SocketAddr, url: &str, store: &dyn EventStore) -> anyhow::Result<(f64, f64)> {
     let reader = storage::open_reader(url, 1, Duration::from_secs(60))?;
     let notes = reader
-        .items(
+        .items_of(
             &Query {
                 kinds: vec![1],
                 ..Default::default()
