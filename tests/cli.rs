@@ -265,7 +265,7 @@ fn status_shows_progress_and_failures() {
         assert_eq!(f["consecutive_failures"], 0, "{s}");
     }
     assert!(s["events"].as_i64().unwrap() >= 300);
-    assert_eq!(s["migrations"].as_array().unwrap().len(), 10);
+    assert_eq!(s["migrations"].as_array().unwrap().len(), 11);
 
     // Nothing listens on port 1.
     let refused = "ws://127.0.0.1:1";

@@ -83,7 +83,11 @@ fn hundred_thousand() -> &'static Dataset {
 
 /// A relay holds 100,000 events of which we hold 99,000 (from elsewhere): the
 /// reconciliation (NIP-77, our side from the fingerprints) transfers about 1,000
-/// events, not 100,000, and the copy ends complete and exact.
+/// events, not 100,000, and the copy ends complete and exact. A relay holding one
+/// more, new to us, is compared with every stored event; one that provenance records
+/// as having delivered every other event we hold is compared with what it delivered
+/// (against every stored event, every range would differ): either way the one it has
+/// more costs its second, not the rest.
 fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
     run(async {
         let data = hundred_thousand();
@@ -148,6 +152,49 @@ fn negentropy_catch_up_transfers_only_what_is_missing(db: TestDb) {
         assert!(
             (1..=64).contains(&read),
             "{read} rows read for one event missing of 100,001"
+        );
+
+        // A relay that delivered every other event (provenance says so), holding one
+        // more.
+        let another = EventBuilder::text_note("later still")
+            .custom_created_at(data.events[50_000].created_at)
+            .sign_with_keys(&Keys::generate())
+            .unwrap();
+        let half: Vec<&Event> = data.events.iter().step_by(2).collect();
+        let relay = HostedRelay::start(half.iter().copied().chain([&another]), 100_000)
+            .await
+            .unwrap();
+        let url = relay.url().await;
+        let reg = store.registry();
+        let entry = nostr_sync::storage::registry::NewRelay {
+            url: nostr_sync::fleet::normalise(&url).unwrap(),
+            source: "config",
+            settings: String::new(),
+        };
+        reg.add_relay(&entry, 1).await.unwrap();
+        let round = reg.lease_round("delivered", 1, 30).await.unwrap();
+        let source = round.held.iter().find(|l| l.url == entry.url).unwrap().id;
+        reg.leave("delivered").await.unwrap();
+        let delivered: Vec<nostr_sync::storage::Sighting> = half
+            .iter()
+            .map(|e| nostr_sync::storage::Sighting::of(e, source, 1, 0))
+            .collect();
+        for chunk in delivered.chunks(5_000) {
+            store.write_batch(&[], chunk).await.unwrap();
+        }
+        let theirs = store
+            .fingerprint_sums(source, &[], &[(0, i64::MAX)])
+            .await
+            .unwrap();
+        assert_eq!(theirs[0].count, 50_000);
+        let counters = sync_once(from_fingerprints(vec![url.clone()])).await;
+        let c = counters.relay(&url);
+        assert_eq!(Counters::get(&c.fetched_by_id), 1);
+        assert_eq!(store.count_events().await.unwrap(), 100_002);
+        let read = Counters::get(&c.fingerprint_rows_read);
+        assert!(
+            (1..=64).contains(&read),
+            "{read} rows read for one event missing of the relay's 50,001"
         );
     });
 }

@@ -147,20 +147,22 @@ async fn write_and_check(store: &dyn EventStore, all: &[Event], batches: Vec<Vec
     assert_fingerprints(store).await;
 }
 
+/// The fingerprint of `events` by the protocol's reference (the `negentropy` crate).
+fn reference(events: &[&Event]) -> [u8; 16] {
+    use negentropy::{Id, NegentropyStorageBase, NegentropyStorageVector};
+    let mut v = NegentropyStorageVector::new();
+    for e in events {
+        v.insert(e.created_at.as_secs(), Id::from_byte_array(e.id.to_bytes()))
+            .unwrap();
+    }
+    v.seal().unwrap();
+    v.fingerprint(0, events.len()).unwrap().to_bytes()
+}
+
 /// The maintained fingerprints are those of the stored events, computed apart by the
 /// protocol's reference (the `negentropy` crate): per second and kind, and in total
 /// (where rows of what was removed would show); the store's own recount agrees.
 async fn assert_fingerprints(store: &dyn EventStore) {
-    use negentropy::{Id, NegentropyStorageBase, NegentropyStorageVector};
-    let reference = |events: &[&Event]| {
-        let mut v = NegentropyStorageVector::new();
-        for e in events {
-            v.insert(e.created_at.as_secs(), Id::from_byte_array(e.id.to_bytes()))
-                .unwrap();
-        }
-        v.seal().unwrap();
-        v.fingerprint(0, events.len()).unwrap().to_bytes()
-    };
     let stored: Vec<Event> = store
         .events_after(0, 1_000_000)
         .await
@@ -178,7 +180,7 @@ async fn assert_fingerprints(store: &dyn EventStore) {
     for ((at, kind), events) in &groups {
         let at = *at as i64;
         let sums = store
-            .fingerprint_sums(&[i32::from(*kind)], &[(at, at + 1)])
+            .fingerprint_sums(0, &[i32::from(*kind)], &[(at, at + 1)])
             .await
             .unwrap();
         assert_eq!(
@@ -192,7 +194,10 @@ async fn assert_fingerprints(store: &dyn EventStore) {
             "second {at}, kind {kind}"
         );
     }
-    let all = store.fingerprint_sums(&[], &[(0, i64::MAX)]).await.unwrap();
+    let all = store
+        .fingerprint_sums(0, &[], &[(0, i64::MAX)])
+        .await
+        .unwrap();
     assert_eq!(
         all[0].fingerprint(),
         reference(&stored.iter().collect::<Vec<_>>())
@@ -524,7 +529,8 @@ fn fingerprints_follow_every_write(db: TestDb) {
         );
         sql(
             &db,
-            "INSERT INTO fingerprints VALUES (5, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1)",
+            "INSERT INTO fingerprints (second, kind, n, l0, l1, l2, l3, l4, l5, l6, l7) \
+             VALUES (5, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1)",
         );
         assert_eq!(store.check_fingerprints(false).await.unwrap().1, 2);
         assert_eq!(
@@ -537,24 +543,30 @@ fn fingerprints_follow_every_write(db: TestDb) {
     });
 }
 
+/// Two relays in the registry (`ws://a.example`, `ws://b.example`): their ids in
+/// provenance.
+async fn two_relays(store: &dyn EventStore) -> (i32, i32) {
+    use nostr_sync::storage::registry::NewRelay;
+    let reg = store.registry();
+    for url in ["ws://a.example", "ws://b.example"] {
+        let relay = NewRelay {
+            url: url.into(),
+            source: "cli",
+            settings: String::new(),
+        };
+        reg.add_relay(&relay, 1).await.unwrap();
+    }
+    let round = reg.lease_round("me", 1, 30).await.unwrap();
+    (round.held[0].id, round.held[1].id)
+}
+
 /// Provenance: each delivery of a stored event is one row, the first time kept; a
 /// delivery of an event not stored records nothing; a removed event's rows go with it.
 fn provenance_is_written_with_its_events_and_goes_with_them(db: TestDb) {
-    use nostr_sync::storage::registry::NewRelay;
     use nostr_sync::storage::Sighting;
     run(async {
         let store = storage::open(&db.url, 2).await.unwrap();
-        let reg = store.registry();
-        for url in ["ws://a.example", "ws://b.example"] {
-            let relay = NewRelay {
-                url: url.into(),
-                source: "cli",
-                settings: String::new(),
-            };
-            reg.add_relay(&relay, 1).await.unwrap();
-        }
-        let round = reg.lease_round("me", 1, 30).await.unwrap();
-        let (a, b) = (round.held[0].id, round.held[1].id);
+        let (a, b) = two_relays(&*store).await;
         let keys = Keys::generate();
         let note = |text: &str| EventBuilder::text_note(text).sign_with_keys(&keys).unwrap();
         let (one, two, never) = (note("one"), note("two"), note("never stored"));
@@ -563,6 +575,8 @@ fn provenance_is_written_with_its_events_and_goes_with_them(db: TestDb) {
             relay,
             at,
             seq: 0,
+            created_at: 0,
+            kind: 0,
         };
         store
             .write_batch(
@@ -620,7 +634,67 @@ fn provenance_is_written_with_its_events_and_goes_with_them(db: TestDb) {
     });
 }
 
+/// Each relay's fingerprints are those of the stored events it delivered: checked
+/// against the deliveries the test made and the events the oracle keeps, through
+/// versions and deletions, copies that arrive later, and a copy of a row removed since.
+fn relay_fingerprints_follow_provenance(db: TestDb) {
+    use std::collections::HashSet;
+
+    use nostr_sync::storage::Sighting;
+    run(async {
+        let store = storage::open(&db.url, 2).await.unwrap();
+        let (a, b) = two_relays(&*store).await;
+        let all = events();
+        // `a` delivers everything; `b` every other event, a batch later (a copy of
+        // what is stored by then).
+        let by_b: HashSet<EventId> = all.iter().step_by(2).map(|e| e.id).collect();
+        let mut late: Vec<Sighting> = Vec::new();
+        for batch in all.chunks(7) {
+            let mut sightings: Vec<Sighting> =
+                batch.iter().map(|e| Sighting::of(e, a, 100, 0)).collect();
+            sightings.append(&mut late);
+            late = batch
+                .iter()
+                .filter(|e| by_b.contains(&e.id))
+                .map(|e| Sighting::of(e, b, 101, 0))
+                .collect();
+            store.write_batch(batch, &sightings).await.unwrap();
+        }
+        store.write_batch(&[], &late).await.unwrap();
+        // A copy whose remembered row was removed since: no row is left for it.
+        let (last, _) = store
+            .events_after(0, 1_000_000)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let stale = Sighting::of(&all[0], b, 102, last + 1_000);
+        store.write_batch(&[], &[stale]).await.unwrap();
+
+        let kept = kept(&all, u64::MAX / 2);
+        for (relay, delivered) in [(a, None), (b, Some(&by_b))] {
+            let want: Vec<&Event> = kept
+                .iter()
+                .filter(|e| delivered.is_none_or(|d| d.contains(&e.id)))
+                .collect();
+            let sums = store
+                .fingerprint_sums(relay, &[], &[(0, i64::MAX)])
+                .await
+                .unwrap();
+            assert_eq!(sums[0].count, want.len() as i64, "relay {relay}");
+            assert_eq!(sums[0].fingerprint(), reference(&want), "relay {relay}");
+        }
+        assert_eq!(
+            store.footprint().await.unwrap().provenance_rows as usize,
+            kept.len() + kept.iter().filter(|e| by_b.contains(&e.id)).count()
+        );
+        let (recounted, differing) = store.check_fingerprints(false).await.unwrap();
+        assert_eq!(differing, 0, "of {recounted} rows recounted");
+    });
+}
+
 both_backends!(
+    relay_fingerprints_follow_provenance,
     provenance_is_written_with_its_events_and_goes_with_them,
     fingerprints_follow_every_write,
     arrival_order_changes_nothing,

@@ -130,7 +130,7 @@ impl Pipeline {
         // parked behind them resolve as duplicates).
         let ids = stored.iter().map(|i| (i.event.id, i.source, 0)).collect();
         for item in &stored {
-            self.sightings.add(item.event.id, item.source, 0);
+            self.sightings.add(&item.event, item.source, 0);
         }
         if let Err(e) = self.dedup.send(Committed(ids)).await {
             tracing::error!(error = %e, "dedup actor unavailable");

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use nostr_sdk::EventId;
+use nostr_sdk::Event;
 
 use crate::metrics::Counters;
 use crate::storage::{now_secs, Sighting};
@@ -36,20 +36,15 @@ impl Sightings {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `relay` delivered `id`, stored at row `seq` (0: not known, looked up by id);
+    /// `relay` delivered `event`, stored at row `seq` (0: not known, looked up by id);
     /// ignored for relay ids below 1 (provenance off).
-    pub fn add(&self, id: EventId, relay: i32, seq: i64) {
+    pub fn add(&self, event: &Event, relay: i32, seq: i64) {
         if relay <= 0 {
             return;
         }
         let mut held = self.held();
         if held.len() < HELD {
-            held.push(Sighting {
-                id,
-                relay,
-                at: now_secs(),
-                seq,
-            });
+            held.push(Sighting::of(event, relay, now_secs(), seq));
             return;
         }
         drop(held);

@@ -110,7 +110,7 @@ impl Default for SyncSettings {
             reconcile_timeout_secs: 300,
             refused_retry_secs: 3_600,
             negentropy: Negentropy::Auto,
-            reconcile_from: ReconcileFrom::Items,
+            reconcile_from: ReconcileFrom::Auto,
             repair_interval_secs: 14_400,
             repair_paging_interval_secs: 86_400,
             connect_timeout_secs: 10,

@@ -137,7 +137,8 @@ pub struct SyncSettings {
     /// windows older than twice `overlap_secs` (catch-up), and for the repair pass.
     pub negentropy: Negentropy,
     /// Where our side of a reconciliation comes from, for filters without authors or
-    /// tags: the events' items, or the per-second fingerprints.
+    /// tags: the events' items, or the per-second fingerprints (the relay's own, with
+    /// provenance).
     pub reconcile_from: ReconcileFrom,
     /// How often each filter's whole synced range is reconciled with each relay, which
     /// finds events that arrived with old timestamps (0: never).
@@ -165,13 +166,29 @@ pub enum Negentropy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReconcileFrom {
+    /// `Fingerprints` for a relay that provenance records, else `Items`.
+    #[default]
+    Auto,
     /// Our `(id, created_at)` items of the window, read from the events, reconciled by
     /// the SDK: costs what we hold, in few database reads.
-    #[default]
     Items,
-    /// The per-second fingerprints (`crate::sync::negentropy`): costs what differs
-    /// from a relay holding what we hold, but a round of database reads per message.
+    /// The per-second fingerprints (`crate::sync::negentropy`), a round of database
+    /// reads per message: of what the relay delivered (provenance), which costs what
+    /// differs from it; without provenance, of every stored event, which costs what
+    /// differs only from a relay holding all we hold.
     Fingerprints,
+}
+
+impl ReconcileFrom {
+    /// Whether a relay with provenance id `source` (0: none) reconciles a filter the
+    /// fingerprints can answer from them.
+    pub fn by_sums(self, source: i32) -> bool {
+        match self {
+            ReconcileFrom::Auto => source > 0,
+            ReconcileFrom::Items => false,
+            ReconcileFrom::Fingerprints => true,
+        }
+    }
 }
 
 impl Negentropy {

@@ -107,3 +107,18 @@ fn a_reload_applies_relays_and_filters_and_names_the_rest() {
     let (_, none) = running.live_update(running.clone());
     assert!(none.is_empty(), "{none:?}");
 }
+
+#[test]
+fn reconcile_from_takes_the_fingerprints_of_relays_provenance_records() {
+    use ReconcileFrom::*;
+    for (from, source, want) in [
+        (Auto, 0, false),
+        (Auto, 3, true),
+        (Items, 0, false),
+        (Items, 3, false),
+        (Fingerprints, 0, true),
+        (Fingerprints, 3, true),
+    ] {
+        assert_eq!(from.by_sums(source), want, "{from:?}, relay {source}");
+    }
+}

@@ -15,8 +15,9 @@
 //! 5. What removed events had counted is queued in `retractions` ([`retractions`]),
 //!    for the aggregator's flush to subtract.
 //! 6. The inserted and removed events' ids are added to and taken from the
-//!    `fingerprints` of their second and kind ([`fingerprint_deltas`]), last, so that
-//!    the rows two writers share stay locked only until the commit.
+//!    `fingerprints` of their second and kind ([`Deltas`]), and so are those of the
+//!    provenance rows written and removed, under their relay; last, so that the rows
+//!    two writers share stay locked only until the commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -261,33 +262,41 @@ fn newest_per_address(rows: &[NewEvent]) -> BTreeMap<String, usize> {
     best
 }
 
-/// The changes to `fingerprints` of inserting `added` and removing `removed`, each an
-/// event's `(created_at, kind, id)`: one row per second and kind, in key order (two
-/// writers lock shared rows in the same order), none that changes nothing.
-pub(crate) fn fingerprint_deltas<'a>(
-    added: impl Iterator<Item = (i64, i32, &'a str)>,
-    removed: impl Iterator<Item = (i64, i32, &'a str)>,
-) -> Vec<FingerprintRow> {
-    let mut sums: BTreeMap<(i64, i32), IdSum> = BTreeMap::new();
-    let mut apply = |(at, kind, id): (i64, i32, &str), add: bool| {
-        let Ok(bytes) = <[u8; 32]>::from_hex(id) else {
-            // Stored ids are hex of 32 bytes; another would be in no fingerprint.
-            tracing::error!(%id, "stored event id is not 32 bytes of hex");
-            return;
-        };
-        let sum = sums.entry((at, kind)).or_default();
+/// The changes a write makes to `fingerprints`: per relay (0: every stored event; a
+/// relay's id: the stored events it delivered), second and kind, the count and id sum
+/// of what came less what went.
+#[derive(Debug, Default)]
+pub(crate) struct Deltas(BTreeMap<(i32, i64, i32), IdSum>);
+
+impl Deltas {
+    /// Counts the event `(created_at, kind, id)` in (`add`) or out of `relay`'s rows.
+    pub(crate) fn count(&mut self, relay: i32, (at, kind, id): (i64, i32, &[u8; 32]), add: bool) {
+        let sum = self.0.entry((relay, at, kind)).or_default();
         if add {
-            sum.add(&IdSum::of(&bytes));
+            sum.add(&IdSum::of(id));
         } else {
-            sum.sub(&IdSum::of(&bytes));
+            sum.sub(&IdSum::of(id));
         }
-    };
-    added.for_each(|e| apply(e, true));
-    removed.for_each(|e| apply(e, false));
-    sums.into_iter()
-        .filter(|(_, sum)| !sum.is_zero())
-        .map(|((at, kind), sum)| FingerprintRow::new(at, kind, &sum))
-        .collect()
+    }
+
+    /// As [`Deltas::count`], the id as stored (hex).
+    pub(crate) fn count_hex(&mut self, relay: i32, (at, kind, id): (i64, i32, &str), add: bool) {
+        match <[u8; 32]>::from_hex(id) {
+            Ok(bytes) => self.count(relay, (at, kind, &bytes), add),
+            // Stored ids are hex of 32 bytes; another would be in no fingerprint.
+            Err(_) => tracing::error!(%id, "stored event id is not 32 bytes of hex"),
+        }
+    }
+
+    /// One row per relay, second and kind, in key order (two writers lock shared rows
+    /// in the same order), none that changes nothing.
+    pub(crate) fn rows(self) -> Vec<FingerprintRow> {
+        self.0
+            .into_iter()
+            .filter(|(_, sum)| !sum.is_zero())
+            .map(|((relay, at, kind), sum)| FingerprintRow::new(relay, at, kind, &sum))
+            .collect()
+    }
 }
 
 /// What removed rows had counted, to be subtracted: rows whose contribution was

@@ -203,14 +203,31 @@ pub fn sqlite_path(url: &str) -> &str {
 }
 
 /// A relay's delivery of an event, for provenance (`event_relays`): the relay's id
-/// (`relay_ids`; 0 or less records nothing), when it arrived (unix seconds), and the
-/// event's row if known (0: looked up by id).
+/// (`relay_ids`; 0 or less records nothing), when it arrived (unix seconds), the
+/// event's row if known (0: looked up by id, and its date and kind with it), and its
+/// date and kind (for the relay's fingerprints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
     pub id: EventId,
     pub relay: i32,
     pub at: i64,
     pub seq: i64,
+    pub created_at: i64,
+    pub kind: i32,
+}
+
+impl Sighting {
+    /// `relay` delivered `event` (stored at row `seq`; 0: looked up) at `at`.
+    pub fn of(event: &nostr_sdk::Event, relay: i32, at: i64, seq: i64) -> Self {
+        Self {
+            id: event.id,
+            relay,
+            at,
+            seq,
+            created_at: event.created_at.as_secs().try_into().unwrap_or(i64::MAX),
+            kind: i32::from(event.kind.as_u16()),
+        }
+    }
 }
 
 /// What the database holds on disk.
@@ -289,17 +306,21 @@ pub trait EventStore: Send + Sync + 'static {
     async fn stored_among(&self, ids: &[String]) -> StoreResult<Vec<String>>;
 
     /// Per span `[from, to)` of `created_at`: how many events of `kinds` (every kind
-    /// when empty) are stored, and the sum of their ids, from `fingerprints`.
+    /// when empty) are stored, and the sum of their ids, from `fingerprints`; of those
+    /// `relay` delivered (`relay_ids`), or of all when 0.
     async fn fingerprint_sums(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>>;
 
     /// Per second within `[from, to)` holding events of `kinds` (every kind when
-    /// empty), in order, at most `limit`: their count and id sum.
+    /// empty; `relay`'s, or all when 0), in order, at most `limit`: their count and
+    /// id sum.
     async fn fingerprint_seconds(
         &self,
+        relay: i32,
         kinds: &[i32],
         from: i64,
         to: i64,
@@ -307,15 +328,18 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<(i64, IdSum)>>;
 
     /// `(created_at, id)` of the stored events of `kinds` (every kind when empty)
-    /// dated within any of `spans` (each `[from, to)`), found through the
-    /// `fingerprints` rows of those seconds: each (second, kind) an index lookup.
+    /// dated within any of `spans` (each `[from, to)`) that `relay` delivered (all
+    /// when 0), found through the `fingerprints` rows of those seconds: each (second,
+    /// kind) an index lookup.
     async fn ids_in_spans(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<(i64, String)>>;
 
-    /// Recounts `fingerprints` from the events: `(rows recounted, rows that differ)`.
+    /// Recounts `fingerprints` from the events and their provenance: `(rows
+    /// recounted, rows that differ)`.
     /// With `repair`, rewrites the table from the recount when any differ (writers
     /// wait meanwhile).
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)>;

@@ -225,11 +225,12 @@ pub struct NewZapCounted<'a> {
     pub id: &'a str,
 }
 
-/// What a write adds to (or, negative, takes from) the `fingerprints` row of one second
-/// and kind.
+/// What a write adds to (or, negative, takes from) the `fingerprints` row of one
+/// relay (0: every stored event), second and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable)]
 #[diesel(table_name = fingerprints)]
 pub struct FingerprintRow {
+    pub relay_id: i32,
     pub second: i64,
     pub kind: i32,
     pub n: i64,
@@ -244,9 +245,10 @@ pub struct FingerprintRow {
 }
 
 impl FingerprintRow {
-    pub fn new(second: i64, kind: i32, sum: &IdSum) -> Self {
+    pub fn new(relay_id: i32, second: i64, kind: i32, sum: &IdSum) -> Self {
         let [l0, l1, l2, l3, l4, l5, l6, l7] = sum.limbs;
         FingerprintRow {
+            relay_id,
             second,
             kind,
             n: sum.count,

@@ -316,6 +316,7 @@ impl EventStore for PgStore {
 
     async fn fingerprint_sums(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>> {
@@ -328,6 +329,7 @@ impl EventStore for PgStore {
                 .bind::<Array<BigInt>, _>(from)
                 .bind::<Array<BigInt>, _>(to)
                 .bind::<Array<Integer>, _>(kinds)
+                .bind::<Integer, _>(relay)
                 .load(&mut conn)
                 .await?;
             sums.extend(rows.iter().map(fingerprints::SpanSum::sum));
@@ -337,6 +339,7 @@ impl EventStore for PgStore {
 
     async fn fingerprint_seconds(
         &self,
+        relay: i32,
         kinds: &[i32],
         from: i64,
         to: i64,
@@ -349,6 +352,7 @@ impl EventStore for PgStore {
             .bind::<BigInt, _>(to)
             .bind::<Array<Integer>, _>(kinds)
             .bind::<BigInt, _>(limit)
+            .bind::<Integer, _>(relay)
             .load(&mut conn)
             .await?;
         Ok(rows.iter().map(|r| (r.i, r.sum())).collect())
@@ -356,6 +360,7 @@ impl EventStore for PgStore {
 
     async fn ids_in_spans(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<(i64, String)>> {
@@ -368,6 +373,7 @@ impl EventStore for PgStore {
                 .bind::<Array<BigInt>, _>(from)
                 .bind::<Array<BigInt>, _>(to)
                 .bind::<Array<Integer>, _>(kinds)
+                .bind::<Integer, _>(relay)
                 .load(&mut conn)
                 .await?;
             found.extend(rows.into_iter().map(|r| (r.created_at, r.id)));

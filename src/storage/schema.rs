@@ -129,7 +129,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    fingerprints (second, kind) {
+    fingerprints (relay_id, second, kind) {
         second -> BigInt,
         kind -> Integer,
         n -> BigInt,
@@ -141,6 +141,7 @@ diesel::table! {
         l5 -> BigInt,
         l6 -> BigInt,
         l7 -> BigInt,
+        relay_id -> Integer,
     }
 }
 

@@ -284,6 +284,7 @@ impl EventStore for SqliteStore {
 
     async fn fingerprint_sums(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>> {
@@ -298,6 +299,7 @@ impl EventStore for SqliteStore {
                     diesel::sql_query(fingerprints::SQLITE_SPAN_SUMS)
                         .bind::<Text, _>(chunk)
                         .bind::<Text, _>(&kinds)
+                        .bind::<diesel::sql_types::Integer, _>(relay)
                         .load(conn)?;
                 sums.extend(rows.iter().map(fingerprints::SpanSum::sum));
             }
@@ -308,6 +310,7 @@ impl EventStore for SqliteStore {
 
     async fn fingerprint_seconds(
         &self,
+        relay: i32,
         kinds: &[i32],
         from: i64,
         to: i64,
@@ -321,6 +324,7 @@ impl EventStore for SqliteStore {
                 .bind::<BigInt, _>(to)
                 .bind::<Text, _>(&kinds)
                 .bind::<BigInt, _>(limit)
+                .bind::<diesel::sql_types::Integer, _>(relay)
                 .load(conn)?;
             Ok(rows.iter().map(|r| (r.i, r.sum())).collect())
         })
@@ -329,6 +333,7 @@ impl EventStore for SqliteStore {
 
     async fn ids_in_spans(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<(i64, String)>> {
@@ -343,6 +348,7 @@ impl EventStore for SqliteStore {
                     diesel::sql_query(fingerprints::SQLITE_SPAN_IDS)
                         .bind::<Text, _>(chunk)
                         .bind::<Text, _>(&kinds)
+                        .bind::<diesel::sql_types::Integer, _>(relay)
                         .load(conn)?;
                 found.extend(rows.into_iter().map(|r| (r.created_at, r.id)));
             }

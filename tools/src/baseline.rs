@@ -132,28 +132,33 @@ impl EventStore for Baseline {
 
     async fn fingerprint_sums(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>> {
-        self.0.fingerprint_sums(kinds, spans).await
+        self.0.fingerprint_sums(relay, kinds, spans).await
     }
 
     async fn fingerprint_seconds(
         &self,
+        relay: i32,
         kinds: &[i32],
         from: i64,
         to: i64,
         limit: i64,
     ) -> StoreResult<Vec<(i64, IdSum)>> {
-        self.0.fingerprint_seconds(kinds, from, to, limit).await
+        self.0
+            .fingerprint_seconds(relay, kinds, from, to, limit)
+            .await
     }
 
     async fn ids_in_spans(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<(i64, String)>> {
-        self.0.ids_in_spans(kinds, spans).await
+        self.0.ids_in_spans(relay, kinds, spans).await
     }
 
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)> {

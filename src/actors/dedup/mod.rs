@@ -89,7 +89,7 @@ impl DedupActor {
                 }
                 Seen::Committed { new_relay, seq } => {
                     if new_relay {
-                        self.sightings.add(id, item.source, seq);
+                        self.sightings.add(&item.event, item.source, seq);
                     }
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     item.ack.resolve(false);
@@ -137,7 +137,7 @@ impl Handler<Committed> for DedupActor {
             }
             for parked in self.cache.committed(id, relay, seq) {
                 if self.cache.delivered(id, parked.source) {
-                    self.sightings.add(id, parked.source, seq);
+                    self.sightings.add(&parked.event, parked.source, seq);
                 }
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 parked.ack.resolve(false);

@@ -58,6 +58,8 @@ pub(super) struct Cycle {
     pub(super) counters: Arc<RelayCounters>,
     /// Whether the client authenticates when asked (NIP-42).
     pub(super) auth: bool,
+    /// The relay's id in provenance (0: not recorded).
+    pub(super) source: i32,
 }
 
 /// Events of a window we must already hold for a catch-up to reconcile rather than page.

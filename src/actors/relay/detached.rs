@@ -118,18 +118,20 @@ impl EventStore for Detached {
 
     async fn fingerprint_sums(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<IdSum>> {
         let (kinds, spans) = (kinds.to_vec(), spans.to_vec());
         detached(&self.0, |s| async move {
-            s.fingerprint_sums(&kinds, &spans).await
+            s.fingerprint_sums(relay, &kinds, &spans).await
         })
         .await
     }
 
     async fn fingerprint_seconds(
         &self,
+        relay: i32,
         kinds: &[i32],
         from: i64,
         to: i64,
@@ -137,21 +139,21 @@ impl EventStore for Detached {
     ) -> StoreResult<Vec<(i64, IdSum)>> {
         let kinds = kinds.to_vec();
         detached(&self.0, |s| async move {
-            s.fingerprint_seconds(&kinds, from, to, limit).await
+            s.fingerprint_seconds(relay, &kinds, from, to, limit).await
         })
         .await
     }
 
     async fn ids_in_spans(
         &self,
+        relay: i32,
         kinds: &[i32],
         spans: &[(i64, i64)],
     ) -> StoreResult<Vec<(i64, String)>> {
         let (kinds, spans) = (kinds.to_vec(), spans.to_vec());
-        detached(
-            &self.0,
-            |s| async move { s.ids_in_spans(&kinds, &spans).await },
-        )
+        detached(&self.0, |s| async move {
+            s.ids_in_spans(relay, &kinds, &spans).await
+        })
         .await
     }
 

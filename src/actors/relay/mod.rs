@@ -350,6 +350,7 @@ impl Handler<RunCycle> for RelayActor {
             shared: self.clients.clone(),
             counters: self.counters.clone(),
             auth: self.auth.is_some(),
+            source: self.source,
         };
         let supervisor = self.supervisor.clone();
         let url = self.url.clone();

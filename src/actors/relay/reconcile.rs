@@ -1,6 +1,8 @@
-//! NIP-77 (negentropy) for a cycle, and the repair pass that uses it: our side's
-//! `(id, created_at)` items come from the database for the filter and window, the SDK
-//! reconciles them with the relay in dry-run mode, and the ids we lack are fetched
+//! NIP-77 (negentropy) for a cycle, and the repair pass that uses it: our side comes
+//! from the per-second fingerprints of what the relay delivered (our own initiator,
+//! `crate::sync::negentropy`), or, on the items path, as `(id, created_at)` items from
+//! the database for the filter and window, which the SDK reconciles with the relay in
+//! dry-run mode (`sync.reconcile_from`); the ids we lack are fetched
 //! through our own REQs (the websocket tap), so nothing travels through the SDK's
 //! lossy channel. The repair pass reads a filter's whole synced range again (by
 //! reconciliation where the relay serves it, else by paging) every
@@ -28,9 +30,9 @@ use tokio::sync::mpsc;
 use super::cycle::{Cycle, CycleError, PageDone};
 use super::known::Nip77;
 use crate::actors::ack::Pending;
-use crate::config::{FilterSettings, ReconcileFrom};
+use crate::config::FilterSettings;
 use crate::nostr::fingerprint::IdSum;
-use crate::storage::{EventStore, ItemQuery, StoreError};
+use crate::storage::{EventStore, ItemQuery, Sighting, StoreError};
 use crate::sync::cursor::{CursorKey, Part};
 use crate::sync::filter::{filter_key, to_filter};
 use crate::sync::negentropy::{self, Id, Initiator, Source};
@@ -94,7 +96,7 @@ impl Cycle {
     ) -> Result<Option<Vec<Shortfall>>, CycleError> {
         let mut ranges = vec![(since, until)];
         let mut shortfalls = Vec::new();
-        let by_sums = self.settings.sync.reconcile_from == ReconcileFrom::Fingerprints && summed(f);
+        let by_sums = self.settings.sync.reconcile_from.by_sums(self.source) && summed(f);
         while let Some((lo, hi)) = ranges.pop() {
             let split = |ranges: &mut Vec<(u64, u64)>| {
                 let mid = lo + (hi - lo) / 2;
@@ -232,9 +234,31 @@ impl Cycle {
         until: u64,
     ) -> Result<Vec<EventId>, NegError> {
         self.mark_trying();
+        let kinds: Vec<i32> = f.kinds.iter().map(|k| i32::from(*k)).collect();
+        // A relay that delivered none of the window (new to us, or recorded since
+        // provenance was turned on) is compared with every stored event: if it holds
+        // what we hold, that matches at once; its own sums would have it list all.
+        let window = [(secs(since), secs(until).saturating_add(1))];
+        let ours = match self.source {
+            0 => 0,
+            source => {
+                let delivered = self
+                    .store
+                    .fingerprint_sums(source, &kinds, &window)
+                    .await
+                    .map_err(|e| NegError::Broken(e.into()))?;
+                if delivered.first().is_some_and(|s| s.count > 0) {
+                    source
+                } else {
+                    0
+                }
+            }
+        };
         let mut src = Stored {
             store: &*self.store,
-            kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
+            kinds,
+            relay: ours,
+            learned: Vec::new(),
         };
         let mut us = Initiator::new(since, until);
         let first = us.open(&mut src).await.map_err(store_error)?;
@@ -269,7 +293,11 @@ impl Cycle {
                     .map_err(|_| NegError::Refused("NEG-MSG is not hex".into()))?;
                 // Each round is progress: the watchdog restarts a relay without any.
                 self.counters.progress.fetch_add(1, Ordering::Relaxed);
-                match us.answer(&mut src, &bytes).await.map_err(store_error)? {
+                let answer = us.answer(&mut src, &bytes).await.map_err(store_error)?;
+                src.record_learned()
+                    .await
+                    .map_err(|e| NegError::Broken(e.into()))?;
+                match answer {
                     Some(answer) => {
                         next = ClientMessage::NegMsg {
                             subscription_id: Cow::Borrowed(&id),
@@ -360,10 +388,39 @@ fn store_error(e: negentropy::Error<StoreError>) -> NegError {
     }
 }
 
-/// Our events of one filter, as the initiator reads them.
+/// Our events of one filter, as the initiator reads them: those the relay delivered
+/// (`relay`, its id in provenance), or, without provenance (0), every stored one.
 struct Stored<'a> {
     store: &'a dyn EventStore,
     kinds: Vec<i32>,
+    relay: i32,
+    /// Stored events the relay listed that its provenance did not name yet.
+    learned: Vec<Id>,
+}
+
+impl Stored<'_> {
+    /// Records the relay as holding what it listed and we hold (from another relay,
+    /// or before provenance): its fingerprints then match them next time.
+    async fn record_learned(&mut self) -> Result<(), StoreError> {
+        if self.learned.is_empty() {
+            return Ok(());
+        }
+        let at = crate::storage::now_secs();
+        let sightings: Vec<Sighting> = self
+            .learned
+            .drain(..)
+            .map(|id| Sighting {
+                id: EventId::from_byte_array(id),
+                relay: self.relay,
+                at,
+                // Looked up by id, with its date and kind.
+                seq: 0,
+                created_at: 0,
+                kind: 0,
+            })
+            .collect();
+        self.store.write_batch(&[], &sightings).await.map(drop)
+    }
 }
 
 impl Source for Stored<'_> {
@@ -371,12 +428,17 @@ impl Source for Stored<'_> {
 
     async fn sums(&mut self, spans: &[(u64, u64)]) -> Result<Vec<IdSum>, StoreError> {
         let spans: Vec<(i64, i64)> = spans.iter().map(|&(a, b)| (secs(a), secs(b))).collect();
-        self.store.fingerprint_sums(&self.kinds, &spans).await
+        self.store
+            .fingerprint_sums(self.relay, &self.kinds, &spans)
+            .await
     }
 
     async fn ids(&mut self, spans: &[(u64, u64)]) -> Result<Vec<(u64, Id)>, StoreError> {
         let spans: Vec<(i64, i64)> = spans.iter().map(|&(a, b)| (secs(a), secs(b))).collect();
-        let items = self.store.ids_in_spans(&self.kinds, &spans).await?;
+        let items = self
+            .store
+            .ids_in_spans(self.relay, &self.kinds, &spans)
+            .await?;
         Ok(items
             .into_iter()
             .filter_map(|(at, id)| Some((at as u64, Id::from_hex(&id).ok()?)))
@@ -391,7 +453,13 @@ impl Source for Stored<'_> {
     ) -> Result<Option<Vec<(u64, IdSum)>>, StoreError> {
         let rows = self
             .store
-            .fingerprint_seconds(&self.kinds, secs(from), secs(to), limit as i64 + 1)
+            .fingerprint_seconds(
+                self.relay,
+                &self.kinds,
+                secs(from),
+                secs(to),
+                limit as i64 + 1,
+            )
             .await?;
         Ok((rows.len() <= limit).then(|| rows.into_iter().map(|(at, s)| (at as u64, s)).collect()))
     }
@@ -399,10 +467,14 @@ impl Source for Stored<'_> {
     async fn held(&mut self, ids: &[Id]) -> Result<HashSet<Id>, StoreError> {
         let hex: Vec<String> = ids.iter().map(|id| crate::nostr::hex(id)).collect();
         let found = self.store.stored_among(&hex).await?;
-        Ok(found
+        let held: HashSet<Id> = found
             .iter()
             .filter_map(|id| Id::from_hex(id).ok())
-            .collect())
+            .collect();
+        if self.relay > 0 {
+            self.learned.extend(held.iter().copied());
+        }
+        Ok(held)
     }
 }
 

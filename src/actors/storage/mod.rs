@@ -316,12 +316,7 @@ impl Writer {
             .iter()
             .zip(&sources)
             .filter(|(_, relay)| provenance && **relay > 0)
-            .map(|(e, relay)| Sighting {
-                id: e.id,
-                relay: *relay,
-                at: now,
-                seq: 0,
-            })
+            .map(|(e, relay)| Sighting::of(e, *relay, now, 0))
             .chain(duplicates.iter().copied())
             .collect();
         let began = Instant::now();

@@ -10,7 +10,7 @@ use diesel::QueryResult;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
-use super::batch::{fingerprint_deltas, retractions, sources, tombstones, Prepared, Removals};
+use super::batch::{retractions, sources, tombstones, Deltas, Prepared, Removals};
 use super::models::{
     EventRow, FingerprintRow, NewEvent, NewEventRelay, NewHead, NewRetraction, NewTag,
 };
@@ -79,17 +79,22 @@ pub(crate) trait Steps {
 
     async fn save_sweep(&mut self, swept_to: i64, unseen: i64) -> QueryResult<()>;
 
-    /// Adds each row's count and limbs to those of its second and kind.
+    /// Adds each row's count and limbs to those of its relay, second and kind.
     async fn add_fingerprints(&mut self, rows: &[FingerprintRow]) -> QueryResult<()>;
 
-    /// `(id, seq)` of those of `ids` that are stored.
-    async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64)>>;
+    /// `(id, seq, created_at, kind)` of those of `ids` that are stored.
+    async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64, i64, i32)>>;
 
     /// Records deliveries (provenance); one already recorded keeps its first time.
-    async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()>;
+    /// Returns `(event_seq, relay_id)` of the rows it added.
+    async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<Vec<(i64, i32)>>;
 
-    /// Removes the provenance of the removed rows `seqs`.
-    async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<()>;
+    /// Those of the rows `seqs` that are stored.
+    async fn stored_seqs(&mut self, seqs: &[i64]) -> QueryResult<Vec<i64>>;
+
+    /// Removes the provenance of the removed rows `seqs`; returns `(event_seq,
+    /// relay_id)` of the rows it removed.
+    async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<Vec<(i64, i32)>>;
 }
 
 /// Implements [`Steps`] for a backend's `$steps` (a connection in a transaction): the
@@ -200,25 +205,32 @@ macro_rules! impl_steps {
                     .get_results(self.0)$(.$aw)?
             }
 
-            async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64)>> {
+            async fn seqs_of(&mut self, ids: &[String]) -> QueryResult<Vec<(String, i64, i64, i32)>> {
                 events::table
                     .filter(events::id.eq_any(ids))
-                    .select((events::id, events::seq))
+                    .select((events::id, events::seq, events::created_at, events::kind))
                     .load(self.0)$(.$aw)?
             }
 
-            async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<()> {
+            async fn insert_sources(&mut self, rows: &[NewEventRelay]) -> QueryResult<Vec<(i64, i32)>> {
                 diesel::insert_into(event_relays::table)
                     .values(rows)
                     .on_conflict_do_nothing()
-                    .execute(self.0)$(.$aw)?
-                    .map(drop)
+                    .returning((event_relays::event_seq, event_relays::relay_id))
+                    .get_results(self.0)$(.$aw)?
             }
 
-            async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<()> {
+            async fn stored_seqs(&mut self, seqs: &[i64]) -> QueryResult<Vec<i64>> {
+                events::table
+                    .filter(events::seq.eq_any(seqs))
+                    .select(events::seq)
+                    .load(self.0)$(.$aw)?
+            }
+
+            async fn forget_sources(&mut self, seqs: &[i64]) -> QueryResult<Vec<(i64, i32)>> {
                 diesel::delete(event_relays::table.filter(event_relays::event_seq.eq_any(seqs)))
-                    .execute(self.0)$(.$aw)?
-                    .map(drop)
+                    .returning((event_relays::event_seq, event_relays::relay_id))
+                    .get_results(self.0)$(.$aw)?
             }
 
             async fn insert_tags(&mut self, tags: &[NewTag]) -> QueryResult<()> {
@@ -349,11 +361,16 @@ pub(crate) async fn write<S: Steps>(
         inserted.extend(db.insert_events(chunk).await?);
     }
     let by_id: HashMap<&str, i64> = inserted.iter().map(|(s, id)| (id.as_str(), *s)).collect();
-    let added = kept
+    let mut deltas = Deltas::default();
+    for row in kept
         .iter()
         .filter(|row| by_id.contains_key(row.id.as_str()))
-        .map(|row| (row.created_at, row.kind, row.id.as_str()));
-    let fingerprints = fingerprint_deltas(added, gone(&removed));
+    {
+        deltas.count_hex(0, (row.created_at, row.kind, &row.id), true);
+    }
+    for (_, _, row) in &removed {
+        deltas.count_hex(0, (row.created_at, row.kind, &row.id), false);
+    }
     let rows: Vec<Option<i64>> = ids
         .iter()
         .map(|id| by_id.get(id.as_str()).copied())
@@ -369,21 +386,23 @@ pub(crate) async fn write<S: Steps>(
         db.insert_tags(chunk).await?;
     }
     // 4b. Provenance: the relays that delivered them, and copies of stored events.
-    record_sources(db, sightings, &by_id).await?;
-    // 5. What the removed events had counted.
-    removals.retractions = retract(db, removed).await?;
+    record_sources(db, sightings, &by_id, &mut deltas).await?;
+    // 5. What the removed events had counted, and their provenance.
+    removals.retractions = retract(db, removed, &mut deltas).await?;
     // 6. The fingerprints of what came and went.
-    add_fingerprints(db, &fingerprints).await?;
+    add_fingerprints(db, deltas).await?;
     Ok((rows, removals))
 }
 
 /// Records `sightings` as `event_relays` rows: the rows just inserted are known by
 /// `inserted` (id to seq), the rest are looked up; a sighting of an event not stored
-/// (kept out by the rules) records nothing.
+/// (kept out by the rules) records nothing. Each row added counts its event in its
+/// relay's fingerprints.
 async fn record_sources<S: Steps>(
     db: &mut S,
     sightings: &[Sighting],
     inserted: &HashMap<&str, i64>,
+    deltas: &mut Deltas,
 ) -> QueryResult<()> {
     if sightings.is_empty() {
         return Ok(());
@@ -393,7 +412,7 @@ async fn record_sources<S: Steps>(
         .iter()
         .map(|s| (s.seq <= 0).then(|| s.id.to_hex()))
         .collect();
-    let mut seqs: HashMap<String, i64> = HashMap::new();
+    let mut seqs: HashMap<String, (i64, i64, i32)> = HashMap::new();
     let unknown: Vec<String> = hex
         .iter()
         .flatten()
@@ -403,34 +422,77 @@ async fn record_sources<S: Steps>(
         .into_iter()
         .collect();
     for chunk in unknown.chunks(S::ROWS) {
-        seqs.extend(db.seqs_of(chunk).await?);
+        let found = db.seqs_of(chunk).await?;
+        seqs.extend(
+            found
+                .into_iter()
+                .map(|(id, seq, at, kind)| (id, (seq, at, kind))),
+        );
     }
-    // A row the dedup LRU remembers is taken as is: checking that it is still stored
-    // cost a fifth of the throughput. One removed since (a newer version, a deletion)
-    // leaves a row no query joins to an event (row numbers are never reused).
-    let seq_of = |s: &Sighting, id: &Option<String>| match id {
-        None => Some(s.seq),
+    // A row the dedup LRU remembers is taken as is (row numbers are never reused),
+    // and checked below only where a provenance row was added for it. Each row with
+    // the event's date and kind: the sighting's, or the database's where it was
+    // looked up.
+    let row_of = |s: &Sighting, id: &Option<String>| match id {
+        None => Some((s.seq, s.created_at, s.kind)),
         Some(id) => inserted
             .get(id.as_str())
-            .copied()
+            .map(|seq| (*seq, s.created_at, s.kind))
             .or_else(|| seqs.get(id).copied()),
     };
-    let rows = sources(sightings.iter().zip(&hex).map(|(s, id)| (s, seq_of(s, id))));
+    let found: Vec<Option<(i64, i64, i32)>> = sightings
+        .iter()
+        .zip(&hex)
+        .map(|(s, id)| row_of(s, id))
+        .collect();
+    let mut events: HashMap<i64, (i64, i32, &[u8; 32])> = HashMap::new();
+    for (s, row) in sightings.iter().zip(&found) {
+        if let Some((seq, at, kind)) = row {
+            events.insert(*seq, (*at, *kind, s.id.as_bytes()));
+        }
+    }
+    let rows = sources(
+        sightings
+            .iter()
+            .zip(&found)
+            .map(|(s, row)| (s, row.map(|r| r.0))),
+    );
+    let mut added = Vec::new();
     for chunk in rows.chunks(S::ROWS) {
-        db.insert_sources(chunk).await?;
+        added.extend(db.insert_sources(chunk).await?);
+    }
+    // A row the dedup LRU remembers may have been removed since (a newer version, a
+    // deletion): checked only where a row was added for it, and its provenance goes.
+    let added_seqs: HashSet<i64> = added.iter().map(|(seq, _)| *seq).collect();
+    let remembered: Vec<i64> = sightings
+        .iter()
+        .zip(&hex)
+        .filter(|(s, id)| id.is_none() && added_seqs.contains(&s.seq))
+        .map(|(s, _)| s.seq)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut gone: HashSet<i64> = remembered.iter().copied().collect();
+    for chunk in remembered.chunks(S::ROWS) {
+        for seq in db.stored_seqs(chunk).await? {
+            gone.remove(&seq);
+        }
+    }
+    if !gone.is_empty() {
+        let gone: Vec<i64> = gone.iter().copied().collect();
+        db.forget_sources(&gone).await?;
+    }
+    for (seq, relay) in added {
+        match events.get(&seq) {
+            Some(event) if !gone.contains(&seq) => deltas.count(relay, *event, true),
+            _ => {}
+        }
     }
     Ok(())
 }
 
-/// `(created_at, kind, id)` of removed rows.
-fn gone(removed: &[Removed]) -> impl Iterator<Item = (i64, i32, &str)> {
-    removed
-        .iter()
-        .map(|(_, _, row)| (row.created_at, row.kind, row.id.as_str()))
-}
-
-async fn add_fingerprints<S: Steps>(db: &mut S, rows: &[FingerprintRow]) -> QueryResult<()> {
-    for chunk in rows.chunks(S::ROWS) {
+async fn add_fingerprints<S: Steps>(db: &mut S, deltas: Deltas) -> QueryResult<()> {
+    for chunk in deltas.rows().chunks(S::ROWS) {
         db.add_fingerprints(chunk).await?;
     }
     Ok(())
@@ -438,8 +500,13 @@ async fn add_fingerprints<S: Steps>(db: &mut S, rows: &[FingerprintRow]) -> Quer
 
 /// Queues the retractions of `removed` rows (step 5, and the purge of expired and
 /// tombstoned events): what each counted, a zap receipt only if `zap_counted` held it
-/// (the row is taken); and removes their provenance. Returns how many it queued.
-pub(crate) async fn retract<S: Steps>(db: &mut S, removed: Vec<Removed>) -> QueryResult<u64> {
+/// (the row is taken); and removes their provenance, taking them out of their relays'
+/// fingerprints. Returns how many it queued.
+pub(crate) async fn retract<S: Steps>(
+    db: &mut S,
+    removed: Vec<Removed>,
+    deltas: &mut Deltas,
+) -> QueryResult<u64> {
     let receipts: Vec<String> = removed
         .iter()
         .filter(|(aggregated, _, row)| *aggregated && row.kind == 9735)
@@ -450,9 +517,14 @@ pub(crate) async fn retract<S: Steps>(db: &mut S, removed: Vec<Removed>) -> Quer
         counted.extend(db.uncount_zaps(chunk).await?);
     }
     // Their provenance goes with them.
-    let seqs: Vec<i64> = removed.iter().map(|(_, seq, _)| *seq).collect();
+    let by_seq: HashMap<i64, &EventRow> = removed.iter().map(|(_, seq, row)| (*seq, row)).collect();
+    let seqs: Vec<i64> = by_seq.keys().copied().collect();
     for chunk in seqs.chunks(S::ROWS) {
-        db.forget_sources(chunk).await?;
+        for (seq, relay) in db.forget_sources(chunk).await? {
+            if let Some(row) = by_seq.get(&seq) {
+                deltas.count_hex(relay, (row.created_at, row.kind, &row.id), false);
+            }
+        }
     }
     let removed = removed.into_iter().map(|(a, _, row)| (a, row)).collect();
     let retractions = retractions(removed, &counted);
@@ -487,9 +559,12 @@ pub(crate) async fn purge<S: Steps>(db: &mut S, now: i64, max_unseen: u64) -> Qu
     db.save_sweep(to, unseen).await?;
     let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
     let removed: Vec<Removed> = expired.into_iter().chain(tombstoned).collect();
-    let fingerprints = fingerprint_deltas(std::iter::empty(), gone(&removed));
-    let retractions = retract(db, removed).await?;
-    add_fingerprints(db, &fingerprints).await?;
+    let mut deltas = Deltas::default();
+    for (_, _, row) in &removed {
+        deltas.count_hex(0, (row.created_at, row.kind, &row.id), false);
+    }
+    let retractions = retract(db, removed, &mut deltas).await?;
+    add_fingerprints(db, deltas).await?;
     Ok(Purged {
         expired: expired_n,
         deleted,

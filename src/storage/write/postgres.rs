@@ -53,7 +53,7 @@ super::impl_steps!(
         use crate::storage::schema::fingerprints as f;
         diesel::insert_into(f::table)
             .values(rows)
-            .on_conflict((f::second, f::kind))
+            .on_conflict((f::relay_id, f::second, f::kind))
             .do_update()
             .set(crate::storage::queries::add_excluded_fingerprints!())
             .execute(self.0)

@@ -57,7 +57,7 @@ super::impl_steps!(
         for row in rows {
             diesel::insert_into(f::table)
                 .values(row)
-                .on_conflict((f::second, f::kind))
+                .on_conflict((f::relay_id, f::second, f::kind))
                 .do_update()
                 .set(crate::storage::queries::add_excluded_fingerprints!())
                 .execute(&mut *self.0)?;

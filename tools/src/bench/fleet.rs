@@ -77,10 +77,15 @@ pub(super) fn run(args: &BenchArgs, events_file: &Path) -> anyhow::Result<()> {
         args.instances == 1 || db.url.starts_with("postgres"),
         "several instances share a PostgreSQL database (--db postgres://…)"
     );
-    if args.held > 0.0 {
-        super::hold(&db.url, events_file, args.held)?;
-    }
     let mut relays = RelayProcess::spawn(args, Some(events_file))?;
+    if args.held > 0.0 {
+        super::hold(
+            &db.url,
+            events_file,
+            args.held,
+            super::Holders::of(args, &relays),
+        )?;
+    }
     let total = args.events as i64;
     let started = Instant::now();
     let mut fleet = Vec::new();

@@ -105,14 +105,14 @@ fn run_profile(
 ) -> anyhow::Result<Report> {
     let db = BenchDb::fresh(args.db.as_deref())?;
     migrate::run_pending(&db.url)?;
+    let mut relays = RelayProcess::spawn(args, events_file)?;
     if let (Some(file), true) = (events_file, args.held > 0.0) {
-        hold(&db.url, file, args.held)?;
+        hold(&db.url, file, args.held, Holders::of(args, &relays))?;
     }
     let pending = match args.pending_zaps {
         0 => None,
         n => Some(pend_zaps(&db.url, n)?),
     };
-    let mut relays = RelayProcess::spawn(args, events_file)?;
     let good: Vec<String> = relays.urls[..args.relays].to_vec();
     let mut settings = match &relays.seed {
         Some(seed) => {
@@ -286,21 +286,76 @@ async fn good_relays_synced(app: &App, urls: &[String], within: Duration) -> boo
     false
 }
 
+/// The bench relays and the events each holds (as `bench-relays` places them).
+struct Holders {
+    urls: Vec<String>,
+    placement: Vec<Vec<usize>>,
+}
+
+impl Holders {
+    /// The relays of a run without discovery (whose relays are found, not given).
+    fn of(args: &BenchArgs, relays: &RelayProcess) -> Option<Holders> {
+        (!args.discovery).then(|| Holders {
+            urls: relays.urls[..args.relays].to_vec(),
+            placement: crate::dataset::place(args.events, args.relays, args.overlap, 42),
+        })
+    }
+}
+
 /// Stores a fraction `held` of the events (every one whose position falls in it) and
-/// their aggregates before the run, outside the measurement.
-pub(super) fn hold(url: &str, events_file: &Path, held: f64) -> anyhow::Result<()> {
+/// their aggregates before the run, outside the measurement. With `holders`, each as
+/// delivered by every relay holding it (provenance), as a database that synced them
+/// from those relays holds them.
+fn hold(url: &str, events_file: &Path, held: f64, holders: Option<Holders>) -> anyhow::Result<()> {
+    use nostr_sync::storage::registry::NewRelay;
+    use nostr_sync::storage::Sighting;
     let events = load_events(events_file)?;
     let keep = |i: usize| ((i as f64 * held).floor() - ((i as f64 - 1.0) * held).floor()) >= 1.0;
-    let held: Vec<Event> = events
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep(*i))
-        .map(|(_, e)| e)
-        .collect();
     actix_rt::System::new().block_on(async {
         let store = storage::open(url, 2).await?;
+        let now = storage::now_secs();
+        let mut delivered: Vec<Vec<i32>> = vec![Vec::new(); events.len()];
+        if let Some(h) = holders {
+            let reg = store.registry();
+            for url in &h.urls {
+                let relay = NewRelay {
+                    url: url.clone(),
+                    source: "config",
+                    settings: String::new(),
+                };
+                reg.add_relay(&relay, now).await?;
+            }
+            let ids: HashMap<String, i32> = reg
+                .lease_round("bench-hold", now, 30)
+                .await?
+                .held
+                .into_iter()
+                .map(|l| (l.url, l.id))
+                .collect();
+            reg.leave("bench-hold").await?;
+            for (r, placed) in h.placement.iter().enumerate() {
+                let id = ids.get(&h.urls[r]).copied().unwrap_or(0);
+                for &i in placed {
+                    if let Some(d) = delivered.get_mut(i) {
+                        d.push(id);
+                    }
+                }
+            }
+        }
+        let held: Vec<(Event, Vec<i32>)> = events
+            .into_iter()
+            .zip(delivered)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, held)| held)
+            .collect();
         for chunk in held.chunks(5_000) {
-            store.insert_events(chunk).await?;
+            let events: Vec<Event> = chunk.iter().map(|(e, _)| e.clone()).collect();
+            let sightings: Vec<Sighting> = chunk
+                .iter()
+                .flat_map(|(e, relays)| relays.iter().map(|r| Sighting::of(e, *r, now, 0)))
+                .collect();
+            store.write_batch(&events, &sightings).await?;
         }
         nostr_sync::actors::aggregator::apply_backlog(&*store, &Default::default()).await?;
         nostr_sync::actors::zaps::judge::judge_backlog(
