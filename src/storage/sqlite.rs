@@ -3,10 +3,14 @@
 //! sent through the async wrapper costs a thread hop of its own.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Bool;
+use diesel::sqlite::Sqlite;
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -130,11 +134,11 @@ impl SqliteStore {
             .get()
             .await
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let until = self.query_timeout.map(|t| std::time::Instant::now() + t);
+        let until = self.query_timeout.map(|t| Instant::now() + t);
         Ok(conn
             .spawn_blocking(move |c| {
                 if let Some(until) = until {
-                    super::read::sqlite::bound(c, until)?;
+                    bound(c, until)?;
                 }
                 f(c)
             })
@@ -753,4 +757,30 @@ impl Registry for SqliteStore {
         })
         .await
     }
+}
+
+/// The SQL function a bounded query calls on every row it visits. SQLite has no
+/// statement timeout: a store opened with a query timeout (the endpoint's readers)
+/// registers it before each call, to fail once the call's time is up.
+pub(in crate::storage) const IN_TIME: &str = "nostr_sync_in_time";
+
+/// What `IN_TIME` returns: true, or, once the query's time is up, an error that ends
+/// the query.
+#[derive(Debug)]
+struct InTime(bool);
+
+impl ToSql<Bool, Sqlite> for InTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        if !self.0 {
+            return Err("canceling statement due to statement timeout".into());
+        }
+        <bool as ToSql<Bool, Sqlite>>::to_sql(&true, out)
+    }
+}
+
+/// Makes `IN_TIME` on `c` hold until `until`.
+fn bound(c: &mut SqliteConnection, until: Instant) -> QueryResult<()> {
+    c.register_noarg_sql_function::<Bool, _, _>(IN_TIME, false, move || {
+        InTime(Instant::now() < until)
+    })
 }

@@ -3,49 +3,23 @@
 //! that fails once the call's time is up, and every filtered query calls it on each
 //! row it visits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Bool;
-use diesel::sqlite::Sqlite;
-use diesel::SqliteConnection;
 use nostr_sdk::Event;
 
 use super::{committed_rows, newest_first, selected, served, Query, Reader, Served};
 use crate::storage::models::EventRow;
 use crate::storage::queries::rows_to_events;
 use crate::storage::schema::events;
+use crate::storage::sqlite::IN_TIME;
 use crate::storage::{SqliteStore, StoreResult};
-
-/// The SQL function a bounded query calls on every row it visits.
-const IN_TIME: &str = "nostr_sync_in_time";
-
-/// What `IN_TIME` returns: true, or, once the query's time is up, an error that ends
-/// the query.
-#[derive(Debug)]
-struct InTime(bool);
-
-impl ToSql<Bool, Sqlite> for InTime {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
-        if !self.0 {
-            return Err("canceling statement due to statement timeout".into());
-        }
-        <bool as ToSql<Bool, Sqlite>>::to_sql(&true, out)
-    }
-}
-
-/// Makes `IN_TIME` on `c` hold until `until`.
-pub(in crate::storage) fn bound(c: &mut SqliteConnection, until: Instant) -> QueryResult<()> {
-    c.register_noarg_sql_function::<Bool, _, _>(IN_TIME, false, move || {
-        InTime(Instant::now() < until)
-    })
-}
 
 /// The bound every filtered query of a reader carries: a call of `IN_TIME`.
 fn in_time() -> diesel::expression::SqlLiteral<Bool> {
-    diesel::dsl::sql::<Bool>("nostr_sync_in_time()")
+    diesel::dsl::sql::<Bool>(&format!("{IN_TIME}()"))
 }
 
 impl SqliteStore {
