@@ -249,6 +249,8 @@ pub struct Initiator {
     /// When the window has at most [`KEPT_SECONDS`] seconds with items: those seconds,
     /// and the sums of all items before each (one more, the total, at the end).
     kept: Option<(Vec<u64>, Vec<IdSum>)>,
+    /// How many items our side holds in the window (known once opened).
+    ours: i64,
     /// Our items read and ids looked up, so far.
     pub rows_read: u64,
 }
@@ -269,6 +271,7 @@ impl Initiator {
             need: HashSet::new(),
             sent: HashSet::new(),
             kept: None,
+            ours: 0,
             rows_read: 0,
         }
     }
@@ -277,6 +280,11 @@ impl Initiator {
     /// How many ids we lack, found so far.
     pub fn needed(&self) -> usize {
         self.need.len()
+    }
+
+    /// Whether our side holds nothing in the window (once opened).
+    pub fn holds_none(&self) -> bool {
+        self.ours <= 0
     }
 
     pub fn take_need(self) -> Vec<Id> {
@@ -301,6 +309,7 @@ impl Initiator {
             }
         }
         let whole = self.sums(src, &[(0, END)]).await?[0];
+        self.ours = whole.count;
         let ranges = vec![Differs {
             lower: Bound::second(0),
             upper: Bound::second(END),

@@ -234,34 +234,23 @@ impl Cycle {
         until: u64,
     ) -> Result<Vec<EventId>, NegError> {
         self.mark_trying();
-        let kinds: Vec<i32> = f.kinds.iter().map(|k| i32::from(*k)).collect();
-        // A relay that delivered none of the window (new to us, or recorded since
-        // provenance was turned on) is compared with every stored event: if it holds
-        // what we hold, that matches at once; its own sums would have it list all.
-        let window = [(secs(since), secs(until).saturating_add(1))];
-        let ours = match self.source {
-            0 => 0,
-            source => {
-                let delivered = self
-                    .store
-                    .fingerprint_sums(source, &kinds, &window)
-                    .await
-                    .map_err(|e| NegError::Broken(e.into()))?;
-                if delivered.first().is_some_and(|s| s.count > 0) {
-                    source
-                } else {
-                    0
-                }
-            }
-        };
         let mut src = Stored {
             store: &*self.store,
-            kinds,
-            relay: ours,
+            kinds: f.kinds.iter().map(|k| i32::from(*k)).collect(),
+            relay: self.source,
             learned: Vec::new(),
         };
         let mut us = Initiator::new(since, until);
-        let first = us.open(&mut src).await.map_err(store_error)?;
+        let mut first = us.open(&mut src).await.map_err(store_error)?;
+        if src.relay > 0 && us.holds_none() {
+            // A relay that delivered none of the window (new to us, or recorded since
+            // provenance was turned on) is compared with every stored event: if it
+            // holds what we hold, that matches at once; its own sums would have it
+            // list all.
+            src.relay = 0;
+            us = Initiator::new(since, until);
+            first = us.open(&mut src).await.map_err(store_error)?;
+        }
         let id = SubscriptionId::generate();
         let mut replies = self.subs.open_negentropy(id.as_str());
         let filter = to_filter(f)

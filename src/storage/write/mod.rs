@@ -440,40 +440,36 @@ async fn record_sources<S: Steps>(
             .map(|seq| (*seq, s.created_at, s.kind))
             .or_else(|| seqs.get(id).copied()),
     };
-    let found: Vec<Option<(i64, i64, i32)>> = sightings
-        .iter()
-        .zip(&hex)
-        .map(|(s, id)| row_of(s, id))
-        .collect();
+    // Per row: the event's date, kind and id, for its relays' fingerprints.
     let mut events: HashMap<i64, (i64, i32, &[u8; 32])> = HashMap::new();
-    for (s, row) in sightings.iter().zip(&found) {
+    let rows = sources(sightings.iter().zip(&hex).map(|(s, id)| {
+        let row = row_of(s, id);
         if let Some((seq, at, kind)) = row {
-            events.insert(*seq, (*at, *kind, s.id.as_bytes()));
+            events.insert(seq, (at, kind, s.id.as_bytes()));
         }
-    }
-    let rows = sources(
-        sightings
-            .iter()
-            .zip(&found)
-            .map(|(s, row)| (s, row.map(|r| r.0))),
-    );
+        (s, row.map(|(seq, _, _)| seq))
+    }));
     let mut added = Vec::new();
     for chunk in rows.chunks(S::ROWS) {
         added.extend(db.insert_sources(chunk).await?);
     }
-    // A row the dedup LRU remembers may have been removed since (a newer version, a
-    // deletion): checked only where a row was added for it, and its provenance goes.
-    let added_seqs: HashSet<i64> = added.iter().map(|(seq, _)| *seq).collect();
-    let remembered: Vec<i64> = sightings
+    // A row the dedup LRU remembers (a sighting's own `seq`) may have been removed
+    // since (a newer version, a deletion): checked only where a row was added for it,
+    // and its provenance goes.
+    let remembered: HashSet<i64> = sightings
         .iter()
-        .zip(&hex)
-        .filter(|(s, id)| id.is_none() && added_seqs.contains(&s.seq))
-        .map(|(s, _)| s.seq)
+        .filter(|s| s.seq > 0)
+        .map(|s| s.seq)
+        .collect();
+    let unsure: Vec<i64> = added
+        .iter()
+        .map(|(seq, _)| *seq)
+        .filter(|seq| remembered.contains(seq))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut gone: HashSet<i64> = remembered.iter().copied().collect();
-    for chunk in remembered.chunks(S::ROWS) {
+    let mut gone: HashSet<i64> = unsure.iter().copied().collect();
+    for chunk in unsure.chunks(S::ROWS) {
         for seq in db.stored_seqs(chunk).await? {
             gone.remove(&seq);
         }
@@ -482,10 +478,9 @@ async fn record_sources<S: Steps>(
         let gone: Vec<i64> = gone.iter().copied().collect();
         db.forget_sources(&gone).await?;
     }
-    for (seq, relay) in added {
-        match events.get(&seq) {
-            Some(event) if !gone.contains(&seq) => deltas.count(relay, *event, true),
-            _ => {}
+    for (seq, relay) in added.into_iter().filter(|(seq, _)| !gone.contains(seq)) {
+        if let Some(event) = events.get(&seq) {
+            deltas.count(relay, *event, true);
         }
     }
     Ok(())

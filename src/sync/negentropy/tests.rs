@@ -256,6 +256,30 @@ fn one_old_event_costs_its_second_not_the_rest() {
     assert!(got.rounds <= 6, "{} rounds", got.rounds);
 }
 
+#[test]
+fn an_opened_initiator_knows_whether_our_side_is_empty_in_the_window() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let ours: BTreeSet<(u64, Id)> = items(&mut rng, 100, 1_000, 1).into_iter().collect();
+    // (window, whether ours holds nothing in it), with and without kept seconds.
+    for (window, empty) in [
+        ((0, 999), true),
+        ((1_000, 1_099), false),
+        ((1_050, 1_050), false),
+        ((1_100, 5_000), true),
+    ] {
+        for keep_seconds in [true, false] {
+            let mut src = Memory {
+                items: ours.clone(),
+                rows: 0,
+                keep_seconds,
+            };
+            let mut us = Initiator::new(window.0, window.1);
+            futures::executor::block_on(us.open(&mut src)).unwrap();
+            assert_eq!(us.holds_none(), empty, "{window:?}, kept {keep_seconds}");
+        }
+    }
+}
+
 /// A whole message of `ranges`, as the relay would read it.
 fn encode(ranges: &[Range]) -> Vec<u8> {
     [vec![PROTOCOL_VERSION], encoded(0, ranges.iter()).0].concat()
