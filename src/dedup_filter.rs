@@ -1,7 +1,12 @@
 //! A Bloom filter over the ids of committed events: what the dedup LRU has forgotten
 //! is recognised here before a signature is checked again. It answers "maybe held"
 //! or "surely not"; a "maybe" is resolved by the database, never by dropping the event.
-//! Ids are SHA-256 digests, uniform already: their bytes are the hashes.
+//! Ids are SHA-256 digests, uniform already: their first [`KEY_BYTES`] bytes are the
+//! hashes, so the start-up load reads only those.
+//!
+//! Blocked: an id's probes all fall in one 512-bit block (one cache line), so an insert
+//! or a lookup costs one cache miss, not one per probe. At its capacity that gives
+//! about 0.95% false positives, against 0.82% for probes spread over the whole array.
 //!
 //! Shared between threads: bits are set with atomic OR, so commits and the start-up
 //! load insert concurrently without a lock. Until the load has finished, every id is
@@ -9,15 +14,22 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Bits per id it is sized for: with [`HASHES`] probes, about 1% false positives
-/// while it holds at most its capacity.
+/// Bits per id it is sized for.
 pub const BITS_PER_ID: u64 = 10;
 /// Probes per id.
-pub const HASHES: u64 = 7;
+pub const HASHES: u32 = 7;
+/// The bytes of an id the filter reads: one word picks the block, the other the bits.
+pub const KEY_BYTES: usize = 16;
+
+/// Bits of a block, a cache line.
+const BLOCK_BITS: u64 = 512;
+
+/// One cache line of bits.
+#[repr(align(64))]
+struct Block([AtomicU64; 8]);
 
 pub struct IdFilter {
-    words: Vec<AtomicU64>,
-    bits: u64,
+    blocks: Vec<Block>,
     capacity: u64,
     inserted: AtomicU64,
     loaded: AtomicBool,
@@ -27,45 +39,49 @@ impl IdFilter {
     /// A filter for `capacity` ids (at least one), not loaded yet.
     pub fn with_capacity(capacity: u64) -> Self {
         let capacity = capacity.max(1);
-        let bits = capacity.saturating_mul(BITS_PER_ID);
-        let words = bits.div_ceil(64);
+        let blocks = capacity.saturating_mul(BITS_PER_ID).div_ceil(BLOCK_BITS);
         Self {
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            bits: words * 64,
+            blocks: (0..blocks)
+                .map(|_| Block(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
             capacity,
             inserted: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
         }
     }
 
-    /// The bit positions of `id`: double hashing over two 64-bit words of the digest,
-    /// mapped onto the bit range by multiply-shift.
-    fn probes(&self, id: &[u8; 32]) -> impl Iterator<Item = u64> + '_ {
+    /// The block of `key` (multiply-shift of its first word onto the blocks) and its
+    /// probes there: (word, bit mask), nine bits of the second word each.
+    fn probes(&self, key: &[u8; KEY_BYTES]) -> (&Block, impl Iterator<Item = (usize, u64)>) {
         let word = |i: usize| {
             let mut w = [0u8; 8];
-            w.copy_from_slice(&id[i..i + 8]);
+            w.copy_from_slice(&key[i..i + 8]);
             u64::from_le_bytes(w)
         };
-        let (h1, h2) = (word(0), word(8) | 1);
-        (0..HASHES).map(move |i| {
-            let h = h1.wrapping_add(i.wrapping_mul(h2));
-            ((u128::from(h) * u128::from(self.bits)) >> 64) as u64
-        })
+        let (h1, h2) = (word(0), word(8));
+        let block = ((u128::from(h1) * self.blocks.len() as u128) >> 64) as usize;
+        let bits = (0..HASHES).map(move |i| {
+            let bit = (h2 >> (9 * i)) & (BLOCK_BITS - 1);
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        });
+        (&self.blocks[block], bits)
     }
 
-    pub fn insert(&self, id: &[u8; 32]) {
-        for bit in self.probes(id) {
-            self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);
+    pub fn insert(&self, key: &[u8; KEY_BYTES]) {
+        let (block, bits) = self.probes(key);
+        for (word, mask) in bits {
+            block.0[word].fetch_or(mask, Ordering::Relaxed);
         }
         self.inserted.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether `id` may have been inserted: always true until [`IdFilter::set_loaded`].
-    pub fn may_hold(&self, id: &[u8; 32]) -> bool {
-        !self.loaded.load(Ordering::Acquire)
-            || self.probes(id).all(|bit| {
-                self.words[(bit / 64) as usize].load(Ordering::Relaxed) & (1 << (bit % 64)) != 0
-            })
+    /// Whether `key` may have been inserted: always true until [`IdFilter::set_loaded`].
+    pub fn may_hold(&self, key: &[u8; KEY_BYTES]) -> bool {
+        if !self.loaded.load(Ordering::Acquire) {
+            return true;
+        }
+        let (block, mut bits) = self.probes(key);
+        bits.all(|(word, mask)| block.0[word].load(Ordering::Relaxed) & mask != 0)
     }
 
     /// Every id stored before it was shared has been inserted: "surely not" answers
@@ -90,18 +106,23 @@ impl IdFilter {
 
     /// Bytes of its bit array.
     pub fn bytes(&self) -> u64 {
-        self.bits / 8
+        self.blocks.len() as u64 * BLOCK_BITS / 8
     }
+}
+
+/// The key of an id: its first [`KEY_BYTES`] bytes.
+pub fn key(id: &[u8; 32]) -> [u8; KEY_BYTES] {
+    std::array::from_fn(|i| id[i])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Ids as digests are: uniform bytes (here SHA-256 of a counter).
-    fn id(i: u64) -> [u8; 32] {
+    /// The keys of ids as digests are: uniform bytes (here SHA-256 of a counter).
+    fn id(i: u64) -> [u8; KEY_BYTES] {
         use nostr_sdk::hashes::{sha256, Hash};
-        sha256::Hash::hash(&i.to_le_bytes()).to_byte_array()
+        key(&sha256::Hash::hash(&i.to_le_bytes()).to_byte_array())
     }
 
     #[test]
@@ -114,8 +135,9 @@ mod tests {
         assert_eq!(f.inserted(), 1_000);
     }
 
-    /// False positives per load factor: about 1% at capacity (10 bits, 7 probes:
-    /// (1 - e^(-7/10))^7 = 0.82%), fewer below, more past it.
+    /// False positives per load factor: about 1% at capacity (10 bits, 7 probes in
+    /// blocks of 512 bits, whose loads vary around 51.2 ids: 0.95%), fewer below,
+    /// more past it.
     #[test]
     fn false_positives_follow_the_load() {
         // (capacity, inserted, most false positives per 100,000 absent ids)
@@ -137,6 +159,6 @@ mod tests {
                 "{inserted} in {capacity}: {false_positives} false positives"
             );
         }
-        assert_eq!(IdFilter::with_capacity(1_000_000).bytes(), 1_250_000);
+        assert_eq!(IdFilter::with_capacity(1_000_000).bytes(), 1_250_048);
     }
 }

@@ -344,8 +344,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// wait meanwhile).
     async fn check_fingerprints(&self, repair: bool) -> StoreResult<(u64, u64)>;
 
-    /// `(seq, id)` of up to `limit` stored events after `after_seq`, in `seq` order.
-    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;
+    /// `(seq, the first 32 hex digits of the id)` of up to `limit` stored events after
+    /// `after_seq`, in `seq` order.
+    async fn id_heads_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>>;
     /// The aggregates of one event (`None`: nothing counts toward it).
     async fn stats_of(&self, event_id: &str) -> StoreResult<Option<StatsDelta>>;
     /// Cursors, relay states, counts and migrations; reads only.

@@ -406,13 +406,13 @@ impl EventStore for PgStore {
         Ok((checked.recounted as u64, checked.differing as u64))
     }
 
-    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+    async fn id_heads_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
         let mut conn = self.conn().await?;
         Ok(events::table
             .filter(events::seq.gt(after_seq))
             .order(events::seq)
             .limit(limit)
-            .select((events::seq, events::id))
+            .select((events::seq, super::queries::id_head()))
             .load(&mut conn)
             .await?)
     }

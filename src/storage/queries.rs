@@ -252,3 +252,9 @@ macro_rules! relay_lists {
     }};
 }
 pub(crate) use relay_lists;
+
+/// The first 32 hex digits of an event's id (`events.id`): what the committed-id
+/// filter reads of it, half of the text to send and decode.
+pub(super) fn id_head() -> diesel::expression::SqlLiteral<diesel::sql_types::Text> {
+    diesel::dsl::sql("substr(id, 1, 32)")
+}

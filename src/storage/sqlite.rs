@@ -377,13 +377,13 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+    async fn id_heads_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
         self.run(move |conn| {
             events::table
                 .filter(events::seq.gt(after_seq))
                 .order(events::seq)
                 .limit(limit)
-                .select((events::seq, events::id))
+                .select((events::seq, super::queries::id_head()))
                 .load(conn)
         })
         .await

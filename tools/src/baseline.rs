@@ -126,8 +126,8 @@ impl EventStore for Baseline {
         self.0.stored_among(ids).await
     }
 
-    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
-        self.0.ids_after(after_seq, limit).await
+    async fn id_heads_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        self.0.id_heads_after(after_seq, limit).await
     }
 
     async fn fingerprint_sums(

@@ -26,12 +26,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Recipient};
+use bitcoin::hex::FromHex;
 
 use self::cache::{Seen, SeenCache};
 use self::messages::{Check, Committed, Fresh, Release};
 use crate::actors::item::{Abandon, InFlight, Item};
 use crate::actors::sightings::Sightings;
-use crate::dedup_filter::IdFilter;
+use crate::dedup_filter::{key, IdFilter, KEY_BYTES};
 use crate::metrics::Counters;
 use crate::storage::EventStore;
 
@@ -82,7 +83,11 @@ impl DedupActor {
                         id,
                         dedup: self.me.clone(),
                     });
-                    if self.filter.get().is_none_or(|f| f.may_hold(id.as_bytes())) {
+                    if self
+                        .filter
+                        .get()
+                        .is_none_or(|f| f.may_hold(&key(id.as_bytes())))
+                    {
                         fresh.maybe_stored.push(id);
                     }
                     fresh.items.push(item)
@@ -133,7 +138,7 @@ impl Handler<Committed> for DedupActor {
         let filter = self.filter.get();
         for (id, relay, seq) in ids {
             if let Some(f) = filter {
-                f.insert(id.as_bytes());
+                f.insert(&key(id.as_bytes()));
             }
             for parked in self.cache.committed(id, relay, seq) {
                 if self.cache.delivered(id, parked.source) {
@@ -190,7 +195,7 @@ pub async fn load_filter(store: Arc<dyn EventStore>, slot: FilterSlot, counters:
         .store(filter.bytes(), Ordering::Relaxed);
     let mut after = 0;
     loop {
-        let page = match store.ids_after(after, LOAD_PAGE).await {
+        let page = match store.id_heads_after(after, LOAD_PAGE).await {
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(%error, "loading the committed-id filter failed: every fresh id is looked up");
@@ -199,9 +204,9 @@ pub async fn load_filter(store: Arc<dyn EventStore>, slot: FilterSlot, counters:
         };
         let Some((last, _)) = page.last() else { break };
         after = *last;
-        for (_, id) in &page {
-            if let Ok(id) = nostr_sdk::EventId::from_hex(id) {
-                filter.insert(id.as_bytes());
+        for (_, head) in &page {
+            if let Ok(key) = <[u8; KEY_BYTES]>::from_hex(head) {
+                filter.insert(&key);
             }
         }
     }

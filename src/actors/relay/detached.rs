@@ -165,11 +165,10 @@ impl EventStore for Detached {
         .await
     }
 
-    async fn ids_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
-        detached(
-            &self.0,
-            |s| async move { s.ids_after(after_seq, limit).await },
-        )
+    async fn id_heads_after(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<(i64, String)>> {
+        detached(&self.0, |s| async move {
+            s.id_heads_after(after_seq, limit).await
+        })
         .await
     }
 
