@@ -595,6 +595,10 @@ async fn sync(
         }
     };
     app.shutdown(Duration::from_secs(60)).await;
+    // The arbiters outlive this future: stopped, no timer of theirs (the purge every
+    // `retention.expiry_check_secs`) opens a transaction while the run's schema is
+    // dropped, which would wait for it forever.
+    actix_rt::System::current().stop();
     let (elapsed, expected) = result?;
     Ok(Outcome {
         counters,
