@@ -97,21 +97,21 @@ impl Cycle {
 
     /// A long window's progress line: what it covers, how fast, and how long to go.
     /// A window that starts at the beginning of time (`since` 0) ends at the relay's
-    /// oldest event, which nobody knows: it gets no estimate (it used to say decades).
+    /// oldest event, which nobody knows: its line has no `eta_secs` (it used to say
+    /// decades, then `eta=None`).
     fn log_progress(&self, since: u64, floor: u64, top: u64, stored: u64, took: Duration) {
         let secs = took.as_secs_f64().max(0.001);
         let covered = top.saturating_sub(floor) as f64;
-        let eta = (covered > 0.0 && since > 0)
-            .then(|| floor.saturating_sub(since) as f64 * secs / covered)
-            .map(|s| Duration::from_secs(s as u64));
-        tracing::info!(
-            relay = %self.url,
-            from = %crate::status::time(Some(floor as i64)),
-            to = %crate::status::time(Some(top as i64)),
-            stored,
-            per_sec = (stored as f64 / secs).round(),
-            eta = ?eta,
-            "backfill progress"
+        let (from, to) = (
+            crate::status::time(Some(floor as i64)),
+            crate::status::time(Some(top as i64)),
         );
+        let per_sec = (stored as f64 / secs).round();
+        if covered > 0.0 && since > 0 {
+            let eta_secs = (floor.saturating_sub(since) as f64 * secs / covered).round();
+            tracing::info!(relay = %self.url, %from, %to, stored, per_sec, eta_secs, "backfill progress");
+        } else {
+            tracing::info!(relay = %self.url, %from, %to, stored, per_sec, "backfill progress");
+        }
     }
 }
