@@ -276,8 +276,7 @@ impl Initiator {
         }
     }
 
-    /// Ids the relay holds that we lack, found so far.
-    /// How many ids we lack, found so far.
+    /// How many ids the relay holds that we lack, found so far.
     pub fn needed(&self) -> usize {
         self.need.len()
     }

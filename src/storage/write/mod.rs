@@ -368,9 +368,6 @@ pub(crate) async fn write<S: Steps>(
     {
         deltas.count_hex(0, (row.created_at, row.kind, &row.id), true);
     }
-    for (_, _, row) in &removed {
-        deltas.count_hex(0, (row.created_at, row.kind, &row.id), false);
-    }
     let rows: Vec<Option<i64>> = ids
         .iter()
         .map(|id| by_id.get(id.as_str()).copied())
@@ -461,14 +458,12 @@ async fn record_sources<S: Steps>(
         .filter(|s| s.seq > 0)
         .map(|s| s.seq)
         .collect();
-    let unsure: Vec<i64> = added
+    let mut gone: HashSet<i64> = added
         .iter()
         .map(|(seq, _)| *seq)
         .filter(|seq| remembered.contains(seq))
-        .collect::<HashSet<_>>()
-        .into_iter()
         .collect();
-    let mut gone: HashSet<i64> = unsure.iter().copied().collect();
+    let unsure: Vec<i64> = gone.iter().copied().collect();
     for chunk in unsure.chunks(S::ROWS) {
         for seq in db.stored_seqs(chunk).await? {
             gone.remove(&seq);
@@ -495,8 +490,9 @@ async fn add_fingerprints<S: Steps>(db: &mut S, deltas: Deltas) -> QueryResult<(
 
 /// Queues the retractions of `removed` rows (step 5, and the purge of expired and
 /// tombstoned events): what each counted, a zap receipt only if `zap_counted` held it
-/// (the row is taken); and removes their provenance, taking them out of their relays'
-/// fingerprints. Returns how many it queued.
+/// (the row is taken); and removes their provenance, taking them out of the
+/// fingerprints of every stored event (relay 0) and of the relays that delivered them.
+/// Returns how many it queued.
 pub(crate) async fn retract<S: Steps>(
     db: &mut S,
     removed: Vec<Removed>,
@@ -511,7 +507,10 @@ pub(crate) async fn retract<S: Steps>(
     for chunk in receipts.chunks(S::ROWS) {
         counted.extend(db.uncount_zaps(chunk).await?);
     }
-    // Their provenance goes with them.
+    // Out of relay 0's sums, and their provenance goes with them.
+    for (_, _, row) in &removed {
+        deltas.count_hex(0, (row.created_at, row.kind, &row.id), false);
+    }
     let by_seq: HashMap<i64, &EventRow> = removed.iter().map(|(_, seq, row)| (*seq, row)).collect();
     let seqs: Vec<i64> = by_seq.keys().copied().collect();
     for chunk in seqs.chunks(S::ROWS) {
@@ -555,9 +554,6 @@ pub(crate) async fn purge<S: Steps>(db: &mut S, now: i64, max_unseen: u64) -> Qu
     let (expired_n, deleted) = (expired.len() as u64, tombstoned.len() as u64);
     let removed: Vec<Removed> = expired.into_iter().chain(tombstoned).collect();
     let mut deltas = Deltas::default();
-    for (_, _, row) in &removed {
-        deltas.count_hex(0, (row.created_at, row.kind, &row.id), false);
-    }
     let retractions = retract(db, removed, &mut deltas).await?;
     add_fingerprints(db, deltas).await?;
     Ok(Purged {
