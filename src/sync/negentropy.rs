@@ -4,12 +4,15 @@
 //! Negentropy compares ranges of `(created_at, id)` by fingerprint (`IdSum`): the sum
 //! of the ids and their count. We choose our ranges' bounds on whole seconds, so the
 //! fingerprint of any of them is a sum of per-second rows the database keeps with every
-//! write ([`Source::sums`]). A relay's own bounds fall on whole seconds too, unless two
-//! of its events share one; only then are that second's ids read. Our items are read
-//! only in ranges that differ and have become small: fewer than [`ID_LIST_BELOW`] of
-//! ours, or a second or two. Ids a relay lists for a range are looked up
-//! ([`Source::held`]), not compared with a reading of ours: we only take (direction
-//! down), so what we hold and the relay does not is never listed.
+//! write ([`Source::sums`]). A relay splits a differing range of ours on its own items,
+//! so its bounds fall inside seconds wherever two of its events share one; rather than
+//! read those seconds to compare its parts one by one, we take the parts together and
+//! split them again on whole seconds ([`Theirs::Split`]). Our items are read only in
+//! ranges that differ within a second or two, and in the seconds of the relay's bounds
+//! where its parts cannot be taken together. A range small enough for the relay to
+//! list its ids is compared with our sum of it: when the relay holds exactly one more,
+//! the sums name it, and only that id is looked up ([`Source::held`]). We only take
+//! (direction down), so what we hold and the relay does not is never listed.
 //!
 //! A differing range spanning whole seconds is split into up to [`BUCKETS`] equal
 //! spans of time; one within a second or two, on its items, as the protocol's
@@ -25,7 +28,8 @@ pub const PROTOCOL_VERSION: u8 = 0x61;
 /// Sub-ranges a differing range is split into.
 pub const BUCKETS: usize = 16;
 
-/// Our ranges with fewer items than this are sent as lists of ids.
+/// Our ranges within a second or two with fewer items than this are sent as lists of
+/// ids.
 pub const ID_LIST_BELOW: i64 = 2 * BUCKETS as i64;
 
 /// Most bytes of one of our messages (before hex); strfry's own client uses 60,000.
@@ -255,6 +259,22 @@ pub struct Initiator {
     pub rows_read: u64,
 }
 
+/// One of the relay's ranges as we answer it: from `lower` up to `upper`.
+struct Part {
+    lower: Bound,
+    upper: Bound,
+    theirs: Theirs,
+}
+
+/// What the relay said of a range.
+enum Theirs {
+    Fingerprint([u8; FINGERPRINT_BYTES]),
+    /// Fingerprints of the relay's split of a range of ours, taken together: differs.
+    Split,
+    IdList(Vec<Id>),
+    Skip,
+}
+
 /// A differing range, to be split.
 struct Differs {
     lower: Bound,
@@ -323,57 +343,67 @@ impl Initiator {
         src: &mut S,
         msg: &[u8],
     ) -> Result<Option<Vec<u8>>, Error<S::Error>> {
-        let ranges = decode(msg)?;
+        let parts = self.parts(decode(msg)?);
         // The relay's bounds within one of its seconds need that second's ids.
-        let mut lower = Bound::second(0);
         let mut spans = Vec::new();
         let mut listed = Vec::new();
         let mut seconds = Vec::new();
-        for r in &ranges {
-            match &r.body {
-                Body::Fingerprint(_) => {
+        for p in &parts {
+            match &p.theirs {
+                Theirs::Fingerprint(_) | Theirs::Split => {
                     seconds.extend(
-                        [&lower, &r.upper]
+                        [&p.lower, &p.upper]
                             .iter()
                             .filter(|b| !b.prefix.is_empty())
                             .map(|b| b.at),
                     );
-                    spans.push(span(&lower, &r.upper));
+                    spans.push(span(&p.lower, &p.upper));
                 }
-                Body::IdList(ids) => listed.extend(ids.iter().copied()),
-                Body::Skip => {}
+                Theirs::IdList(_) => spans.push(span(&p.lower, &p.upper)),
+                Theirs::Skip => {}
             }
-            lower = r.upper.clone();
         }
         self.load_seconds(src, seconds).await?;
         let mut sums = self.sums(src, &spans).await?.into_iter();
         // Ours against theirs, range by range; a run of matching ranges is skipped.
-        let mut lower = Bound::second(0);
         let mut pieces: Vec<(Option<Bound>, Differs)> = Vec::new();
         let mut skipped = false;
-        for r in ranges {
-            if let Body::Fingerprint(theirs) = r.body {
-                let mut ours = sums.next().unwrap_or_default();
-                ours.add(&self.partial(&r.upper));
-                ours.sub(&self.partial(&lower));
-                if ours.fingerprint() != theirs {
-                    let skip_to = skipped.then(|| lower.clone());
-                    skipped = false;
-                    pieces.push((
-                        skip_to,
-                        Differs {
-                            lower: lower.clone(),
-                            upper: r.upper.clone(),
-                            ours,
-                        },
-                    ));
-                } else {
+        for p in parts {
+            let theirs = match p.theirs {
+                Theirs::Fingerprint(theirs) => Some(theirs),
+                Theirs::Split => None,
+                Theirs::IdList(ids) => {
+                    let ours = sums.next().unwrap_or_default();
+                    let known = |b: &Bound| b.prefix.is_empty() || self.seconds.contains_key(&b.at);
+                    if known(&p.lower) && known(&p.upper) {
+                        let ours = self.within(ours, &p.lower, &p.upper);
+                        listed.extend(may_lack(ids, &ours));
+                    } else {
+                        listed.extend(ids);
+                    }
                     skipped = true;
+                    continue;
                 }
-            } else {
+                Theirs::Skip => {
+                    skipped = true;
+                    continue;
+                }
+            };
+            let ours = self.within(sums.next().unwrap_or_default(), &p.lower, &p.upper);
+            if theirs == Some(ours.fingerprint()) {
                 skipped = true;
+                continue;
             }
-            lower = r.upper;
+            let skip_to = skipped.then(|| p.lower.clone());
+            skipped = false;
+            pieces.push((
+                skip_to,
+                Differs {
+                    lower: p.lower,
+                    upper: p.upper,
+                    ours,
+                },
+            ));
         }
         self.take_listed(src, listed).await?;
         if pieces.is_empty() {
@@ -381,6 +411,65 @@ impl Initiator {
         }
         let (skips, differing): (Vec<Option<Bound>>, Vec<Differs>) = pieces.into_iter().unzip();
         Ok(Some(self.frame(src, differing, skips).await?))
+    }
+
+    /// Our sum of a range from the sum of its whole seconds (`span`): the upper bound's
+    /// second's items below it added, the lower's taken away (both must be loaded).
+    fn within(&self, mut seconds: IdSum, lower: &Bound, upper: &Bound) -> IdSum {
+        seconds.add(&self.partial(upper));
+        seconds.sub(&self.partial(lower));
+        seconds
+    }
+
+    /// The relay's ranges, each with its lower bound. A relay splits a differing range
+    /// of ours on its own items, so its parts meet inside seconds; fingerprints that
+    /// meet inside a second we have not read are taken together, as one range that
+    /// differs ([`Theirs::Split`]), which we split again on whole seconds. Comparing
+    /// them one by one would read every such second, most of them to find a match:
+    /// with one event in a hundred missing, that read most of the window. A run of a
+    /// second or two is compared part by part, as it cannot be split on whole seconds.
+    fn parts(&self, ranges: Vec<Range>) -> Vec<Part> {
+        let mut runs: Vec<Vec<Part>> = Vec::new();
+        let mut lower = Bound::second(0);
+        for r in ranges {
+            let theirs = match r.body {
+                Body::Fingerprint(f) => Theirs::Fingerprint(f),
+                Body::IdList(ids) => Theirs::IdList(ids),
+                Body::Skip => Theirs::Skip,
+            };
+            let part = Part {
+                lower: std::mem::replace(&mut lower, r.upper.clone()),
+                upper: r.upper,
+                theirs,
+            };
+            let joins = |prev: &Part| {
+                matches!(prev.theirs, Theirs::Fingerprint(_))
+                    && matches!(part.theirs, Theirs::Fingerprint(_))
+                    && !part.lower.prefix.is_empty()
+                    && !self.seconds.contains_key(&part.lower.at)
+            };
+            match runs.last_mut() {
+                Some(run) if run.last().is_some_and(joins) => run.push(part),
+                _ => runs.push(vec![part]),
+            }
+        }
+        let mut parts = Vec::with_capacity(runs.len());
+        for mut run in runs {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                continue;
+            };
+            let (from, to) = self.whole_span(&first.lower, &last.upper);
+            if run.len() > 1 && to.saturating_sub(from) >= 2 {
+                parts.push(Part {
+                    lower: first.lower.clone(),
+                    upper: last.upper.clone(),
+                    theirs: Theirs::Split,
+                });
+            } else {
+                parts.append(&mut run);
+            }
+        }
+        parts
     }
 
     /// Ids listed by the relay that we do not hold become needed.
@@ -491,7 +580,7 @@ impl Initiator {
         for d in differing {
             let (from, to) = self.whole_span(&d.lower, &d.upper);
             let seconds = to.saturating_sub(from);
-            if d.ours.count < ID_LIST_BELOW || seconds < 2 {
+            if d.ours.count == 0 || seconds < 2 {
                 plans.push(None);
                 continue;
             }
@@ -694,6 +783,26 @@ impl Initiator {
             })
             .collect())
     }
+}
+
+/// Of the ids a relay listed for a range, those we may lack, given our sum of the
+/// range: none when the sums are equal; when the relay holds one more than we do, the
+/// one id that makes the difference (if one does); else all of them, to be looked up.
+/// The sums say it as surely as a fingerprint would, and spare looking up what a
+/// range of a few seconds holds for the one event in it we lack.
+fn may_lack(ids: Vec<Id>, ours: &IdSum) -> Vec<Id> {
+    let mut extra = IdSum::default();
+    ids.iter().for_each(|id| extra.add(&IdSum::of(id)));
+    extra.sub(ours);
+    if extra.is_zero() {
+        return Vec::new();
+    }
+    if extra.count == 1 {
+        if let Some(id) = ids.iter().find(|id| IdSum::of(id) == extra) {
+            return vec![*id];
+        }
+    }
+    ids
 }
 
 /// The seconds whose sums make up a range's, before its bounds' partial seconds are
