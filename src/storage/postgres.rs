@@ -347,7 +347,7 @@ impl EventStore for PgStore {
     ) -> StoreResult<Vec<(i64, IdSum)>> {
         use diesel::sql_types::{Array, BigInt, Integer};
         let mut conn = self.conn().await?;
-        let rows: Vec<fingerprints::SpanSum> = diesel::sql_query(fingerprints::PG_SECONDS)
+        let rows: Vec<fingerprints::PackedSecond> = diesel::sql_query(fingerprints::PG_SECONDS)
             .bind::<BigInt, _>(from)
             .bind::<BigInt, _>(to)
             .bind::<Array<Integer>, _>(kinds)
@@ -355,7 +355,10 @@ impl EventStore for PgStore {
             .bind::<Integer, _>(relay)
             .load(&mut conn)
             .await?;
-        Ok(rows.iter().map(|r| (r.i, r.sum())).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.i, r.sum()?)))
+            .collect::<Result<_, diesel::result::Error>>()?)
     }
 
     async fn ids_in_spans(
