@@ -355,10 +355,7 @@ impl EventStore for PgStore {
             .bind::<Integer, _>(relay)
             .load(&mut conn)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Ok((r.i, r.sum()?)))
-            .collect::<Result<_, diesel::result::Error>>()?)
+        rows.iter().map(|r| Ok((r.i, r.sum()?))).collect()
     }
 
     async fn ids_in_spans(

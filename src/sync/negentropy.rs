@@ -268,11 +268,9 @@ struct Part {
 
 /// What the relay said of a range.
 enum Theirs {
-    Fingerprint([u8; FINGERPRINT_BYTES]),
+    Said(Body),
     /// Fingerprints of the relay's split of a range of ours, taken together: differs.
     Split,
-    IdList(Vec<Id>),
-    Skip,
 }
 
 /// A differing range, to be split.
@@ -346,50 +344,48 @@ impl Initiator {
         let parts = self.parts(decode(msg)?);
         // The relay's bounds within one of its seconds need that second's ids.
         let mut spans = Vec::new();
-        let mut listed = Vec::new();
         let mut seconds = Vec::new();
         for p in &parts {
             match &p.theirs {
-                Theirs::Fingerprint(_) | Theirs::Split => {
-                    seconds.extend(
-                        [&p.lower, &p.upper]
-                            .iter()
-                            .filter(|b| !b.prefix.is_empty())
-                            .map(|b| b.at),
-                    );
-                    spans.push(span(&p.lower, &p.upper));
-                }
-                Theirs::IdList(_) => spans.push(span(&p.lower, &p.upper)),
-                Theirs::Skip => {}
+                Theirs::Said(Body::Skip) => continue,
+                Theirs::Said(Body::IdList(_)) => {}
+                Theirs::Said(Body::Fingerprint(_)) | Theirs::Split => seconds.extend(
+                    [&p.lower, &p.upper]
+                        .iter()
+                        .filter(|b| !b.prefix.is_empty())
+                        .map(|b| b.at),
+                ),
             }
+            spans.push(span(&p.lower, &p.upper));
         }
         self.load_seconds(src, seconds).await?;
         let mut sums = self.sums(src, &spans).await?.into_iter();
         // Ours against theirs, range by range; a run of matching ranges is skipped.
+        let mut listed = Vec::new();
         let mut pieces: Vec<(Option<Bound>, Differs)> = Vec::new();
         let mut skipped = false;
         for p in parts {
+            if matches!(p.theirs, Theirs::Said(Body::Skip)) {
+                skipped = true;
+                continue;
+            }
+            let whole = sums.next().unwrap_or_default();
             let theirs = match p.theirs {
-                Theirs::Fingerprint(theirs) => Some(theirs),
-                Theirs::Split => None,
-                Theirs::IdList(ids) => {
-                    let ours = sums.next().unwrap_or_default();
+                Theirs::Said(Body::IdList(ids)) => {
+                    // Our sum needs the bounds' seconds, read only for fingerprints.
                     let known = |b: &Bound| b.prefix.is_empty() || self.seconds.contains_key(&b.at);
                     if known(&p.lower) && known(&p.upper) {
-                        let ours = self.within(ours, &p.lower, &p.upper);
-                        listed.extend(may_lack(ids, &ours));
+                        listed.extend(may_lack(ids, &self.within(whole, &p.lower, &p.upper)));
                     } else {
                         listed.extend(ids);
                     }
                     skipped = true;
                     continue;
                 }
-                Theirs::Skip => {
-                    skipped = true;
-                    continue;
-                }
+                Theirs::Said(Body::Fingerprint(theirs)) => Some(theirs),
+                Theirs::Said(Body::Skip) | Theirs::Split => None,
             };
-            let ours = self.within(sums.next().unwrap_or_default(), &p.lower, &p.upper);
+            let ours = self.within(whole, &p.lower, &p.upper);
             if theirs == Some(ours.fingerprint()) {
                 skipped = true;
                 continue;
@@ -432,19 +428,15 @@ impl Initiator {
         let mut runs: Vec<Vec<Part>> = Vec::new();
         let mut lower = Bound::second(0);
         for r in ranges {
-            let theirs = match r.body {
-                Body::Fingerprint(f) => Theirs::Fingerprint(f),
-                Body::IdList(ids) => Theirs::IdList(ids),
-                Body::Skip => Theirs::Skip,
-            };
             let part = Part {
                 lower: std::mem::replace(&mut lower, r.upper.clone()),
                 upper: r.upper,
-                theirs,
+                theirs: Theirs::Said(r.body),
             };
+            let fingerprint = |p: &Part| matches!(p.theirs, Theirs::Said(Body::Fingerprint(_)));
             let joins = |prev: &Part| {
-                matches!(prev.theirs, Theirs::Fingerprint(_))
-                    && matches!(part.theirs, Theirs::Fingerprint(_))
+                fingerprint(prev)
+                    && fingerprint(&part)
                     && !part.lower.prefix.is_empty()
                     && !self.seconds.contains_key(&part.lower.at)
             };

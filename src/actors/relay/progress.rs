@@ -102,16 +102,17 @@ impl Cycle {
     fn log_progress(&self, since: u64, floor: u64, top: u64, stored: u64, took: Duration) {
         let secs = took.as_secs_f64().max(0.001);
         let covered = top.saturating_sub(floor) as f64;
-        let (from, to) = (
-            crate::status::time(Some(floor as i64)),
-            crate::status::time(Some(top as i64)),
+        // Left out of the line when `None`.
+        let eta_secs = (covered > 0.0 && since > 0)
+            .then(|| (floor.saturating_sub(since) as f64 * secs / covered).round());
+        tracing::info!(
+            relay = %self.url,
+            from = %crate::status::time(Some(floor as i64)),
+            to = %crate::status::time(Some(top as i64)),
+            stored,
+            per_sec = (stored as f64 / secs).round(),
+            eta_secs,
+            "backfill progress"
         );
-        let per_sec = (stored as f64 / secs).round();
-        if covered > 0.0 && since > 0 {
-            let eta_secs = (floor.saturating_sub(since) as f64 * secs / covered).round();
-            tracing::info!(relay = %self.url, %from, %to, stored, per_sec, eta_secs, "backfill progress");
-        } else {
-            tracing::info!(relay = %self.url, %from, %to, stored, per_sec, "backfill progress");
-        }
     }
 }
